@@ -1,0 +1,436 @@
+//! Loading the tweets CSV (`id,label,tweet`) into rows, with errors that name file and line.
+//!
+//! A small RFC 4180 reader is used instead of the `csv` crate because that crate silently
+//! accepts an unterminated quote (reading to end of file as one field), and real exports of
+//! this data set contain invalid UTF-8 that must be decoded lossily with a warning.
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Which header names hold the id, the label and the text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Columns {
+    pub id: String,
+    pub label: String,
+    pub text: String,
+}
+
+impl Default for Columns {
+    fn default() -> Self {
+        Self {
+            id: "id".into(),
+            label: "label".into(),
+            text: "tweet".into(),
+        }
+    }
+}
+
+/// One CSV row. `label` is `None` for unlabelled (prediction) files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub id: String,
+    pub label: Option<u8>,
+    pub text: String,
+    /// 1-based line on which the record starts.
+    pub line: usize,
+}
+
+/// Whether a label column is required.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Labels {
+    Required,
+    /// Read labels when the column exists, otherwise load for prediction.
+    Optional,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: the file is empty (expected a header row such as `id,label,tweet`)")]
+    Empty { path: PathBuf },
+    #[error("{path}:1: missing column `{column}` (header has: {header})")]
+    MissingColumn {
+        path: PathBuf,
+        column: String,
+        header: String,
+    },
+    #[error("{path}:{line}: expected {expected} fields as in the header, found {found}")]
+    FieldCount {
+        path: PathBuf,
+        line: usize,
+        expected: usize,
+        found: usize,
+    },
+    #[error("{path}:{line}: label `{value}` in column `{column}` is not 0 or 1")]
+    BadLabel {
+        path: PathBuf,
+        line: usize,
+        column: String,
+        value: String,
+    },
+    #[error("{path}:{line}: quoted field is never closed (unterminated quote)")]
+    UnterminatedQuote { path: PathBuf, line: usize },
+    #[error("{path}:{line}: stray quote inside an unquoted field")]
+    StrayQuote { path: PathBuf, line: usize },
+    #[error("{path}: has a header but no data rows")]
+    NoRows { path: PathBuf },
+}
+
+/// A loaded file: its rows and what was repaired on the way.
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub path: PathBuf,
+    pub rows: Vec<Row>,
+    pub labelled: bool,
+    /// Fields that held invalid UTF-8, decoded with U+FFFD.
+    pub invalid_utf8_fields: usize,
+    pub first_invalid_utf8_line: Option<usize>,
+}
+
+impl Table {
+    pub fn texts(&self) -> Vec<&str> {
+        self.rows.iter().map(|r| r.text.as_str()).collect()
+    }
+
+    /// Labels of a labelled table (0 where a row has none, which a labelled table never has).
+    pub fn labels(&self) -> Vec<u8> {
+        self.rows.iter().map(|r| r.label.unwrap_or(0)).collect()
+    }
+
+    pub fn positives(&self) -> usize {
+        self.rows.iter().filter(|r| r.label == Some(1)).count()
+    }
+}
+
+/// Reads a CSV file; warns once (through `tracing`) when invalid UTF-8 was replaced.
+pub fn load_csv(path: &Path, columns: &Columns, labels: Labels) -> Result<Table, DataError> {
+    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let table = parse_csv(path, &bytes, columns, labels)?;
+    if table.invalid_utf8_fields > 0 {
+        tracing::warn!(
+            "{}: {} field(s) held invalid UTF-8, replaced by U+FFFD (first on line {})",
+            path.display(),
+            table.invalid_utf8_fields,
+            table.first_invalid_utf8_line.unwrap_or(0)
+        );
+    }
+    Ok(table)
+}
+
+/// Parses CSV bytes; `path` is only used in messages.
+pub fn parse_csv(
+    path: &Path,
+    bytes: &[u8],
+    columns: &Columns,
+    labels: Labels,
+) -> Result<Table, DataError> {
+    let p = || path.to_path_buf();
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let mut records = RecordReader {
+        bytes,
+        pos: 0,
+        line: 1,
+    };
+    let mut invalid = 0usize;
+    let mut first_invalid = None;
+    let mut decode = |field: &[u8], line: usize| match std::str::from_utf8(field) {
+        Ok(s) => s.to_string(),
+        Err(_) => {
+            invalid += 1;
+            first_invalid.get_or_insert(line);
+            String::from_utf8_lossy(field).into_owned()
+        }
+    };
+
+    let Some((header_line, header)) = records.next_record(path)? else {
+        return Err(DataError::Empty { path: p() });
+    };
+    let header: Vec<String> = header
+        .iter()
+        .map(|f| decode(f, header_line).trim().to_string())
+        .collect();
+    let find = |name: &str| header.iter().position(|h| h == name);
+    let missing = |name: &str| DataError::MissingColumn {
+        path: p(),
+        column: name.to_string(),
+        header: header.join(","),
+    };
+    let id_col = find(&columns.id).ok_or_else(|| missing(&columns.id))?;
+    let text_col = find(&columns.text).ok_or_else(|| missing(&columns.text))?;
+    let label_col = match (find(&columns.label), labels) {
+        (Some(c), _) => Some(c),
+        (None, Labels::Optional) => None,
+        (None, Labels::Required) => return Err(missing(&columns.label)),
+    };
+
+    let mut rows = Vec::new();
+    while let Some((line, fields)) = records.next_record(path)? {
+        // A blank line (e.g. a trailing newline pair) is not a record.
+        if fields.len() == 1 && fields[0].is_empty() {
+            continue;
+        }
+        if fields.len() != header.len() {
+            return Err(DataError::FieldCount {
+                path: p(),
+                line,
+                expected: header.len(),
+                found: fields.len(),
+            });
+        }
+        let label = match label_col {
+            None => None,
+            Some(c) => {
+                let raw = decode(&fields[c], line);
+                match raw.trim() {
+                    "0" => Some(0),
+                    "1" => Some(1),
+                    other => {
+                        return Err(DataError::BadLabel {
+                            path: p(),
+                            line,
+                            column: columns.label.clone(),
+                            value: other.to_string(),
+                        })
+                    }
+                }
+            }
+        };
+        rows.push(Row {
+            id: decode(&fields[id_col], line).trim().to_string(),
+            label,
+            text: decode(&fields[text_col], line),
+            line,
+        });
+    }
+    if rows.is_empty() {
+        return Err(DataError::NoRows { path: p() });
+    }
+    Ok(Table {
+        path: p(),
+        rows,
+        labelled: label_col.is_some(),
+        invalid_utf8_fields: invalid,
+        first_invalid_utf8_line: first_invalid,
+    })
+}
+
+type Record<'a> = (usize, Vec<Cow<'a, [u8]>>);
+
+struct RecordReader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    line: usize,
+}
+
+impl<'a> RecordReader<'a> {
+    /// Returns the next record's fields (unquoted, `""` unescaped) with the line it starts on.
+    fn next_record(&mut self, path: &Path) -> Result<Option<Record<'a>>, DataError> {
+        if self.pos >= self.bytes.len() {
+            return Ok(None);
+        }
+        let start_line = self.line;
+        let mut fields: Vec<Cow<'a, [u8]>> = Vec::new();
+        loop {
+            let b = self.bytes;
+            if self.pos < b.len() && b[self.pos] == b'"' {
+                let quote_line = self.line;
+                self.pos += 1;
+                let field_start = self.pos;
+                let mut has_escaped_quote = false;
+                loop {
+                    match b.get(self.pos) {
+                        None => {
+                            return Err(DataError::UnterminatedQuote {
+                                path: path.to_path_buf(),
+                                line: quote_line,
+                            })
+                        }
+                        Some(b'"') if b.get(self.pos + 1) == Some(&b'"') => {
+                            has_escaped_quote = true;
+                            self.pos += 2;
+                        }
+                        Some(b'"') => break,
+                        Some(b'\n') => {
+                            self.line += 1;
+                            self.pos += 1;
+                        }
+                        Some(_) => self.pos += 1,
+                    }
+                }
+                let raw = &b[field_start..self.pos];
+                self.pos += 1; // closing quote
+                let field = if has_escaped_quote {
+                    Cow::Owned(unescape_quotes(raw))
+                } else {
+                    Cow::Borrowed(raw)
+                };
+                fields.push(field);
+                match b.get(self.pos) {
+                    None => return Ok(Some((start_line, fields))),
+                    Some(b',') => self.pos += 1,
+                    Some(b'\n') => {
+                        self.pos += 1;
+                        self.line += 1;
+                        return Ok(Some((start_line, fields)));
+                    }
+                    Some(b'\r') if b.get(self.pos + 1) == Some(&b'\n') => {
+                        self.pos += 2;
+                        self.line += 1;
+                        return Ok(Some((start_line, fields)));
+                    }
+                    Some(_) => {
+                        return Err(DataError::StrayQuote {
+                            path: path.to_path_buf(),
+                            line: self.line,
+                        })
+                    }
+                }
+            } else {
+                let field_start = self.pos;
+                while self.pos < b.len() && !matches!(b[self.pos], b',' | b'\n') {
+                    if b[self.pos] == b'"' {
+                        return Err(DataError::StrayQuote {
+                            path: path.to_path_buf(),
+                            line: self.line,
+                        });
+                    }
+                    self.pos += 1;
+                }
+                let mut field = &b[field_start..self.pos];
+                match b.get(self.pos) {
+                    Some(b',') => {
+                        fields.push(Cow::Borrowed(field));
+                        self.pos += 1;
+                    }
+                    end => {
+                        if let Some(stripped) = field.strip_suffix(b"\r") {
+                            field = stripped;
+                        }
+                        fields.push(Cow::Borrowed(field));
+                        if end.is_some() {
+                            self.pos += 1;
+                            self.line += 1;
+                        }
+                        return Ok(Some((start_line, fields)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn unescape_quotes(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        out.push(raw[i]);
+        i += if raw[i] == b'"' { 2 } else { 1 };
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &[u8], labels: Labels) -> Result<Table, DataError> {
+        parse_csv(Path::new("t.csv"), text, &Columns::default(), labels)
+    }
+
+    #[test]
+    fn reads_quoted_fields_crlf_and_escaped_quotes() {
+        let t = parse(
+            b"id,label,tweet\r\n1,0,\"hello, \"\"world\"\"\"\r\n2,1,\"two\nlines\"\n3,0,plain\r\n",
+            Labels::Required,
+        )
+        .unwrap();
+        assert_eq!(t.rows.len(), 3);
+        assert_eq!(t.rows[0].text, "hello, \"world\"");
+        assert_eq!(t.rows[1].text, "two\nlines");
+        assert_eq!(t.rows[1].line, 3);
+        assert_eq!(t.rows[2].text, "plain");
+        assert_eq!(t.rows[2].line, 5);
+        assert_eq!(t.labels(), vec![0, 1, 0]);
+    }
+
+    #[test]
+    fn carriage_return_inside_a_quoted_field_is_kept() {
+        let t = parse(b"id,label,tweet\n1,0,\"a\rb\"\n", Labels::Required).unwrap();
+        assert_eq!(t.rows[0].text, "a\rb");
+    }
+
+    #[test]
+    fn columns_may_come_in_any_order_and_unlabelled_files_load() {
+        let t = parse(b"tweet,id\nhi there,7\n", Labels::Optional).unwrap();
+        assert!(!t.labelled);
+        assert_eq!(t.rows[0].id, "7");
+        assert_eq!(t.rows[0].label, None);
+        assert_eq!(t.rows[0].text, "hi there");
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced_and_counted() {
+        let t = parse(
+            b"id,label,tweet\n1,0,ok\n2,0,bad \xF0\x9F here\n3,1,x\xFF\n",
+            Labels::Required,
+        )
+        .unwrap();
+        assert_eq!(t.rows[1].text, "bad \u{FFFD} here");
+        assert_eq!(t.rows[2].text, "x\u{FFFD}");
+        assert_eq!(t.invalid_utf8_fields, 2);
+        assert_eq!(t.first_invalid_utf8_line, Some(3));
+    }
+
+    fn message(text: &[u8], labels: Labels) -> String {
+        parse(text, labels).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn error_messages_name_file_and_line() {
+        assert_eq!(
+            message(b"", Labels::Required),
+            "t.csv: the file is empty (expected a header row such as `id,label,tweet`)"
+        );
+        assert_eq!(
+            message(b"id,tweet\n1,hi\n", Labels::Required),
+            "t.csv:1: missing column `label` (header has: id,tweet)"
+        );
+        assert_eq!(
+            message(b"id,label\n1,0\n", Labels::Optional),
+            "t.csv:1: missing column `tweet` (header has: id,label)"
+        );
+        assert_eq!(
+            message(b"id,label,tweet\n1,0,a\n2,2,b\n", Labels::Required),
+            "t.csv:3: label `2` in column `label` is not 0 or 1"
+        );
+        assert_eq!(
+            message(b"id,label,tweet\n1,0,a\n2,1\n", Labels::Required),
+            "t.csv:3: expected 3 fields as in the header, found 2"
+        );
+        assert_eq!(
+            message(b"id,label,tweet\n1,0,a\n2,1,b,c\n", Labels::Required),
+            "t.csv:3: expected 3 fields as in the header, found 4"
+        );
+        assert_eq!(
+            message(
+                b"id,label,tweet\n1,0,a\n2,1,\"open\nnever closed\n",
+                Labels::Required
+            ),
+            "t.csv:3: quoted field is never closed (unterminated quote)"
+        );
+        assert_eq!(
+            message(b"id,label,tweet\n", Labels::Required),
+            "t.csv: has a header but no data rows"
+        );
+    }
+}

@@ -1,0 +1,225 @@
+//! From token sequences to what the network sees: Keras `pad_sequences`, a seeded stratified
+//! split, class weights and seeded shuffled mini-batches.
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Padding {
+    Pre,
+    #[default]
+    Post,
+}
+
+/// Which end of a too-long sequence is cut. Keras's default is `pre` (drop the beginning).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Truncating {
+    #[default]
+    Pre,
+    Post,
+}
+
+/// A rectangular `[rows, len]` matrix of token ids, 0 = padding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Padded {
+    pub ids: Vec<u32>,
+    pub rows: usize,
+    pub len: usize,
+}
+
+impl Padded {
+    pub fn row(&self, r: usize) -> &[u32] {
+        &self.ids[r * self.len..(r + 1) * self.len]
+    }
+}
+
+/// Length of the longest sequence (Keras's default `maxlen`).
+pub fn longest(sequences: &[Vec<u32>]) -> usize {
+    sequences.iter().map(Vec::len).max().unwrap_or(0)
+}
+
+/// Keras `pad_sequences(sequences, maxlen=len, padding, truncating, value=0)`.
+pub fn pad_sequences(
+    sequences: &[Vec<u32>],
+    len: usize,
+    padding: Padding,
+    truncating: Truncating,
+) -> Padded {
+    let mut ids = vec![0u32; sequences.len() * len];
+    for (r, seq) in sequences.iter().enumerate() {
+        let kept: &[u32] = if seq.len() > len {
+            match truncating {
+                Truncating::Pre => &seq[seq.len() - len..],
+                Truncating::Post => &seq[..len],
+            }
+        } else {
+            seq
+        };
+        let out = &mut ids[r * len..(r + 1) * len];
+        match padding {
+            Padding::Post => out[..kept.len()].copy_from_slice(kept),
+            Padding::Pre => out[len - kept.len()..].copy_from_slice(kept),
+        }
+    }
+    Padded {
+        ids,
+        rows: sequences.len(),
+        len,
+    }
+}
+
+/// Row indices of a train/validation split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Split {
+    pub train: Vec<usize>,
+    pub validation: Vec<usize>,
+}
+
+/// Splits each class separately so both parts keep the class shares (to within one row);
+/// the same seed always gives the same split.
+pub fn stratified_split(labels: &[u8], validation_fraction: f64, seed: u64) -> Split {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut train = Vec::new();
+    let mut validation = Vec::new();
+    for class in [0u8, 1u8] {
+        let mut members: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == class).collect();
+        members.shuffle(&mut rng);
+        let n_val = (members.len() as f64 * validation_fraction).round() as usize;
+        validation.extend_from_slice(&members[..n_val]);
+        train.extend_from_slice(&members[n_val..]);
+    }
+    // Interleave classes again: training order is reshuffled per epoch anyway, but a
+    // validation set ordered by class would make order-dependent bugs invisible.
+    train.shuffle(&mut rng);
+    validation.shuffle(&mut rng);
+    Split { train, validation }
+}
+
+/// The report's class weights: `max(count) / count` for classes 0 and 1 (1.0 for an absent class).
+pub fn class_weights(labels: &[u8]) -> [f32; 2] {
+    let counts = [
+        labels.iter().filter(|&&l| l == 0).count(),
+        labels.iter().filter(|&&l| l == 1).count(),
+    ];
+    let max = counts[0].max(counts[1]) as f32;
+    counts.map(|c| if c == 0 { 1.0 } else { max / c as f32 })
+}
+
+/// Mini-batches of row indices, shuffled by a generator derived from `(seed, epoch)` so an
+/// epoch's order can be recomputed after a resume without saving generator state.
+pub fn epoch_batches(
+    rows: &[usize],
+    batch_size: usize,
+    seed: u64,
+    epoch: usize,
+) -> Vec<Vec<usize>> {
+    let mut order = rows.to_vec();
+    let mut rng = ChaCha8Rng::seed_from_u64(mix(seed, epoch as u64, 0xBA7C));
+    order.shuffle(&mut rng);
+    order
+        .chunks(batch_size.max(1))
+        .map(<[usize]>::to_vec)
+        .collect()
+}
+
+/// Derives independent stream seeds from one user seed (SplitMix64 finaliser).
+pub fn mix(seed: u64, a: u64, b: u64) -> u64 {
+    let mut z = seed
+        .wrapping_add(a.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_add(b.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seqs() -> Vec<Vec<u32>> {
+        vec![vec![1, 2, 3, 4, 5], vec![6, 7], vec![]]
+    }
+
+    #[test]
+    fn pad_post_truncate_pre() {
+        let p = pad_sequences(&seqs(), 3, Padding::Post, Truncating::Pre);
+        assert_eq!(p.ids, vec![3, 4, 5, 6, 7, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn pad_post_truncate_post() {
+        let p = pad_sequences(&seqs(), 3, Padding::Post, Truncating::Post);
+        assert_eq!(p.ids, vec![1, 2, 3, 6, 7, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn pad_pre_truncate_pre() {
+        let p = pad_sequences(&seqs(), 3, Padding::Pre, Truncating::Pre);
+        assert_eq!(p.ids, vec![3, 4, 5, 0, 6, 7, 0, 0, 0]);
+    }
+
+    #[test]
+    fn pad_pre_truncate_post() {
+        let p = pad_sequences(&seqs(), 3, Padding::Pre, Truncating::Post);
+        assert_eq!(p.ids, vec![1, 2, 3, 0, 6, 7, 0, 0, 0]);
+        assert_eq!(p.row(1), &[0, 6, 7]);
+    }
+
+    #[test]
+    fn default_length_is_the_longest() {
+        assert_eq!(longest(&seqs()), 5);
+        let p = pad_sequences(&seqs(), longest(&seqs()), Padding::Post, Truncating::Pre);
+        assert_eq!(p.row(0), &[1, 2, 3, 4, 5]);
+        assert_eq!(p.row(1), &[6, 7, 0, 0, 0]);
+    }
+
+    #[test]
+    fn split_keeps_class_shares_and_is_deterministic() {
+        // 93 negatives, 7 positives.
+        let labels: Vec<u8> = (0..1000).map(|i| u8::from(i % 100 < 7)).collect();
+        let s = stratified_split(&labels, 0.1, 42);
+        assert_eq!(s.validation.len() + s.train.len(), 1000);
+        let val_pos = s.validation.iter().filter(|&&i| labels[i] == 1).count();
+        assert_eq!(val_pos, 7); // 70 positives * 0.1
+        assert_eq!(s.validation.len(), 100); // 7 + round(930 * 0.1)
+        let mut all: Vec<usize> = s.train.iter().chain(&s.validation).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..1000).collect::<Vec<_>>());
+        assert_eq!(s, stratified_split(&labels, 0.1, 42));
+        assert_ne!(s, stratified_split(&labels, 0.1, 43));
+    }
+
+    #[test]
+    fn split_rounds_each_class_to_within_one_row() {
+        let labels: Vec<u8> = (0..37).map(|i| u8::from(i < 5)).collect();
+        let s = stratified_split(&labels, 0.1, 1);
+        let val_pos = s.validation.iter().filter(|&&i| labels[i] == 1).count();
+        let val_neg = s.validation.len() - val_pos;
+        assert_eq!((val_pos, val_neg), (1, 3)); // round(0.5)=1 (half away from zero), round(3.2)=3
+    }
+
+    #[test]
+    fn class_weights_are_max_over_count() {
+        let labels: Vec<u8> = [vec![0u8; 93], vec![1u8; 7]].concat();
+        let w = class_weights(&labels);
+        assert_eq!(w[0], 1.0);
+        assert!((w[1] - 93.0 / 7.0).abs() < 1e-6);
+        assert_eq!(class_weights(&[0, 0]), [1.0, 1.0]);
+    }
+
+    #[test]
+    fn batches_cover_every_row_once_and_repeat_per_seed() {
+        let rows: Vec<usize> = (0..10).collect();
+        let b = epoch_batches(&rows, 4, 7, 0);
+        assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), vec![4, 4, 2]);
+        let mut flat: Vec<usize> = b.concat();
+        flat.sort_unstable();
+        assert_eq!(flat, rows);
+        assert_eq!(b, epoch_batches(&rows, 4, 7, 0));
+        assert_ne!(b, epoch_batches(&rows, 4, 7, 1));
+    }
+}

@@ -1,0 +1,227 @@
+//! A word tokenizer that reproduces Keras's `Tokenizer(num_words=N)` with its defaults, so
+//! sequences match what the 2021 report's pipeline fed its model.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Keras's default `filters`: each of these characters becomes a space.
+pub const KERAS_FILTERS: &str = "!\"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\t\n";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerError {
+    #[error("{path}: cannot read or write the tokenizer: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a valid tokenizer file: {source}")]
+    Format {
+        path: String,
+        source: serde_json::Error,
+    },
+}
+
+/// Splits a text the way `keras.preprocessing.text.text_to_word_sequence` does with defaults:
+/// lower-case, filter characters to spaces, split on the single space only, drop empties.
+pub fn words(text: &str) -> impl Iterator<Item = String> + '_ {
+    let lowered: String = text
+        .to_lowercase()
+        .chars()
+        .map(|c| if KERAS_FILTERS.contains(c) { ' ' } else { c })
+        .collect();
+    lowered
+        .split(' ')
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect::<Vec<_>>()
+        .into_iter()
+}
+
+/// A fitted vocabulary. Index 0 is reserved for padding; words are numbered from 1 by
+/// descending count, ties in first-seen order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tokenizer {
+    /// Keep only words whose index is below this (Keras's `num_words`); `None` keeps all.
+    pub num_words: Option<usize>,
+    /// Every word seen in `fit`, in index order (`vocabulary[0]` has index 1).
+    pub vocabulary: Vec<String>,
+    /// Occurrence counts, parallel to `vocabulary`.
+    pub counts: Vec<u64>,
+    #[serde(skip)]
+    index: HashMap<String, u32>,
+}
+
+impl Tokenizer {
+    pub fn fit<'a>(num_words: Option<usize>, texts: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut position: HashMap<String, usize> = HashMap::new();
+        let mut seen: Vec<(String, u64)> = Vec::new();
+        for text in texts {
+            for word in words(text) {
+                match position.get(&word) {
+                    Some(&i) => seen[i].1 += 1,
+                    None => {
+                        position.insert(word.clone(), seen.len());
+                        seen.push((word, 1));
+                    }
+                }
+            }
+        }
+        // Stable: equal counts keep first-seen order, as Python's list.sort does.
+        seen.sort_by_key(|w| std::cmp::Reverse(w.1));
+        let (vocabulary, counts) = seen.into_iter().unzip();
+        let mut tokenizer = Self {
+            num_words,
+            vocabulary,
+            counts,
+            index: HashMap::new(),
+        };
+        tokenizer.rebuild_index();
+        tokenizer
+    }
+
+    fn rebuild_index(&mut self) {
+        self.index = self
+            .vocabulary
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.clone(), i as u32 + 1))
+            .collect();
+    }
+
+    /// Index of a word as `word_index` in Keras (ignores `num_words`).
+    pub fn word_index(&self, word: &str) -> Option<u32> {
+        self.index.get(word).copied()
+    }
+
+    /// Largest id that `texts_to_sequence` can produce, plus one: the embedding's input size.
+    pub fn id_limit(&self) -> usize {
+        let all = self.vocabulary.len() + 1;
+        self.num_words.map_or(all, |n| n.min(all))
+    }
+
+    /// Keras `texts_to_sequences` for one text: unknown words and words at or past
+    /// `num_words` are dropped.
+    pub fn text_to_sequence(&self, text: &str) -> Vec<u32> {
+        let limit = self.num_words.unwrap_or(usize::MAX);
+        words(text)
+            .filter_map(|w| self.word_index(&w))
+            .filter(|&i| (i as usize) < limit)
+            .collect()
+    }
+
+    pub fn texts_to_sequences<'a>(
+        &self,
+        texts: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<Vec<u32>> {
+        texts
+            .into_iter()
+            .map(|t| self.text_to_sequence(t))
+            .collect()
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a tokenizer always serialises")
+    }
+
+    pub fn from_json(text: &str, path: &str) -> Result<Self, TokenizerError> {
+        let mut tokenizer: Self =
+            serde_json::from_str(text).map_err(|source| TokenizerError::Format {
+                path: path.to_string(),
+                source,
+            })?;
+        tokenizer.rebuild_index();
+        Ok(tokenizer)
+    }
+
+    pub fn save(&self, path: &Path) -> Result<(), TokenizerError> {
+        std::fs::write(path, self.to_json()).map_err(|source| TokenizerError::Io {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<Self, TokenizerError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| TokenizerError::Io {
+            path: shown.clone(),
+            source,
+        })?;
+        Self::from_json(&text, &shown)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(text: &str) -> Vec<String> {
+        words(text).collect()
+    }
+
+    #[test]
+    fn filters_become_spaces_and_only_the_space_splits() {
+        assert_eq!(split("Hello, World!!"), vec!["hello", "world"]);
+        assert_eq!(split("a--b...c"), vec!["a", "b", "c"]);
+        assert_eq!(split("@user #Tag it's"), vec!["user", "tag", "it's"]);
+        assert_eq!(split("tab\there\nnewline"), vec!["tab", "here", "newline"]);
+        // Repeated spaces give empty pieces, which are dropped.
+        assert_eq!(split("  many    spaces  "), vec!["many", "spaces"]);
+        // \r and the no-break space are not split on: they stay inside tokens.
+        assert_eq!(split("line\rend"), vec!["line\rend"]);
+        assert_eq!(split("non\u{a0}break"), vec!["non\u{a0}break"]);
+        assert_eq!(split("émoji 😀!x"), vec!["émoji", "😀", "x"]);
+    }
+
+    #[test]
+    fn unicode_upper_case_is_lowered() {
+        assert_eq!(
+            split("ÉCOLE ΣΟΦΟΣ İ"),
+            vec!["école", "σοφο\u{3c2}", "i\u{307}"]
+        );
+    }
+
+    #[test]
+    fn indices_follow_count_then_first_seen_order() {
+        // counts: b=3, a=2, c=2, d=1; a was seen before c.
+        let t = Tokenizer::fit(None, ["b a", "c b", "a c b d"]);
+        assert_eq!(t.vocabulary, vec!["b", "a", "c", "d"]);
+        assert_eq!(t.counts, vec![3, 2, 2, 1]);
+        assert_eq!(t.word_index("b"), Some(1));
+        assert_eq!(t.word_index("a"), Some(2));
+        assert_eq!(t.word_index("c"), Some(3));
+        assert_eq!(t.word_index("d"), Some(4));
+        assert_eq!(t.text_to_sequence("d c b a unknown"), vec![4, 3, 1, 2]);
+    }
+
+    #[test]
+    fn num_words_keeps_indices_strictly_below_it() {
+        let t = Tokenizer::fit(Some(3), ["b a", "c b", "a c b d"]);
+        // Only b (1) and a (2) survive: at most num_words - 1 distinct ids.
+        assert_eq!(t.text_to_sequence("d c b a"), vec![1, 2]);
+        assert_eq!(t.id_limit(), 3);
+        // The vocabulary is still complete, as Keras's word_index is.
+        assert_eq!(t.word_index("d"), Some(4));
+        let all = Tokenizer::fit(Some(100), ["x y"]);
+        assert_eq!(all.id_limit(), 3);
+    }
+
+    #[test]
+    fn json_round_trip_keeps_behaviour() {
+        let t = Tokenizer::fit(Some(4), ["the cat", "the dog", "a cat"]);
+        let back = Tokenizer::from_json(&t.to_json(), "mem").unwrap();
+        assert_eq!(back, t);
+        assert_eq!(
+            back.text_to_sequence("the cat a dog"),
+            t.text_to_sequence("the cat a dog")
+        );
+        let err = Tokenizer::from_json("{", "tok.json")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("tok.json: not a valid tokenizer file"),
+            "{err}"
+        );
+    }
+}

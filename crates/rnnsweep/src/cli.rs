@@ -1,0 +1,65 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Bad input or a failed command.
+pub const EXIT_ERROR: u8 = 1;
+
+#[derive(Parser)]
+#[command(
+    name = "rnnsweep",
+    version,
+    about = "Hyperparameter search for recurrent text classifiers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Look at a data file the way the model will see it.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Rows, positives, vocabulary, longest sequence, class weights; optionally the padded ids.
+    Inspect(InspectArgs),
+}
+
+#[derive(clap::Args)]
+pub struct InspectArgs {
+    /// CSV file with a header (`id,label,tweet` by default; `label` may be absent).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Keras `num_words`: keep word ids below this.
+    #[arg(long, default_value_t = 5000)]
+    pub max_words: usize,
+    /// Sequence length (default: the longest tokenized row).
+    #[arg(long)]
+    pub seq_len: Option<usize>,
+    /// Write `id,` and the post-padded id sequence, one line per row.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long, default_value = "id")]
+    pub id_column: String,
+    #[arg(long, default_value = "label")]
+    pub label_column: String,
+    #[arg(long, default_value = "tweet")]
+    pub text_column: String,
+}
+
+pub fn run() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Data {
+            command: DataCommand::Inspect(args),
+        } => crate::inspect::run(&args)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}

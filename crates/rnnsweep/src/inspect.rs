@@ -1,0 +1,75 @@
+use std::io::Write;
+
+use anyhow::Context;
+use rnnsweep_model::data::{load_csv, Columns, Labels};
+use rnnsweep_model::dataset::{class_weights, longest, pad_sequences, Padding, Truncating};
+use rnnsweep_model::tokenizer::Tokenizer;
+
+use crate::cli::InspectArgs;
+
+pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
+    if args.max_words < 2 {
+        anyhow::bail!(
+            "--max-words {}: must be at least 2 (ids start at 1)",
+            args.max_words
+        );
+    }
+    if args.seq_len == Some(0) {
+        anyhow::bail!("--seq-len 0: must be at least 1");
+    }
+    let columns = Columns {
+        id: args.id_column.clone(),
+        label: args.label_column.clone(),
+        text: args.text_column.clone(),
+    };
+    let table = load_csv(&args.input, &columns, Labels::Optional)?;
+    let tokenizer = Tokenizer::fit(Some(args.max_words), table.texts());
+    let sequences = tokenizer.texts_to_sequences(table.texts());
+    let longest_len = longest(&sequences);
+    let len = args.seq_len.unwrap_or(longest_len).max(1);
+
+    println!("file              {}", args.input.display());
+    println!("rows              {}", table.rows.len());
+    if table.labelled {
+        let positives = table.positives();
+        println!(
+            "positives         {} ({:.2} %)",
+            positives,
+            100.0 * positives as f64 / table.rows.len() as f64
+        );
+        let w = class_weights(&table.labels());
+        println!("class weights     0: {:.4}  1: {:.4}", w[0], w[1]);
+    } else {
+        println!("positives         (unlabelled file)");
+    }
+    println!("unique tokens     {}", tokenizer.vocabulary.len());
+    println!(
+        "ids used          {} (max_words {})",
+        tokenizer.id_limit() - 1,
+        args.max_words
+    );
+    println!("longest sequence  {longest_len}");
+    println!("sequence length   {len}");
+    if table.invalid_utf8_fields > 0 {
+        println!(
+            "invalid UTF-8     {} field(s) repaired, first on line {}",
+            table.invalid_utf8_fields,
+            table.first_invalid_utf8_line.unwrap_or(0)
+        );
+    }
+
+    if let Some(out) = &args.out {
+        let padded = pad_sequences(&sequences, len, Padding::Post, Truncating::Pre);
+        let file = std::fs::File::create(out)
+            .with_context(|| format!("{}: cannot create", out.display()))?;
+        let mut w = std::io::BufWriter::new(file);
+        for (r, row) in table.rows.iter().enumerate() {
+            let ids: Vec<String> = padded.row(r).iter().map(u32::to_string).collect();
+            writeln!(w, "{},{}", row.id, ids.join(" "))?;
+        }
+        w.flush()
+            .with_context(|| format!("{}: cannot write", out.display()))?;
+        println!("wrote             {}", out.display());
+    }
+    Ok(())
+}
