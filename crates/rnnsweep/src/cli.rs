@@ -24,6 +24,10 @@ enum Command {
         #[command(subcommand)]
         command: DataCommand,
     },
+    /// Train one configuration and write a model directory.
+    Train(crate::train_cmd::TrainArgs),
+    /// Score a CSV with a trained model: `id,probability,label`.
+    Predict(crate::train_cmd::PredictArgs),
 }
 
 #[derive(Subcommand)]
@@ -60,6 +64,8 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Data {
             command: DataCommand::Inspect(args),
         } => crate::inspect::run(&args)?,
+        Command::Train(args) => crate::train_cmd::train(&args)?,
+        Command::Predict(args) => crate::train_cmd::predict(&args)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -2,6 +2,7 @@
 
 mod cli;
 mod inspect;
+mod train_cmd;
 
 use std::process::ExitCode;
 

@@ -1,0 +1,94 @@
+//! A trained model on disk: `config.json` (with the sequence length resolved),
+//! `tokenizer.json` and `model.safetensors` (weights and BatchNorm moving statistics).
+
+use std::path::Path;
+
+use candle_core::Device;
+
+use crate::config::ModelConfig;
+use crate::data::Table;
+use crate::dataset::pad_sequences;
+use crate::error::{ModelError, Result};
+use crate::net::Net;
+use crate::tokenizer::Tokenizer;
+use crate::train::predict_padded;
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+
+pub struct TrainedModel {
+    /// `sequence_length` is always `Some` here.
+    pub config: ModelConfig,
+    pub tokenizer: Tokenizer,
+    pub net: Net,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
+    move |source| ModelError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+impl TrainedModel {
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let config =
+            serde_json::to_string_pretty(&self.config).map_err(|e| ModelError::Artifact {
+                path: dir.display().to_string(),
+                message: e.to_string(),
+            })?;
+        let config_path = dir.join(CONFIG_FILE);
+        std::fs::write(&config_path, config).map_err(io(&config_path))?;
+        self.tokenizer.save(&dir.join(TOKENIZER_FILE))?;
+        let state = self
+            .net
+            .state()?
+            .into_iter()
+            .map(|(k, v)| Ok((k, v.to_device(&Device::Cpu)?)))
+            .collect::<Result<std::collections::HashMap<_, _>>>()?;
+        candle_core::safetensors::save(&state, dir.join(WEIGHTS_FILE))?;
+        Ok(())
+    }
+
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        let config_path = dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&config_path).map_err(io(&config_path))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| ModelError::Artifact {
+                path: config_path.display().to_string(),
+                message: e.to_string(),
+            })?;
+        let config = ModelConfig::from_value(value, &config_path.display().to_string())?;
+        if config.sequence_length.is_none() {
+            return Err(ModelError::Artifact {
+                path: config_path.display().to_string(),
+                message: "sequence_length is missing (a saved model always has one)".into(),
+            });
+        }
+        let tokenizer = Tokenizer::load(&dir.join(TOKENIZER_FILE))?;
+        let net = Net::new(&config, tokenizer.id_limit(), device)?;
+        let weights = dir.join(WEIGHTS_FILE);
+        let shown = weights.display().to_string();
+        let state =
+            candle_core::safetensors::load(&weights, device).map_err(|e| ModelError::Artifact {
+                path: shown.clone(),
+                message: format!("unreadable weights: {e}"),
+            })?;
+        net.load_state(&state, &shown)?;
+        Ok(Self {
+            config,
+            tokenizer,
+            net,
+        })
+    }
+
+    /// Probability of class 1 for every row of a table (labelled or not).
+    pub fn predict(&self, table: &Table) -> Result<Vec<f32>> {
+        let sequences = self.tokenizer.texts_to_sequences(table.texts());
+        let len = self.config.sequence_length.unwrap_or(1);
+        let padded = pad_sequences(&sequences, len, self.config.padding, self.config.truncating);
+        predict_padded(&self.net, &padded, self.config.batch_size)
+    }
+}

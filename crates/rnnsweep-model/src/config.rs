@@ -1,0 +1,444 @@
+//! `ModelConfig`: everything that defines one trainable configuration, with the 2021 report's
+//! model as the default. Loads from JSON or YAML; `key=value` overrides use dotted paths.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::{Padding, Truncating};
+use crate::error::ModelError;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Keras `num_words`: word ids below this are kept.
+    pub max_words: usize,
+    pub embedding_dim: usize,
+    /// Units of each stacked bidirectional LSTM layer (per direction).
+    pub lstm_units: Vec<usize>,
+    /// Dropout on each LSTM layer's inputs, one mask per sequence.
+    pub lstm_dropout: f64,
+    pub batch_norm: bool,
+    /// Keras's default 0.99 needs a few hundred batches before the moving statistics used at
+    /// evaluation settle; small data sets want a lower value such as 0.9.
+    pub batch_norm_momentum: f64,
+    pub dense: Vec<DenseConfig>,
+    /// Dropout between consecutive dense layers.
+    pub dense_dropout: f64,
+    pub optimizer: OptimizerConfig,
+    pub batch_size: usize,
+    pub epochs: usize,
+    pub early_stopping: EarlyStopping,
+    /// `None` = the longest tokenized training sequence.
+    pub sequence_length: Option<usize>,
+    pub padding: Padding,
+    pub truncating: Truncating,
+    pub validation_split: f64,
+    pub class_weighting: bool,
+    pub seed: u64,
+    /// Which LSTM implementation to run.
+    pub lstm_impl: LstmImpl,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            max_words: 5000,
+            embedding_dim: 88,
+            lstm_units: vec![512, 512],
+            lstm_dropout: 0.3,
+            batch_norm: true,
+            batch_norm_momentum: 0.99,
+            dense: vec![
+                DenseConfig {
+                    units: 512,
+                    activation: Activation::Sigmoid,
+                    l2: 0.02,
+                },
+                DenseConfig {
+                    units: 128,
+                    activation: Activation::Relu,
+                    l2: 0.01,
+                },
+            ],
+            dense_dropout: 0.5,
+            optimizer: OptimizerConfig::default(),
+            batch_size: 256,
+            epochs: 80,
+            early_stopping: EarlyStopping::default(),
+            sequence_length: None,
+            padding: Padding::Post,
+            truncating: Truncating::Pre,
+            validation_split: 0.1,
+            class_weighting: true,
+            seed: 6464,
+            lstm_impl: LstmImpl::Auto,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LstmImpl {
+    /// The fastest implementation available on the device.
+    #[default]
+    Auto,
+    /// Built from candle ops: runs on any device; the oracle for faster kernels.
+    Reference,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DenseConfig {
+    pub units: usize,
+    #[serde(default)]
+    pub activation: Activation,
+    /// Keras `kernel_regularizer=l2(x)`: adds `x · Σ w²` to the loss.
+    #[serde(default)]
+    pub l2: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    #[default]
+    Relu,
+    Sigmoid,
+    Tanh,
+    Linear,
+    Elu,
+    Selu,
+    Softplus,
+    Softsign,
+    HardSigmoid,
+    Gelu,
+    Swish,
+}
+
+impl Activation {
+    pub const ALL: [Activation; 11] = [
+        Activation::Relu,
+        Activation::Sigmoid,
+        Activation::Tanh,
+        Activation::Linear,
+        Activation::Elu,
+        Activation::Selu,
+        Activation::Softplus,
+        Activation::Softsign,
+        Activation::HardSigmoid,
+        Activation::Gelu,
+        Activation::Swish,
+    ];
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerName {
+    Sgd,
+    #[default]
+    Adam,
+    Adamw,
+    Adamax,
+    Nadam,
+    Rmsprop,
+    Adagrad,
+    Adadelta,
+}
+
+/// An optimizer and its settings; unset settings take Keras's defaults for that optimizer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct OptimizerConfig {
+    pub name: OptimizerName,
+    pub learning_rate: Option<f64>,
+    pub momentum: Option<f64>,
+    pub nesterov: Option<bool>,
+    pub beta_1: Option<f64>,
+    pub beta_2: Option<f64>,
+    pub epsilon: Option<f64>,
+    pub rho: Option<f64>,
+    pub centered: Option<bool>,
+    pub initial_accumulator_value: Option<f64>,
+    pub weight_decay: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EarlyStopping {
+    /// `val_loss` (minimised) or any reported validation metric such as `val_f1` (maximised).
+    pub monitor: String,
+    pub patience: usize,
+    pub min_delta: f64,
+    pub restore_best: bool,
+    pub enabled: bool,
+}
+
+impl Default for EarlyStopping {
+    fn default() -> Self {
+        Self {
+            monitor: "val_loss".into(),
+            patience: 5,
+            min_delta: 0.0,
+            restore_best: true,
+            enabled: true,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// Reads JSON (`.json`) or YAML (anything else).
+    pub fn load(path: &Path) -> Result<Self, ModelError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let config: Self = if path.extension().is_some_and(|e| e == "json") {
+            serde_json::from_str(&text).map_err(|e| ModelError::Config {
+                at: format!("{}:{}:{}", path.display(), e.line(), e.column()),
+                message: e.to_string(),
+            })?
+        } else {
+            serde_yaml::from_str(&text).map_err(|e| ModelError::Config {
+                at: match e.location() {
+                    Some(l) => format!("{}:{}:{}", path.display(), l.line(), l.column()),
+                    None => path.display().to_string(),
+                },
+                message: e.to_string(),
+            })?
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Applies `key=value` overrides (`optimizer.learning_rate=0.01`, `lstm_units=[64,64]`);
+    /// values are parsed as YAML so lists, numbers and strings all work.
+    pub fn with_overrides(&self, overrides: &[String]) -> Result<Self, ModelError> {
+        let mut value = serde_json::to_value(self).map_err(|e| ModelError::Config {
+            at: "config".into(),
+            message: e.to_string(),
+        })?;
+        for item in overrides {
+            let (key, raw) = item.split_once('=').ok_or_else(|| ModelError::Config {
+                at: format!("--set {item}"),
+                message: "expected key=value".into(),
+            })?;
+            let parsed: serde_json::Value =
+                serde_yaml::from_str(raw).map_err(|e| ModelError::Config {
+                    at: format!("--set {item}"),
+                    message: e.to_string(),
+                })?;
+            set_path(&mut value, key, parsed).map_err(|message| ModelError::Config {
+                at: format!("--set {item}"),
+                message,
+            })?;
+        }
+        Self::from_value(value, "--set")
+    }
+
+    /// Builds a config from a JSON value (e.g. one assembled by the search driver).
+    pub fn from_value(value: serde_json::Value, at: &str) -> Result<Self, ModelError> {
+        let config: Self = serde_json::from_value(value).map_err(|e| ModelError::Config {
+            at: at.to_string(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let bad = |field: &str, message: String| {
+            Err(ModelError::Config {
+                at: field.to_string(),
+                message,
+            })
+        };
+        if self.max_words < 2 {
+            return bad("max_words", format!("{} is below 2", self.max_words));
+        }
+        if self.embedding_dim == 0 {
+            return bad("embedding_dim", "must be at least 1".into());
+        }
+        if self.lstm_units.is_empty() || self.lstm_units.contains(&0) {
+            return bad(
+                "lstm_units",
+                format!(
+                    "{:?}: need at least one layer, each with at least 1 unit",
+                    self.lstm_units
+                ),
+            );
+        }
+        if let Some(i) = self.dense.iter().position(|d| d.units == 0) {
+            return bad(&format!("dense[{i}].units"), "must be at least 1".into());
+        }
+        if let Some(i) = self
+            .dense
+            .iter()
+            .position(|d| !(d.l2 >= 0.0 && d.l2.is_finite()))
+        {
+            return bad(
+                &format!("dense[{i}].l2"),
+                format!("{} must be ≥ 0", self.dense[i].l2),
+            );
+        }
+        for (field, p) in [
+            ("batch_norm_momentum", self.batch_norm_momentum),
+            ("lstm_dropout", self.lstm_dropout),
+            ("dense_dropout", self.dense_dropout),
+        ] {
+            if !(0.0..1.0).contains(&p) {
+                return bad(field, format!("{p} is not in [0, 1)"));
+            }
+        }
+        if !(self.validation_split > 0.0 && self.validation_split < 1.0) {
+            return bad(
+                "validation_split",
+                format!("{} is not in (0, 1)", self.validation_split),
+            );
+        }
+        if self.batch_size == 0 {
+            return bad("batch_size", "must be at least 1".into());
+        }
+        if self.epochs == 0 {
+            return bad("epochs", "must be at least 1".into());
+        }
+        if self.sequence_length == Some(0) {
+            return bad(
+                "sequence_length",
+                "must be at least 1 (or null for the longest)".into(),
+            );
+        }
+        crate::metrics::direction_of(&self.early_stopping.monitor).ok_or_else(|| {
+            ModelError::Config {
+                at: "early_stopping.monitor".into(),
+                message: format!(
+                    "`{}` is not a reported metric (one of: {})",
+                    self.early_stopping.monitor,
+                    crate::metrics::METRIC_NAMES.join(", ")
+                ),
+            }
+        })?;
+        crate::optim::validate(&self.optimizer)
+    }
+}
+
+fn set_path(
+    value: &mut serde_json::Value,
+    key: &str,
+    new: serde_json::Value,
+) -> Result<(), String> {
+    let mut cur = value;
+    let parts: Vec<&str> = key.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let last = i + 1 == parts.len();
+        cur = match cur {
+            serde_json::Value::Object(map) => {
+                if last {
+                    map.insert((*part).to_string(), new);
+                    return Ok(());
+                }
+                map.entry((*part).to_string())
+                    .or_insert_with(|| serde_json::Value::Object(Default::default()))
+            }
+            serde_json::Value::Array(items) => {
+                let idx: usize = part
+                    .parse()
+                    .map_err(|_| format!("`{part}` is not a list index"))?;
+                let len = items.len();
+                let slot = items
+                    .get_mut(idx)
+                    .ok_or_else(|| format!("index {idx} is past the end of a list of {len}"))?;
+                if last {
+                    *slot = new;
+                    return Ok(());
+                }
+                slot
+            }
+            serde_json::Value::Null => {
+                *cur = serde_json::Value::Object(Default::default());
+                match cur {
+                    serde_json::Value::Object(map) => {
+                        if last {
+                            map.insert((*part).to_string(), new);
+                            return Ok(());
+                        }
+                        map.entry((*part).to_string())
+                            .or_insert_with(|| serde_json::Value::Object(Default::default()))
+                    }
+                    _ => unreachable!("just set to an object"),
+                }
+            }
+            _ => return Err(format!("`{}` is not a table", parts[..i].join("."))),
+        };
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_reports_model() {
+        let c = ModelConfig::default();
+        assert_eq!(c.embedding_dim, 88);
+        assert_eq!(c.dense[0].units, 512);
+        assert_eq!(c.dense[0].activation, Activation::Sigmoid);
+        assert_eq!(c.dense[1].l2, 0.01);
+        assert_eq!(c.early_stopping.patience, 5);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn overrides_use_dotted_paths_and_yaml_values() {
+        let c = ModelConfig::default()
+            .with_overrides(&[
+                "lstm_units=[64, 32]".into(),
+                "optimizer.name=rmsprop".into(),
+                "optimizer.learning_rate=0.01".into(),
+                "dense.1.activation=tanh".into(),
+                "sequence_length=37".into(),
+            ])
+            .unwrap();
+        assert_eq!(c.lstm_units, vec![64, 32]);
+        assert_eq!(c.optimizer.name, OptimizerName::Rmsprop);
+        assert_eq!(c.optimizer.learning_rate, Some(0.01));
+        assert_eq!(c.dense[1].activation, Activation::Tanh);
+        assert_eq!(c.sequence_length, Some(37));
+    }
+
+    #[test]
+    fn bad_overrides_say_what_is_wrong() {
+        let err = |s: &str| {
+            ModelConfig::default()
+                .with_overrides(&[s.into()])
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err("lstm_units").contains("expected key=value"));
+        assert!(
+            err("nope=1").contains("unknown field `nope`"),
+            "{}",
+            err("nope=1")
+        );
+        assert!(err("lstm_dropout=1.5").contains("lstm_dropout: 1.5 is not in [0, 1)"));
+        assert!(err("dense.5.units=3").contains("index 5 is past the end"));
+        assert!(
+            err("early_stopping.monitor=val_nope").contains("`val_nope` is not a reported metric")
+        );
+        assert!(
+            err("optimizer.rho=0.5").contains("optimizer.rho"),
+            "{}",
+            err("optimizer.rho=0.5")
+        );
+    }
+
+    #[test]
+    fn yaml_file_with_unknown_key_names_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.yaml");
+        std::fs::write(&p, "embedding_dim: 32\nlstm_unit: [8]\n").unwrap();
+        let e = ModelConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("c.yaml:2:"), "{e}");
+        assert!(e.contains("unknown field `lstm_unit`"), "{e}");
+    }
+}

@@ -1,0 +1,597 @@
+//! The report's network: Embedding(mask_zero) → [BiLSTM → BatchNorm]* → [Dense → Dropout]* →
+//! Dense(1) logits, with Keras's initialisers and the loss Keras would compute.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::config::{Activation, ModelConfig};
+use crate::dataset::mix;
+use crate::error::{ModelError, Result};
+use crate::init;
+use crate::lstm::{BiLstm, BiOutput, StepMask};
+
+/// Keras BatchNormalization's epsilon.
+const BN_EPSILON: f64 = 1e-3;
+
+#[derive(Debug, Clone)]
+pub struct BatchNorm {
+    pub gamma: Var,
+    pub beta: Var,
+    pub moving_mean: Var,
+    pub moving_variance: Var,
+    pub momentum: f64,
+}
+
+impl BatchNorm {
+    fn new(features: usize, momentum: f64, device: &Device) -> Result<Self> {
+        let ones = Tensor::ones(features, DType::F32, device)?;
+        let zeros = Tensor::zeros(features, DType::F32, device)?;
+        Ok(Self {
+            gamma: Var::from_tensor(&ones)?,
+            beta: Var::from_tensor(&zeros)?,
+            moving_mean: Var::from_tensor(&zeros)?,
+            moving_variance: Var::from_tensor(&ones)?,
+            momentum,
+        })
+    }
+
+    /// Normalises each `[batch, F]` step. In training the statistics come from the real
+    /// (unmasked) entries only and the moving averages are updated; otherwise the moving
+    /// averages are used. Padded entries stay zero.
+    pub fn apply(
+        &self,
+        steps: &[Tensor],
+        masks: Option<&[StepMask]>,
+        train: bool,
+    ) -> Result<Vec<Tensor>> {
+        let (mean, var) = if train {
+            // Padded entries are already zero, so a plain sum is the masked sum.
+            let stacked = Tensor::stack(steps, 0)?; // [T, B, F]
+            let count = match masks {
+                Some(m) => m
+                    .iter()
+                    .map(|s| s.tensor.sum_all()?.to_scalar::<f32>())
+                    .sum::<candle_core::Result<f32>>()?,
+                None => (steps.len() * steps[0].dim(0)?) as f32,
+            }
+            .max(1.0) as f64;
+            let mean = (stacked.sum((0, 1))? / count)?;
+            let centered = stacked.broadcast_sub(&mean)?;
+            let centered = match masks {
+                Some(m) => {
+                    let mask =
+                        Tensor::stack(&m.iter().map(|s| s.tensor.clone()).collect::<Vec<_>>(), 0)?;
+                    centered.broadcast_mul(&mask)?
+                }
+                None => centered,
+            };
+            let var = (centered.sqr()?.sum((0, 1))? / count)?;
+            let m = self.momentum;
+            self.moving_mean
+                .set(&((self.moving_mean.as_tensor() * m)? + (mean.detach() * (1.0 - m))?)?)?;
+            self.moving_variance
+                .set(&((self.moving_variance.as_tensor() * m)? + (var.detach() * (1.0 - m))?)?)?;
+            (mean, var)
+        } else {
+            (
+                self.moving_mean.as_tensor().clone(),
+                self.moving_variance.as_tensor().clone(),
+            )
+        };
+        let scale = self
+            .gamma
+            .as_tensor()
+            .div(&(var + BN_EPSILON)?.sqrt()?)?
+            .unsqueeze(0)?;
+        let shift = self.beta.as_tensor().unsqueeze(0)?;
+        let mean = mean.unsqueeze(0)?;
+        steps
+            .iter()
+            .enumerate()
+            .map(|(t, x)| {
+                let y = x
+                    .broadcast_sub(&mean)?
+                    .broadcast_mul(&scale)?
+                    .broadcast_add(&shift)?;
+                match masks {
+                    Some(m) if !m[t].all_real => Ok(y.broadcast_mul(&m[t].tensor)?),
+                    _ => Ok(y),
+                }
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Dense {
+    pub kernel: Var,
+    pub bias: Var,
+    pub activation: Activation,
+    pub l2: f64,
+}
+
+impl Dense {
+    fn new(
+        rng: &mut ChaCha8Rng,
+        input: usize,
+        units: usize,
+        activation: Activation,
+        l2: f64,
+        device: &Device,
+    ) -> Result<Self> {
+        Ok(Self {
+            kernel: Var::from_tensor(&init::glorot_uniform(rng, input, units, device)?)?,
+            bias: Var::from_tensor(&Tensor::zeros(units, DType::F32, device)?)?,
+            activation,
+            l2,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let z = x
+            .matmul(self.kernel.as_tensor())?
+            .broadcast_add(self.bias.as_tensor())?;
+        activate(&z, self.activation)
+    }
+}
+
+/// Keras's activations (Keras 3 definitions: `hard_sigmoid` = relu6(x+3)/6, `gelu` exact).
+pub fn activate(z: &Tensor, activation: Activation) -> Result<Tensor> {
+    Ok(match activation {
+        Activation::Relu => z.relu()?,
+        Activation::Sigmoid => candle_nn::ops::sigmoid(z)?,
+        Activation::Tanh => z.tanh()?,
+        Activation::Linear => z.clone(),
+        Activation::Elu => z.elu(1.0)?,
+        Activation::Selu => (z.elu(1.673_263_242_354_377_3)? * 1.050_700_987_355_480_5)?,
+        // Stable softplus: max(z, 0) + log(1 + e^-|z|).
+        Activation::Softplus => z.relu()?.add(&(z.abs()?.neg()?.exp()? + 1.0)?.log()?)?,
+        Activation::Softsign => z.div(&(z.abs()? + 1.0)?)?,
+        Activation::HardSigmoid => ((z + 3.0)?.clamp(0f32, 6f32)? / 6.0)?,
+        Activation::Gelu => z.gelu_erf()?,
+        Activation::Swish => z.silu()?,
+    })
+}
+
+/// A padded id batch on the host.
+#[derive(Debug, Clone)]
+pub struct IdBatch<'a> {
+    /// Row-major `[batch, time]`.
+    pub ids: &'a [u32],
+    pub batch: usize,
+    pub time: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Net {
+    pub embedding: Var,
+    pub recurrent: Vec<(BiLstm, Option<BatchNorm>)>,
+    pub dense: Vec<Dense>,
+    pub output: Dense,
+    pub lstm_dropout: f64,
+    pub dense_dropout: f64,
+    pub device: Device,
+}
+
+impl Net {
+    /// A freshly initialised network; `vocab` is the embedding's input size.
+    pub fn new(cfg: &ModelConfig, vocab: usize, device: &Device) -> Result<Self> {
+        let mut rng = ChaCha8Rng::seed_from_u64(mix(cfg.seed, 0, 0x1417));
+        let embedding = Var::from_tensor(&init::uniform(
+            &mut rng,
+            (vocab, cfg.embedding_dim),
+            0.05,
+            device,
+        )?)?;
+        let mut input = cfg.embedding_dim;
+        let mut recurrent = Vec::new();
+        for &units in &cfg.lstm_units {
+            let lstm = BiLstm::new(&mut rng, input, units, device)?;
+            let bn = if cfg.batch_norm {
+                Some(BatchNorm::new(2 * units, cfg.batch_norm_momentum, device)?)
+            } else {
+                None
+            };
+            recurrent.push((lstm, bn));
+            input = 2 * units;
+        }
+        let mut dense = Vec::new();
+        for d in &cfg.dense {
+            dense.push(Dense::new(
+                &mut rng,
+                input,
+                d.units,
+                d.activation,
+                d.l2,
+                device,
+            )?);
+            input = d.units;
+        }
+        let output = Dense::new(&mut rng, input, 1, Activation::Linear, 0.0, device)?;
+        Ok(Self {
+            embedding,
+            recurrent,
+            dense,
+            output,
+            lstm_dropout: cfg.lstm_dropout,
+            dense_dropout: cfg.dense_dropout,
+            device: device.clone(),
+        })
+    }
+
+    /// Logits `[batch]`. `dropout_rng` is `Some` in training (dropout on, batch statistics).
+    pub fn forward(&self, batch: &IdBatch, dropout_rng: Option<&mut ChaCha8Rng>) -> Result<Tensor> {
+        let train = dropout_rng.is_some();
+        let mut rng = dropout_rng;
+        // Columns that are padding in every row change nothing (masked steps keep the state),
+        // so they are cut off: with post padding most batches are shorter than the longest row.
+        let trimmed = trim_padding_columns(batch);
+        let (b, t) = (trimmed.batch, trimmed.time);
+        let ids = &trimmed.ids;
+        let masks = StepMask::from_ids(ids, b, t, DType::F32, &self.device)?;
+        let mut steps: Vec<Tensor> = (0..t)
+            .map(|s| {
+                let column: Vec<u32> = (0..b).map(|r| ids[r * t + s]).collect();
+                let ids = Tensor::from_vec(column, b, &self.device)?;
+                self.embedding.as_tensor().index_select(&ids, 0)
+            })
+            .collect::<candle_core::Result<_>>()?;
+        let mut features = None;
+        let layers = self.recurrent.len();
+        for (k, (lstm, bn)) in self.recurrent.iter().enumerate() {
+            let last = k + 1 == layers;
+            let input = steps[0].dim(1)?;
+            let dropout = match rng.as_deref_mut() {
+                Some(r) if self.lstm_dropout > 0.0 => Some((
+                    keep_mask(r, b, input, self.lstm_dropout, &self.device)?,
+                    keep_mask(r, b, input, self.lstm_dropout, &self.device)?,
+                )),
+                _ => None,
+            };
+            match lstm.run(&steps, &masks, !last, dropout.as_ref().map(|(f, w)| (f, w)))? {
+                BiOutput::Sequence(seq) => {
+                    steps = match bn {
+                        Some(bn) => bn.apply(&seq, Some(&masks), train)?,
+                        None => seq,
+                    };
+                }
+                BiOutput::Last(x) => {
+                    features = Some(match bn {
+                        Some(bn) => bn.apply(&[x], None, train)?.remove(0),
+                        None => x,
+                    });
+                }
+            }
+        }
+        let mut x = features.ok_or_else(|| ModelError::Config {
+            at: "lstm_units".into(),
+            message: "the network needs at least one LSTM layer".into(),
+        })?;
+        for (k, d) in self.dense.iter().enumerate() {
+            if k > 0 {
+                if let Some(r) = rng.as_deref_mut() {
+                    if self.dense_dropout > 0.0 {
+                        let (_, n) = x.dims2()?;
+                        x = x.mul(&keep_mask(r, b, n, self.dense_dropout, &self.device)?)?;
+                    }
+                }
+            }
+            x = d.forward(&x)?;
+        }
+        Ok(self.output.forward(&x)?.squeeze(1)?)
+    }
+
+    /// `Σ l2 · ‖W‖²` over the dense kernels, as Keras adds it to the loss.
+    pub fn l2_penalty(&self) -> Result<Tensor> {
+        let mut total = Tensor::zeros((), DType::F32, &self.device)?;
+        for d in self.dense.iter().filter(|d| d.l2 > 0.0) {
+            total = total.add(&(d.kernel.as_tensor().sqr()?.sum_all()? * d.l2)?)?;
+        }
+        Ok(total)
+    }
+
+    /// Trainable variables with stable names (the safetensors keys).
+    pub fn trainable(&self) -> Vec<(String, Var)> {
+        let mut out = vec![("embedding".to_string(), self.embedding.clone())];
+        for (k, (lstm, bn)) in self.recurrent.iter().enumerate() {
+            for (dir, w) in [("forward", &lstm.forward), ("backward", &lstm.backward)] {
+                for (name, v) in w.vars() {
+                    out.push((format!("lstm.{k}.{dir}.{name}"), v.clone()));
+                }
+            }
+            if let Some(bn) = bn {
+                out.push((format!("lstm.{k}.bn.gamma"), bn.gamma.clone()));
+                out.push((format!("lstm.{k}.bn.beta"), bn.beta.clone()));
+            }
+        }
+        for (k, d) in self.dense.iter().enumerate() {
+            out.push((format!("dense.{k}.kernel"), d.kernel.clone()));
+            out.push((format!("dense.{k}.bias"), d.bias.clone()));
+        }
+        out.push(("output.kernel".into(), self.output.kernel.clone()));
+        out.push(("output.bias".into(), self.output.bias.clone()));
+        out
+    }
+
+    /// Non-trainable state saved with the weights (BatchNorm moving statistics).
+    pub fn buffers(&self) -> Vec<(String, Var)> {
+        let mut out = Vec::new();
+        for (k, (_, bn)) in self.recurrent.iter().enumerate() {
+            if let Some(bn) = bn {
+                out.push((format!("lstm.{k}.bn.moving_mean"), bn.moving_mean.clone()));
+                out.push((
+                    format!("lstm.{k}.bn.moving_variance"),
+                    bn.moving_variance.clone(),
+                ));
+            }
+        }
+        out
+    }
+
+    /// All weights and buffers as detached copies.
+    pub fn state(&self) -> Result<HashMap<String, Tensor>> {
+        self.trainable()
+            .into_iter()
+            .chain(self.buffers())
+            .map(|(k, v)| Ok((k, v.as_tensor().copy()?)))
+            .collect()
+    }
+
+    /// Loads weights and buffers; every variable must be present with the same shape.
+    pub fn load_state(&self, state: &HashMap<String, Tensor>, source: &str) -> Result<()> {
+        for (name, var) in self.trainable().into_iter().chain(self.buffers()) {
+            let t = state.get(&name).ok_or_else(|| ModelError::Artifact {
+                path: source.to_string(),
+                message: format!("missing tensor `{name}`"),
+            })?;
+            if t.dims() != var.as_tensor().dims() {
+                return Err(ModelError::Artifact {
+                    path: source.to_string(),
+                    message: format!(
+                        "tensor `{name}` has shape {:?}, the model expects {:?}",
+                        t.dims(),
+                        var.as_tensor().dims()
+                    ),
+                });
+            }
+            var.set(&t.to_dtype(DType::F32)?.to_device(&self.device)?)?;
+        }
+        Ok(())
+    }
+}
+
+struct Trimmed {
+    ids: Vec<u32>,
+    batch: usize,
+    time: usize,
+}
+
+fn trim_padding_columns(batch: &IdBatch) -> Trimmed {
+    let (b, t) = (batch.batch, batch.time);
+    let used = |c: usize| (0..b).any(|r| batch.ids[r * t + c] != 0);
+    let lo = (0..t).find(|&c| used(c)).unwrap_or(0);
+    let hi = (0..t)
+        .rev()
+        .find(|&c| used(c))
+        .map_or(lo + 1, |c| c + 1)
+        .min(t.max(1));
+    let time = hi.saturating_sub(lo).max(1);
+    let mut ids = Vec::with_capacity(b * time);
+    for r in 0..b {
+        for c in lo..lo + time {
+            ids.push(batch.ids.get(r * t + c).copied().unwrap_or(0));
+        }
+    }
+    Trimmed {
+        ids,
+        batch: b,
+        time,
+    }
+}
+
+/// An inverted-dropout keep mask `[rows, cols]`: 0 with probability p, else 1/(1-p).
+fn keep_mask(
+    rng: &mut ChaCha8Rng,
+    rows: usize,
+    cols: usize,
+    p: f64,
+    device: &Device,
+) -> Result<Tensor> {
+    let scale = (1.0 / (1.0 - p)) as f32;
+    let data: Vec<f32> = (0..rows * cols)
+        .map(|_| if rng.random::<f64>() < p { 0.0 } else { scale })
+        .collect();
+    Ok(Tensor::from_vec(data, (rows, cols), device)?)
+}
+
+/// Per-row binary cross-entropy from logits, stable for any logit:
+/// `max(z, 0) − z·y + log(1 + e^−|z|)`.
+pub fn bce_with_logits(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    let softplus_neg_abs = (logits.abs()?.neg()?.exp()? + 1.0)?.log()?;
+    Ok(logits
+        .relu()?
+        .sub(&logits.mul(labels)?)?
+        .add(&softplus_neg_abs)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(v: &[f32]) -> Tensor {
+        Tensor::new(v, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn bce_is_finite_for_huge_logits_and_matches_the_formula() {
+        let l: Vec<f32> = bce_with_logits(
+            &t(&[0.0, 2.0, -2.0, 1000.0, -1000.0]),
+            &t(&[1.0, 1.0, 0.0, 0.0, 1.0]),
+        )
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+        let ln2 = std::f32::consts::LN_2;
+        assert!((l[0] - ln2).abs() < 1e-6);
+        assert!((l[1] - (1.0 + (-2.0f32).exp()).ln()).abs() < 1e-6);
+        assert!((l[2] - (1.0 + (-2.0f32).exp()).ln()).abs() < 1e-6);
+        assert_eq!(l[3], 1000.0);
+        assert_eq!(l[4], 1000.0);
+    }
+
+    #[test]
+    fn activations_match_keras_values() {
+        let z = t(&[-2.0, 0.0, 1.5]);
+        let get = |a| activate(&z, a).unwrap().to_vec1::<f32>().unwrap();
+        let close = |a: Vec<f32>, b: [f32; 3]| {
+            for (x, y) in a.iter().zip(b) {
+                assert!((x - y).abs() < 1e-5, "{a:?} vs {b:?}");
+            }
+        };
+        close(get(Activation::HardSigmoid), [1.0 / 6.0, 0.5, 0.75]);
+        close(get(Activation::Softsign), [-2.0 / 3.0, 0.0, 0.6]);
+        close(
+            get(Activation::Softplus),
+            [0.126_928, std::f32::consts::LN_2, 1.701_413],
+        );
+        close(get(Activation::Selu), [-1.520_166_3, 0.0, 1.576_051_5]);
+        close(get(Activation::Elu), [-0.864_664_7, 0.0, 1.5]);
+        close(get(Activation::Gelu), [-0.045_500_26, 0.0, 1.399_799]);
+        close(get(Activation::Swish), [-0.238_405_84, 0.0, 1.226_361_5]);
+    }
+
+    fn small_net(batch_norm: bool) -> Net {
+        let cfg = ModelConfig {
+            embedding_dim: 4,
+            lstm_units: vec![3, 2],
+            dense: vec![crate::config::DenseConfig {
+                units: 5,
+                activation: Activation::Tanh,
+                l2: 0.1,
+            }],
+            batch_norm,
+            seed: 9,
+            ..ModelConfig::default()
+        };
+        Net::new(&cfg, 10, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn padding_more_does_not_change_eval_logits() {
+        let net = small_net(true);
+        let short = [1u32, 2, 3, 4, 5, 0];
+        let long = [1u32, 2, 3, 0, 0, 4, 5, 0, 0, 0];
+        let a: Vec<f32> = net
+            .forward(
+                &IdBatch {
+                    ids: &short,
+                    batch: 2,
+                    time: 3,
+                },
+                None,
+            )
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let b: Vec<f32> = net
+            .forward(
+                &IdBatch {
+                    ids: &long,
+                    batch: 2,
+                    time: 5,
+                },
+                None,
+            )
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-6, "{a:?} vs {b:?}");
+        }
+    }
+
+    #[test]
+    fn empty_row_does_not_produce_nan() {
+        let net = small_net(true);
+        let ids = [0u32, 0, 0, 1, 2, 3];
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let train: Vec<f32> = net
+            .forward(
+                &IdBatch {
+                    ids: &ids,
+                    batch: 2,
+                    time: 3,
+                },
+                Some(&mut rng),
+            )
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let eval: Vec<f32> = net
+            .forward(
+                &IdBatch {
+                    ids: &ids,
+                    batch: 2,
+                    time: 3,
+                },
+                None,
+            )
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!(
+            train.iter().chain(&eval).all(|v| v.is_finite()),
+            "{train:?} {eval:?}"
+        );
+    }
+
+    #[test]
+    fn batch_norm_normalises_real_steps_in_training_and_uses_moving_stats_in_eval() {
+        let bn = BatchNorm::new(2, 0.99, &Device::Cpu).unwrap();
+        let dev = Device::Cpu;
+        // Two steps, batch 2; row 1 is padding at step 1 (its value is zero, as LSTM output is).
+        let steps = vec![
+            Tensor::new(&[[1.0f32, 10.0], [3.0, 20.0]], &dev).unwrap(),
+            Tensor::new(&[[5.0f32, 30.0], [0.0, 0.0]], &dev).unwrap(),
+        ];
+        let masks = StepMask::from_ids(&[1, 1, 1, 0], 2, 2, DType::F32, &dev).unwrap();
+        let out = bn.apply(&steps, Some(&masks), true).unwrap();
+        // Real values of feature 0: 1, 3, 5 → mean 3, biased var 8/3.
+        let s = (8.0f32 / 3.0 + 1e-3).sqrt();
+        let got: Vec<Vec<f32>> = out[0].to_vec2().unwrap();
+        assert!((got[0][0] - (1.0 - 3.0) / s).abs() < 1e-5);
+        assert!((got[1][0] - 0.0).abs() < 1e-5);
+        assert_eq!(out[1].to_vec2::<f32>().unwrap()[1], vec![0.0, 0.0]);
+        // Moving mean: 0.99·0 + 0.01·3; moving variance: 0.99·1 + 0.01·8/3.
+        let mm: Vec<f32> = bn.moving_mean.as_tensor().to_vec1().unwrap();
+        let mv: Vec<f32> = bn.moving_variance.as_tensor().to_vec1().unwrap();
+        assert!(
+            (mm[0] - 0.03).abs() < 1e-6 && (mm[1] - 0.2).abs() < 1e-6,
+            "{mm:?}"
+        );
+        assert!((mv[0] - (0.99 + 0.01 * 8.0 / 3.0)).abs() < 1e-6, "{mv:?}");
+        // Eval uses the moving statistics and changes nothing.
+        let eval = bn.apply(&steps, Some(&masks), false).unwrap();
+        let e: Vec<Vec<f32>> = eval[0].to_vec2().unwrap();
+        assert!((e[0][0] - (1.0 - 0.03) / (mv[0] + 1e-3).sqrt()).abs() < 1e-5);
+        assert_eq!(bn.moving_mean.as_tensor().to_vec1::<f32>().unwrap(), mm);
+    }
+
+    #[test]
+    fn l2_penalty_sums_scaled_squared_kernels() {
+        let net = small_net(false);
+        let w: Vec<f32> = net.dense[0]
+            .kernel
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let want = 0.1 * w.iter().map(|x| x * x).sum::<f32>();
+        let got: f32 = net.l2_penalty().unwrap().to_scalar().unwrap();
+        assert!((got - want).abs() < 1e-6);
+    }
+}
