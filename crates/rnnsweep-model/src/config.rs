@@ -321,7 +321,9 @@ impl ModelConfig {
     }
 }
 
-fn set_path(
+/// Sets a dotted path (`optimizer.learning_rate`, `dense.1.units`) inside a JSON value,
+/// creating tables on the way.
+pub fn set_path(
     value: &mut serde_json::Value,
     key: &str,
     new: serde_json::Value,

@@ -167,6 +167,9 @@ pub struct FitOutcome {
 pub struct FitOptions {
     /// A directory for `checkpoint.safetensors`; an existing checkpoint there is resumed.
     pub checkpoint_dir: Option<PathBuf>,
+    /// On resume, hand the restored epochs to the callback again before training goes on
+    /// (a re-run trial in a new record needs its whole history).
+    pub replay_history: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -234,12 +237,25 @@ pub fn fit(
             );
         }
     }
+    let mut stopped_in_replay = false;
+    if options.replay_history {
+        for report in &history {
+            if on_epoch(report) == Control::Stop {
+                stopped_in_replay = true;
+                break;
+            }
+        }
+    }
 
     let train_rows: Vec<usize> = (0..data.train.ids.rows).collect();
     let mut stop = StopReason::Completed;
-    let already_stopped =
-        cfg.early_stopping.enabled && wait >= cfg.early_stopping.patience && !history.is_empty();
-    if already_stopped {
+    let already_stopped = stopped_in_replay
+        || (cfg.early_stopping.enabled
+            && wait >= cfg.early_stopping.patience
+            && !history.is_empty());
+    if stopped_in_replay {
+        stop = StopReason::Callback;
+    } else if already_stopped {
         stop = StopReason::EarlyStopping;
     }
     let mut epoch = history.len();

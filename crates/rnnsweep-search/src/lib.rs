@@ -1,1 +1,15 @@
-pub fn _x() {}
+//! The orchestrator: a YAML [`spec::Spec`] becomes a [`sampler::Space`]; a
+//! [`sampler::Sampler`] proposes trials; [`sweep::run_sweep`] runs each in a worker process
+//! (protocol in [`worker`]) and records it in a [`store::Store`] whose SQLite form is
+//! Optuna's own schema; [`leaderboard`] ranks the results.
+//!
+//! The model crate is used only through its configuration type and public training API.
+
+pub mod assemble;
+pub mod leaderboard;
+pub mod sampler;
+pub mod space;
+pub mod spec;
+pub mod store;
+pub mod sweep;
+pub mod worker;

@@ -28,6 +28,19 @@ enum Command {
     Train(crate::train_cmd::TrainArgs),
     /// Score a CSV with a trained model: `id,probability,label`.
     Predict(crate::train_cmd::PredictArgs),
+    /// Run (or continue) the sweep a spec describes.
+    Run(crate::sweep_cmd::RunArgs),
+    /// Continue a study from its file, with the spec stored in it.
+    Resume(crate::sweep_cmd::ResumeArgs),
+    /// Rank a study's trials.
+    Leaderboard(crate::sweep_cmd::LeaderboardArgs),
+    /// List the studies in a file.
+    Studies(crate::sweep_cmd::StudiesArgs),
+    /// One trial with its per-epoch history.
+    Show(crate::sweep_cmd::ShowArgs),
+    /// Run one trial (started by `rnnsweep run`; reads RNNSWEEP_TRIAL).
+    #[command(hide = true)]
+    Worker,
 }
 
 #[derive(Subcommand)]
@@ -60,12 +73,20 @@ pub struct InspectArgs {
 
 pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    match cli.command {
+    let code = match cli.command {
         Command::Data {
             command: DataCommand::Inspect(args),
-        } => crate::inspect::run(&args)?,
-        Command::Train(args) => crate::train_cmd::train(&args)?,
-        Command::Predict(args) => crate::train_cmd::predict(&args)?,
-    }
-    Ok(ExitCode::SUCCESS)
+        } => crate::inspect::run(&args).map(|()| ExitCode::SUCCESS)?,
+        Command::Train(args) => crate::train_cmd::train(&args).map(|()| ExitCode::SUCCESS)?,
+        Command::Predict(args) => crate::train_cmd::predict(&args).map(|()| ExitCode::SUCCESS)?,
+        Command::Run(args) => crate::sweep_cmd::run(&args)?,
+        Command::Resume(args) => crate::sweep_cmd::resume(&args)?,
+        Command::Leaderboard(args) => {
+            crate::sweep_cmd::leaderboard(&args).map(|()| ExitCode::SUCCESS)?
+        }
+        Command::Studies(args) => crate::sweep_cmd::studies(&args).map(|()| ExitCode::SUCCESS)?,
+        Command::Show(args) => crate::sweep_cmd::show(&args).map(|()| ExitCode::SUCCESS)?,
+        Command::Worker => crate::worker_cmd::run()?,
+    };
+    Ok(code)
 }

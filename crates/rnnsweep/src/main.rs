@@ -2,7 +2,9 @@
 
 mod cli;
 mod inspect;
+mod sweep_cmd;
 mod train_cmd;
+mod worker_cmd;
 
 use std::process::ExitCode;
 

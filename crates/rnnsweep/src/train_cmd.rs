@@ -108,6 +108,7 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
     );
     let options = FitOptions {
         checkpoint_dir: args.checkpoint.then(|| args.out.join("checkpoint")),
+        replay_history: true,
     };
     let outcome = fit(&cfg, &data, &device, &options, |r| {
         println!(

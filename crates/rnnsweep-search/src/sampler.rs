@@ -1,0 +1,315 @@
+//! Samplers: propose a trial's parameters from the study so far. `grid` walks the full
+//! cartesian product once in a seeded order; `random` draws from a generator seeded by the
+//! spec's seed and the trial number, without repeats while a finite space lasts.
+
+use std::collections::{BTreeMap, HashSet};
+
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rnnsweep_model::dataset::mix;
+use serde_json::Value;
+
+use crate::assemble::active;
+use crate::space::Distribution;
+use crate::store::{StoredParam, TrialRecord};
+
+/// Grids larger than this are refused (use random search).
+pub const MAX_GRID_POINTS: usize = 1_000_000;
+
+/// The search space: named distributions plus the fixed settings that decide which
+/// per-layer parameters are active.
+#[derive(Debug, Clone)]
+pub struct Space {
+    pub parameters: Vec<(String, Distribution)>,
+    pub training: Value,
+}
+
+pub type Point = BTreeMap<String, Value>;
+
+impl Space {
+    /// The point with inactive (conditional) parameters removed.
+    pub fn active(&self, point: &Point) -> Point {
+        active(&self.training, point).unwrap_or_else(|_| point.clone())
+    }
+
+    pub fn to_stored(&self, point: &Point) -> BTreeMap<String, StoredParam> {
+        self.parameters
+            .iter()
+            .filter_map(|(name, d)| {
+                let v = point.get(name)?;
+                Some((
+                    name.clone(),
+                    StoredParam {
+                        internal: d.to_internal(v)?,
+                        distribution_json: d.optuna_json(),
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// The user's values of a stored trial (parameters not in this space are skipped).
+    pub fn decode(&self, stored: &BTreeMap<String, StoredParam>) -> Point {
+        self.parameters
+            .iter()
+            .filter_map(|(name, d)| {
+                Some((name.clone(), d.from_internal(stored.get(name)?.internal)?))
+            })
+            .collect()
+    }
+
+    fn key(point: &Point) -> String {
+        serde_json::to_string(point).unwrap_or_default()
+    }
+
+    fn seen(&self, trials: &[TrialRecord]) -> HashSet<String> {
+        trials
+            .iter()
+            .map(|t| Self::key(&self.active(&self.decode(&t.params))))
+            .collect()
+    }
+
+    /// Every distinct active point, or `None` when a parameter is continuous or the product
+    /// is larger than [`MAX_GRID_POINTS`].
+    pub fn grid(&self) -> Option<Vec<Point>> {
+        let axes: Vec<(String, Vec<Value>)> = self
+            .parameters
+            .iter()
+            .map(|(n, d)| Some((n.clone(), d.grid_values()?)))
+            .collect::<Option<_>>()?;
+        let total = axes
+            .iter()
+            .try_fold(1usize, |acc, (_, v)| acc.checked_mul(v.len()))?;
+        if total > MAX_GRID_POINTS {
+            return None;
+        }
+        let mut points = Vec::new();
+        let mut seen = HashSet::new();
+        for i in 0..total {
+            let mut rest = i;
+            let mut p = Point::new();
+            for (name, values) in axes.iter().rev() {
+                p.insert(name.clone(), values[rest % values.len()].clone());
+                rest /= values.len();
+            }
+            let a = self.active(&p);
+            if seen.insert(Self::key(&a)) {
+                points.push(a);
+            }
+        }
+        Some(points)
+    }
+}
+
+/// Optuna's sampler seam, reduced to what a process-based driver needs.
+pub trait Sampler {
+    /// Parameters for trial `number` given every trial so far; `None` when nothing is left.
+    fn sample(&mut self, trials: &[TrialRecord], number: i64) -> Option<Point>;
+}
+
+pub struct GridSampler {
+    space: Space,
+    order: Vec<Point>,
+}
+
+impl GridSampler {
+    pub fn new(space: Space, seed: u64) -> Option<Self> {
+        let mut order = space.grid()?;
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(seed, 0, 0x6121)));
+        Some(Self { space, order })
+    }
+
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
+
+impl Sampler for GridSampler {
+    fn sample(&mut self, trials: &[TrialRecord], _number: i64) -> Option<Point> {
+        let seen = self.space.seen(trials);
+        self.order
+            .iter()
+            .find(|p| !seen.contains(&Space::key(p)))
+            .cloned()
+    }
+}
+
+pub struct RandomSampler {
+    space: Space,
+    seed: u64,
+    /// Distinct points of a finite space (None when continuous or huge).
+    finite: Option<usize>,
+}
+
+impl RandomSampler {
+    pub fn new(space: Space, seed: u64) -> Self {
+        let finite = space.grid().map(|g| g.len());
+        Self {
+            space,
+            seed,
+            finite,
+        }
+    }
+}
+
+impl Sampler for RandomSampler {
+    fn sample(&mut self, trials: &[TrialRecord], number: i64) -> Option<Point> {
+        let mut rng = ChaCha8Rng::seed_from_u64(mix(self.seed, number as u64, 0x5A3D));
+        let draw = |rng: &mut ChaCha8Rng| -> Point {
+            let p: Point = self
+                .space
+                .parameters
+                .iter()
+                .map(|(n, d)| (n.clone(), d.sample(rng)))
+                .collect();
+            self.space.active(&p)
+        };
+        let Some(size) = self.finite else {
+            return Some(draw(&mut rng));
+        };
+        let seen = self.space.seen(trials);
+        if seen.len() >= size {
+            return None;
+        }
+        // Redraw from the same stream until a new point comes up; once rejection gets slow,
+        // pick uniformly among the points still unseen.
+        for _ in 0..64 {
+            let p = draw(&mut rng);
+            if !seen.contains(&Space::key(&p)) {
+                return Some(p);
+            }
+        }
+        let left: Vec<Point> = self
+            .space
+            .grid()?
+            .into_iter()
+            .filter(|p| !seen.contains(&Space::key(p)))
+            .collect();
+        left.choose(&mut rng).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::TrialState;
+    use rnnsweep_model::ModelConfig;
+    use serde_json::json;
+
+    fn space() -> Space {
+        Space {
+            parameters: vec![
+                (
+                    "dense.1.units".into(),
+                    Distribution::Categorical(vec![json!(8), json!(16)]),
+                ),
+                (
+                    "dense_layers".into(),
+                    Distribution::Categorical(vec![json!(1), json!(2)]),
+                ),
+                (
+                    "optimizer".into(),
+                    Distribution::Categorical(vec![json!("adam"), json!("sgd"), json!("rmsprop")]),
+                ),
+            ],
+            training: serde_json::to_value(ModelConfig::default()).unwrap(),
+        }
+    }
+
+    fn record(space: &Space, number: i64, p: &Point) -> TrialRecord {
+        TrialRecord {
+            trial_id: number + 1,
+            number,
+            state: TrialState::Complete,
+            params: space.to_stored(p),
+            value: None,
+            intermediate: vec![],
+            user_attrs: BTreeMap::new(),
+            system_attrs: BTreeMap::new(),
+            datetime_start: None,
+            datetime_complete: None,
+        }
+    }
+
+    fn run(sampler: &mut dyn Sampler, space: &Space, n: usize) -> Vec<Point> {
+        let mut trials = Vec::new();
+        let mut points = Vec::new();
+        for i in 0..n {
+            let Some(p) = sampler.sample(&trials, i as i64) else {
+                break;
+            };
+            trials.push(record(space, i as i64, &p));
+            points.push(p);
+        }
+        points
+    }
+
+    #[test]
+    fn grid_visits_each_active_point_once_in_a_seeded_order() {
+        let s = space();
+        // dense_layers=1 makes dense.1.units inactive: 3·1 + 3·2 = 9 distinct points, not 12.
+        let mut g = GridSampler::new(s.clone(), 5).unwrap();
+        assert_eq!(g.len(), 9);
+        let points = run(&mut g, &s, 100);
+        assert_eq!(points.len(), 9);
+        let distinct: HashSet<String> = points.iter().map(Space::key).collect();
+        assert_eq!(distinct.len(), 9);
+        assert!(points
+            .iter()
+            .filter(|p| p["dense_layers"] == 1)
+            .all(|p| !p.contains_key("dense.1.units")));
+        let again = run(&mut GridSampler::new(s.clone(), 5).unwrap(), &s, 100);
+        assert_eq!(points, again);
+        assert_ne!(
+            points,
+            run(&mut GridSampler::new(s.clone(), 6).unwrap(), &s, 100)
+        );
+    }
+
+    #[test]
+    fn grid_continues_where_a_resumed_study_stopped() {
+        let s = space();
+        let full = run(&mut GridSampler::new(s.clone(), 1).unwrap(), &s, 100);
+        // A study that ran 4 points, then a fresh sampler (a new driver process) picks up.
+        let trials: Vec<TrialRecord> = full[..4]
+            .iter()
+            .enumerate()
+            .map(|(i, p)| record(&s, i as i64, p))
+            .collect();
+        let mut resumed = GridSampler::new(s.clone(), 1).unwrap();
+        assert_eq!(resumed.sample(&trials, 4).unwrap(), full[4]);
+    }
+
+    #[test]
+    fn random_is_reproducible_and_does_not_repeat_a_finite_space() {
+        let s = space();
+        let a = run(&mut RandomSampler::new(s.clone(), 3), &s, 20);
+        assert_eq!(a.len(), 9, "stops once all 9 points are used");
+        assert_eq!(a.iter().map(Space::key).collect::<HashSet<_>>().len(), 9);
+        assert_eq!(a, run(&mut RandomSampler::new(s.clone(), 3), &s, 20));
+        assert_ne!(a, run(&mut RandomSampler::new(s.clone(), 4), &s, 20));
+    }
+
+    #[test]
+    fn random_continuous_draws_depend_on_seed_and_number_only() {
+        let s = Space {
+            parameters: vec![(
+                "learning_rate".into(),
+                Distribution::LogUniform {
+                    min: 1e-4,
+                    max: 1e-1,
+                },
+            )],
+            training: space().training,
+        };
+        let mut r = RandomSampler::new(s.clone(), 9);
+        let p7 = r.sample(&[], 7).unwrap();
+        assert_eq!(RandomSampler::new(s, 9).sample(&[], 7).unwrap(), p7);
+        assert_ne!(r.sample(&[], 8).unwrap(), p7);
+    }
+}

@@ -1,0 +1,122 @@
+//! The trial protocol between the driver and a worker process.
+//!
+//! The driver writes a [`TrialTask`] as JSON and starts the worker with the file's path in
+//! `RNNSWEEP_TRIAL`. The worker prints one JSON object per line on stdout: an `epoch` object
+//! after every epoch, then one `final` object, or an `error` object on failure. Anything else
+//! on stdout is ignored, stderr is kept in the trial's folder. The built-in BiLSTM worker
+//! (`rnnsweep worker`) and a user's own command speak the same protocol.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use rnnsweep_model::data::Columns;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub const TRIAL_ENV: &str = "RNNSWEEP_TRIAL";
+
+/// What a worker is asked to do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrialTask {
+    pub study: String,
+    pub number: i64,
+    /// The sampled values, by parameter name.
+    pub params: BTreeMap<String, Value>,
+    /// The full `ModelConfig` for this trial.
+    pub config: Value,
+    pub train_file: PathBuf,
+    pub columns: Columns,
+    /// Where to keep (and resume from) the per-epoch checkpoint.
+    pub checkpoint_dir: PathBuf,
+    /// The trial's own folder (model, logs).
+    pub trial_dir: PathBuf,
+    /// The metric the study optimises.
+    pub metric: String,
+    /// `cpu` or `cuda:N` as the worker sees it.
+    pub device: String,
+}
+
+/// One line of worker output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WorkerMessage {
+    /// `metrics` holds every metric of that epoch (numbers; NaN travels as null).
+    Epoch {
+        epoch: i64,
+        metrics: BTreeMap<String, Value>,
+    },
+    /// The metrics of the epoch whose weights were kept.
+    Final {
+        metrics: BTreeMap<String, Value>,
+        #[serde(default)]
+        best_epoch: Option<i64>,
+        #[serde(default)]
+        epochs: Option<i64>,
+        #[serde(default)]
+        stop: Option<String>,
+    },
+    Error {
+        message: String,
+    },
+}
+
+impl WorkerMessage {
+    /// Parses a stdout line; `None` for lines that are not protocol objects.
+    pub fn parse(line: &str) -> Option<Self> {
+        let trimmed = line.trim();
+        if !trimmed.starts_with('{') {
+            return None;
+        }
+        serde_json::from_str(trimmed).ok()
+    }
+
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// A metric as a float (null = NaN).
+pub fn metric(metrics: &BTreeMap<String, Value>, name: &str) -> Option<f64> {
+    match metrics.get(name)? {
+        Value::Null => Some(f64::NAN),
+        v => v.as_f64(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn protocol_lines_round_trip_and_other_output_is_ignored() {
+        let m = WorkerMessage::Epoch {
+            epoch: 3,
+            metrics: BTreeMap::from([
+                ("val_f1".to_string(), json!(0.5)),
+                ("val_roc_auc".to_string(), Value::Null),
+            ]),
+        };
+        let line = m.to_line();
+        assert_eq!(
+            line,
+            r#"{"type":"epoch","epoch":3,"metrics":{"val_f1":0.5,"val_roc_auc":null}}"#
+        );
+        assert_eq!(WorkerMessage::parse(&line), Some(m.clone()));
+        assert_eq!(WorkerMessage::parse("Epoch 3/10 ...."), None);
+        assert_eq!(
+            WorkerMessage::parse(r#"{"type":"final","metrics":{"val_f1":0.7}}"#),
+            Some(WorkerMessage::Final {
+                metrics: BTreeMap::from([("val_f1".to_string(), json!(0.7))]),
+                best_epoch: None,
+                epochs: None,
+                stop: None
+            })
+        );
+        if let WorkerMessage::Epoch { metrics, .. } = m {
+            assert!(metric(&metrics, "val_roc_auc").unwrap().is_nan());
+            assert_eq!(metric(&metrics, "val_f1"), Some(0.5));
+            assert_eq!(metric(&metrics, "nope"), None);
+        }
+    }
+}

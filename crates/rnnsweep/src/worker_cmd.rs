@@ -1,0 +1,77 @@
+//! `rnnsweep worker`: the built-in trial worker (hidden). Trains the BiLSTM described by the
+//! task file in `RNNSWEEP_TRIAL` and speaks the JSON-lines protocol on stdout.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use anyhow::Context;
+use rnnsweep_model::data::{load_csv, Labels};
+use rnnsweep_model::train::{fit, prepare, Control, EpochReport, FitOptions};
+use rnnsweep_model::ModelConfig;
+use rnnsweep_search::worker::{TrialTask, WorkerMessage, TRIAL_ENV};
+use serde_json::Value;
+
+fn metrics_of(r: &EpochReport) -> BTreeMap<String, Value> {
+    match serde_json::to_value(r) {
+        Ok(Value::Object(m)) => m.into_iter().filter(|(k, _)| k != "epoch").collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+fn emit(message: &WorkerMessage) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", message.to_line());
+    let _ = out.flush();
+}
+
+fn train(task: &TrialTask) -> anyhow::Result<()> {
+    let cfg = ModelConfig::from_value(task.config.clone(), "trial config")?;
+    let device = rnnsweep_model::device(&task.device)?;
+    let table = load_csv(&task.train_file, &task.columns, Labels::Required)?;
+    let data = prepare(&table, &cfg)?;
+    let options = FitOptions {
+        checkpoint_dir: Some(task.checkpoint_dir.clone()),
+        replay_history: true,
+    };
+    let outcome = fit(&cfg, &data, &device, &options, |r| {
+        emit(&WorkerMessage::Epoch {
+            epoch: r.epoch as i64,
+            metrics: metrics_of(r),
+        });
+        Control::Continue
+    })?;
+    let kept = outcome.best_epoch.clamp(1, outcome.history.len().max(1)) - 1;
+    let metrics = outcome
+        .history
+        .get(kept)
+        .map(metrics_of)
+        .unwrap_or_default();
+    emit(&WorkerMessage::Final {
+        metrics,
+        best_epoch: Some(outcome.best_epoch as i64),
+        epochs: Some(outcome.history.len() as i64),
+        stop: serde_json::to_value(outcome.stop)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string)),
+    });
+    Ok(())
+}
+
+pub fn run() -> anyhow::Result<std::process::ExitCode> {
+    let path = std::env::var_os(TRIAL_ENV).with_context(|| {
+        format!("{TRIAL_ENV} is not set: `rnnsweep worker` is started by `rnnsweep run`")
+    })?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("{}: cannot read the trial task", path.to_string_lossy()))?;
+    let task: TrialTask = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a trial task", path.to_string_lossy()))?;
+    match train(&task) {
+        Ok(()) => Ok(std::process::ExitCode::SUCCESS),
+        Err(e) => {
+            emit(&WorkerMessage::Error {
+                message: format!("{e:#}"),
+            });
+            Ok(std::process::ExitCode::from(crate::cli::EXIT_ERROR))
+        }
+    }
+}

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs a small sweep, then checks with Optuna 5.0.0 itself (from PyPI, in a venv) that the
+# study file opens as it is: load_study, trials_dataframe, best_trial, intermediate values.
+#   scripts/check-optuna.sh [STUDY.db STUDY_NAME]   (default: a fresh run of a tiny spec)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=${OPTUNA_VENV:-.venv-optuna}
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import optuna, pandas, sys; sys.exit(optuna.__version__ != "5.0.0")' 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check "optuna==5.0.0" pandas
+fi
+cargo build --release -q -p rnnsweep
+bin=target/release/rnnsweep
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+if [ $# -ge 2 ]; then
+  db=$1 name=$2
+else
+  cp -r experiments/data "$work/data"
+  cat >"$work/spec.yaml" <<'YAML'
+name: optuna-check
+storage: optuna-check.db
+data: {train: data/sample.csv}
+method: random
+seed: 5
+metric: {name: val_f1, goal: maximize}
+run_cap: 4
+training: {epochs: 2, batch_size: 64, batch_norm_momentum: 0.9, lstm_units: [8], dense: [{units: 8}], embedding_dim: 8}
+parameters:
+  optimizer: {values: [adam, rmsprop]}
+  learning_rate: {distribution: log_uniform_values, min: 0.001, max: 0.02}
+  lstm_units: {values: [8, [8, 8]]}
+  dense_layers: {values: [1, 2]}
+  dense.1.units: {distribution: int_uniform, min: 4, max: 16}
+  lstm_dropout: {distribution: q_uniform, min: 0.0, max: 0.3, q: 0.1}
+YAML
+  RAYON_NUM_THREADS=1 "$bin" run "$work/spec.yaml" >"$work/run.log"
+  db=$work/optuna-check.db name=optuna-check
+fi
+"$bin" leaderboard "$db" --study "$name" --format json >"$work/leaderboard.json"
+"$venv/bin/python" scripts/check_optuna.py "sqlite:///$db" "$name" "$work/leaderboard.json"
