@@ -8,6 +8,7 @@
 pub mod assemble;
 pub mod leaderboard;
 pub mod sampler;
+pub mod scheduler;
 pub mod space;
 pub mod spec;
 pub mod store;

@@ -12,6 +12,7 @@ use rnnsweep_model::ModelConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::scheduler::Resources;
 use crate::space::Distribution;
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +55,8 @@ struct RawSpec {
     parameters: BTreeMap<String, RawParam>,
     #[serde(default)]
     trial: Option<RawTrial>,
+    #[serde(default)]
+    resources: Option<Resources>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -108,7 +111,8 @@ enum DistributionName {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct RawTrial {
-    /// A user's training command speaking the worker protocol instead of the built-in BiLSTM.
+    /// A user's training command speaking the worker protocol instead of the built-in BiLSTM;
+    /// `{params_json}`, `{trial_file}`, `{number}` and `{device}` in it are replaced.
     command: Vec<String>,
 }
 
@@ -132,6 +136,9 @@ pub struct Spec {
     /// Searched parameters, in a fixed (sorted) order.
     pub parameters: Vec<(String, Distribution)>,
     pub command: Option<Vec<String>>,
+    pub resources: Resources,
+    /// Warnings found while validating (e.g. more threads than cores).
+    pub warnings: Vec<String>,
     /// The spec file's text, kept with the study.
     pub source: String,
     /// Where the spec was read from (relative paths in it are relative to its folder).
@@ -368,7 +375,17 @@ impl Spec {
             }
         }
 
+        let resources = raw.resources.clone().unwrap_or_default();
+        let warnings = resources.validate().map_err(|m| err(&["resources"], m))?;
+        if let Some(t) = &raw.trial {
+            if t.command.is_empty() {
+                return Err(err(&["trial", "command"], "is empty".into()));
+            }
+        }
+
         Ok(Spec {
+            resources,
+            warnings,
             storage: raw
                 .storage
                 .as_deref()
@@ -563,7 +580,7 @@ parameters:
     fn errors_name_file_line_and_column() {
         assert_eq!(
             message(&GOOD.replace("run_cap: 4", "run_cap: 4\nrun_caps: 5")),
-            "exp/s.yaml:9:1: unknown field `run_caps`, expected one of `name`, `storage`, `data`, `method`, `seed`, `metric`, `run_cap`, `max_duration`, `max_failures`, `heartbeat_grace`, `training`, `parameters`, `trial`"
+            "exp/s.yaml:9:1: unknown field `run_caps`, expected one of `name`, `storage`, `data`, `method`, `seed`, `metric`, `run_cap`, `max_duration`, `max_failures`, `heartbeat_grace`, `training`, `parameters`, `trial`, `resources`"
         );
         assert_eq!(
             message(&GOOD.replace("min: 0.0001", "min: 0.1")),

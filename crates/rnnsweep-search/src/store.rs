@@ -124,9 +124,15 @@ pub trait Store {
     /// a heartbeat when this returns.
     fn claim(&mut self, study_id: i64, run_cap: usize, sample: &mut ParamSource) -> Result<Claim>;
     fn heartbeat(&mut self, trial_id: i64) -> Result<()>;
-    /// Fails a RUNNING trial (e.g. interrupted) and queues its parameters again; returns the
-    /// new trial's number.
-    fn fail_and_requeue(&mut self, study_id: i64, trial_id: i64, reason: &str) -> Result<i64>;
+    /// Fails a RUNNING trial (e.g. interrupted) and queues its parameters again, with `extra`
+    /// system attributes on the new trial; returns the new trial's number.
+    fn fail_and_requeue(
+        &mut self,
+        study_id: i64,
+        trial_id: i64,
+        reason: &str,
+        extra: &BTreeMap<String, Value>,
+    ) -> Result<i64>;
     fn report_epoch(
         &mut self,
         trial_id: i64,
@@ -956,7 +962,13 @@ impl Store for SqliteStore {
         Ok(Claim::Trial(record))
     }
 
-    fn fail_and_requeue(&mut self, study_id: i64, trial_id: i64, reason: &str) -> Result<i64> {
+    fn fail_and_requeue(
+        &mut self,
+        study_id: i64,
+        trial_id: i64,
+        reason: &str,
+        extra: &BTreeMap<String, Value>,
+    ) -> Result<i64> {
         let path = self.path.display().to_string();
         let err = |source| StoreError::Sqlite {
             path: path.clone(),
@@ -976,7 +988,7 @@ impl Store for SqliteStore {
                 message: format!("trial {trial_id} is not running"),
             })?;
         let number = all.iter().map(|t| t.number + 1).max().unwrap_or(0);
-        Self::requeue(
+        let new_id = Self::requeue(
             &tx,
             study_id,
             t,
@@ -985,6 +997,13 @@ impl Store for SqliteStore {
             &now,
         )
         .map_err(err)?;
+        for (k, v) in extra {
+            tx.execute(
+                "INSERT OR REPLACE INTO trial_system_attributes (trial_id, key, value_json) VALUES (?1, ?2, ?3)",
+                params![new_id, k, v.to_string()],
+            )
+            .map_err(err)?;
+        }
         tx.commit().map_err(err)?;
         Ok(number)
     }

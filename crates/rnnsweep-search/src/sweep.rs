@@ -1,21 +1,24 @@
-//! The sweep driver: claims trials from the store, runs each in a worker process, records
-//! what the worker reports, and resumes an interrupted study. The driver alone owns the store;
-//! progress goes out as [`SweepEvent`]s to whatever reporter the caller plugs in.
+//! The sweep driver. A dispatcher that alone owns the store: it claims trials while the
+//! device pool has free slots, runs each in a worker process (its executor: spawn, read the
+//! JSON lines, heartbeat, stop), records what workers report, and resumes an interrupted
+//! study. Progress goes out as [`SweepEvent`]s to whatever reporter the caller plugs in.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::assemble::build_config;
 use crate::sampler::{GridSampler, Point, RandomSampler, Sampler, Space};
+use crate::scheduler::{DeviceName, DevicePool, Lease};
 use crate::spec::{Method, Spec};
-use crate::store::{Claim, Store, StoreError, TrialState};
+use crate::store::{Claim, Store, StoreError, TrialRecord, TrialState};
 use crate::worker::{metric, TrialTask, WorkerMessage, TRIAL_ENV};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,14 +41,11 @@ pub struct SweepOptions {
     pub exe: PathBuf,
     /// Trial folders go to `<results_dir>/<study>/trial-<n>/`.
     pub results_dir: PathBuf,
-    pub device: String,
-    /// `RAYON_NUM_THREADS` / `CANDLE_NUM_THREADS` for each trial.
-    pub threads: usize,
     /// Accept a changed search space for an existing study.
     pub force_new_space: bool,
 }
 
-/// Progress, for reporters (progress lines, logs, the final table).
+/// Progress, for reporters (progress bars, log lines, the final table).
 #[derive(Debug, Clone)]
 pub enum SweepEvent {
     Requeued {
@@ -55,6 +55,8 @@ pub enum SweepEvent {
     TrialStarted {
         number: i64,
         params: Point,
+        device: String,
+        epochs: Option<i64>,
         resumed_from: Option<i64>,
     },
     Epoch {
@@ -69,6 +71,10 @@ pub enum SweepEvent {
         seconds: f64,
         reason: Option<String>,
     },
+    /// The first interrupt: no new trials; running ones finish.
+    Draining {
+        running: usize,
+    },
     Waiting {
         running_elsewhere: usize,
     },
@@ -81,31 +87,39 @@ pub enum StopCause {
     SpaceExhausted,
     MaxDuration,
     TooManyFailures(usize),
+    /// First interrupt: running trials were allowed to finish.
     Interrupted,
+    /// Second interrupt (or SIGTERM): running trials were stopped and queued again.
+    InterruptedNow,
 }
 
-/// Set by the signal handler: 1 after the first Ctrl-C (finish cleanly), 2+ after more.
+/// Interrupt level: 0 none, 1 drain (first Ctrl-C), 2+ stop now (second Ctrl-C, SIGTERM).
 pub static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
 
-extern "C" fn on_signal(_: libc::c_int) {
+extern "C" fn on_sigint(_: libc::c_int) {
     INTERRUPTS.fetch_add(1, Ordering::SeqCst);
 }
 
-/// Routes SIGINT and SIGTERM to [`INTERRUPTS`] so the driver can stop its trial, record it
-/// and exit; a second signal makes the stop immediate.
+extern "C" fn on_sigterm(_: libc::c_int) {
+    INTERRUPTS.fetch_add(2, Ordering::SeqCst);
+}
+
+/// Routes SIGINT (drain, then stop) and SIGTERM (stop now) to [`INTERRUPTS`].
 pub fn install_interrupt_handler() {
-    // SAFETY: the handler only touches an atomic, which is async-signal-safe.
+    // SAFETY: the handlers only touch an atomic, which is async-signal-safe.
     unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_sigterm as *const () as libc::sighandler_t);
     }
 }
 
-fn interrupted() -> bool {
-    INTERRUPTS.load(Ordering::SeqCst) > 0
+fn interrupt_level() -> usize {
+    INTERRUPTS.load(Ordering::SeqCst)
 }
 
 pub const SPACE_ATTR: &str = "rnnsweep:space";
+const AVOID_ATTR: &str = "rnnsweep:avoid_device";
+const OOM_RETRY_ATTR: &str = "rnnsweep:oom_retry";
 
 pub fn space_of(spec: &Spec) -> Space {
     Space {
@@ -148,6 +162,51 @@ pub fn open_study(
     Ok(study)
 }
 
+/// Where a trial keeps its files.
+pub fn trial_dir(results_dir: &Path, study: &str, number: i64) -> PathBuf {
+    results_dir.join(study).join(format!("trial-{number}"))
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SweepError + '_ {
+    move |source| SweepError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// A line from a worker, or the end of its output.
+enum Line {
+    Text(String),
+    Closed,
+}
+
+struct Running {
+    trial: TrialRecord,
+    lease: Lease,
+    device: String,
+    child: Child,
+    started: Instant,
+    last_beat: Instant,
+    final_message: Option<WorkerMessage>,
+    error: Option<String>,
+    epochs_seen: i64,
+    stderr: Option<JoinHandle<String>>,
+    reader: Option<JoinHandle<()>>,
+}
+
+struct Dispatcher<'a> {
+    spec: &'a Spec,
+    store: &'a mut dyn Store,
+    options: &'a SweepOptions,
+    study: i64,
+    space: Space,
+    pool: DevicePool,
+    running: HashMap<u64, Running>,
+    next_id: u64,
+    tx: mpsc::Sender<(u64, Line)>,
+    failures: usize,
+}
+
 /// Runs the sweep until `run_cap` trials are finished, the space or time runs out, too many
 /// trials fail, or the user interrupts.
 pub fn run_sweep(
@@ -167,74 +226,510 @@ pub fn run_sweep(
             ))
         })?),
     };
+    let pool = DevicePool::new(&spec.resources).map_err(SweepError::Space)?;
+    let (tx, rx) = mpsc::channel();
+    let mut d = Dispatcher {
+        spec,
+        store,
+        options,
+        study,
+        space,
+        pool,
+        running: HashMap::new(),
+        next_id: 0,
+        tx,
+        failures: 0,
+    };
     let started = Instant::now();
-    let mut failures = 0usize;
+    let tick = (spec.heartbeat_grace / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    let mut last_recovery: Option<Instant> = None;
+    let mut drained_announced = false;
+    // Why no new trial can start, once that is known.
+    let mut no_more: Option<StopCause> = None;
     loop {
-        if interrupted() {
-            return Ok(StopCause::Interrupted);
+        if interrupt_level() >= 2 {
+            d.stop_all(on_event)?;
+            return Ok(StopCause::InterruptedNow);
         }
-        if spec.max_duration.is_some_and(|d| started.elapsed() >= d) {
-            return Ok(StopCause::MaxDuration);
-        }
-        if failures >= spec.max_failures {
-            return Ok(StopCause::TooManyFailures(failures));
-        }
-        for (failed, queued) in store.recover_stale(study, spec.heartbeat_grace)? {
-            on_event(&SweepEvent::Requeued { failed, queued });
-        }
-        let claim = store.claim(study, spec.run_cap, &mut |trials, number| {
-            sampler.sample(trials, number).map(|p| space.to_stored(&p))
-        })?;
-        let trial = match claim {
-            Claim::Trial(t) => t,
-            Claim::Exhausted => return Ok(StopCause::SpaceExhausted),
-            Claim::CapReached => {
-                let running = store
-                    .trials(study)?
-                    .iter()
-                    .filter(|t| t.state == TrialState::Running)
-                    .count();
-                if running == 0 {
-                    return Ok(StopCause::RunCapReached);
-                }
-                // Other drivers hold the last trials: wait, in case one dies and its trial
-                // comes back to the queue.
-                on_event(&SweepEvent::Waiting {
-                    running_elsewhere: running,
+        let stop_new = if interrupt_level() == 1 {
+            if !drained_announced && !d.running.is_empty() {
+                on_event(&SweepEvent::Draining {
+                    running: d.running.len(),
                 });
-                std::thread::sleep(Duration::from_secs(1).min(spec.heartbeat_grace / 4));
-                continue;
+            }
+            drained_announced = true;
+            Some(StopCause::Interrupted)
+        } else if spec.max_duration.is_some_and(|m| started.elapsed() >= m) {
+            Some(StopCause::MaxDuration)
+        } else if d.failures >= spec.max_failures {
+            Some(StopCause::TooManyFailures(d.failures))
+        } else {
+            None
+        };
+
+        if stop_new.is_none() && d.pool.has_free() {
+            if last_recovery.is_none_or(|t| t.elapsed() >= tick) {
+                for (failed, queued) in d.store.recover_stale(study, spec.heartbeat_grace)? {
+                    on_event(&SweepEvent::Requeued { failed, queued });
+                }
+                last_recovery = Some(Instant::now());
+            }
+            no_more = None;
+            while d.pool.has_free() {
+                let claim = d.store.claim(study, spec.run_cap, &mut |trials, number| {
+                    sampler
+                        .sample(trials, number)
+                        .map(|p| d.space.to_stored(&p))
+                })?;
+                match claim {
+                    Claim::Trial(t) => d.start(t, on_event)?,
+                    Claim::Exhausted => {
+                        no_more = Some(StopCause::SpaceExhausted);
+                        break;
+                    }
+                    Claim::CapReached => {
+                        no_more = Some(StopCause::RunCapReached);
+                        break;
+                    }
+                }
+            }
+        }
+
+        if d.running.is_empty() {
+            if let Some(cause) = stop_new {
+                return Ok(cause);
+            }
+            match &no_more {
+                Some(StopCause::RunCapReached) => {
+                    let elsewhere = d
+                        .store
+                        .trials(study)?
+                        .iter()
+                        .filter(|t| t.state == TrialState::Running)
+                        .count();
+                    if elsewhere == 0 {
+                        return Ok(StopCause::RunCapReached);
+                    }
+                    // Other drivers hold the last trials: wait, in case one dies and its
+                    // trial comes back to the queue.
+                    on_event(&SweepEvent::Waiting {
+                        running_elsewhere: elsewhere,
+                    });
+                    std::thread::sleep(tick);
+                    continue;
+                }
+                Some(cause) => return Ok(cause.clone()),
+                None => {}
+            }
+        }
+
+        match rx.recv_timeout(tick) {
+            Ok((id, Line::Text(line))) => d.on_line(id, &line, on_event)?,
+            Ok((id, Line::Closed)) => d.finish(id, on_event)?,
+            Err(_) => {}
+        }
+        d.heartbeats(tick)?;
+    }
+}
+
+impl Dispatcher<'_> {
+    fn start(
+        &mut self,
+        trial: TrialRecord,
+        on_event: &mut dyn FnMut(&SweepEvent),
+    ) -> Result<(), SweepError> {
+        let avoid = trial
+            .system_attrs
+            .get(AVOID_ATTR)
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse::<DeviceName>().ok());
+        let Some(lease) = self.pool.lease(avoid) else {
+            // Cannot happen: claims are made only with a free slot.
+            self.store.fail_and_requeue(
+                self.study,
+                trial.trial_id,
+                "no free device slot",
+                &BTreeMap::new(),
+            )?;
+            return Ok(());
+        };
+        let (env, worker_device) = self.pool.worker_env(&lease);
+        let spec = self.spec;
+        let params = self.space.decode(&trial.params);
+        let resumed_from = trial
+            .system_attrs
+            .get("rnnsweep:resume_from")
+            .and_then(Value::as_i64);
+        let started = Instant::now();
+        let device_label = lease.device.to_string();
+        let config = match (build_config(&spec.training, &params), &spec.command) {
+            (Ok(c), _) => serde_json::to_value(&c).unwrap_or(Value::Null),
+            // A user's command reads its own parameters from `params`.
+            (Err(_), Some(_)) => Value::Null,
+            (Err(m), None) => {
+                self.pool.release(&lease);
+                return self.fail_now(
+                    &trial,
+                    started,
+                    format!("invalid configuration: {m}"),
+                    on_event,
+                );
             }
         };
-        let state = run_trial(spec, store, study, &space, &trial, options, on_event)?;
-        if state == TrialState::Fail {
-            failures += 1;
+        on_event(&SweepEvent::TrialStarted {
+            number: trial.number,
+            params: params.clone(),
+            device: device_label.clone(),
+            epochs: config.get("epochs").and_then(Value::as_i64),
+            resumed_from,
+        });
+        let dir = trial_dir(&self.options.results_dir, &spec.name, trial.number);
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let task = TrialTask {
+            study: spec.name.clone(),
+            number: trial.number,
+            params: params.clone(),
+            config,
+            train_file: spec.train_file.clone(),
+            columns: spec.columns.clone(),
+            checkpoint_dir: trial_dir(
+                &self.options.results_dir,
+                &spec.name,
+                resumed_from.unwrap_or(trial.number),
+            )
+            .join("checkpoint"),
+            trial_dir: dir.clone(),
+            metric: spec.metric.clone(),
+            device: worker_device.clone(),
+        };
+        let task_path = dir.join("trial.json");
+        std::fs::write(
+            &task_path,
+            serde_json::to_string_pretty(&task).unwrap_or_default(),
+        )
+        .map_err(io_err(&task_path))?;
+        self.store.set_trial_user_attr(
+            trial.trial_id,
+            "device",
+            &Value::from(device_label.clone()),
+        )?;
+        self.store.set_trial_system_attr(
+            trial.trial_id,
+            "rnnsweep:trial_dir",
+            &Value::from(dir.display().to_string()),
+        )?;
+
+        let mut child = match spawn_worker(spec, self.options, &task, &task_path, &env) {
+            Ok(c) => c,
+            Err(e) => {
+                self.pool.release(&lease);
+                return self.fail_now(
+                    &trial,
+                    started,
+                    format!("cannot start the worker: {e}"),
+                    on_event,
+                );
+            }
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        let stdout = child.stdout.take().expect("piped");
+        let tx = self.tx.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send((id, Line::Text(line))).is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send((id, Line::Closed));
+        });
+        let mut stderr = child.stderr.take().expect("piped");
+        let log_path = dir.join("stderr.log");
+        let stderr = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = stderr.read_to_end(&mut buf);
+            let _ = std::fs::File::create(&log_path).and_then(|mut f| f.write_all(&buf));
+            String::from_utf8_lossy(&buf).into_owned()
+        });
+        self.running.insert(
+            id,
+            Running {
+                trial,
+                lease,
+                device: device_label,
+                child,
+                started,
+                last_beat: Instant::now(),
+                final_message: None,
+                error: None,
+                epochs_seen: 0,
+                stderr: Some(stderr),
+                reader: Some(reader),
+            },
+        );
+        Ok(())
+    }
+
+    fn fail_now(
+        &mut self,
+        trial: &TrialRecord,
+        started: Instant,
+        reason: String,
+        on_event: &mut dyn FnMut(&SweepEvent),
+    ) -> Result<(), SweepError> {
+        self.store.set_trial_system_attr(
+            trial.trial_id,
+            "fail_reason",
+            &Value::from(reason.clone()),
+        )?;
+        self.store.finish(trial.trial_id, TrialState::Fail, None)?;
+        self.failures += 1;
+        on_event(&SweepEvent::TrialFinished {
+            number: trial.number,
+            state: TrialState::Fail,
+            value: None,
+            seconds: started.elapsed().as_secs_f64(),
+            reason: Some(reason),
+        });
+        Ok(())
+    }
+
+    fn on_line(
+        &mut self,
+        id: u64,
+        line: &str,
+        on_event: &mut dyn FnMut(&SweepEvent),
+    ) -> Result<(), SweepError> {
+        let Some(r) = self.running.get_mut(&id) else {
+            return Ok(());
+        };
+        match WorkerMessage::parse(line) {
+            Some(WorkerMessage::Epoch { epoch, metrics }) => {
+                let value = metric(&metrics, &self.spec.metric);
+                self.store.report_epoch(
+                    r.trial.trial_id,
+                    epoch,
+                    value,
+                    &Value::Object(metrics.into_iter().collect()),
+                )?;
+                r.epochs_seen = r.epochs_seen.max(epoch);
+                r.last_beat = Instant::now();
+                on_event(&SweepEvent::Epoch {
+                    number: r.trial.number,
+                    epoch,
+                    value,
+                });
+            }
+            Some(done @ WorkerMessage::Final { .. }) => r.final_message = Some(done),
+            Some(WorkerMessage::Error { message }) => r.error = Some(message),
+            None => {}
         }
+        Ok(())
+    }
+
+    fn heartbeats(&mut self, every: Duration) -> Result<(), SweepError> {
+        for r in self.running.values_mut() {
+            if r.last_beat.elapsed() >= every {
+                self.store.heartbeat(r.trial.trial_id)?;
+                r.last_beat = Instant::now();
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a worker whose output has ended, and frees its slot whatever happened.
+    fn finish(&mut self, id: u64, on_event: &mut dyn FnMut(&SweepEvent)) -> Result<(), SweepError> {
+        let Some(mut r) = self.running.remove(&id) else {
+            return Ok(());
+        };
+        let status = r.child.wait();
+        if let Some(h) = r.reader.take() {
+            let _ = h.join();
+        }
+        let stderr_text = r
+            .stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        self.pool.release(&r.lease);
+        let seconds = r.started.elapsed().as_secs_f64();
+        let trial = r.trial.clone();
+        self.store
+            .set_trial_user_attr(trial.trial_id, "duration_s", &json!(seconds))?;
+        let spec = self.spec;
+
+        let failure = match (&r.final_message, &r.error) {
+            (_, Some(message)) => Some(message.clone()),
+            (Some(WorkerMessage::Final { metrics, .. }), None) => {
+                match metric(metrics, &spec.metric) {
+                    Some(v) if v.is_finite() => None,
+                    _ => Some(format!("the final result has no finite `{}`", spec.metric)),
+                }
+            }
+            _ => {
+                let tail: Vec<&str> = stderr_text.lines().rev().take(5).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                let how = match status {
+                    Ok(s) => match s.code() {
+                        Some(c) => format!("exited with status {c}"),
+                        None => format!("was killed ({s})"),
+                    },
+                    Err(e) => format!("could not be waited for: {e}"),
+                };
+                let tail = if tail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", tail.join(" | "))
+                };
+                Some(format!("the worker {how} without a final result{tail}"))
+            }
+        };
+        if let Some(reason) = failure {
+            let oom = reason.to_lowercase().contains("out of memory")
+                || stderr_text.to_lowercase().contains("out of memory");
+            let retried = trial.system_attrs.contains_key(OOM_RETRY_ATTR);
+            if oom
+                && !retried
+                && matches!(r.lease.device, DeviceName::Cuda(_))
+                && self.pool.capacity() > 1
+            {
+                // Out of memory on one GPU: once more, on another device.
+                let extra = BTreeMap::from([
+                    (AVOID_ATTR.to_string(), Value::from(r.device.clone())),
+                    (OOM_RETRY_ATTR.to_string(), json!(1)),
+                ]);
+                let queued = self.store.fail_and_requeue(
+                    self.study,
+                    trial.trial_id,
+                    &format!("out of memory on {}", r.device),
+                    &extra,
+                )?;
+                on_event(&SweepEvent::TrialFinished {
+                    number: trial.number,
+                    state: TrialState::Fail,
+                    value: None,
+                    seconds,
+                    reason: Some(format!(
+                        "out of memory on {}; retried as trial {queued} on another device",
+                        r.device
+                    )),
+                });
+                return Ok(());
+            }
+            return self.fail_now(&trial, r.started, reason, on_event);
+        }
+        let Some(WorkerMessage::Final {
+            metrics,
+            best_epoch,
+            epochs,
+            stop,
+        }) = r.final_message
+        else {
+            return Ok(());
+        };
+        let value = metric(&metrics, &spec.metric).unwrap_or(f64::NAN);
+        for (k, v) in &metrics {
+            self.store.set_trial_user_attr(trial.trial_id, k, v)?;
+        }
+        self.store.set_trial_user_attr(
+            trial.trial_id,
+            "epochs",
+            &json!(epochs.unwrap_or(r.epochs_seen)),
+        )?;
+        if let Some(b) = best_epoch {
+            self.store
+                .set_trial_user_attr(trial.trial_id, "best_epoch", &json!(b))?;
+        }
+        if let Some(s) = stop {
+            self.store
+                .set_trial_user_attr(trial.trial_id, "stop_reason", &json!(s))?;
+        }
+        self.store
+            .finish(trial.trial_id, TrialState::Complete, Some(value))?;
+        on_event(&SweepEvent::TrialFinished {
+            number: trial.number,
+            state: TrialState::Complete,
+            value: Some(value),
+            seconds,
+            reason: None,
+        });
+        Ok(())
+    }
+
+    /// Stops every running trial and queues it again, so a resume re-runs it.
+    fn stop_all(&mut self, on_event: &mut dyn FnMut(&SweepEvent)) -> Result<(), SweepError> {
+        let ids: Vec<u64> = self.running.keys().copied().collect();
+        for r in self.running.values_mut() {
+            signal_group(&r.child, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for id in ids {
+            let Some(mut r) = self.running.remove(&id) else {
+                continue;
+            };
+            wait_or_kill(&mut r.child, deadline);
+            if let Some(h) = r.reader.take() {
+                let _ = h.join();
+            }
+            let _ = r.stderr.take().map(JoinHandle::join);
+            self.pool.release(&r.lease);
+            let queued = self.store.fail_and_requeue(
+                self.study,
+                r.trial.trial_id,
+                "interrupted by the user",
+                &BTreeMap::new(),
+            )?;
+            on_event(&SweepEvent::TrialFinished {
+                number: r.trial.number,
+                state: TrialState::Fail,
+                value: None,
+                seconds: r.started.elapsed().as_secs_f64(),
+                reason: Some(format!("interrupted; re-queued as trial {queued}")),
+            });
+        }
+        Ok(())
     }
 }
 
-/// Where a trial keeps its files.
-pub fn trial_dir(results_dir: &Path, study: &str, number: i64) -> PathBuf {
-    results_dir.join(study).join(format!("trial-{number}"))
+fn signal_group(child: &Child, signal: libc::c_int) {
+    // SAFETY: a plain signal send to the worker's own process group.
+    unsafe {
+        libc::kill(-(child.id() as libc::pid_t), signal);
+    }
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SweepError + '_ {
-    move |source| SweepError::Io {
-        path: path.display().to_string(),
-        source,
+/// Waits for a worker until `deadline`, then kills its process group.
+fn wait_or_kill(child: &mut Child, deadline: Instant) {
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
+    signal_group(child, libc::SIGKILL);
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 fn spawn_worker(
     spec: &Spec,
     options: &SweepOptions,
+    task: &TrialTask,
     task_path: &Path,
-    dir: &Path,
+    env: &[(String, String)],
 ) -> std::io::Result<Child> {
     let mut cmd = match &spec.command {
         Some(argv) if !argv.is_empty() => {
-            let mut c = Command::new(&argv[0]);
-            c.args(&argv[1..]);
+            let params = serde_json::to_string(&task.params).unwrap_or_default();
+            let fill = |a: &String| {
+                a.replace("{params_json}", &params)
+                    .replace("{trial_file}", &task_path.display().to_string())
+                    .replace("{number}", &task.number.to_string())
+                    .replace("{device}", &task.device)
+            };
+            let mut c = Command::new(fill(&argv[0]));
+            c.args(argv[1..].iter().map(fill));
             c
         }
         _ => {
@@ -243,21 +738,18 @@ fn spawn_worker(
             c
         }
     };
-    let threads = options.threads.max(1).to_string();
     cmd.env(TRIAL_ENV, task_path)
-        .env("RAYON_NUM_THREADS", &threads)
-        .env("CANDLE_NUM_THREADS", &threads)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .current_dir(std::env::current_dir().unwrap_or_else(|_| dir.to_path_buf()));
+        .stderr(Stdio::piped());
     #[cfg(target_os = "linux")]
     {
         use std::os::unix::process::CommandExt;
         // SAFETY: only async-signal-safe calls between fork and exec.
         unsafe {
             cmd.pre_exec(|| {
-                // Own process group: Ctrl-C reaches the driver, which stops the worker itself.
+                // Own process group: Ctrl-C reaches the driver, which decides about the worker.
                 libc::setpgid(0, 0);
                 // A worker must not outlive a driver killed with SIGKILL.
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
@@ -266,254 +758,4 @@ fn spawn_worker(
         }
     }
     cmd.spawn()
-}
-
-/// Stops a worker: SIGTERM to its group, a grace period, then SIGKILL.
-fn stop_worker(child: &mut Child, grace: Duration) {
-    let pid = child.id() as libc::pid_t;
-    // SAFETY: plain signal sends to the worker's own process group.
-    unsafe {
-        libc::kill(-pid, libc::SIGTERM);
-    }
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        if INTERRUPTS.load(Ordering::SeqCst) > 1 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    unsafe {
-        libc::kill(-pid, libc::SIGKILL);
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-#[allow(clippy::too_many_arguments)]
-fn run_trial(
-    spec: &Spec,
-    store: &mut dyn Store,
-    study: i64,
-    space: &Space,
-    trial: &crate::store::TrialRecord,
-    options: &SweepOptions,
-    on_event: &mut dyn FnMut(&SweepEvent),
-) -> Result<TrialState, SweepError> {
-    let started = Instant::now();
-    let params = space.decode(&trial.params);
-    let resumed_from = trial
-        .system_attrs
-        .get("rnnsweep:resume_from")
-        .and_then(Value::as_i64);
-    on_event(&SweepEvent::TrialStarted {
-        number: trial.number,
-        params: params.clone(),
-        resumed_from,
-    });
-    let fail = |store: &mut dyn Store,
-                reason: String,
-                on_event: &mut dyn FnMut(&SweepEvent)|
-     -> Result<TrialState, SweepError> {
-        store.set_trial_system_attr(trial.trial_id, "fail_reason", &Value::from(reason.clone()))?;
-        store.finish(trial.trial_id, TrialState::Fail, None)?;
-        on_event(&SweepEvent::TrialFinished {
-            number: trial.number,
-            state: TrialState::Fail,
-            value: None,
-            seconds: started.elapsed().as_secs_f64(),
-            reason: Some(reason),
-        });
-        Ok(TrialState::Fail)
-    };
-    let config = match (build_config(&spec.training, &params), &spec.command) {
-        (Ok(c), _) => serde_json::to_value(&c).unwrap_or(Value::Null),
-        // A user's command reads its own parameters from `params`.
-        (Err(_), Some(_)) => Value::Null,
-        (Err(m), None) => return fail(store, format!("invalid configuration: {m}"), on_event),
-    };
-    let dir = trial_dir(&options.results_dir, &spec.name, trial.number);
-    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-    let checkpoint_dir = trial_dir(
-        &options.results_dir,
-        &spec.name,
-        resumed_from.unwrap_or(trial.number),
-    )
-    .join("checkpoint");
-    let task = TrialTask {
-        study: spec.name.clone(),
-        number: trial.number,
-        params: params.clone(),
-        config,
-        train_file: spec.train_file.clone(),
-        columns: spec.columns.clone(),
-        checkpoint_dir,
-        trial_dir: dir.clone(),
-        metric: spec.metric.clone(),
-        device: options.device.clone(),
-    };
-    let task_path = dir.join("trial.json");
-    std::fs::write(
-        &task_path,
-        serde_json::to_string_pretty(&task).unwrap_or_default(),
-    )
-    .map_err(io_err(&task_path))?;
-    store.set_trial_user_attr(
-        trial.trial_id,
-        "device",
-        &Value::from(options.device.clone()),
-    )?;
-    store.set_trial_system_attr(
-        trial.trial_id,
-        "rnnsweep:trial_dir",
-        &Value::from(dir.display().to_string()),
-    )?;
-
-    let mut child = match spawn_worker(spec, options, &task_path, &dir) {
-        Ok(c) => c,
-        Err(e) => return fail(store, format!("cannot start the worker: {e}"), on_event),
-    };
-    let (tx, rx) = mpsc::channel::<String>();
-    let stdout = child.stdout.take().expect("piped");
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut stderr = child.stderr.take().expect("piped");
-    let log_path = dir.join("stderr.log");
-    let stderr_thread = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stderr.read_to_end(&mut buf);
-        let _ = std::fs::File::create(&log_path).and_then(|mut f| f.write_all(&buf));
-        String::from_utf8_lossy(&buf).into_owned()
-    });
-
-    let heartbeat_every = (spec.heartbeat_grace / 4).max(Duration::from_millis(200));
-    let mut final_message: Option<WorkerMessage> = None;
-    let mut error: Option<String> = None;
-    let mut epochs_seen = 0i64;
-    let mut interrupted_here = false;
-    loop {
-        if interrupted() {
-            interrupted_here = true;
-            stop_worker(&mut child, Duration::from_secs(5));
-            break;
-        }
-        match rx.recv_timeout(heartbeat_every) {
-            Ok(line) => match WorkerMessage::parse(&line) {
-                Some(WorkerMessage::Epoch { epoch, metrics }) => {
-                    let value = metric(&metrics, &spec.metric);
-                    store.report_epoch(
-                        trial.trial_id,
-                        epoch,
-                        value,
-                        &Value::Object(metrics.into_iter().collect()),
-                    )?;
-                    epochs_seen = epochs_seen.max(epoch);
-                    on_event(&SweepEvent::Epoch {
-                        number: trial.number,
-                        epoch,
-                        value,
-                    });
-                }
-                Some(done @ WorkerMessage::Final { .. }) => final_message = Some(done),
-                Some(WorkerMessage::Error { message }) => error = Some(message),
-                None => {}
-            },
-            Err(mpsc::RecvTimeoutError::Timeout) => store.heartbeat(trial.trial_id)?,
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-    }
-    let status = child.wait();
-    let _ = reader.join();
-    let stderr_text = stderr_thread.join().unwrap_or_default();
-    let seconds = started.elapsed().as_secs_f64();
-    store.set_trial_user_attr(trial.trial_id, "duration_s", &json!(seconds))?;
-
-    if interrupted_here {
-        let queued = store.fail_and_requeue(study, trial.trial_id, "interrupted by the user")?;
-        on_event(&SweepEvent::TrialFinished {
-            number: trial.number,
-            state: TrialState::Fail,
-            value: None,
-            seconds,
-            reason: Some(format!("interrupted; re-queued as trial {queued}")),
-        });
-        return Ok(TrialState::Fail);
-    }
-    if let Some(message) = error {
-        return fail(store, message, on_event);
-    }
-    let Some(WorkerMessage::Final {
-        metrics,
-        best_epoch,
-        epochs,
-        stop,
-    }) = final_message
-    else {
-        let tail: String = stderr_text
-            .lines()
-            .rev()
-            .take(5)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect::<Vec<_>>()
-            .join(" | ");
-        let how = match status {
-            Ok(s) => match s.code() {
-                Some(c) => format!("exited with status {c}"),
-                None => format!("was killed ({s})"),
-            },
-            Err(e) => format!("could not be waited for: {e}"),
-        };
-        return fail(
-            store,
-            format!(
-                "the worker {how} without a final result{}",
-                if tail.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {tail}")
-                }
-            ),
-            on_event,
-        );
-    };
-    let Some(value) = metric(&metrics, &spec.metric).filter(|v| v.is_finite()) else {
-        return fail(
-            store,
-            format!("the final result has no finite `{}`", spec.metric),
-            on_event,
-        );
-    };
-    for (k, v) in &metrics {
-        store.set_trial_user_attr(trial.trial_id, k, v)?;
-    }
-    store.set_trial_user_attr(
-        trial.trial_id,
-        "epochs",
-        &json!(epochs.unwrap_or(epochs_seen)),
-    )?;
-    if let Some(b) = best_epoch {
-        store.set_trial_user_attr(trial.trial_id, "best_epoch", &json!(b))?;
-    }
-    if let Some(s) = stop {
-        store.set_trial_user_attr(trial.trial_id, "stop_reason", &json!(s))?;
-    }
-    store.finish(trial.trial_id, TrialState::Complete, Some(value))?;
-    on_event(&SweepEvent::TrialFinished {
-        number: trial.number,
-        state: TrialState::Complete,
-        value: Some(value),
-        seconds,
-        reason: None,
-    });
-    Ok(TrialState::Complete)
 }

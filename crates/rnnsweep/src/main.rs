@@ -2,6 +2,7 @@
 
 mod cli;
 mod inspect;
+mod progress;
 mod sweep_cmd;
 mod train_cmd;
 mod worker_cmd;

@@ -8,9 +8,7 @@ use rnnsweep_model::metrics::{direction_of, Direction};
 use rnnsweep_search::leaderboard::{decode_param, rank, render_csv, render_json, render_table};
 use rnnsweep_search::spec::Spec;
 use rnnsweep_search::store::{SqliteStore, Store, TrialState};
-use rnnsweep_search::sweep::{
-    install_interrupt_handler, run_sweep, StopCause, SweepEvent, SweepOptions,
-};
+use rnnsweep_search::sweep::{install_interrupt_handler, run_sweep, StopCause, SweepOptions};
 
 /// Prints a line; a closed stdout (`rnnsweep run | head`) must not kill the driver mid-study.
 macro_rules! say {
@@ -20,8 +18,10 @@ macro_rules! say {
     }};
 }
 
-/// Exit code after an interrupt (128 + SIGINT), as shells expect.
+/// Exit code after the first Ctrl-C: running trials finished, no new ones started.
 pub const EXIT_INTERRUPTED: u8 = 130;
+/// Exit code after a second Ctrl-C or SIGTERM: running trials were stopped and queued again.
+pub const EXIT_INTERRUPTED_NOW: u8 = 131;
 
 #[derive(clap::Args)]
 pub struct RunArgs {
@@ -34,14 +34,18 @@ pub struct RunArgs {
     pub exec: ExecArgs,
 }
 
+/// Overrides of the spec's `resources`.
 #[derive(clap::Args)]
 pub struct ExecArgs {
-    /// Device for the trials: `cpu` or `cuda:N`.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Threads each trial may use (default 1).
-    #[arg(long, default_value_t = 1)]
-    pub threads: usize,
+    /// Devices for the trials, e.g. `cpu` or `cuda:0,cuda:1`.
+    #[arg(long, value_delimiter = ',')]
+    pub devices: Vec<String>,
+    /// Trials at once on each device.
+    #[arg(long)]
+    pub trials_per_device: Option<usize>,
+    /// CPU threads each trial may use.
+    #[arg(long)]
+    pub threads_per_trial: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -127,57 +131,25 @@ fn pick_study(
     Ok((chosen.study_id, chosen.name, chosen.direction))
 }
 
-fn print_event(spec: &Spec, event: &SweepEvent) {
-    match event {
-        SweepEvent::Requeued { failed, queued } => say!(
-            "trial {failed} lost its driver; its parameters are queued again as trial {queued}"
-        ),
-        SweepEvent::TrialStarted {
-            number,
-            params,
-            resumed_from,
-        } => {
-            let p: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            let from = resumed_from
-                .map(|n| format!(" (continuing trial {n}'s checkpoint)"))
-                .unwrap_or_default();
-            say!("trial {number} started{from}: {}", p.join(" "));
-        }
-        SweepEvent::Epoch {
-            number,
-            epoch,
-            value,
-        } => {
-            say!(
-                "trial {number} epoch {epoch}: {} {}",
-                spec.metric,
-                value.map_or("-".into(), |v| format!("{v:.4}"))
-            )
-        }
-        SweepEvent::TrialFinished {
-            number,
-            state,
-            value,
-            seconds,
-            reason,
-        } => {
-            let v = value.map_or(String::new(), |v| format!(" {} {v:.4}", spec.metric));
-            let r = reason
-                .as_ref()
-                .map(|r| format!(": {r}"))
-                .unwrap_or_default();
-            say!("trial {number} {}{v} in {seconds:.1}s{r}", state.as_str());
-        }
-        SweepEvent::Waiting { running_elsewhere } => {
-            tracing::info!("waiting for {running_elsewhere} trial(s) run by other drivers")
-        }
+fn sweep(spec: &mut Spec, force_new_space: bool, exec: &ExecArgs) -> anyhow::Result<ExitCode> {
+    if !exec.devices.is_empty() {
+        spec.resources.devices = exec.devices.clone();
+        spec.resources.gpu_indices.clear();
     }
-}
-
-fn sweep(spec: &Spec, force_new_space: bool, exec: &ExecArgs) -> anyhow::Result<ExitCode> {
-    if exec.threads == 0 {
-        bail!("--threads 0: must be at least 1");
+    if let Some(n) = exec.trials_per_device {
+        spec.resources.trials_per_device = n;
     }
+    if exec.threads_per_trial.is_some() {
+        spec.resources.threads_per_trial = exec.threads_per_trial;
+    }
+    for w in spec
+        .resources
+        .validate()
+        .map_err(|m| anyhow::anyhow!("resources: {m}"))?
+    {
+        eprintln!("warning: {w}");
+    }
+    let spec = &*spec;
     let mut store = SqliteStore::open(&spec.storage)?;
     let options = SweepOptions {
         exe: std::env::current_exe().context("cannot find the rnnsweep executable")?,
@@ -186,21 +158,38 @@ fn sweep(spec: &Spec, force_new_space: bool, exec: &ExecArgs) -> anyhow::Result<
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default(),
-        device: exec.device.clone(),
-        threads: exec.threads,
         force_new_space,
     };
-    rnnsweep_model::device(&exec.device)?;
     install_interrupt_handler();
+    let pool = rnnsweep_search::scheduler::DevicePool::new(&spec.resources)
+        .map_err(|m| anyhow::anyhow!("resources: {m}"))?;
     say!(
-        "study `{}` in {} ({:?} search, {} maximum {} trials)",
+        "study `{}` in {} ({:?} search on {}, {} run_cap {}; {} trial(s) at once, {} thread(s) each)",
         spec.name,
         spec.storage.display(),
         spec.method,
+        spec.resources.device_names().map_err(|m| anyhow::anyhow!(m))?.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
         spec.metric,
-        spec.run_cap
+        spec.run_cap,
+        pool.capacity(),
+        pool.cpu_threads
     );
-    let cause = run_sweep(spec, &mut store, &options, &mut |e| print_event(spec, e))?;
+    let (finished, best) = match store.study_id(&spec.name)? {
+        Some(id) => {
+            let trials = store.trials(id)?;
+            let s = store.studies()?.into_iter().find(|s| s.study_id == id);
+            (
+                trials.iter().filter(|t| t.state.is_finished()).count(),
+                s.and_then(|s| s.best),
+            )
+        }
+        None => (0, None),
+    };
+    let mut reporter =
+        crate::progress::Reporter::new(&spec.metric, spec.direction, spec.run_cap, finished, best);
+    let outcome = run_sweep(spec, &mut store, &options, &mut |e| reporter.event(e));
+    reporter.finish();
+    let cause = outcome?;
     let (study, name, direction) = pick_study(&store, &spec.storage, Some(&spec.name))?;
     let trials = store.trials(study)?;
     let rows = rank(&trials, &spec.metric, direction, None);
@@ -211,7 +200,13 @@ fn sweep(spec: &Spec, force_new_space: bool, exec: &ExecArgs) -> anyhow::Result<
         StopCause::SpaceExhausted => "every point of the search space has been tried".to_string(),
         StopCause::MaxDuration => "max_duration reached".to_string(),
         StopCause::TooManyFailures(n) => format!("stopped after {n} failed trials (max_failures)"),
-        StopCause::Interrupted => "interrupted; run the same command again to resume".to_string(),
+        StopCause::Interrupted => {
+            "interrupted after the running trials finished; run the same command again to resume"
+                .to_string()
+        }
+        StopCause::InterruptedNow => {
+            "interrupted; the stopped trials are queued and re-run on resume".to_string()
+        }
     };
     say!(
         "study `{name}`: {finished} of {} trials finished — {why}",
@@ -219,14 +214,15 @@ fn sweep(spec: &Spec, force_new_space: bool, exec: &ExecArgs) -> anyhow::Result<
     );
     Ok(match cause {
         StopCause::Interrupted => ExitCode::from(EXIT_INTERRUPTED),
+        StopCause::InterruptedNow => ExitCode::from(EXIT_INTERRUPTED_NOW),
         StopCause::TooManyFailures(_) => ExitCode::from(crate::cli::EXIT_ERROR),
         _ => ExitCode::SUCCESS,
     })
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let spec = Spec::load(&args.spec)?;
-    sweep(&spec, args.force_new_space, &args.exec)
+    let mut spec = Spec::load(&args.spec)?;
+    sweep(&mut spec, args.force_new_space, &args.exec)
 }
 
 pub fn resume(args: &ResumeArgs) -> anyhow::Result<ExitCode> {
@@ -251,7 +247,7 @@ pub fn resume(args: &ResumeArgs) -> anyhow::Result<ExitCode> {
     // The study lives where it was found, whatever the spec said.
     spec.storage = args.db.clone();
     drop(store);
-    sweep(&spec, false, &args.exec)
+    sweep(&mut spec, false, &args.exec)
 }
 
 pub fn leaderboard(args: &LeaderboardArgs) -> anyhow::Result<()> {

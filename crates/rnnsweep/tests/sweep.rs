@@ -1,87 +1,13 @@
 //! End-to-end sweeps with a stand-in worker (tests/fixtures/fake_worker.py) and with the
 //! built-in BiLSTM worker: specs, crashes, interrupts, resume, Optuna-schema contents.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-use rnnsweep_search::store::{SqliteStore, Store, TrialRecord, TrialState};
+use std::path::PathBuf;
+use std::time::Duration;
 
-fn rnnsweep() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_rnnsweep"));
-    c.env("RAYON_NUM_THREADS", "1");
-    c
-}
-
-fn fake_worker() -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/fake_worker.py")
-        .display()
-        .to_string()
-}
-
-/// A spec using the fake worker; `extra` adds parameters.
-fn fake_spec(
-    dir: &Path,
-    name: &str,
-    method: &str,
-    run_cap: usize,
-    sleep: f64,
-    params: &str,
-) -> PathBuf {
-    std::fs::write(dir.join("train.csv"), "id,label,tweet\n1,0,a\n").unwrap();
-    let log = dir.join("runs.log");
-    let text = format!(
-        "name: {name}\nstorage: {name}.db\ndata: {{train: train.csv}}\nmethod: {method}\nseed: 3\nrun_cap: {run_cap}\nheartbeat_grace: 2s\n\
-         trial: {{command: [python3, {worker}]}}\nparameters:\n  sleep: {{value: {sleep}}}\n  log: {{value: \"{log}\"}}\n{params}",
-        worker = fake_worker(),
-        log = log.display()
-    );
-    let p = dir.join(format!("{name}.yaml"));
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-fn trials(db: &Path, study: &str) -> Vec<TrialRecord> {
-    let store = SqliteStore::open(db).unwrap();
-    let id = store.study_id(study).unwrap().unwrap();
-    store.trials(id).unwrap()
-}
-
-fn count(trials: &[TrialRecord], state: TrialState) -> usize {
-    trials.iter().filter(|t| t.state == state).count()
-}
-
-fn param(t: &TrialRecord, name: &str) -> f64 {
-    t.params[name].internal
-}
-
-/// Starts a driver and returns it once a stdout line satisfies `until`.
-fn start_until(spec: &Path, until: impl Fn(&str) -> bool) -> (Child, Vec<String>) {
-    let mut child = rnnsweep()
-        .arg("run")
-        .arg(spec)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut reader = BufReader::new(stdout).lines();
-    for line in reader.by_ref() {
-        let line = line.unwrap();
-        let done = until(&line);
-        lines.push(line);
-        if done || Instant::now() > deadline {
-            break;
-        }
-    }
-    // Keep draining so the driver never writes into a closed pipe.
-    std::thread::spawn(move || reader.for_each(drop));
-    (child, lines)
-}
+use common::*;
+use rnnsweep_search::store::{TrialRecord, TrialState};
 
 #[test]
 fn a_driver_killed_mid_trial_resumes_without_losing_or_repeating_work() {
@@ -141,7 +67,11 @@ fn a_driver_killed_mid_trial_resumes_without_losing_or_repeating_work() {
     assert_eq!(rerun.intermediate.len(), 3);
     // Trial 0 completed before the crash and was not run again.
     let log = std::fs::read_to_string(dir.path().join("runs.log")).unwrap();
-    assert_eq!(log.lines().filter(|l| *l == "done 0").count(), 1, "{log}");
+    assert_eq!(
+        log.lines().filter(|l| l.starts_with("done 0 ")).count(),
+        1,
+        "{log}"
+    );
     let done: Vec<&str> = log.lines().filter(|l| l.starts_with("done")).collect();
     assert_eq!(done.len(), 4, "{log}");
 }
@@ -158,9 +88,12 @@ fn grid_covers_each_point_once_across_an_interrupt() {
         "  x: {values: [0.1, 0.2, 0.3]}\n  epochs: {values: [1, 2]}\n",
     );
     let (mut driver, _) = start_until(&spec, |l| l.starts_with("trial 2 started"));
-    unsafe { libc_kill(driver.id() as i32, 2) }; // Ctrl-C
+    // Two Ctrl-Cs: stop the running trial now.
+    signal(driver.id(), 2);
+    std::thread::sleep(Duration::from_millis(100));
+    signal(driver.id(), 2);
     let status = driver.wait().unwrap();
-    assert_eq!(status.code(), Some(130));
+    assert_eq!(status.code(), Some(131));
     let db = dir.path().join("grid.db");
     let mid = trials(&db, "grid");
     assert_eq!(
@@ -193,9 +126,28 @@ fn grid_covers_each_point_once_across_an_interrupt() {
     );
 }
 
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32);
+#[test]
+fn a_first_ctrl_c_lets_running_trials_finish_and_starts_no_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = fake_spec(
+        dir.path(),
+        "drain",
+        "random",
+        5,
+        0.3,
+        "  x: {distribution: uniform, min: 0, max: 1}\n",
+    );
+    let (mut driver, _) = start_until(&spec, |l| l.starts_with("trial 1 started"));
+    signal(driver.id(), 2);
+    let status = driver.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let all = trials(&dir.path().join("drain.db"), "drain");
+    assert_eq!(all.len(), 2, "no trial started after the interrupt");
+    assert_eq!(
+        count(&all, TrialState::Complete),
+        2,
+        "the running trial finished"
+    );
 }
 
 #[test]

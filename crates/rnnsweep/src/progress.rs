@@ -1,0 +1,162 @@
+//! Reporters of sweep events: progress bars on a terminal, plain log lines otherwise.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rnnsweep_model::metrics::Direction;
+use rnnsweep_search::store::TrialState;
+use rnnsweep_search::sweep::SweepEvent;
+
+/// Prints a line; a closed stdout (`rnnsweep run | head`) must not kill the driver mid-study.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+pub struct Reporter {
+    metric: String,
+    direction: Direction,
+    best: Option<f64>,
+    bars: Option<Bars>,
+}
+
+struct Bars {
+    multi: MultiProgress,
+    overall: ProgressBar,
+    trials: HashMap<i64, ProgressBar>,
+}
+
+impl Reporter {
+    /// `finished` and `best` describe the study before this run (a resume starts part-way).
+    pub fn new(
+        metric: &str,
+        direction: Direction,
+        run_cap: usize,
+        finished: usize,
+        best: Option<f64>,
+    ) -> Self {
+        let bars = std::io::stdout().is_terminal().then(|| {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
+            let overall = multi.add(ProgressBar::new(run_cap as u64));
+            overall.set_style(
+                ProgressStyle::with_template(
+                    "{prefix:.bold} [{bar:30}] {pos}/{len} finished  {msg}  ETA {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            overall.set_prefix("sweep");
+            overall.set_position(finished as u64);
+            overall.enable_steady_tick(Duration::from_millis(500));
+            Bars {
+                multi,
+                overall,
+                trials: HashMap::new(),
+            }
+        });
+        let mut r = Self {
+            metric: metric.to_string(),
+            direction,
+            best,
+            bars,
+        };
+        r.show_best();
+        r
+    }
+
+    fn show_best(&mut self) {
+        if let Some(b) = &self.bars {
+            b.overall.set_message(match self.best {
+                Some(v) => format!("best {} {v:.4}", self.metric),
+                None => String::new(),
+            });
+        }
+    }
+
+    fn line(&self, text: String) {
+        match &self.bars {
+            Some(b) => {
+                let _ = b.multi.println(text);
+            }
+            None => say!("{text}"),
+        }
+    }
+
+    pub fn event(&mut self, event: &SweepEvent) {
+        match event {
+            SweepEvent::Requeued { failed, queued } => self.line(format!("trial {failed} lost its driver; its parameters are queued again as trial {queued}")),
+            SweepEvent::TrialStarted { number, params, device, epochs, resumed_from } => {
+                let p: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let from = resumed_from.map(|n| format!(" (continuing trial {n}'s checkpoint)")).unwrap_or_default();
+                self.line(format!("trial {number} started on {device}{from}: {}", p.join(" ")));
+                if let Some(b) = &mut self.bars {
+                    let bar = b.multi.insert_before(&b.overall, ProgressBar::new(epochs.unwrap_or(0).max(0) as u64));
+                    bar.set_style(
+                        ProgressStyle::with_template("  trial {prefix:>4} {msg:<12} epoch {pos}/{len} [{bar:20}] {elapsed}")
+                            .unwrap_or_else(|_| ProgressStyle::default_bar())
+                            .progress_chars("=> "),
+                    );
+                    bar.set_prefix(number.to_string());
+                    bar.set_message(device.clone());
+                    b.trials.insert(*number, bar);
+                }
+            }
+            SweepEvent::Epoch { number, epoch, value } => {
+                let v = value.map_or("-".into(), |v| format!("{v:.4}"));
+                match &mut self.bars {
+                    Some(b) => {
+                        if let Some(bar) = b.trials.get(number) {
+                            bar.set_position(*epoch as u64);
+                            let device = bar.message().split(' ').next().unwrap_or_default().to_string();
+                            bar.set_message(format!("{device} {} {v}", self.metric));
+                        }
+                    }
+                    None => say!("trial {number} epoch {epoch}: {} {v}", self.metric),
+                }
+            }
+            SweepEvent::TrialFinished { number, state, value, seconds, reason } => {
+                if *state == TrialState::Complete {
+                    if let Some(v) = value {
+                        let better = match (self.best, self.direction) {
+                            (None, _) => true,
+                            (Some(b), Direction::Maximize) => *v > b,
+                            (Some(b), Direction::Minimize) => *v < b,
+                        };
+                        if better {
+                            self.best = Some(*v);
+                        }
+                    }
+                }
+                if let Some(b) = &mut self.bars {
+                    if let Some(bar) = b.trials.remove(number) {
+                        bar.finish_and_clear();
+                        b.multi.remove(&bar);
+                    }
+                    if state.is_finished() {
+                        b.overall.inc(1);
+                    }
+                }
+                self.show_best();
+                let v = value.map_or(String::new(), |v| format!(" {} {v:.4}", self.metric));
+                let r = reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default();
+                self.line(format!("trial {number} {}{v} in {seconds:.1}s{r}", state.as_str()));
+            }
+            SweepEvent::Draining { running } => self.line(format!(
+                "interrupted: no new trials; waiting for {running} running trial(s) to finish (Ctrl-C again to stop them now — they will be re-run on resume)"
+            )),
+            SweepEvent::Waiting { running_elsewhere } => {
+                tracing::info!("waiting for {running_elsewhere} trial(s) run by other drivers")
+            }
+        }
+    }
+
+    pub fn finish(self) {
+        if let Some(b) = self.bars {
+            b.overall.finish_and_clear();
+            let _ = b.multi.clear();
+        }
+    }
+}

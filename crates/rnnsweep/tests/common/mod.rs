@@ -1,0 +1,110 @@
+//! Helpers shared by the end-to-end tests: the binary, a stand-in worker, specs, study reads.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rnnsweep_search::store::{SqliteStore, Store, TrialRecord, TrialState};
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Sends a signal to a process (2 = SIGINT, 9 = SIGKILL).
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on a child process id.
+    unsafe {
+        libc_kill(pid as i32, sig);
+    }
+}
+
+pub fn rnnsweep() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rnnsweep"));
+    c.env("RAYON_NUM_THREADS", "1");
+    c
+}
+
+pub fn fake_worker() -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/fake_worker.py")
+        .display()
+        .to_string()
+}
+
+/// A spec using the fake worker; `params` adds parameters (YAML lines).
+pub fn fake_spec(
+    dir: &Path,
+    name: &str,
+    method: &str,
+    run_cap: usize,
+    sleep: f64,
+    params: &str,
+) -> PathBuf {
+    fake_spec_with(dir, name, method, run_cap, sleep, params, "")
+}
+
+/// As [`fake_spec`], with extra top-level YAML (`resources`, `trial`).
+pub fn fake_spec_with(
+    dir: &Path,
+    name: &str,
+    method: &str,
+    run_cap: usize,
+    sleep: f64,
+    params: &str,
+    top: &str,
+) -> PathBuf {
+    std::fs::write(dir.join("train.csv"), "id,label,tweet\n1,0,a\n").unwrap();
+    let log = dir.join("runs.log");
+    let text = format!(
+        "name: {name}\nstorage: {name}.db\ndata: {{train: train.csv}}\nmethod: {method}\nseed: 3\nrun_cap: {run_cap}\nheartbeat_grace: 2s\n\
+         {trial}{top}parameters:\n  sleep: {{value: {sleep}}}\n  log: {{value: \"{log}\"}}\n{params}",
+        trial = if top.lines().any(|l| l.starts_with("trial:")) { String::new() } else { format!("trial: {{command: [python3, {}]}}\n", fake_worker()) },
+        log = log.display()
+    );
+    let p = dir.join(format!("{name}.yaml"));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+pub fn trials(db: &Path, study: &str) -> Vec<TrialRecord> {
+    let store = SqliteStore::open(db).unwrap();
+    let id = store.study_id(study).unwrap().unwrap();
+    store.trials(id).unwrap()
+}
+
+pub fn count(trials: &[TrialRecord], state: TrialState) -> usize {
+    trials.iter().filter(|t| t.state == state).count()
+}
+
+pub fn param(t: &TrialRecord, name: &str) -> f64 {
+    t.params[name].internal
+}
+
+/// Starts a driver and returns it once a stdout line satisfies `until`.
+pub fn start_until(spec: &Path, until: impl Fn(&str) -> bool) -> (Child, Vec<String>) {
+    let mut child = rnnsweep()
+        .arg("run")
+        .arg(spec)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut reader = BufReader::new(stdout).lines();
+    for line in reader.by_ref() {
+        let line = line.unwrap();
+        let done = until(&line);
+        lines.push(line);
+        if done || Instant::now() > deadline {
+            break;
+        }
+    }
+    // Keep draining so the driver never writes into a closed pipe.
+    std::thread::spawn(move || reader.for_each(drop));
+    (child, lines)
+}

@@ -1,0 +1,303 @@
+//! Parallel trials: device slots (with fake GPUs), several drivers on one study, SIGKILL at
+//! random moments, a user's own command.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use rand::{Rng, SeedableRng};
+use rnnsweep_search::store::TrialState;
+
+/// (number, device, start, end) of each finished worker run, from the fake worker's log.
+fn runs(log: &str) -> Vec<(i64, String, f64, f64)> {
+    let mut starts: BTreeMap<i64, (String, f64)> = BTreeMap::new();
+    let mut out = Vec::new();
+    for line in log.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let (number, cuda, t): (i64, String, f64) = (
+            f[1].parse().unwrap(),
+            f[2].to_string(),
+            f[3].parse().unwrap(),
+        );
+        match f[0] {
+            "start" => {
+                starts.insert(number, (cuda, t));
+            }
+            "done" | "crash" => {
+                let (device, start) = starts.remove(&number).unwrap();
+                out.push((number, device, start, t));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn four_fake_gpus_each_run_their_own_trials_one_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = fake_spec_with(
+        dir.path(),
+        "gpus",
+        "random",
+        12,
+        0.15,
+        "  x: {distribution: uniform, min: 0.1, max: 1.0}\n  epochs: {value: 2}\n  crash_on: {value: 0.5}\n",
+        "resources: {devices: [cuda:0, cuda:1, cuda:2, cuda:3], trials_per_device: 1}\n",
+    );
+    let o = rnnsweep()
+        .env("RNNSWEEP_FAKE_CUDA", "1")
+        .arg("run")
+        .arg(&spec)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(stdout.contains("4 trial(s) at once"), "{stdout}");
+    let all = trials(&dir.path().join("gpus.db"), "gpus");
+    assert_eq!(count(&all, TrialState::Complete), 12);
+    let log = std::fs::read_to_string(dir.path().join("runs.log")).unwrap();
+    let runs = runs(&log);
+    // The trial sees only its own GPU, and the store records that GPU.
+    for (number, cuda, _, _) in &runs {
+        let t = all.iter().find(|t| t.number == *number).unwrap();
+        assert_eq!(
+            t.user_attrs["device"],
+            format!("cuda:{cuda}"),
+            "trial {number}"
+        );
+    }
+    let devices: HashSet<&str> = runs.iter().map(|r| r.1.as_str()).collect();
+    assert_eq!(devices.len(), 4, "every GPU got trials: {log}");
+    // Never two trials at once on a one-slot GPU.
+    for a in &runs {
+        for b in &runs {
+            if a.0 < b.0 && a.1 == b.1 {
+                assert!(
+                    a.3 <= b.2 || b.3 <= a.2,
+                    "trials {} and {} overlap on cuda:{}",
+                    a.0,
+                    b.0,
+                    a.1
+                );
+            }
+        }
+    }
+    // All four ran at once at some point.
+    let max_parallel = runs
+        .iter()
+        .map(|a| runs.iter().filter(|b| b.2 <= a.2 && a.2 < b.3).count())
+        .max()
+        .unwrap();
+    assert_eq!(max_parallel, 4, "{log}");
+}
+
+#[test]
+fn a_crashed_trial_frees_its_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    // Every trial with x = 1 dies by SIGKILL mid-epoch; one GPU, so later trials need the slot.
+    let spec = fake_spec_with(
+        dir.path(),
+        "crashes",
+        "grid",
+        100,
+        0.05,
+        "  x: {values: [1, 2, 3, 4]}\n  crash_on: {value: 1}\n  epochs: {value: 1}\n",
+        "resources: {devices: [cuda:7]}\n",
+    );
+    let o = rnnsweep()
+        .env("RNNSWEEP_FAKE_CUDA", "1")
+        .arg("run")
+        .arg(&spec)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let all = trials(&dir.path().join("crashes.db"), "crashes");
+    assert_eq!(count(&all, TrialState::Complete), 3);
+    let failed: Vec<_> = all.iter().filter(|t| t.state == TrialState::Fail).collect();
+    assert_eq!(failed.len(), 1);
+    let reason = failed[0].system_attrs["fail_reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("the worker was killed (signal: 9"),
+        "{reason}"
+    );
+    assert!(all.iter().all(|t| t.user_attrs["device"] == "cuda:7"));
+}
+
+#[test]
+fn cuda_devices_need_a_cuda_build() {
+    if cfg!(feature = "cuda") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let spec = fake_spec_with(
+        dir.path(),
+        "nocuda",
+        "random",
+        1,
+        0.0,
+        "  x: {value: 1}\n",
+        "resources: {devices: [cuda:0]}\n",
+    );
+    let o = rnnsweep().arg("run").arg(&spec).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("resources: CUDA devices need a build with the `cuda` feature"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("nocuda.db").exists());
+}
+
+#[test]
+fn four_drivers_share_one_study_without_duplicates_or_lock_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = fake_spec_with(
+        dir.path(),
+        "shared",
+        "random",
+        16,
+        0.05,
+        "  x: {distribution: uniform, min: 0, max: 1}\n  epochs: {value: 2}\n",
+        "resources: {trials_per_device: 2, threads_per_trial: 1}\n",
+    );
+    let drivers: Vec<_> = (0..4)
+        .map(|_| {
+            rnnsweep()
+                .arg("run")
+                .arg(&spec)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for d in drivers {
+        let o = d.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            o.status.success(),
+            "{}\n{stderr}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        assert!(!stderr.contains("locked"), "{stderr}");
+    }
+    let all = trials(&dir.path().join("shared.db"), "shared");
+    assert_eq!(count(&all, TrialState::Complete), 16, "exactly run_cap");
+    assert_eq!(all.len(), 16);
+    let xs: HashSet<u64> = all.iter().map(|t| param(t, "x").to_bits()).collect();
+    assert_eq!(xs.len(), 16, "no trial ran twice");
+    let numbers: HashSet<i64> = all.iter().map(|t| t.number).collect();
+    assert_eq!(numbers, (0..16).collect());
+}
+
+#[test]
+fn a_study_survives_ten_sigkills_at_random_moments() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = fake_spec_with(
+        dir.path(),
+        "chaos",
+        "random",
+        10,
+        0.1,
+        "  x: {distribution: uniform, min: 0, max: 1}\n  epochs: {value: 3}\n",
+        "heartbeat_grace: 1s\nresources: {trials_per_device: 2, threads_per_trial: 1}\n",
+    );
+    // heartbeat_grace given twice would be a YAML error: drop the helper's default.
+    let text = std::fs::read_to_string(&spec)
+        .unwrap()
+        .replacen("heartbeat_grace: 2s\n", "", 1);
+    std::fs::write(&spec, text).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
+    for _ in 0..10 {
+        let mut driver = rnnsweep()
+            .arg("run")
+            .arg(&spec)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.random_range(50..900)));
+        driver.kill().unwrap();
+        driver.wait().unwrap();
+    }
+    let o = rnnsweep().arg("run").arg(&spec).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let all = trials(&dir.path().join("chaos.db"), "chaos");
+    let complete: Vec<_> = all
+        .iter()
+        .filter(|t| t.state == TrialState::Complete)
+        .collect();
+    assert_eq!(complete.len(), 10, "exactly run_cap finished");
+    assert_eq!(
+        count(&all, TrialState::Running) + count(&all, TrialState::Waiting),
+        0
+    );
+    // No completed trial was lost or run twice: completed trials have distinct parameters,
+    // each with its full history.
+    let xs: HashSet<u64> = complete.iter().map(|t| param(t, "x").to_bits()).collect();
+    assert_eq!(xs.len(), 10);
+    assert!(complete.iter().all(|t| t.intermediate.len() == 3));
+    // Every failed trial was a killed one whose parameters were queued again and completed.
+    for f in all.iter().filter(|t| t.state == TrialState::Fail) {
+        assert!(
+            f.system_attrs["fail_reason"]
+                .as_str()
+                .unwrap()
+                .contains("re-queued"),
+            "{:?}",
+            f.system_attrs
+        );
+    }
+}
+
+#[test]
+fn a_users_own_command_gets_its_parameters_as_a_placeholder() {
+    let dir = tempfile::tempdir().unwrap();
+    let top = format!(
+        "trial: {{command: [python3, {}, \"{{params_json}}\"]}}\n",
+        fake_worker()
+    );
+    let spec = fake_spec_with(
+        dir.path(),
+        "own",
+        "grid",
+        10,
+        0.0,
+        "  x: {values: [0.25, 0.75]}\n  epochs: {value: 2}\n",
+        &top,
+    );
+    let o = rnnsweep().arg("run").arg(&spec).output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{stdout}");
+    // Plain, readable progress lines when stdout is not a terminal.
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("trial 0 started on cpu: ")),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("trial 1 epoch 2: val_f1 ")),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("trial 1 COMPLETE val_f1 ") && l.contains(" in ")),
+        "{stdout}"
+    );
+    let all = trials(&dir.path().join("own.db"), "own");
+    let mut values: Vec<f64> = all.iter().filter_map(|t| t.value).collect();
+    values.sort_by(f64::total_cmp);
+    assert_eq!(values, vec![0.25, 0.75]);
+}
