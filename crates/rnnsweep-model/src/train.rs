@@ -99,6 +99,37 @@ pub fn prepare(table: &Table, cfg: &ModelConfig) -> Result<Prepared> {
     })
 }
 
+/// Like [`prepare`], but every row trains and none is held out (the final model after a
+/// search, trained on the whole file for a fixed number of epochs).
+pub fn prepare_all(table: &Table, cfg: &ModelConfig) -> Result<Prepared> {
+    let mut p = prepare(table, cfg)?;
+    let rows = p.train.ids.rows + p.validation.ids.rows;
+    let mut ids = p.train.ids.ids.clone();
+    ids.extend_from_slice(&p.validation.ids.ids);
+    let mut labels = p.train.labels.clone();
+    labels.extend_from_slice(&p.validation.labels);
+    p.train = Examples {
+        ids: Padded {
+            ids,
+            rows,
+            len: p.sequence_length,
+        },
+        labels,
+    };
+    p.validation = Examples {
+        ids: Padded {
+            ids: Vec::new(),
+            rows: 0,
+            len: p.sequence_length,
+        },
+        labels: Vec::new(),
+    };
+    if cfg.class_weighting {
+        p.class_weights = class_weights(&p.train.labels);
+    }
+    Ok(p)
+}
+
 /// What one epoch reports (also the worker protocol's per-epoch object).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochReport {
@@ -263,8 +294,17 @@ pub fn fit(
         let started = Instant::now();
         let (train_loss, train_accuracy) =
             train_epoch(&net, &mut optimizer, cfg, data, &train_rows, epoch)?;
-        let (val_probs, val_loss) = evaluate_examples(&net, &data.validation, cfg.batch_size)?;
-        let c = classify(&val_probs, &data.validation.labels, 0.5);
+        let held_out = data.validation.ids.rows > 0;
+        let (val_probs, val_loss) = if held_out {
+            evaluate_examples(&net, &data.validation, cfg.batch_size)?
+        } else {
+            (Vec::new(), f64::NAN)
+        };
+        let mut c = classify(&val_probs, &data.validation.labels, 0.5);
+        if !held_out {
+            let nan = f64::NAN;
+            (c.accuracy, c.precision, c.recall, c.f1, c.specificity) = (nan, nan, nan, nan, nan);
+        }
         let report = EpochReport {
             epoch: epoch + 1,
             train_loss,
@@ -282,16 +322,21 @@ pub fn fit(
         };
         epoch += 1;
 
-        // Keras EarlyStopping: wait grows each epoch and resets on improvement.
+        // Keras EarlyStopping: wait grows each epoch and resets on improvement. Without a
+        // validation set there is nothing to monitor: every epoch runs, the last one is kept.
         let value = report.metric(monitor).unwrap_or(f64::NAN);
-        wait += 1;
-        let improved = match best_value {
-            None => !value.is_nan(),
-            Some(best) => match direction {
-                Direction::Minimize => value < best - cfg.early_stopping.min_delta,
-                Direction::Maximize => value > best + cfg.early_stopping.min_delta,
-            },
-        };
+        let monitoring = held_out || monitor.starts_with("train_");
+        if monitoring {
+            wait += 1;
+        }
+        let improved = monitoring
+            && match best_value {
+                None => !value.is_nan(),
+                Some(best) => match direction {
+                    Direction::Minimize => value < best - cfg.early_stopping.min_delta,
+                    Direction::Maximize => value > best + cfg.early_stopping.min_delta,
+                },
+            };
         if improved {
             best_value = Some(value);
             best_epoch = report.epoch;
@@ -317,7 +362,7 @@ pub fn fit(
             stop = StopReason::Callback;
             break;
         }
-        if cfg.early_stopping.enabled && wait >= cfg.early_stopping.patience {
+        if monitoring && cfg.early_stopping.enabled && wait >= cfg.early_stopping.patience {
             stop = StopReason::EarlyStopping;
             break;
         }

@@ -7,6 +7,7 @@
 
 pub mod assemble;
 pub mod leaderboard;
+pub mod report;
 pub mod sampler;
 pub mod scheduler;
 pub mod space;

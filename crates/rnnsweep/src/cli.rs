@@ -38,6 +38,12 @@ enum Command {
     Studies(crate::sweep_cmd::StudiesArgs),
     /// One trial with its per-epoch history.
     Show(crate::sweep_cmd::ShowArgs),
+    /// PNG and SVG pictures of a study.
+    Plot(crate::report_cmd::PlotArgs),
+    /// Every trial (or every epoch) as CSV or JSON.
+    Export(crate::report_cmd::ExportArgs),
+    /// The best trial's parameters; with --retrain, the final model.
+    Best(crate::report_cmd::BestArgs),
     /// Run one trial (started by `rnnsweep run`; reads RNNSWEEP_TRIAL).
     #[command(hide = true)]
     Worker,
@@ -86,6 +92,9 @@ pub fn run() -> anyhow::Result<ExitCode> {
         }
         Command::Studies(args) => crate::sweep_cmd::studies(&args).map(|()| ExitCode::SUCCESS)?,
         Command::Show(args) => crate::sweep_cmd::show(&args).map(|()| ExitCode::SUCCESS)?,
+        Command::Plot(args) => crate::report_cmd::plot(&args).map(|()| ExitCode::SUCCESS)?,
+        Command::Export(args) => crate::report_cmd::export(&args).map(|()| ExitCode::SUCCESS)?,
+        Command::Best(args) => crate::report_cmd::best(&args).map(|()| ExitCode::SUCCESS)?,
         Command::Worker => crate::worker_cmd::run()?,
     };
     Ok(code)

@@ -3,6 +3,7 @@
 mod cli;
 mod inspect;
 mod progress;
+mod report_cmd;
 mod sweep_cmd;
 mod train_cmd;
 mod worker_cmd;

@@ -96,14 +96,14 @@ pub struct ShowArgs {
 }
 
 /// Opens an existing study file without creating one.
-fn open_existing(db: &Path) -> anyhow::Result<SqliteStore> {
+pub fn open_existing(db: &Path) -> anyhow::Result<SqliteStore> {
     if !db.exists() {
         bail!("{}: no such study file", db.display());
     }
     Ok(SqliteStore::open(db)?)
 }
 
-fn pick_study(
+pub fn pick_study(
     store: &SqliteStore,
     db: &Path,
     name: Option<&str>,
@@ -150,6 +150,18 @@ fn sweep(spec: &mut Spec, force_new_space: bool, exec: &ExecArgs) -> anyhow::Res
         eprintln!("warning: {w}");
     }
     let spec = &*spec;
+    if spec.command.is_none() && !spec.train_file.is_file() {
+        bail!(
+            "{}: data.train: {}: no such file{}",
+            spec.path.display(),
+            spec.train_file.display(),
+            if spec.train_file.ends_with("data/train.csv") {
+                " (download train.csv as the README says)"
+            } else {
+                ""
+            }
+        );
+    }
     let mut store = SqliteStore::open(&spec.storage)?;
     let options = SweepOptions {
         exe: std::env::current_exe().context("cannot find the rnnsweep executable")?,

@@ -46,6 +46,9 @@ pub struct PredictArgs {
     pub threshold: f32,
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Print the N rows most likely to be hateful, with their text.
+    #[arg(long, value_name = "N")]
+    pub show_flagged: Option<usize>,
 }
 
 pub const HISTORY_HEADER: &str = "epoch,train_loss,train_accuracy,val_loss,val_accuracy,val_precision,val_recall,val_f1,val_specificity,val_roc_auc,val_pr_auc,tn,fp,fn,tp,seconds";
@@ -152,7 +155,7 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_history(path: &Path, history: &[EpochReport]) -> anyhow::Result<()> {
+pub fn write_history(path: &Path, history: &[EpochReport]) -> anyhow::Result<()> {
     let mut text = String::from(HISTORY_HEADER);
     text.push('\n');
     for r in history {
@@ -189,6 +192,31 @@ pub fn predict(args: &PredictArgs) -> anyhow::Result<()> {
         flagged,
         args.out.display()
     )?;
+    if let Some(n) = args.show_flagged {
+        let mut order: Vec<usize> = (0..probs.len()).collect();
+        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+        writeln!(
+            out,
+            "\n{:>4}  {:>10}  {:>11}  tweet",
+            "rank", "id", "probability"
+        )?;
+        for (rank, &i) in order.iter().take(n).enumerate() {
+            let text: String = table.rows[i]
+                .text
+                .chars()
+                .take(100)
+                .collect::<String>()
+                .replace(['\n', '\r'], " ");
+            writeln!(
+                out,
+                "{:>4}  {:>10}  {:>11.4}  {text}",
+                rank + 1,
+                table.rows[i].id,
+                probs[i]
+            )?;
+        }
+        writeln!(out)?;
+    }
     if table.labelled {
         let c = rnnsweep_model::metrics::classify(&probs, &table.labels(), args.threshold);
         writeln!(

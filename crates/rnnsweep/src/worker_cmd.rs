@@ -6,9 +6,9 @@ use std::io::Write;
 
 use anyhow::Context;
 use rnnsweep_model::data::{load_csv, Labels};
-use rnnsweep_model::train::{fit, prepare, Control, EpochReport, FitOptions};
+use rnnsweep_model::train::{evaluate_examples, fit, prepare, Control, EpochReport, FitOptions};
 use rnnsweep_model::ModelConfig;
-use rnnsweep_search::worker::{TrialTask, WorkerMessage, TRIAL_ENV};
+use rnnsweep_search::worker::{TrialTask, WorkerMessage, TRIAL_ENV, VAL_PREDICTIONS_FILE};
 use serde_json::Value;
 
 fn metrics_of(r: &EpochReport) -> BTreeMap<String, Value> {
@@ -40,6 +40,14 @@ fn train(task: &TrialTask) -> anyhow::Result<()> {
         });
         Control::Continue
     })?;
+    // The kept model's validation predictions, for confusion matrices and ROC/PR plots.
+    let (probs, _) = evaluate_examples(&outcome.net, &data.validation, cfg.batch_size)?;
+    let mut csv = String::from("probability,label\n");
+    for (p, y) in probs.iter().zip(&data.validation.labels) {
+        csv.push_str(&format!("{p},{y}\n"));
+    }
+    let path = task.trial_dir.join(VAL_PREDICTIONS_FILE);
+    std::fs::write(&path, csv).with_context(|| format!("{}: cannot write", path.display()))?;
     let kept = outcome.best_epoch.clamp(1, outcome.history.len().max(1)) - 1;
     let metrics = outcome
         .history

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
@@ -261,19 +260,7 @@ fn bad_database_files_are_named_and_left_alone() {
 #[test]
 fn the_built_in_worker_trains_ranks_and_resumes_from_the_study_file() {
     let dir = tempfile::tempdir().unwrap();
-    let sample =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../experiments/data/sample.csv");
-    let text = String::from_utf8_lossy(&std::fs::read(sample).unwrap()).into_owned();
-    let head: Vec<&str> = text.lines().take(601).collect();
-    std::fs::write(dir.path().join("sample.csv"), head.join("\n") + "\n").unwrap();
-    let spec = dir.path().join("real.yaml");
-    std::fs::write(
-        &spec,
-        "name: real\nstorage: out/real.db\ndata: {train: sample.csv}\nmethod: random\nseed: 1\nmetric: {name: val_loss}\nrun_cap: 3\n\
-         training: {epochs: 2, batch_size: 64, batch_norm_momentum: 0.9, embedding_dim: 8, lstm_units: [8], dense: [{units: 8}]}\n\
-         parameters:\n  optimizer: {values: [adam, rmsprop, adagrad]}\n  learning_rate: {distribution: log_uniform_values, min: 0.001, max: 0.01}\n",
-    )
-    .unwrap();
+    let spec = real_spec(dir.path());
     let o = rnnsweep()
         .arg("run")
         .arg(&spec)

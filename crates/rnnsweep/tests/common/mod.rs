@@ -108,3 +108,22 @@ pub fn start_until(spec: &Path, until: impl Fn(&str) -> bool) -> (Child, Vec<Str
     std::thread::spawn(move || reader.for_each(drop));
     (child, lines)
 }
+
+/// A small real sweep (built-in BiLSTM worker) on the first 600 rows of the sample: 3 trials,
+/// 2 epochs each, study `real` in `out/real.db`.
+pub fn real_spec(dir: &Path) -> PathBuf {
+    let sample =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../experiments/data/sample.csv");
+    let text = String::from_utf8_lossy(&std::fs::read(sample).unwrap()).into_owned();
+    let head: Vec<&str> = text.lines().take(601).collect();
+    std::fs::write(dir.join("sample.csv"), head.join("\n") + "\n").unwrap();
+    let spec = dir.join("real.yaml");
+    std::fs::write(
+        &spec,
+        "name: real\nstorage: out/real.db\ndata: {train: sample.csv}\nmethod: random\nseed: 1\nmetric: {name: val_loss}\nrun_cap: 3\n\
+         training: {epochs: 2, batch_size: 64, batch_norm_momentum: 0.9, embedding_dim: 8, lstm_units: [8], dense: [{units: 8}]}\n\
+         parameters:\n  optimizer: {values: [adam, rmsprop, adagrad]}\n  learning_rate: {distribution: log_uniform_values, min: 0.001, max: 0.01}\n",
+    )
+    .unwrap();
+    spec
+}

@@ -1,0 +1,290 @@
+//! `rnnsweep plot | export | best`: what a user looks at after a sweep.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use rnnsweep_model::artifact::TrainedModel;
+use rnnsweep_model::data::{load_csv, Labels};
+use rnnsweep_model::train::{fit, prepare, prepare_all, Control, FitOptions};
+use rnnsweep_model::ModelConfig;
+use rnnsweep_search::assemble::build_config;
+use rnnsweep_search::leaderboard::{decode_param, rank};
+use rnnsweep_search::report::{self, TrialData};
+use rnnsweep_search::spec::Spec;
+use rnnsweep_search::store::{SqliteStore, Store};
+use rnnsweep_search::worker::VAL_PREDICTIONS_FILE;
+
+use crate::sweep_cmd::{open_existing, pick_study};
+
+#[derive(clap::Args)]
+pub struct PlotArgs {
+    pub db: PathBuf,
+    #[arg(long)]
+    pub study: Option<String>,
+    /// Folder for the PNG and SVG files (default: next to the study file, `<study>/plots`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// How many of the best trials get learning curves.
+    #[arg(long, default_value_t = 3)]
+    pub top: usize,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ExportFormat {
+    Csv,
+    Json,
+}
+
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    pub db: PathBuf,
+    #[arg(long)]
+    pub study: Option<String>,
+    #[arg(long, value_enum, default_value = "csv")]
+    pub format: ExportFormat,
+    /// Write here instead of stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// The per-epoch history: one row per trial and epoch (CSV), or a `history` list (JSON).
+    #[arg(long)]
+    pub epochs: bool,
+}
+
+#[derive(clap::Args)]
+pub struct BestArgs {
+    pub db: PathBuf,
+    #[arg(long)]
+    pub study: Option<String>,
+    /// Train the best configuration again and save the model to --out.
+    #[arg(long)]
+    pub retrain: bool,
+    /// Epochs for the retrain on the full file (default: the best trial's kept epoch).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Keep the validation split (and early stopping) instead of training on every row, as
+    /// the report did.
+    #[arg(long)]
+    pub keep_validation: bool,
+    /// Model folder to write (with --retrain).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+fn load(
+    db: &Path,
+    study: Option<&str>,
+) -> anyhow::Result<(
+    SqliteStore,
+    i64,
+    String,
+    rnnsweep_model::metrics::Direction,
+    String,
+    Vec<TrialData>,
+)> {
+    let store = open_existing(db)?;
+    let (id, name, direction) = pick_study(&store, db, study)?;
+    let metric = store
+        .study_user_attrs(id)?
+        .get("metric")
+        .and_then(|v| v.as_str())
+        .unwrap_or("objective")
+        .to_string();
+    let trials = store
+        .trials(id)?
+        .into_iter()
+        .map(|record| {
+            Ok(TrialData {
+                epochs: store.epochs(record.trial_id)?,
+                record,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok((store, id, name, direction, metric, trials))
+}
+
+pub fn plot(args: &PlotArgs) -> anyhow::Result<()> {
+    let (_store, _, name, direction, metric, trials) = load(&args.db, args.study.as_deref())?;
+    let out = args.out.clone().unwrap_or_else(|| {
+        args.db
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(&name)
+            .join("plots")
+    });
+    std::fs::create_dir_all(&out).with_context(|| format!("{}: cannot create", out.display()))?;
+    let records: Vec<_> = trials.iter().map(|t| t.record.clone()).collect();
+    let ranked = rank(&records, &metric, direction, None);
+    let top: Vec<&TrialData> = ranked
+        .iter()
+        .filter(|r| r.rank.is_some())
+        .take(args.top)
+        .filter_map(|r| trials.iter().find(|t| t.record.number == r.number))
+        .collect();
+    if top.is_empty() {
+        bail!(
+            "{}: study `{name}` has no completed trial to plot",
+            args.db.display()
+        );
+    }
+    let mut files = Vec::new();
+    files.extend(report::optimization_history(
+        &out, &trials, &metric, direction,
+    )?);
+    files.extend(report::parallel_coordinates(&out, &trials, &metric)?);
+    files.extend(report::learning_curves(&out, &top, &metric)?);
+    let best = top[0];
+    let dir = best
+        .record
+        .system_attrs
+        .get("rnnsweep:trial_dir")
+        .and_then(|v| v.as_str())
+        .map(PathBuf::from);
+    match dir
+        .map(|d| d.join(VAL_PREDICTIONS_FILE))
+        .filter(|p| p.exists())
+    {
+        Some(p) => {
+            let (probs, labels) = report::read_predictions(&p)?;
+            files.extend(report::confusion_matrix(
+                &out,
+                best.record.number,
+                &probs,
+                &labels,
+            )?);
+            files.extend(report::roc_pr(&out, best.record.number, &probs, &labels)?);
+        }
+        None => eprintln!(
+            "note: trial {} left no {VAL_PREDICTIONS_FILE}: no confusion matrix or ROC/PR curves",
+            best.record.number
+        ),
+    }
+    for f in files {
+        println!("{}", f.display());
+    }
+    Ok(())
+}
+
+pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
+    let (_store, _, _, _, metric, trials) = load(&args.db, args.study.as_deref())?;
+    let text = match args.format {
+        ExportFormat::Csv => report::export_csv(&trials, &metric, args.epochs),
+        ExportFormat::Json => {
+            serde_json::to_string_pretty(&report::export_rows(&trials, &metric, args.epochs))?
+                + "\n"
+        }
+    };
+    match &args.out {
+        Some(p) => {
+            std::fs::write(p, text).with_context(|| format!("{}: cannot write", p.display()))?
+        }
+        None => {
+            use std::io::Write as _;
+            let _ = std::io::stdout().write_all(text.as_bytes());
+        }
+    }
+    Ok(())
+}
+
+pub fn best(args: &BestArgs) -> anyhow::Result<()> {
+    let (store, id, name, direction, metric, trials) = load(&args.db, args.study.as_deref())?;
+    let records: Vec<_> = trials.iter().map(|t| t.record.clone()).collect();
+    let ranked = rank(&records, &metric, direction, None);
+    let Some(top) = ranked.first().filter(|r| r.rank.is_some()) else {
+        bail!(
+            "{}: study `{name}` has no completed trial",
+            args.db.display()
+        );
+    };
+    let best = trials
+        .iter()
+        .find(|t| t.record.number == top.number)
+        .expect("ranked from these trials");
+    println!(
+        "best trial {} of study `{name}`: {metric} {}",
+        best.record.number,
+        best.record.value.map_or("-".into(), |v| format!("{v:.4}"))
+    );
+    for (k, p) in &best.record.params {
+        println!(
+            "  {k:<22} {}",
+            decode_param(p.internal, &p.distribution_json)
+        );
+    }
+    if !args.retrain {
+        return Ok(());
+    }
+    let Some(out) = &args.out else {
+        bail!("--retrain needs --out DIR for the model");
+    };
+    let attrs = store.study_user_attrs(id)?;
+    let text = attrs
+        .get("spec")
+        .and_then(|v| v.as_str())
+        .with_context(|| format!("study `{name}` has no stored spec"))?;
+    let file = attrs
+        .get("spec_file")
+        .and_then(|v| v.as_str())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("spec.yaml"));
+    let spec = Spec::parse(text, &file)?;
+    let params = best
+        .record
+        .params
+        .iter()
+        .map(|(k, p)| (k.clone(), decode_param(p.internal, &p.distribution_json)))
+        .collect();
+    let mut cfg: ModelConfig = build_config(&spec.training, &params)
+        .map_err(|m| anyhow::anyhow!("best trial's configuration: {m}"))?;
+    let table = load_csv(&spec.train_file, &spec.columns, Labels::Required)?;
+    let device = rnnsweep_model::device(&args.device)?;
+    let data = if args.keep_validation {
+        if let Some(n) = args.epochs {
+            cfg.epochs = n;
+        }
+        prepare(&table, &cfg)?
+    } else {
+        let kept = best
+            .record
+            .user_attrs
+            .get("best_epoch")
+            .and_then(|v| v.as_u64())
+            .map(|v| v as usize);
+        cfg.epochs = args.epochs.or(kept).unwrap_or(cfg.epochs).max(1);
+        prepare_all(&table, &cfg)?
+    };
+    println!(
+        "retraining on {} rows ({}), {} epochs",
+        data.train.labels.len(),
+        if args.keep_validation {
+            format!("{} held out for validation", data.validation.labels.len())
+        } else {
+            "every row".into()
+        },
+        cfg.epochs
+    );
+    let outcome = fit(&cfg, &data, &device, &FitOptions::default(), |r| {
+        println!(
+            "epoch {:>3}  train_loss {:.4}  train_acc {:.4}  val_loss {:.4}  val_f1 {:.4}  {:.1}s",
+            r.epoch, r.train_loss, r.train_accuracy, r.val_loss, r.val_f1, r.seconds
+        );
+        Control::Continue
+    })?;
+    let model = TrainedModel {
+        config: ModelConfig {
+            sequence_length: Some(data.sequence_length),
+            ..cfg
+        },
+        tokenizer: data.tokenizer,
+        net: outcome.net,
+    };
+    model.save(out)?;
+    crate::train_cmd::write_history(&out.join("history.csv"), &outcome.history)?;
+    println!(
+        "model written to {} (use `rnnsweep predict --model {}`)",
+        out.display(),
+        out.display()
+    );
+    Ok(())
+}
