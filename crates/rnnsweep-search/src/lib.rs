@@ -7,6 +7,7 @@
 
 pub mod assemble;
 pub mod leaderboard;
+pub mod pruner;
 pub mod report;
 pub mod sampler;
 pub mod scheduler;
@@ -14,4 +15,6 @@ pub mod space;
 pub mod spec;
 pub mod store;
 pub mod sweep;
+pub mod synthetic;
+pub mod tpe;
 pub mod worker;

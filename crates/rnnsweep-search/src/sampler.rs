@@ -106,6 +106,11 @@ impl Space {
 pub trait Sampler {
     /// Parameters for trial `number` given every trial so far; `None` when nothing is left.
     fn sample(&mut self, trials: &[TrialRecord], number: i64) -> Option<Point>;
+
+    /// Whether `sample` looks at the trials (loading them costs time in big studies).
+    fn needs_history(&self) -> bool {
+        true
+    }
 }
 
 pub struct GridSampler {
@@ -158,6 +163,11 @@ impl RandomSampler {
 }
 
 impl Sampler for RandomSampler {
+    fn needs_history(&self) -> bool {
+        // Only to avoid repeats in a finite space.
+        self.finite.is_some()
+    }
+
     fn sample(&mut self, trials: &[TrialRecord], number: i64) -> Option<Point> {
         let mut rng = ChaCha8Rng::seed_from_u64(mix(self.seed, number as u64, 0x5A3D));
         let draw = |rng: &mut ChaCha8Rng| -> Point {

@@ -179,7 +179,7 @@ fn round_to(x: f64, q: f64) -> f64 {
 }
 
 /// Integral floats become JSON integers so `units: 64.0` is `64`.
-fn number(x: f64) -> Value {
+pub(crate) fn number(x: f64) -> Value {
     if x.fract() == 0.0 && x.abs() < 9e15 {
         json!(x as i64)
     } else {

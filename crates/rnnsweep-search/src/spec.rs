@@ -12,8 +12,11 @@ use rnnsweep_model::ModelConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::pruner::EarlyTerminate;
 use crate::scheduler::Resources;
 use crate::space::Distribution;
+use crate::synthetic::Function;
+use crate::tpe::TpeSettings;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{at}: {message}")]
@@ -28,6 +31,7 @@ pub struct SpecError {
 pub enum Method {
     Grid,
     Random,
+    Tpe,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -36,7 +40,8 @@ struct RawSpec {
     name: String,
     #[serde(default)]
     storage: Option<String>,
-    data: RawData,
+    #[serde(default)]
+    data: Option<RawData>,
     method: Method,
     #[serde(default)]
     seed: u64,
@@ -57,6 +62,10 @@ struct RawSpec {
     trial: Option<RawTrial>,
     #[serde(default)]
     resources: Option<Resources>,
+    #[serde(default)]
+    tpe: Option<TpeSettings>,
+    #[serde(default)]
+    early_terminate: Option<EarlyTerminate>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -113,7 +122,26 @@ enum DistributionName {
 struct RawTrial {
     /// A user's training command speaking the worker protocol instead of the built-in BiLSTM;
     /// `{params_json}`, `{trial_file}`, `{number}` and `{device}` in it are replaced.
-    command: Vec<String>,
+    #[serde(default)]
+    command: Option<Vec<String>>,
+    /// `function`: a synthetic objective (see [`FunctionTrial`]).
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    name: Option<Function>,
+    #[serde(default)]
+    epochs: Option<usize>,
+    #[serde(default)]
+    noise: Option<f64>,
+}
+
+/// A synthetic trial: parameters `x0 … x{d-1}`, metric `value` (minimised), a learning curve
+/// over `epochs` with Gaussian `noise`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionTrial {
+    pub function: Function,
+    pub epochs: usize,
+    pub noise: f64,
 }
 
 /// A validated spec.
@@ -136,6 +164,10 @@ pub struct Spec {
     /// Searched parameters, in a fixed (sorted) order.
     pub parameters: Vec<(String, Distribution)>,
     pub command: Option<Vec<String>>,
+    /// A synthetic objective instead of a model (`trial: {kind: function, …}`).
+    pub function: Option<FunctionTrial>,
+    pub tpe: TpeSettings,
+    pub early_terminate: Option<EarlyTerminate>,
     pub resources: Resources,
     /// Warnings found while validating (e.g. more threads than cores).
     pub warnings: Vec<String>,
@@ -250,9 +282,56 @@ impl Spec {
         if raw.run_cap == 0 {
             return Err(err(&["run_cap"], "must be at least 1".into()));
         }
-        let (metric, direction) = match &raw.metric {
-            None => ("val_f1".to_string(), Direction::Maximize),
-            Some(m) => {
+        let function = match &raw.trial {
+            Some(t) if t.kind.as_deref() == Some("function") => {
+                if t.command.is_some() {
+                    return Err(err(
+                        &["trial", "command"],
+                        "a function trial has no command".into(),
+                    ));
+                }
+                let function = t.name.ok_or_else(|| {
+                    err(
+                        &["trial"],
+                        "needs `name`: branin, hartmann6 or sphere".into(),
+                    )
+                })?;
+                Some(FunctionTrial {
+                    function,
+                    epochs: t.epochs.unwrap_or(10).max(1),
+                    noise: t.noise.unwrap_or(0.0).max(0.0),
+                })
+            }
+            Some(t) => {
+                if let Some(k) = &t.kind {
+                    return Err(err(
+                        &["trial", "kind"],
+                        format!("`{k}` is not a trial kind (function, or give `command`)"),
+                    ));
+                }
+                if t.command.as_ref().is_none_or(Vec::is_empty) {
+                    return Err(err(
+                        &["trial"],
+                        "needs `command: [program, args…]` or `kind: function`".into(),
+                    ));
+                }
+                None
+            }
+            None => None,
+        };
+        let (metric, direction) = match (&raw.metric, &function) {
+            (None, Some(_)) => ("value".to_string(), Direction::Minimize),
+            (Some(m), Some(_)) => {
+                if m.name != "value" {
+                    return Err(err(
+                        &["metric", "name"],
+                        format!("a function trial reports `value`, not `{}`", m.name),
+                    ));
+                }
+                ("value".to_string(), m.goal.unwrap_or(Direction::Minimize))
+            }
+            (None, None) => ("val_f1".to_string(), Direction::Maximize),
+            (Some(m), None) => {
                 let natural = direction_of(&m.name).ok_or_else(|| {
                     err(
                         &["metric", "name"],
@@ -286,7 +365,23 @@ impl Spec {
         };
 
         let base_dir = path.parent().unwrap_or(Path::new("."));
-        let train_file = base_dir.join(&raw.data.train);
+        let data = match (&raw.data, &function) {
+            (Some(d), _) => d.clone(),
+            (None, Some(_)) => RawData {
+                train: String::new(),
+                columns: Columns::default(),
+                validation_split: None,
+                max_words: None,
+                seed: None,
+            },
+            (None, None) => {
+                return Err(err(
+                    &[],
+                    "missing field `data` (data: {train: path/to/train.csv})".into(),
+                ))
+            }
+        };
+        let train_file = base_dir.join(&data.train);
 
         // Fixed settings: defaults, then `training`, then the `data` section's model keys.
         let mut training = serde_json::to_value(ModelConfig::default())
@@ -303,12 +398,9 @@ impl Spec {
             }
         }
         for (k, v) in [
-            (
-                "validation_split",
-                raw.data.validation_split.map(Value::from),
-            ),
-            ("max_words", raw.data.max_words.map(Value::from)),
-            ("seed", raw.data.seed.map(Value::from)),
+            ("validation_split", data.validation_split.map(Value::from)),
+            ("max_words", data.max_words.map(Value::from)),
+            ("seed", data.seed.map(Value::from)),
         ] {
             if let Some(v) = v {
                 set_path(&mut training, k, v).map_err(|m| err(&["data", k], m))?;
@@ -361,6 +453,21 @@ impl Spec {
         // Every value a parameter can take must make a valid model configuration (a user's
         // own training command defines its own parameters).
         let probe_model = raw.trial.is_none();
+        if let Some(f) = &function {
+            let names: Vec<&str> = parameters.iter().map(|(n, _)| n.as_str()).collect();
+            let wanted: Vec<String> = (0..f.function.dims().unwrap_or(names.len().max(1)))
+                .map(|i| format!("x{i}"))
+                .collect();
+            if names.iter().any(|n| !wanted.iter().any(|w| w == n))
+                || (f.function.dims().is_some() && names.len() != wanted.len())
+            {
+                return Err(err(
+                    &["parameters"],
+                    format!("{:?} takes parameters {}", f.function, wanted.join(", "))
+                        .to_lowercase(),
+                ));
+            }
+        }
         for (name, d) in parameters.iter().filter(|_| probe_model) {
             let probes = match d {
                 Distribution::Uniform { min, max } | Distribution::LogUniform { min, max } => {
@@ -377,9 +484,19 @@ impl Spec {
 
         let resources = raw.resources.clone().unwrap_or_default();
         let warnings = resources.validate().map_err(|m| err(&["resources"], m))?;
-        if let Some(t) = &raw.trial {
-            if t.command.is_empty() {
-                return Err(err(&["trial", "command"], "is empty".into()));
+        let mut early_terminate = raw.early_terminate.clone();
+        if let Some(e) = &mut early_terminate {
+            e.validate().map_err(|m| err(&["early_terminate"], m))?;
+            if let crate::pruner::EarlyTerminate::Hyperband {
+                max_iter: max_iter @ None,
+                ..
+            } = e
+            {
+                let epochs = function
+                    .as_ref()
+                    .map(|f| f.epochs as i64)
+                    .or_else(|| training["epochs"].as_i64());
+                *max_iter = epochs;
             }
         }
 
@@ -393,7 +510,7 @@ impl Spec {
                 .unwrap_or_else(|| PathBuf::from("results").join(format!("{}.db", raw.name))),
             name: raw.name,
             train_file,
-            columns: raw.data.columns,
+            columns: data.columns,
             method: raw.method,
             seed: raw.seed,
             metric,
@@ -404,7 +521,10 @@ impl Spec {
             heartbeat_grace,
             training,
             parameters,
-            command: raw.trial.map(|t| t.command),
+            command: raw.trial.and_then(|t| t.command),
+            function,
+            tpe: raw.tpe.unwrap_or_default(),
+            early_terminate,
             source: text.to_string(),
             path: std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
         })
@@ -580,7 +700,7 @@ parameters:
     fn errors_name_file_line_and_column() {
         assert_eq!(
             message(&GOOD.replace("run_cap: 4", "run_cap: 4\nrun_caps: 5")),
-            "exp/s.yaml:9:1: unknown field `run_caps`, expected one of `name`, `storage`, `data`, `method`, `seed`, `metric`, `run_cap`, `max_duration`, `max_failures`, `heartbeat_grace`, `training`, `parameters`, `trial`, `resources`"
+            "exp/s.yaml:9:1: unknown field `run_caps`, expected one of `name`, `storage`, `data`, `method`, `seed`, `metric`, `run_cap`, `max_duration`, `max_failures`, `heartbeat_grace`, `training`, `parameters`, `trial`, `resources`, `tpe`, `early_terminate`"
         );
         assert_eq!(
             message(&GOOD.replace("min: 0.0001", "min: 0.1")),

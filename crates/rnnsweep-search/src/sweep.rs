@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::assemble::build_config;
+use crate::pruner::Pruner;
 use crate::sampler::{GridSampler, Point, RandomSampler, Sampler, Space};
 use crate::scheduler::{DeviceName, DevicePool, Lease};
 use crate::spec::{Method, Spec};
@@ -190,6 +191,9 @@ struct Running {
     final_message: Option<WorkerMessage>,
     error: Option<String>,
     epochs_seen: i64,
+    /// The epoch at which the pruner stopped this trial.
+    pruned_at: Option<i64>,
+    last_value: Option<f64>,
     stderr: Option<JoinHandle<String>>,
     reader: Option<JoinHandle<()>>,
 }
@@ -205,6 +209,7 @@ struct Dispatcher<'a> {
     next_id: u64,
     tx: mpsc::Sender<(u64, Line)>,
     failures: usize,
+    pruner: Option<Box<dyn Pruner + Send>>,
 }
 
 /// Runs the sweep until `run_cap` trials are finished, the space or time runs out, too many
@@ -219,6 +224,12 @@ pub fn run_sweep(
     let space = space_of(spec);
     let mut sampler: Box<dyn Sampler> = match spec.method {
         Method::Random => Box::new(RandomSampler::new(space.clone(), spec.seed)),
+        Method::Tpe => Box::new(crate::tpe::TpeSampler::new(
+            space.clone(),
+            spec.seed,
+            spec.direction,
+            spec.tpe.clone(),
+        )),
         Method::Grid => Box::new(GridSampler::new(space.clone(), spec.seed).ok_or_else(|| {
             SweepError::Space(format!(
                 "the grid has more than {} points: use method: random",
@@ -239,6 +250,7 @@ pub fn run_sweep(
         next_id: 0,
         tx,
         failures: 0,
+        pruner: crate::pruner::build(spec.early_terminate.as_ref(), spec.direction),
     };
     let started = Instant::now();
     let tick = (spec.heartbeat_grace / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
@@ -275,12 +287,17 @@ pub fn run_sweep(
                 last_recovery = Some(Instant::now());
             }
             no_more = None;
-            while d.pool.has_free() {
-                let claim = d.store.claim(study, spec.run_cap, &mut |trials, number| {
-                    sampler
-                        .sample(trials, number)
-                        .map(|p| d.space.to_stored(&p))
-                })?;
+            // A trial that fails at once frees its slot at once: the failure cap must be
+            // checked here too, or a broken configuration would be claimed forever.
+            while d.pool.has_free() && d.failures < spec.max_failures {
+                let history = sampler.needs_history();
+                let claim =
+                    d.store
+                        .claim(study, spec.run_cap, history, &mut |trials, number| {
+                            sampler
+                                .sample(trials, number)
+                                .map(|p| d.space.to_stored(&p))
+                        })?;
                 match claim {
                     Claim::Trial(t) => d.start(t, on_event)?,
                     Claim::Exhausted => {
@@ -362,11 +379,12 @@ impl Dispatcher<'_> {
             .and_then(Value::as_i64);
         let started = Instant::now();
         let device_label = lease.device.to_string();
-        let config = match (build_config(&spec.training, &params), &spec.command) {
-            (Ok(c), _) => serde_json::to_value(&c).unwrap_or(Value::Null),
-            // A user's command reads its own parameters from `params`.
-            (Err(_), Some(_)) => Value::Null,
-            (Err(m), None) => {
+        let own_parameters = spec.command.is_some() || spec.function.is_some();
+        let config = match build_config(&spec.training, &params) {
+            Ok(c) => serde_json::to_value(&c).unwrap_or(Value::Null),
+            // A user's command (or a synthetic function) reads its own parameters.
+            Err(_) if own_parameters => Value::Null,
+            Err(m) => {
                 self.pool.release(&lease);
                 return self.fail_now(
                     &trial,
@@ -380,7 +398,11 @@ impl Dispatcher<'_> {
             number: trial.number,
             params: params.clone(),
             device: device_label.clone(),
-            epochs: config.get("epochs").and_then(Value::as_i64),
+            epochs: spec
+                .function
+                .as_ref()
+                .map(|f| f.epochs as i64)
+                .or_else(|| config.get("epochs").and_then(Value::as_i64)),
             resumed_from,
         });
         let dir = trial_dir(&self.options.results_dir, &spec.name, trial.number);
@@ -401,6 +423,7 @@ impl Dispatcher<'_> {
             trial_dir: dir.clone(),
             metric: spec.metric.clone(),
             device: worker_device.clone(),
+            function: spec.function.clone(),
         };
         let task_path = dir.join("trial.json");
         std::fs::write(
@@ -464,6 +487,8 @@ impl Dispatcher<'_> {
                 final_message: None,
                 error: None,
                 epochs_seen: 0,
+                pruned_at: None,
+                last_value: None,
                 stderr: Some(stderr),
                 reader: Some(reader),
             },
@@ -504,6 +529,10 @@ impl Dispatcher<'_> {
         let Some(r) = self.running.get_mut(&id) else {
             return Ok(());
         };
+        if r.pruned_at.is_some() {
+            // Lines the worker wrote before it was stopped: the trial ended at the pruning epoch.
+            return Ok(());
+        }
         match WorkerMessage::parse(line) {
             Some(WorkerMessage::Epoch { epoch, metrics }) => {
                 let value = metric(&metrics, &self.spec.metric);
@@ -515,11 +544,27 @@ impl Dispatcher<'_> {
                 )?;
                 r.epochs_seen = r.epochs_seen.max(epoch);
                 r.last_beat = Instant::now();
+                r.last_value = value;
+                let number = r.trial.number;
                 on_event(&SweepEvent::Epoch {
-                    number: r.trial.number,
+                    number,
                     epoch,
                     value,
                 });
+                if r.pruned_at.is_none() {
+                    if let Some(pruner) = &self.pruner {
+                        // Judge on the study as every driver has recorded it so far.
+                        let trials = self.store.trials(self.study)?;
+                        let r = self.running.get_mut(&id).expect("present above");
+                        if let Some(me) = trials.iter().find(|t| t.trial_id == r.trial.trial_id) {
+                            if pruner.prune(&trials, me, epoch) {
+                                r.pruned_at = Some(epoch);
+                                // Stop now: the slot is free as soon as the worker is gone.
+                                signal_group(&r.child, libc::SIGKILL);
+                            }
+                        }
+                    }
+                }
             }
             Some(done @ WorkerMessage::Final { .. }) => r.final_message = Some(done),
             Some(WorkerMessage::Error { message }) => r.error = Some(message),
@@ -559,6 +604,24 @@ impl Dispatcher<'_> {
             .set_trial_user_attr(trial.trial_id, "duration_s", &json!(seconds))?;
         let spec = self.spec;
 
+        if let Some(epoch) = r.pruned_at {
+            let value = r.last_value;
+            self.store
+                .set_trial_user_attr(trial.trial_id, "epochs", &json!(epoch))?;
+            self.store.finish(
+                trial.trial_id,
+                TrialState::Pruned,
+                value.filter(|v| v.is_finite()),
+            )?;
+            on_event(&SweepEvent::TrialFinished {
+                number: trial.number,
+                state: TrialState::Pruned,
+                value,
+                seconds,
+                reason: Some(format!("pruned at epoch {epoch}")),
+            });
+            return Ok(());
+        }
         let failure = match (&r.final_message, &r.error) {
             (_, Some(message)) => Some(message.clone()),
             (Some(WorkerMessage::Final { metrics, .. }), None) => {

@@ -38,6 +38,9 @@ pub struct TrialTask {
     pub metric: String,
     /// `cpu` or `cuda:N` as the worker sees it.
     pub device: String,
+    /// Set for synthetic trials: evaluate this function instead of training a model.
+    #[serde(default)]
+    pub function: Option<crate::spec::FunctionTrial>,
 }
 
 /// One line of worker output.

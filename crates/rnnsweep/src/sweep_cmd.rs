@@ -150,7 +150,7 @@ fn sweep(spec: &mut Spec, force_new_space: bool, exec: &ExecArgs) -> anyhow::Res
         eprintln!("warning: {w}");
     }
     let spec = &*spec;
-    if spec.command.is_none() && !spec.train_file.is_file() {
+    if spec.command.is_none() && spec.function.is_none() && !spec.train_file.is_file() {
         bail!(
             "{}: data.train: {}: no such file{}",
             spec.path.display(),

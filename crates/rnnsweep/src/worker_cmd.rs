@@ -8,6 +8,7 @@ use anyhow::Context;
 use rnnsweep_model::data::{load_csv, Labels};
 use rnnsweep_model::train::{evaluate_examples, fit, prepare, Control, EpochReport, FitOptions};
 use rnnsweep_model::ModelConfig;
+use rnnsweep_search::spec::FunctionTrial;
 use rnnsweep_search::worker::{TrialTask, WorkerMessage, TRIAL_ENV, VAL_PREDICTIONS_FILE};
 use serde_json::Value;
 
@@ -24,7 +25,39 @@ fn emit(message: &WorkerMessage) {
     let _ = out.flush();
 }
 
+/// A synthetic trial: the function's learning curve over the parameters x0, x1, …
+fn evaluate_function(task: &TrialTask, f: &FunctionTrial) -> anyhow::Result<()> {
+    let x: Vec<f64> = (0..task.params.len())
+        .map(|i| {
+            task.params
+                .get(&format!("x{i}"))
+                .and_then(Value::as_f64)
+                .with_context(|| format!("parameter x{i} is missing or not a number"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mut value = f64::NAN;
+    for epoch in 1..=f.epochs {
+        value = f
+            .function
+            .curve(&x, epoch, f.epochs, f.noise, task.number as u64);
+        emit(&WorkerMessage::Epoch {
+            epoch: epoch as i64,
+            metrics: BTreeMap::from([("value".to_string(), Value::from(value))]),
+        });
+    }
+    emit(&WorkerMessage::Final {
+        metrics: BTreeMap::from([("value".to_string(), Value::from(value))]),
+        best_epoch: Some(f.epochs as i64),
+        epochs: Some(f.epochs as i64),
+        stop: None,
+    });
+    Ok(())
+}
+
 fn train(task: &TrialTask) -> anyhow::Result<()> {
+    if let Some(f) = &task.function {
+        return evaluate_function(task, f);
+    }
     let cfg = ModelConfig::from_value(task.config.clone(), "trial config")?;
     let device = rnnsweep_model::device(&task.device)?;
     let table = load_csv(&task.train_file, &task.columns, Labels::Required)?;

@@ -1,0 +1,167 @@
+//! Search efficiency: TPE, pruning (ASHA and median) on synthetic objectives, pruned trials
+//! stored as Optuna stores them.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use rnnsweep_search::store::TrialState;
+
+fn function_spec(
+    dir: &Path,
+    name: &str,
+    method: &str,
+    run_cap: usize,
+    extra: &str,
+) -> std::path::PathBuf {
+    let p = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &p,
+        format!(
+            "name: {name}\nstorage: {name}.db\nmethod: {method}\nseed: 4\nrun_cap: {run_cap}\n\
+             trial: {{kind: function, name: branin, epochs: 9, noise: 0.0}}\n{extra}\
+             parameters:\n  x0: {{distribution: uniform, min: -5, max: 10}}\n  x1: {{distribution: uniform, min: 0, max: 15}}\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn asha_prunes_at_rungs_and_stores_pruned_trials_as_optuna_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = function_spec(
+        dir.path(),
+        "asha",
+        "random",
+        30,
+        "early_terminate: {type: hyperband, min_iter: 1, eta: 3}\n",
+    );
+    let o = rnnsweep().arg("run").arg(&spec).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let all = trials(&dir.path().join("asha.db"), "asha");
+    let pruned: Vec<_> = all
+        .iter()
+        .filter(|t| t.state == TrialState::Pruned)
+        .collect();
+    let complete = count(&all, TrialState::Complete);
+    assert_eq!(
+        pruned.len() + complete,
+        30,
+        "pruned trials count as finished"
+    );
+    assert!(
+        pruned.len() >= 10,
+        "ASHA with eta 3 prunes most trials: {}",
+        pruned.len()
+    );
+    for t in &pruned {
+        // Stopped at a rung (epoch 1 or 3), with its curve so far and its last value as value.
+        let last = t.intermediate.last().unwrap();
+        assert!(
+            [1, 3].contains(&last.0),
+            "trial {} pruned at epoch {}",
+            t.number,
+            last.0
+        );
+        assert_eq!(t.intermediate.len() as i64, last.0);
+        assert_eq!(t.value, last.1);
+    }
+    assert!(all
+        .iter()
+        .filter(|t| t.state == TrialState::Complete)
+        .all(|t| t.intermediate.len() == 9));
+}
+
+#[test]
+fn median_pruning_stops_trials_worse_than_the_median() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = function_spec(
+        dir.path(),
+        "median",
+        "random",
+        20,
+        "early_terminate: {type: median, warmup_epochs: 2, min_trials: 3}\n",
+    );
+    let o = rnnsweep().arg("run").arg(&spec).output().unwrap();
+    assert!(o.status.success());
+    let all = trials(&dir.path().join("median.db"), "median");
+    let pruned: Vec<_> = all
+        .iter()
+        .filter(|t| t.state == TrialState::Pruned)
+        .collect();
+    assert!(!pruned.is_empty());
+    assert!(
+        pruned.iter().all(|t| t.intermediate.len() > 2),
+        "never during warm-up"
+    );
+}
+
+#[test]
+fn tpe_is_reproducible_and_finds_better_points_than_its_random_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = function_spec(
+        dir.path(),
+        "tpe_a",
+        "tpe",
+        40,
+        "resources: {trials_per_device: 1}\n",
+    );
+    let b = function_spec(
+        dir.path(),
+        "tpe_b",
+        "tpe",
+        40,
+        "resources: {trials_per_device: 1}\n",
+    );
+    for s in [&a, &b] {
+        let o = rnnsweep().arg("run").arg(s).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let ta = trials(&dir.path().join("tpe_a.db"), "tpe_a");
+    let tb = trials(&dir.path().join("tpe_b.db"), "tpe_b");
+    let xs = |t: &[rnnsweep_search::store::TrialRecord]| {
+        t.iter()
+            .map(|t| (param(t, "x0"), param(t, "x1")))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(xs(&ta), xs(&tb), "same seed, same results, same sequence");
+    let best = |t: &[rnnsweep_search::store::TrialRecord]| {
+        t.iter()
+            .filter_map(|t| t.value)
+            .fold(f64::INFINITY, f64::min)
+    };
+    let startup = best(&ta[..10]);
+    let later = best(&ta[10..]);
+    assert!(
+        later < startup,
+        "TPE improves on its 10 random trials: {later} vs {startup}"
+    );
+    assert!(later < 2.0, "close to Branin's minimum 0.398: {later}");
+}
+
+#[test]
+fn function_specs_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("bad.yaml");
+    std::fs::write(
+        &spec,
+        "name: bad\nmethod: tpe\nrun_cap: 5\ntrial: {kind: function, name: branin}\nparameters:\n  x0: {distribution: uniform, min: 0, max: 1}\n  y: {distribution: uniform, min: 0, max: 1}\n",
+    )
+    .unwrap();
+    let o = rnnsweep().arg("run").arg(&spec).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("parameters: branin takes parameters x0, x1"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::write(&spec, "name: bad\nmethod: random\nrun_cap: 5\ntrial: {kind: function, name: branin}\nearly_terminate: {type: hyperband, eta: 1}\nparameters:\n  x0: {value: 1}\n  x1: {value: 1}\n").unwrap();
+    let o = rnnsweep().arg("run").arg(&spec).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(":5:1: early_terminate: eta must be ≥ 2"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
