@@ -32,6 +32,18 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
 }
 
 impl TrainedModel {
+    /// The model a training run produced, with the sequence length it was trained at.
+    pub fn from_training(config: ModelConfig, data: crate::train::Prepared, net: Net) -> Self {
+        Self {
+            config: ModelConfig {
+                sequence_length: Some(data.sequence_length),
+                ..config
+            },
+            tokenizer: data.tokenizer,
+            net,
+        }
+    }
+
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let config =

@@ -292,6 +292,14 @@ CREATE TABLE rnnsweep_epochs (
 );
 "#];
 
+/// Maps SQLite errors to a [`StoreError`] naming the file.
+fn sql_error(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + Copy + '_ {
+    move |source| StoreError::Sqlite {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
 /// The wall clock as Optuna writes datetimes (`YYYY-MM-DD HH:MM:SS.ffffff`, UTC).
 pub fn timestamp(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -399,11 +407,7 @@ impl SqliteStore {
     }
 
     fn migrate(&mut self) -> Result<()> {
-        let path = self.path.display().to_string();
-        let err = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let err = sql_error(&self.path);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -422,7 +426,7 @@ impl SqliteStore {
                 .map_err(err)?;
             if other > 0 {
                 return Err(StoreError::Invalid {
-                    path: path.clone(),
+                    path: self.path.display().to_string(),
                     message:
                         "an SQLite database, but not an Optuna study file (refusing to touch it)"
                             .into(),
@@ -441,7 +445,7 @@ impl SqliteStore {
                 .flatten();
             if version != Some(12) {
                 return Err(StoreError::Invalid {
-                    path: path.clone(),
+                    path: self.path.display().to_string(),
                     message: format!(
                         "Optuna schema version {version:?}; rnnsweep reads version 12 (Optuna 5.0)"
                     ),
@@ -463,7 +467,7 @@ impl SqliteStore {
         };
         if applied > MIGRATIONS.len() {
             return Err(StoreError::Invalid {
-                path: path.clone(),
+                path: self.path.display().to_string(),
                 message: format!(
                     "written by a newer rnnsweep (schema {applied}, this one knows {})",
                     MIGRATIONS.len()
@@ -755,11 +759,7 @@ impl Store for SqliteStore {
             }
             return Ok(id);
         }
-        let path = self.path.display().to_string();
-        let err = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let err = sql_error(&self.path);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -870,11 +870,7 @@ impl Store for SqliteStore {
     }
 
     fn recover_stale(&mut self, study_id: i64, grace: Duration) -> Result<Vec<(i64, i64)>> {
-        let path = self.path.display().to_string();
-        let err = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let err = sql_error(&self.path);
         let now = SystemTime::now();
         let cutoff = timestamp(now.checked_sub(grace).unwrap_or(UNIX_EPOCH));
         let now = timestamp(now);
@@ -926,11 +922,7 @@ impl Store for SqliteStore {
         history: bool,
         sample: &mut ParamSource,
     ) -> Result<Claim> {
-        let path = self.path.display().to_string();
-        let err = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let err = sql_error(&self.path);
         let now = timestamp(SystemTime::now());
         let tx = self
             .conn
@@ -997,7 +989,7 @@ impl Store for SqliteStore {
             .map_err(err)?
             .pop()
             .ok_or_else(|| StoreError::Invalid {
-                path: path.clone(),
+                path: self.path.display().to_string(),
                 message: "claimed trial vanished".into(),
             })?;
         tx.commit().map_err(err)?;
@@ -1011,11 +1003,7 @@ impl Store for SqliteStore {
         reason: &str,
         extra: &BTreeMap<String, Value>,
     ) -> Result<i64> {
-        let path = self.path.display().to_string();
-        let err = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let err = sql_error(&self.path);
         let now = timestamp(SystemTime::now());
         let tx = self
             .conn
@@ -1026,7 +1014,7 @@ impl Store for SqliteStore {
             .iter()
             .find(|t| t.trial_id == trial_id && t.state == TrialState::Running)
             .ok_or_else(|| StoreError::Invalid {
-                path: path.clone(),
+                path: self.path.display().to_string(),
                 message: format!("trial {trial_id} is not running"),
             })?;
         let number = all.iter().map(|t| t.number + 1).max().unwrap_or(0);
@@ -1062,11 +1050,7 @@ impl Store for SqliteStore {
         objective: Option<f64>,
         metrics: &Value,
     ) -> Result<()> {
-        let path = self.path.display().to_string();
-        let err = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let err = sql_error(&self.path);
         let tx = self.conn.transaction().map_err(err)?;
         if let Some(v) = objective {
             let (kind, value) = value_type(v);
@@ -1094,11 +1078,7 @@ impl Store for SqliteStore {
     }
 
     fn finish(&mut self, trial_id: i64, state: TrialState, value: Option<f64>) -> Result<()> {
-        let path = self.path.display().to_string();
-        let err = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let err = sql_error(&self.path);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -1112,7 +1092,7 @@ impl Store for SqliteStore {
             .map_err(err)?;
         if current != "RUNNING" {
             return Err(StoreError::Invalid {
-                path: path.clone(),
+                path: self.path.display().to_string(),
                 message: format!(
                     "trial {trial_id} is {current}; a finished trial cannot be updated"
                 ),

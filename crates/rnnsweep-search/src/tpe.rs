@@ -1,13 +1,14 @@
-//! Tree-structured Parzen Estimator, following Optuna's `TPESampler` defaults: univariate,
-//! `n_startup_trials = 10` random trials first, `n_ei_candidates = 24`, `gamma(n) =
-//! min(ceil(0.1·n), 25)`, `prior_weight = 1.0`, magic clip on, endpoints off, Optuna's weights
-//! (flat below 25 observations, then a ramp favouring recent trials).
+//! Tree-structured Parzen Estimator, following Optuna 5.0's `TPESampler` defaults:
+//! multivariate (one product kernel per observation over the parameters every trial has, the
+//! rest sampled independently), `n_startup_trials = 10` random trials first,
+//! `n_ei_candidates = 24`, `gamma(n) = min(ceil(0.1·n), 25)`, `prior_weight = 1.0`, magic clip
+//! on, endpoints off, Optuna's weights (flat below 25 observations, then a ramp favouring recent
+//! trials), Optuna's categorical kernel, and the constant liar (running trials count as bad,
+//! so parallel trials spread out).
 //!
 //! Where rnnsweep differs: stepped (int / quantized) parameters use the continuous density at
-//! the value rather than the mass of the step interval; categoricals use weighted counts plus
-//! a flat prior; pruned trials always go to the "bad" group (Optuna ranks them by the step they
-//! reached). A parameter is modelled only from the trials where it was active, which is what
-//! Optuna's univariate TPE does with conditional spaces.
+//! the value rather than the mass of the step interval; pruned trials always go to the "bad"
+//! group (Optuna ranks them by the step they reached).
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -78,20 +79,11 @@ fn weights(n: usize) -> Vec<f64> {
         .collect()
 }
 
-/// A mixture of normals truncated to [low, high], with the prior as its last component.
-struct Parzen {
-    mus: Vec<f64>,
-    sigmas: Vec<f64>,
-    weights: Vec<f64>,
-    low: f64,
-    high: f64,
-}
-
 fn normal_cdf(x: f64) -> f64 {
     0.5 * (1.0 + erf(x / std::f64::consts::SQRT_2))
 }
 
-/// Abramowitz–Stegun 7.1.26 (|error| < 1.5e-7), enough for mixture weights.
+/// Abramowitz–Stegun 7.1.26 (|error| < 1.5e-7), enough for kernel masses.
 fn erf(x: f64) -> f64 {
     let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
     let y = 1.0
@@ -106,84 +98,189 @@ fn erf(x: f64) -> f64 {
     }
 }
 
-impl Parzen {
-    /// Optuna's univariate estimator over observations `obs` (oldest first).
-    fn new(obs: &[f64], low: f64, high: f64, prior_weight: f64) -> Self {
+/// One dimension of the search space as TPE models it.
+enum Dim {
+    /// In the internal (possibly log) space.
+    Numeric {
+        low: f64,
+        high: f64,
+    },
+    Categorical(usize),
+}
+
+/// Per-dimension kernels of every component (observations, then the prior).
+enum Kernels {
+    Numeric {
+        mus: Vec<f64>,
+        sigmas: Vec<f64>,
+        low: f64,
+        high: f64,
+    },
+    Categorical(Vec<Vec<f64>>),
+}
+
+/// Optuna's `_ParzenEstimator`: a mixture of product kernels, one per observation, plus a
+/// prior component.
+struct Mixture {
+    weights: Vec<f64>,
+    dims: Vec<Kernels>,
+}
+
+impl Mixture {
+    /// `obs[i][d]`: observation i (oldest first) in dimension d.
+    fn new(dims: &[Dim], obs: &[Vec<f64>], prior_weight: f64) -> Self {
         let n = obs.len();
-        let mut order: Vec<usize> = (0..n).collect();
-        order.sort_by(|&a, &b| obs[a].total_cmp(&obs[b]));
-        let sorted: Vec<f64> = order.iter().map(|&i| obs[i]).collect();
-        let mut with_ends = vec![low];
-        with_ends.extend(&sorted);
-        with_ends.push(high);
-        let mut sorted_sigmas: Vec<f64> = (1..=n)
-            .map(|i| (with_ends[i] - with_ends[i - 1]).max(with_ends[i + 1] - with_ends[i]))
-            .collect();
-        if with_ends.len() >= 4 {
-            // consider_endpoints=False: the outermost use their inner neighbour only.
-            sorted_sigmas[0] = with_ends[2] - with_ends[1];
-            sorted_sigmas[n - 1] = with_ends[n] - with_ends[n - 1];
-        }
-        let mut sigmas = vec![0.0; n];
-        for (k, &i) in order.iter().enumerate() {
-            sigmas[i] = sorted_sigmas[k];
-        }
-        let range = high - low;
-        let min_sigma = range / (100f64).min(1.0 + n as f64);
-        let mut mus = obs.to_vec();
-        let mut sigmas: Vec<f64> = sigmas
-            .into_iter()
-            .map(|s| s.clamp(min_sigma, range))
-            .collect();
         let mut w = weights(n);
-        mus.push(0.5 * (low + high));
-        sigmas.push(range);
         w.push(prior_weight);
         let total: f64 = w.iter().sum();
+        let weights = w.into_iter().map(|x| x / total).collect();
+        let kernels = dims
+            .iter()
+            .enumerate()
+            .map(|(d, dim)| {
+                let column: Vec<f64> = obs.iter().map(|row| row[d]).collect();
+                match dim {
+                    Dim::Numeric { low, high } => {
+                        let (mut mus, mut sigmas) =
+                            (column.clone(), numeric_sigmas(&column, *low, *high));
+                        mus.push(0.5 * (low + high));
+                        sigmas.push(high - low);
+                        Kernels::Numeric {
+                            mus,
+                            sigmas,
+                            low: *low,
+                            high: *high,
+                        }
+                    }
+                    Dim::Categorical(k) => {
+                        let n_kernels = (n + 1) as f64;
+                        let mut rows: Vec<Vec<f64>> = column
+                            .iter()
+                            .map(|&c| {
+                                let mut row = vec![prior_weight / n_kernels; *k];
+                                if let Some(slot) = row.get_mut(c as usize) {
+                                    *slot += 1.0;
+                                }
+                                let sum: f64 = row.iter().sum();
+                                row.into_iter().map(|x| x / sum).collect()
+                            })
+                            .collect();
+                        rows.push(vec![1.0 / *k as f64; *k]);
+                        Kernels::Categorical(rows)
+                    }
+                }
+            })
+            .collect();
         Self {
-            mus,
-            sigmas,
-            weights: w.into_iter().map(|x| x / total).collect(),
-            low,
-            high,
+            weights,
+            dims: kernels,
         }
     }
 
-    fn sample(&self, rng: &mut ChaCha8Rng) -> f64 {
+    fn sample(&self, rng: &mut ChaCha8Rng) -> Vec<f64> {
         let mut u = rng.random::<f64>();
-        let mut k = self.weights.len() - 1;
+        let mut c = self.weights.len() - 1;
         for (i, w) in self.weights.iter().enumerate() {
             if u < *w {
-                k = i;
+                c = i;
                 break;
             }
             u -= w;
         }
-        for _ in 0..100 {
-            let z: f64 = StandardNormal.sample(rng);
-            let x = self.mus[k] + self.sigmas[k] * z;
-            if (self.low..=self.high).contains(&x) {
-                return x;
-            }
-        }
-        self.mus[k].clamp(self.low, self.high)
+        self.dims
+            .iter()
+            .map(|k| match k {
+                Kernels::Numeric {
+                    mus,
+                    sigmas,
+                    low,
+                    high,
+                } => {
+                    for _ in 0..100 {
+                        let z: f64 = StandardNormal.sample(rng);
+                        let x = mus[c] + sigmas[c] * z;
+                        if (*low..=*high).contains(&x) {
+                            return x;
+                        }
+                    }
+                    mus[c].clamp(*low, *high)
+                }
+                Kernels::Categorical(rows) => {
+                    let mut u = rng.random::<f64>();
+                    for (i, p) in rows[c].iter().enumerate() {
+                        if u < *p {
+                            return i as f64;
+                        }
+                        u -= p;
+                    }
+                    (rows[c].len() - 1) as f64
+                }
+            })
+            .collect()
     }
 
-    fn log_pdf(&self, x: f64) -> f64 {
-        let p: f64 = self
-            .mus
-            .iter()
-            .zip(&self.sigmas)
-            .zip(&self.weights)
-            .map(|((m, s), w)| {
-                let mass =
-                    (normal_cdf((self.high - m) / s) - normal_cdf((self.low - m) / s)).max(1e-12);
-                let z = (x - m) / s;
-                w * (-0.5 * z * z).exp() / (s * (2.0 * std::f64::consts::PI).sqrt() * mass)
+    fn log_pdf(&self, x: &[f64]) -> f64 {
+        let logs: Vec<f64> = (0..self.weights.len())
+            .map(|c| {
+                self.weights[c].ln()
+                    + self
+                        .dims
+                        .iter()
+                        .zip(x)
+                        .map(|(k, &v)| match k {
+                            Kernels::Numeric {
+                                mus,
+                                sigmas,
+                                low,
+                                high,
+                            } => {
+                                let (m, s) = (mus[c], sigmas[c]);
+                                let mass = (normal_cdf((high - m) / s) - normal_cdf((low - m) / s))
+                                    .max(1e-12);
+                                let z = (v - m) / s;
+                                -0.5 * z * z - (s * (2.0 * std::f64::consts::PI).sqrt() * mass).ln()
+                            }
+                            Kernels::Categorical(rows) => rows[c]
+                                .get(v as usize)
+                                .copied()
+                                .unwrap_or(1e-12)
+                                .max(1e-12)
+                                .ln(),
+                        })
+                        .sum::<f64>()
             })
-            .sum();
-        p.max(1e-300).ln()
+            .collect();
+        let max = logs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        max + logs.iter().map(|l| (l - max).exp()).sum::<f64>().ln()
     }
+}
+
+/// Optuna's bandwidths: the larger gap to a sorted neighbour (endpoints not considered), then
+/// clipped to [range / min(100, 2 + n), range].
+fn numeric_sigmas(obs: &[f64], low: f64, high: f64) -> Vec<f64> {
+    let n = obs.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| obs[a].total_cmp(&obs[b]));
+    let mut with_ends = vec![low];
+    with_ends.extend(order.iter().map(|&i| obs[i]));
+    with_ends.push(high);
+    let mut sorted: Vec<f64> = (1..=n)
+        .map(|i| (with_ends[i] - with_ends[i - 1]).max(with_ends[i + 1] - with_ends[i]))
+        .collect();
+    if with_ends.len() >= 4 {
+        sorted[0] = with_ends[2] - with_ends[1];
+        sorted[n - 1] = with_ends[n] - with_ends[n - 1];
+    }
+    let range = high - low;
+    let min_sigma = range / (100f64).min(2.0 + n as f64);
+    let mut sigmas = vec![0.0; n];
+    for (k, &i) in order.iter().enumerate() {
+        sigmas[i] = sorted[k].clamp(min_sigma, range);
+    }
+    sigmas
 }
 
 /// A numeric parameter in TPE's internal (possibly log) space.
@@ -294,84 +391,92 @@ impl Sampler for TpeSampler {
         above.extend(trials.iter().filter(|t| t.state == TrialState::Pruned));
         above.sort_by_key(|t| t.number);
 
+        // The constant liar: other running trials count as bad, so parallel trials spread out.
+        above.extend(
+            trials
+                .iter()
+                .filter(|t| t.state == TrialState::Running && !t.params.is_empty()),
+        );
+        above.sort_by_key(|t| t.number);
+
         let mut rng = ChaCha8Rng::seed_from_u64(mix(self.seed, number as u64, 0x7BE));
+        // Multivariate over the parameters every finished trial has; the rest one by one.
+        let finished: Vec<&TrialRecord> = below
+            .iter()
+            .chain(&above)
+            .copied()
+            .filter(|t| t.state != TrialState::Running)
+            .collect();
+        let joint: Vec<usize> = (0..self.space.parameters.len())
+            .filter(|&i| {
+                let (name, d) = &self.space.parameters[i];
+                !matches!(d, Distribution::Constant(_))
+                    && finished.iter().all(|t| t.params.contains_key(name))
+            })
+            .collect();
         let mut point = Point::new();
-        for (name, d) in &self.space.parameters {
-            let observed = |group: &[&TrialRecord]| -> Vec<f64> {
-                group
+        let mut groups: Vec<Vec<usize>> = vec![joint.clone()];
+        groups.extend(
+            (0..self.space.parameters.len())
+                .filter(|i| !joint.contains(i))
+                .map(|i| vec![i]),
+        );
+        for group in groups.into_iter().filter(|g| !g.is_empty()) {
+            let params: Vec<&(String, Distribution)> =
+                group.iter().map(|&i| &self.space.parameters[i]).collect();
+            if let [(name, Distribution::Constant(v))] = params.as_slice() {
+                point.insert(name.clone(), v.clone());
+                continue;
+            }
+            let numerics: Vec<Option<Numeric>> =
+                params.iter().map(|(_, d)| Numeric::of(d)).collect();
+            let dims: Vec<Dim> = params
+                .iter()
+                .zip(&numerics)
+                .map(|((_, d), num)| match (d, num) {
+                    (Distribution::Categorical(c), _) => Dim::Categorical(c.len()),
+                    (_, Some(n)) => Dim::Numeric {
+                        low: n.low,
+                        high: n.high,
+                    },
+                    _ => Dim::Categorical(1),
+                })
+                .collect();
+            // Rows of the trials that have every parameter of the group, in internal space.
+            let rows = |group_trials: &[&TrialRecord]| -> Vec<Vec<f64>> {
+                group_trials
                     .iter()
-                    .filter_map(|t| t.params.get(name).map(|p| p.internal))
+                    .filter_map(|t| {
+                        params
+                            .iter()
+                            .zip(&numerics)
+                            .map(|((name, _), num)| {
+                                let v = t.params.get(name)?.internal;
+                                Some(num.as_ref().map_or(v, |n| n.to_internal(v)))
+                            })
+                            .collect::<Option<Vec<f64>>>()
+                    })
                     .collect()
             };
-            let (obs_l, obs_g) = (observed(&below), observed(&above));
-            let value = match d {
-                Distribution::Constant(v) => v.clone(),
-                Distribution::Categorical(choices) => {
-                    let k = choices.len();
-                    let probs = |obs: &[f64]| -> Vec<f64> {
-                        let w = weights(obs.len());
-                        let mut p = vec![self.settings.prior_weight / k as f64; k];
-                        for (o, wi) in obs.iter().zip(&w) {
-                            if let Some(slot) = p.get_mut(*o as usize) {
-                                *slot += wi;
-                            }
-                        }
-                        let total: f64 = p.iter().sum();
-                        p.into_iter().map(|x| x / total).collect()
-                    };
-                    let (pl, pg) = (probs(&obs_l), probs(&obs_g));
-                    let mut best = (f64::NEG_INFINITY, 0usize);
-                    for _ in 0..self.settings.n_ei_candidates {
-                        let mut u = rng.random::<f64>();
-                        let mut c = k - 1;
-                        for (i, p) in pl.iter().enumerate() {
-                            if u < *p {
-                                c = i;
-                                break;
-                            }
-                            u -= p;
-                        }
-                        let score = pl[c].ln() - pg[c].ln();
-                        if score > best.0 {
-                            best = (score, c);
-                        }
-                    }
-                    choices[best.1].clone()
+            let l = Mixture::new(&dims, &rows(&below), self.settings.prior_weight);
+            let g = Mixture::new(&dims, &rows(&above), self.settings.prior_weight);
+            let mut best: (f64, Vec<f64>) = (f64::NEG_INFINITY, Vec::new());
+            for _ in 0..self.settings.n_ei_candidates.max(1) {
+                let x = l.sample(&mut rng);
+                let score = l.log_pdf(&x) - g.log_pdf(&x);
+                if score > best.0 || best.1.is_empty() {
+                    best = (score, x);
                 }
-                other => {
-                    let Some(num) = Numeric::of(other) else {
-                        continue;
-                    };
-                    let l = Parzen::new(
-                        &obs_l
-                            .iter()
-                            .map(|v| num.to_internal(*v))
-                            .collect::<Vec<_>>(),
-                        num.low,
-                        num.high,
-                        self.settings.prior_weight,
-                    );
-                    let g = Parzen::new(
-                        &obs_g
-                            .iter()
-                            .map(|v| num.to_internal(*v))
-                            .collect::<Vec<_>>(),
-                        num.low,
-                        num.high,
-                        self.settings.prior_weight,
-                    );
-                    let mut best = (f64::NEG_INFINITY, 0.5 * (num.low + num.high));
-                    for _ in 0..self.settings.n_ei_candidates {
-                        let x = l.sample(&mut rng);
-                        let score = l.log_pdf(x) - g.log_pdf(x);
-                        if score > best.0 {
-                            best = (score, x);
-                        }
-                    }
-                    num.to_value(best.1)
-                }
-            };
-            point.insert(name.clone(), value);
+            }
+            for (((name, d), num), x) in params.iter().zip(&numerics).zip(&best.1) {
+                let value = match (d, num) {
+                    (Distribution::Categorical(c), _) => c[(*x as usize).min(c.len() - 1)].clone(),
+                    (_, Some(n)) => n.to_value(*x),
+                    (Distribution::Constant(v), _) => v.clone(),
+                    _ => continue,
+                };
+                point.insert(name.clone(), value);
+            }
         }
         Some(self.space.active(&point))
     }
@@ -498,11 +603,22 @@ mod tests {
 
     #[test]
     fn parzen_density_integrates_to_one() {
-        let p = Parzen::new(&[0.2, 0.25, 0.8], 0.0, 1.0, 1.0);
+        let p = Mixture::new(
+            &[Dim::Numeric {
+                low: 0.0,
+                high: 1.0,
+            }],
+            &[vec![0.2], vec![0.25], vec![0.8]],
+            1.0,
+        );
         let n = 10_000;
         let integral: f64 = (0..n)
-            .map(|i| p.log_pdf((i as f64 + 0.5) / n as f64).exp() / n as f64)
+            .map(|i| p.log_pdf(&[(i as f64 + 0.5) / n as f64]).exp() / n as f64)
             .sum();
         assert!((integral - 1.0).abs() < 1e-3, "{integral}");
+        // A categorical kernel is a distribution too.
+        let c = Mixture::new(&[Dim::Categorical(3)], &[vec![0.0], vec![2.0]], 1.0);
+        let total: f64 = (0..3).map(|k| c.log_pdf(&[k as f64]).exp()).sum();
+        assert!((total - 1.0).abs() < 1e-12, "{total}");
     }
 }

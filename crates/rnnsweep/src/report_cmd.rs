@@ -271,14 +271,7 @@ pub fn best(args: &BestArgs) -> anyhow::Result<()> {
         );
         Control::Continue
     })?;
-    let model = TrainedModel {
-        config: ModelConfig {
-            sequence_length: Some(data.sequence_length),
-            ..cfg
-        },
-        tokenizer: data.tokenizer,
-        net: outcome.net,
-    };
+    let model = TrainedModel::from_training(cfg, data, outcome.net);
     model.save(out)?;
     crate::train_cmd::write_history(&out.join("history.csv"), &outcome.history)?;
     println!(

@@ -130,14 +130,7 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
         );
         Control::Continue
     })?;
-    let model = TrainedModel {
-        config: ModelConfig {
-            sequence_length: Some(data.sequence_length),
-            ..cfg
-        },
-        tokenizer: data.tokenizer,
-        net: outcome.net,
-    };
+    let model = TrainedModel::from_training(cfg, data, outcome.net);
     model.save(&args.out)?;
     write_history(&args.out.join("history.csv"), &outcome.history)?;
     let best = &outcome.history[outcome

@@ -301,3 +301,38 @@ fn a_users_own_command_gets_its_parameters_as_a_placeholder() {
     values.sort_by(f64::total_cmp);
     assert_eq!(values, vec![0.25, 0.75]);
 }
+
+#[test]
+fn out_of_memory_on_a_gpu_is_retried_once_on_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = fake_spec_with(
+        dir.path(),
+        "oom",
+        "grid",
+        10,
+        0.0,
+        "  x: {values: [1]}\n  oom_on: {value: 0}\n  epochs: {value: 1}\n",
+        "resources: {devices: [cuda:0, cuda:1]}\n",
+    );
+    let o = rnnsweep()
+        .env("RNNSWEEP_FAKE_CUDA", "1")
+        .arg("run")
+        .arg(&spec)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let all = trials(&dir.path().join("oom.db"), "oom");
+    assert_eq!(all.len(), 2, "one retry");
+    assert_eq!(
+        (all[0].state, all[0].user_attrs["device"].as_str()),
+        (TrialState::Fail, Some("cuda:0"))
+    );
+    assert!(all[0].system_attrs["fail_reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("out of memory on cuda:0; re-queued as trial 1"));
+    assert_eq!(
+        (all[1].state, all[1].user_attrs["device"].as_str()),
+        (TrialState::Complete, Some("cuda:1"))
+    );
+}
