@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Runs a small sweep, then checks with Optuna 5.0.0 itself (from PyPI, in a venv) that the
-# study file opens as it is: load_study, trials_dataframe, best_trial, intermediate values.
+# study opens as it is: load_study, trials_dataframe, best_trial, intermediate values. With
+# RNNSWEEP_TEST_POSTGRES set, the same sweep is also run into PostgreSQL and checked there.
 #   scripts/check-optuna.sh [STUDY.db STUDY_NAME]   (default: a fresh run of a tiny spec)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${OPTUNA_VENV:-.venv-optuna}
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import optuna, pandas, sys; sys.exit(optuna.__version__ != "5.0.0")' 2>/dev/null; then
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import optuna, pandas, psycopg, sys; sys.exit(optuna.__version__ != "5.0.0")' 2>/dev/null; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check "optuna==5.0.0" pandas
+  "$venv/bin/pip" install -q --disable-pip-version-check "optuna==5.0.0" pandas "psycopg[binary]"
 fi
 cargo build --release -q -p rnnsweep
 bin=target/release/rnnsweep
@@ -39,3 +40,17 @@ YAML
 fi
 "$bin" leaderboard "$db" --study "$name" --format json >"$work/leaderboard.json"
 "$venv/bin/python" scripts/check_optuna.py "sqlite:///$db" "$name" "$work/leaderboard.json"
+if [ -n "${RNNSWEEP_TEST_POSTGRES:-}" ] && [ $# -lt 2 ]; then
+  # A fresh database for the check, next to the test server's own.
+  pgdb="optuna_check_$$"
+  "$venv/bin/python" - "$RNNSWEEP_TEST_POSTGRES" "$pgdb" <<'PY'
+import sys, psycopg
+with psycopg.connect(sys.argv[1], autocommit=True) as c:
+    c.execute(f"DROP DATABASE IF EXISTS {sys.argv[2]}")
+    c.execute(f"CREATE DATABASE {sys.argv[2]}")
+PY
+  pgurl="${RNNSWEEP_TEST_POSTGRES%/*}/$pgdb"
+  RAYON_NUM_THREADS=1 "$bin" run "$work/spec.yaml" --storage "$pgurl" >"$work/run-pg.log"
+  "$bin" leaderboard "$pgurl" --study "$name" --format json >"$work/leaderboard-pg.json"
+  "$venv/bin/python" scripts/check_optuna.py "$pgurl" "$name" "$work/leaderboard-pg.json"
+fi

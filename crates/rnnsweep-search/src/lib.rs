@@ -7,6 +7,7 @@
 
 pub mod assemble;
 pub mod leaderboard;
+pub mod pg;
 pub mod pruner;
 pub mod report;
 pub mod sampler;

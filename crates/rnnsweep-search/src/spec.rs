@@ -506,7 +506,13 @@ impl Spec {
             storage: raw
                 .storage
                 .as_deref()
-                .map(|s| base_dir.join(s))
+                .map(|s| {
+                    if crate::store::is_postgres(s) {
+                        PathBuf::from(s)
+                    } else {
+                        base_dir.join(s)
+                    }
+                })
                 .unwrap_or_else(|| PathBuf::from("results").join(format!("{}.db", raw.name))),
             name: raw.name,
             train_file,

@@ -152,6 +152,14 @@ pub trait Store {
     fn finish(&mut self, trial_id: i64, state: TrialState, value: Option<f64>) -> Result<()>;
     /// Per-epoch metrics recorded by `report_epoch`.
     fn epochs(&self, trial_id: i64) -> Result<Vec<(i64, Value)>>;
+    /// Writes a trial exactly as another store holds it (state, times, parameters, values,
+    /// attributes, per-epoch history): the building block of `copy-study`.
+    fn import_trial(
+        &mut self,
+        study_id: i64,
+        trial: &TrialRecord,
+        epochs: &[(i64, Value)],
+    ) -> Result<()>;
 }
 
 #[derive(Debug, Clone)]
@@ -291,6 +299,29 @@ CREATE TABLE rnnsweep_epochs (
     PRIMARY KEY (trial_id, epoch)
 );
 "#];
+
+/// Whether a storage location is a PostgreSQL URL rather than an SQLite file.
+pub fn is_postgres(location: &str) -> bool {
+    location.starts_with("postgresql://") || location.starts_with("postgres://")
+}
+
+/// Opens the store a location names: `postgresql://user@host:port/db`, `sqlite:///path.db`,
+/// or a plain path to an SQLite file.
+pub fn open_store(location: &str) -> Result<Box<dyn Store>> {
+    if is_postgres(location) {
+        return Ok(Box::new(crate::pg::PgStore::connect(location)?));
+    }
+    let path = location
+        .strip_prefix("sqlite:///")
+        .map(|p| format!("/{p}"))
+        .unwrap_or_else(|| location.to_string());
+    let path = location
+        .strip_prefix("sqlite://")
+        .filter(|_| !location.starts_with("sqlite:///"))
+        .map(str::to_string)
+        .unwrap_or(path);
+    Ok(Box::new(SqliteStore::open(Path::new(&path))?))
+}
 
 /// Maps SQLite errors to a [`StoreError`] naming the file.
 fn sql_error(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + Copy + '_ {
@@ -1111,6 +1142,58 @@ impl Store for SqliteStore {
             params![trial_id, state.as_str(), timestamp(SystemTime::now())],
         )
         .map_err(err)?;
+        tx.commit().map_err(err)
+    }
+
+    fn import_trial(
+        &mut self,
+        study_id: i64,
+        trial: &TrialRecord,
+        epochs: &[(i64, Value)],
+    ) -> Result<()> {
+        let err = sql_error(&self.path);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        tx.execute(
+            "INSERT INTO trials (number, study_id, state, datetime_start, datetime_complete) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![trial.number, study_id, trial.state.as_str(), trial.datetime_start, trial.datetime_complete],
+        )
+        .map_err(err)?;
+        let id = tx.last_insert_rowid();
+        Self::insert_params(&tx, id, &trial.params).map_err(err)?;
+        if let Some(v) = trial.value {
+            let (kind, v) = value_type(v);
+            tx.execute("INSERT INTO trial_values (trial_id, objective, value, value_type) VALUES (?1, 0, ?2, ?3)", params![id, v, kind]).map_err(err)?;
+        }
+        for (step, v) in &trial.intermediate {
+            let (kind, v) = v.map_or(("NAN", None), value_type);
+            tx.execute(
+                "INSERT INTO trial_intermediate_values (trial_id, step, intermediate_value, intermediate_value_type) VALUES (?1, ?2, ?3, ?4)",
+                params![id, step, v, kind],
+            )
+            .map_err(err)?;
+        }
+        for (table, attrs) in [
+            ("trial_user_attributes", &trial.user_attrs),
+            ("trial_system_attributes", &trial.system_attrs),
+        ] {
+            for (k, v) in attrs {
+                tx.execute(
+                    &format!("INSERT INTO {table} (trial_id, key, value_json) VALUES (?1, ?2, ?3)"),
+                    params![id, k, v.to_string()],
+                )
+                .map_err(err)?;
+            }
+        }
+        for (e, m) in epochs {
+            tx.execute(
+                "INSERT INTO rnnsweep_epochs (trial_id, epoch, metrics_json) VALUES (?1, ?2, ?3)",
+                params![id, e, m.to_string()],
+            )
+            .map_err(err)?;
+        }
         tx.commit().map_err(err)
     }
 

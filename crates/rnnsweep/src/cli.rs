@@ -44,6 +44,8 @@ enum Command {
     Export(crate::report_cmd::ExportArgs),
     /// The best trial's parameters; with --retrain, the final model.
     Best(crate::report_cmd::BestArgs),
+    /// Copy a study between SQLite and PostgreSQL (either way).
+    CopyStudy(crate::report_cmd::CopyArgs),
     /// Run one trial (started by `rnnsweep run`; reads RNNSWEEP_TRIAL).
     #[command(hide = true)]
     Worker,
@@ -95,6 +97,9 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Plot(args) => crate::report_cmd::plot(&args).map(|()| ExitCode::SUCCESS)?,
         Command::Export(args) => crate::report_cmd::export(&args).map(|()| ExitCode::SUCCESS)?,
         Command::Best(args) => crate::report_cmd::best(&args).map(|()| ExitCode::SUCCESS)?,
+        Command::CopyStudy(args) => {
+            crate::report_cmd::copy_study(&args).map(|()| ExitCode::SUCCESS)?
+        }
         Command::Worker => crate::worker_cmd::run()?,
     };
     Ok(code)

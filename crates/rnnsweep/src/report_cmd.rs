@@ -11,7 +11,7 @@ use rnnsweep_search::assemble::build_config;
 use rnnsweep_search::leaderboard::{decode_param, rank};
 use rnnsweep_search::report::{self, TrialData};
 use rnnsweep_search::spec::Spec;
-use rnnsweep_search::store::{SqliteStore, Store};
+use rnnsweep_search::store::Store;
 use rnnsweep_search::worker::VAL_PREDICTIONS_FILE;
 
 use crate::sweep_cmd::{open_existing, pick_study};
@@ -72,19 +72,19 @@ pub struct BestArgs {
     pub device: String,
 }
 
-fn load(
-    db: &Path,
-    study: Option<&str>,
-) -> anyhow::Result<(
-    SqliteStore,
-    i64,
-    String,
-    rnnsweep_model::metrics::Direction,
-    String,
-    Vec<TrialData>,
-)> {
+/// A study loaded for pictures and exports.
+struct Loaded {
+    store: Box<dyn Store>,
+    study_id: i64,
+    name: String,
+    direction: rnnsweep_model::metrics::Direction,
+    metric: String,
+    trials: Vec<TrialData>,
+}
+
+fn load(db: &Path, study: Option<&str>) -> anyhow::Result<Loaded> {
     let store = open_existing(db)?;
-    let (id, name, direction) = pick_study(&store, db, study)?;
+    let (id, name, direction) = pick_study(&*store, db, study)?;
     let metric = store
         .study_user_attrs(id)?
         .get("metric")
@@ -101,11 +101,24 @@ fn load(
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok((store, id, name, direction, metric, trials))
+    Ok(Loaded {
+        store,
+        study_id: id,
+        name,
+        direction,
+        metric,
+        trials,
+    })
 }
 
 pub fn plot(args: &PlotArgs) -> anyhow::Result<()> {
-    let (_store, _, name, direction, metric, trials) = load(&args.db, args.study.as_deref())?;
+    let Loaded {
+        name,
+        direction,
+        metric,
+        trials,
+        ..
+    } = load(&args.db, args.study.as_deref())?;
     let out = args.out.clone().unwrap_or_else(|| {
         args.db
             .parent()
@@ -167,7 +180,7 @@ pub fn plot(args: &PlotArgs) -> anyhow::Result<()> {
 }
 
 pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
-    let (_store, _, _, _, metric, trials) = load(&args.db, args.study.as_deref())?;
+    let Loaded { metric, trials, .. } = load(&args.db, args.study.as_deref())?;
     let text = match args.format {
         ExportFormat::Csv => report::export_csv(&trials, &metric, args.epochs),
         ExportFormat::Json => {
@@ -188,7 +201,14 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
 }
 
 pub fn best(args: &BestArgs) -> anyhow::Result<()> {
-    let (store, id, name, direction, metric, trials) = load(&args.db, args.study.as_deref())?;
+    let Loaded {
+        store,
+        study_id: id,
+        name,
+        direction,
+        metric,
+        trials,
+    } = load(&args.db, args.study.as_deref())?;
     let records: Vec<_> = trials.iter().map(|t| t.record.clone()).collect();
     let ranked = rank(&records, &metric, direction, None);
     let Some(top) = ranked.first().filter(|r| r.rank.is_some()) else {
@@ -279,5 +299,60 @@ pub fn best(args: &BestArgs) -> anyhow::Result<()> {
         out.display(),
         out.display()
     );
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct CopyArgs {
+    /// Source: an SQLite file, `sqlite:///path.db`, or `postgresql://user@host:port/db`.
+    #[arg(long)]
+    pub from: String,
+    /// Destination, in the same forms (created if needed).
+    #[arg(long)]
+    pub to: String,
+    /// Copy this study only (default: every study in the source).
+    #[arg(long)]
+    pub study: Option<String>,
+}
+
+/// Copies studies between stores (SQLite ↔ PostgreSQL), trials as they are.
+pub fn copy_study(args: &CopyArgs) -> anyhow::Result<()> {
+    let source = open_existing(Path::new(&args.from))?;
+    let mut dest = rnnsweep_search::store::open_store(&args.to)?;
+    let studies: Vec<_> = source
+        .studies()?
+        .into_iter()
+        .filter(|s| args.study.as_ref().is_none_or(|n| &s.name == n))
+        .collect();
+    if studies.is_empty() {
+        bail!(
+            "{}: no study{} to copy",
+            args.from,
+            args.study
+                .as_ref()
+                .map(|n| format!(" named `{n}`"))
+                .unwrap_or_default()
+        );
+    }
+    for s in studies {
+        if let Some(id) = dest.study_id(&s.name)? {
+            let n = dest.trials(id)?.len();
+            if n > 0 {
+                bail!(
+                    "{}: study `{}` already exists there with {n} trials; nothing was copied",
+                    args.to,
+                    s.name
+                );
+            }
+        }
+        let user = source.study_user_attrs(s.study_id)?;
+        let system = source.study_system_attrs(s.study_id)?;
+        let id = dest.open_study(&s.name, s.direction, &user, &system)?;
+        let trials = source.trials(s.study_id)?;
+        for t in &trials {
+            dest.import_trial(id, t, &source.epochs(t.trial_id)?)?;
+        }
+        println!("copied study `{}`: {} trials", s.name, trials.len());
+    }
     Ok(())
 }

@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use rnnsweep_model::metrics::{direction_of, Direction};
 use rnnsweep_search::leaderboard::{decode_param, rank, render_csv, render_json, render_table};
 use rnnsweep_search::spec::Spec;
-use rnnsweep_search::store::{SqliteStore, Store, TrialState};
+use rnnsweep_search::store::{is_postgres, open_store, Store, TrialState};
 use rnnsweep_search::sweep::{install_interrupt_handler, run_sweep, StopCause, SweepOptions};
 
 /// Prints a line; a closed stdout (`rnnsweep run | head`) must not kill the driver mid-study.
@@ -27,6 +27,10 @@ pub const EXIT_INTERRUPTED_NOW: u8 = 131;
 pub struct RunArgs {
     /// The sweep spec (YAML).
     pub spec: PathBuf,
+    /// Where the study lives, instead of the spec's `storage`: an SQLite file or
+    /// `postgresql://user@host:port/db`.
+    #[arg(long)]
+    pub storage: Option<String>,
     /// Continue an existing study even though its search space differs from this spec.
     #[arg(long)]
     pub force_new_space: bool,
@@ -95,16 +99,17 @@ pub struct ShowArgs {
     pub study: Option<String>,
 }
 
-/// Opens an existing study file without creating one.
-pub fn open_existing(db: &Path) -> anyhow::Result<SqliteStore> {
-    if !db.exists() {
+/// Opens an existing study file (or a PostgreSQL database) without creating a file.
+pub fn open_existing(db: &Path) -> anyhow::Result<Box<dyn Store>> {
+    let location = db.to_string_lossy();
+    if !is_postgres(&location) && !db.exists() {
         bail!("{}: no such study file", db.display());
     }
-    Ok(SqliteStore::open(db)?)
+    Ok(open_store(&location)?)
 }
 
 pub fn pick_study(
-    store: &SqliteStore,
+    store: &dyn Store,
     db: &Path,
     name: Option<&str>,
 ) -> anyhow::Result<(i64, String, Direction)> {
@@ -162,7 +167,7 @@ fn sweep(spec: &mut Spec, force_new_space: bool, exec: &ExecArgs) -> anyhow::Res
             }
         );
     }
-    let mut store = SqliteStore::open(&spec.storage)?;
+    let mut store = open_store(&spec.storage.to_string_lossy())?;
     let options = SweepOptions {
         exe: std::env::current_exe().context("cannot find the rnnsweep executable")?,
         results_dir: spec
@@ -199,10 +204,10 @@ fn sweep(spec: &mut Spec, force_new_space: bool, exec: &ExecArgs) -> anyhow::Res
     };
     let mut reporter =
         crate::progress::Reporter::new(&spec.metric, spec.direction, spec.run_cap, finished, best);
-    let outcome = run_sweep(spec, &mut store, &options, &mut |e| reporter.event(e));
+    let outcome = run_sweep(spec, &mut *store, &options, &mut |e| reporter.event(e));
     reporter.finish();
     let cause = outcome?;
-    let (study, name, direction) = pick_study(&store, &spec.storage, Some(&spec.name))?;
+    let (study, name, direction) = pick_study(&*store, &spec.storage, Some(&spec.name))?;
     let trials = store.trials(study)?;
     let rows = rank(&trials, &spec.metric, direction, None);
     say!("\n{}", render_table(&rows, &spec.metric));
@@ -234,12 +239,15 @@ fn sweep(spec: &mut Spec, force_new_space: bool, exec: &ExecArgs) -> anyhow::Res
 
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let mut spec = Spec::load(&args.spec)?;
+    if let Some(s) = &args.storage {
+        spec.storage = PathBuf::from(s);
+    }
     sweep(&mut spec, args.force_new_space, &args.exec)
 }
 
 pub fn resume(args: &ResumeArgs) -> anyhow::Result<ExitCode> {
     let store = open_existing(&args.db)?;
-    let (study, name, _) = pick_study(&store, &args.db, args.study.as_deref())?;
+    let (study, name, _) = pick_study(&*store, &args.db, args.study.as_deref())?;
     let attrs = store.study_user_attrs(study)?;
     let text = attrs
         .get("spec")
@@ -264,7 +272,7 @@ pub fn resume(args: &ResumeArgs) -> anyhow::Result<ExitCode> {
 
 pub fn leaderboard(args: &LeaderboardArgs) -> anyhow::Result<()> {
     let store = open_existing(&args.db)?;
-    let (study, _, direction) = pick_study(&store, &args.db, args.study.as_deref())?;
+    let (study, _, direction) = pick_study(&*store, &args.db, args.study.as_deref())?;
     let objective = store
         .study_user_attrs(study)?
         .get("metric")
@@ -333,7 +341,7 @@ pub fn studies(args: &StudiesArgs) -> anyhow::Result<()> {
 
 pub fn show(args: &ShowArgs) -> anyhow::Result<()> {
     let store = open_existing(&args.db)?;
-    let (study, name, _) = pick_study(&store, &args.db, args.study.as_deref())?;
+    let (study, name, _) = pick_study(&*store, &args.db, args.study.as_deref())?;
     let trials = store.trials(study)?;
     let t = trials
         .iter()
