@@ -17,8 +17,8 @@ use rnnsweep_model::metrics::Direction;
 use serde_json::Value;
 
 use crate::store::{
-    Claim, ParamSource, Result, Store, StoreError, StoredParam, StudySummary, TrialRecord,
-    TrialState,
+    direction_str, fixed_params_attr, params_from_attr, summarize, value_type, Claim, ParamSource,
+    Result, Store, StoreError, StoredParam, StudySummary, TrialRecord, TrialState,
 };
 
 const SCHEMA: &str = include_str!("optuna_postgres_schema.sql");
@@ -63,25 +63,6 @@ fn pg_message(e: &postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{}: {}", db.severity(), db.message()),
         None => e.to_string(),
-    }
-}
-
-fn value_type(v: f64) -> (&'static str, Option<f64>) {
-    if v.is_nan() {
-        ("NAN", None)
-    } else if v == f64::INFINITY {
-        ("INF_POS", None)
-    } else if v == f64::NEG_INFINITY {
-        ("INF_NEG", None)
-    } else {
-        ("FINITE", Some(v))
-    }
-}
-
-fn direction_str(d: Direction) -> &'static str {
-    match d {
-        Direction::Minimize => "MINIMIZE",
-        Direction::Maximize => "MAXIMIZE",
     }
 }
 
@@ -340,10 +321,7 @@ impl PgStore {
             &[&id, &Value::from(reason).to_string()],
         )?;
         let new_id: i32 = tx.query_one("INSERT INTO trials (number, study_id, state) VALUES ($1, $2, 'WAITING') RETURNING trial_id", &[&number, &study_id])?.get(0);
-        let fixed = serde_json::json!({
-            "internal": t.params.iter().map(|(k, p)| (k.clone(), Value::from(p.internal))).collect::<serde_json::Map<_, _>>(),
-            "distributions": t.params.iter().map(|(k, p)| (k.clone(), Value::from(p.distribution_json.clone()))).collect::<serde_json::Map<_, _>>(),
-        });
+        let fixed = fixed_params_attr(&t.params);
         let origin = t
             .system_attrs
             .get("rnnsweep:resume_from")
@@ -362,23 +340,6 @@ impl PgStore {
         }
         Ok(())
     }
-}
-
-fn fixed_params(v: &Value) -> Option<BTreeMap<String, StoredParam>> {
-    let internal = v.get("internal")?.as_object()?;
-    let dists = v.get("distributions")?.as_object()?;
-    internal
-        .iter()
-        .map(|(k, x)| {
-            Some((
-                k.clone(),
-                StoredParam {
-                    internal: x.as_f64()?,
-                    distribution_json: dists.get(k)?.as_str()?.to_string(),
-                },
-            ))
-        })
-        .collect()
 }
 
 impl Store for PgStore {
@@ -454,31 +415,7 @@ impl Store for PgStore {
         })?;
         rows.into_iter()
             .map(|(id, name, dir)| {
-                let direction = if dir == "MINIMIZE" {
-                    Direction::Minimize
-                } else {
-                    Direction::Maximize
-                };
-                let trials = self.trials(i64::from(id))?;
-                let mut counts = BTreeMap::new();
-                for t in &trials {
-                    *counts.entry(t.state.as_str().to_string()).or_insert(0) += 1;
-                }
-                let best = trials
-                    .iter()
-                    .filter(|t| t.state == TrialState::Complete)
-                    .filter_map(|t| t.value)
-                    .reduce(|a, b| match direction {
-                        Direction::Minimize => a.min(b),
-                        Direction::Maximize => a.max(b),
-                    });
-                Ok(StudySummary {
-                    study_id: i64::from(id),
-                    name,
-                    direction,
-                    counts,
-                    best,
-                })
+                summarize(i64::from(id), name, &dir, self.trials(i64::from(id))?)
             })
             .collect()
     }
@@ -591,7 +528,11 @@ impl Store for PgStore {
                 .remove(0);
             tx.execute(&format!("UPDATE trials SET state = 'RUNNING', datetime_start = {NOW} WHERE trial_id = $1"), &[&id]).map_err(err)?;
             if w.params.is_empty() {
-                if let Some(p) = w.system_attrs.get("fixed_params").and_then(fixed_params) {
+                if let Some(p) = w
+                    .system_attrs
+                    .get("fixed_params")
+                    .and_then(params_from_attr)
+                {
                     Self::insert_params(&mut tx, id, &p).map_err(err)?;
                 }
             }

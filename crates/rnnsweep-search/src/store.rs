@@ -323,6 +323,39 @@ pub fn open_store(location: &str) -> Result<Box<dyn Store>> {
     Ok(Box::new(SqliteStore::open(Path::new(&path))?))
 }
 
+/// A study's counts by state and best value, from its trials.
+pub(crate) fn summarize(
+    study_id: i64,
+    name: String,
+    direction: &str,
+    trials: Vec<TrialRecord>,
+) -> Result<StudySummary> {
+    let direction = if direction == "MINIMIZE" {
+        Direction::Minimize
+    } else {
+        Direction::Maximize
+    };
+    let mut counts = BTreeMap::new();
+    for t in &trials {
+        *counts.entry(t.state.as_str().to_string()).or_insert(0) += 1;
+    }
+    let best = trials
+        .iter()
+        .filter(|t| t.state == TrialState::Complete)
+        .filter_map(|t| t.value)
+        .reduce(|a, b| match direction {
+            Direction::Minimize => a.min(b),
+            Direction::Maximize => a.max(b),
+        });
+    Ok(StudySummary {
+        study_id,
+        name,
+        direction,
+        counts,
+        best,
+    })
+}
+
 /// Maps SQLite errors to a [`StoreError`] naming the file.
 fn sql_error(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + Copy + '_ {
     move |source| StoreError::Sqlite {
@@ -355,7 +388,7 @@ pub fn timestamp(t: SystemTime) -> String {
     )
 }
 
-fn value_type(v: f64) -> (&'static str, Option<f64>) {
+pub(crate) fn value_type(v: f64) -> (&'static str, Option<f64>) {
     if v.is_nan() {
         ("NAN", None)
     } else if v == f64::INFINITY {
@@ -367,7 +400,7 @@ fn value_type(v: f64) -> (&'static str, Option<f64>) {
     }
 }
 
-fn direction_str(d: Direction) -> &'static str {
+pub(crate) fn direction_str(d: Direction) -> &'static str {
     match d {
         Direction::Minimize => "MINIMIZE",
         Direction::Maximize => "MAXIMIZE",
@@ -739,7 +772,7 @@ impl SqliteStore {
     }
 }
 
-fn fixed_params_attr(params: &BTreeMap<String, StoredParam>) -> Value {
+pub(crate) fn fixed_params_attr(params: &BTreeMap<String, StoredParam>) -> Value {
     // Optuna keeps an enqueued trial's values in the `fixed_params` system attribute; the
     // distributions travel beside them so the trial can be rebuilt exactly.
     serde_json::json!({
@@ -748,7 +781,7 @@ fn fixed_params_attr(params: &BTreeMap<String, StoredParam>) -> Value {
     })
 }
 
-fn params_from_attr(v: &Value) -> Option<BTreeMap<String, StoredParam>> {
+pub(crate) fn params_from_attr(v: &Value) -> Option<BTreeMap<String, StoredParam>> {
     let internal = v.get("internal")?.as_object()?;
     let dists = v.get("distributions")?.as_object()?;
     internal
@@ -850,33 +883,7 @@ impl Store for SqliteStore {
             .collect::<rusqlite::Result<_>>()
             .map_err(self.err())?;
         rows.into_iter()
-            .map(|(study_id, name, dir)| {
-                let direction = if dir == "MINIMIZE" {
-                    Direction::Minimize
-                } else {
-                    Direction::Maximize
-                };
-                let trials = self.trials(study_id)?;
-                let mut counts = BTreeMap::new();
-                for t in &trials {
-                    *counts.entry(t.state.as_str().to_string()).or_insert(0) += 1;
-                }
-                let best = trials
-                    .iter()
-                    .filter(|t| t.state == TrialState::Complete)
-                    .filter_map(|t| t.value)
-                    .reduce(|a, b| match direction {
-                        Direction::Minimize => a.min(b),
-                        Direction::Maximize => a.max(b),
-                    });
-                Ok(StudySummary {
-                    study_id,
-                    name,
-                    direction,
-                    counts,
-                    best,
-                })
-            })
+            .map(|(study_id, name, dir)| summarize(study_id, name, &dir, self.trials(study_id)?))
             .collect()
     }
 
