@@ -170,11 +170,15 @@ fn sweep(spec: &mut Spec, force_new_space: bool, exec: &ExecArgs) -> anyhow::Res
     let mut store = open_store(&spec.storage.to_string_lossy())?;
     let options = SweepOptions {
         exe: std::env::current_exe().context("cannot find the rnnsweep executable")?,
-        results_dir: spec
-            .storage
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default(),
+        // Trial folders sit next to an SQLite study; a database study keeps them in results/.
+        results_dir: if is_postgres(&spec.storage.to_string_lossy()) {
+            PathBuf::from("results")
+        } else {
+            spec.storage
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default()
+        },
         force_new_space,
     };
     install_interrupt_handler();

@@ -42,6 +42,7 @@ fn three_drivers_share_a_postgres_study_and_recover_a_killed_ones_trial() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
+    let workdir = tempfile::tempdir().unwrap();
     let spec = fake_spec_with(
         dir.path(),
         "shared",
@@ -54,6 +55,7 @@ fn three_drivers_share_a_postgres_study_and_recover_a_killed_ones_trial() {
     let mut drivers: Vec<_> = (0..3)
         .map(|_| {
             rnnsweep()
+                .current_dir(workdir.path())
                 .arg("run")
                 .arg(&spec)
                 .arg("--storage")
@@ -107,6 +109,12 @@ fn three_drivers_share_a_postgres_study_and_recover_a_killed_ones_trial() {
         count(&all, TrialState::Running) + count(&all, TrialState::Waiting),
         0
     );
+    // Trial folders of a database study go to results/, not to a folder named like the URL.
+    assert!(workdir
+        .path()
+        .join("results/shared/trial-0/trial.json")
+        .exists());
+    assert!(!workdir.path().join("postgresql:").exists());
 }
 
 #[test]
