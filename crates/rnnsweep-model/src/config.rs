@@ -80,11 +80,13 @@ impl Default for ModelConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LstmImpl {
-    /// The fastest implementation available on the device.
+    /// The fastest implementation available on the device: fused on the CPU, reference elsewhere.
     #[default]
     Auto,
     /// Built from candle ops: runs on any device; the oracle for faster kernels.
     Reference,
+    /// The fused CPU kernel (one op per layer, hand-written backward through time).
+    Fused,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

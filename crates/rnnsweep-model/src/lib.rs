@@ -4,6 +4,7 @@
 //! [`dataset`] (padding, stratified split, class weights, seeded batches). This crate knows
 //! nothing of studies, storage or scheduling.
 
+pub mod alloc;
 pub mod artifact;
 pub mod config;
 pub mod data;

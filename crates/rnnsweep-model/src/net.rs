@@ -7,11 +7,11 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::config::{Activation, ModelConfig};
+use crate::config::{Activation, LstmImpl, ModelConfig};
 use crate::dataset::mix;
 use crate::error::{ModelError, Result};
 use crate::init;
-use crate::lstm::{BiLstm, BiOutput, StepMask};
+use crate::lstm::{time_major_mask, BiLstm, BiOutput, StepMask};
 
 /// Keras BatchNormalization's epsilon.
 const BN_EPSILON: f64 = 1e-3;
@@ -48,46 +48,24 @@ impl BatchNorm {
         train: bool,
     ) -> Result<Vec<Tensor>> {
         let (mean, var) = if train {
-            // Padded entries are already zero, so a plain sum is the masked sum.
             let stacked = Tensor::stack(steps, 0)?; // [T, B, F]
-            let count = match masks {
-                Some(m) => m
-                    .iter()
-                    .map(|s| s.tensor.sum_all()?.to_scalar::<f32>())
-                    .sum::<candle_core::Result<f32>>()?,
-                None => (steps.len() * steps[0].dim(0)?) as f32,
-            }
-            .max(1.0) as f64;
-            let mean = (stacked.sum((0, 1))? / count)?;
-            let centered = stacked.broadcast_sub(&mean)?;
-            let centered = match masks {
+            let (mask, count) = match masks {
                 Some(m) => {
+                    let count = m
+                        .iter()
+                        .map(|s| s.tensor.sum_all()?.to_scalar::<f32>())
+                        .sum::<candle_core::Result<f32>>()?;
                     let mask =
                         Tensor::stack(&m.iter().map(|s| s.tensor.clone()).collect::<Vec<_>>(), 0)?;
-                    centered.broadcast_mul(&mask)?
+                    (Some(mask), f64::from(count))
                 }
-                None => centered,
+                None => (None, (steps.len() * steps[0].dim(0)?) as f64),
             };
-            let var = (centered.sqr()?.sum((0, 1))? / count)?;
-            let m = self.momentum;
-            self.moving_mean
-                .set(&((self.moving_mean.as_tensor() * m)? + (mean.detach() * (1.0 - m))?)?)?;
-            self.moving_variance
-                .set(&((self.moving_variance.as_tensor() * m)? + (var.detach() * (1.0 - m))?)?)?;
-            (mean, var)
+            self.batch_statistics(&stacked, mask.as_ref(), count)?
         } else {
-            (
-                self.moving_mean.as_tensor().clone(),
-                self.moving_variance.as_tensor().clone(),
-            )
+            self.moving_statistics()
         };
-        let scale = self
-            .gamma
-            .as_tensor()
-            .div(&(var + BN_EPSILON)?.sqrt()?)?
-            .unsqueeze(0)?;
-        let shift = self.beta.as_tensor().unsqueeze(0)?;
-        let mean = mean.unsqueeze(0)?;
+        let (mean, scale, shift) = self.affine(mean, var)?;
         steps
             .iter()
             .enumerate()
@@ -102,6 +80,76 @@ impl BatchNorm {
                 }
             })
             .collect()
+    }
+
+    /// [`BatchNorm::apply`] for a whole `[T, B, F]` sequence with its `[T, B, 1]` mask and
+    /// count of real entries (`None`: every entry is real).
+    pub fn apply_sequence(
+        &self,
+        x: &Tensor,
+        mask: Option<(&Tensor, usize)>,
+        train: bool,
+    ) -> Result<Tensor> {
+        let (mean, var) = if train {
+            let count = match mask {
+                Some((_, count)) => count,
+                None => x.dim(0)? * x.dim(1)?,
+            };
+            self.batch_statistics(x, mask.map(|m| m.0), count as f64)?
+        } else {
+            self.moving_statistics()
+        };
+        let (mean, scale, shift) = self.affine(mean, var)?;
+        let y = x
+            .broadcast_sub(&mean)?
+            .broadcast_mul(&scale)?
+            .broadcast_add(&shift)?;
+        match mask {
+            Some((m, count)) if count < m.elem_count() => Ok(y.broadcast_mul(m)?),
+            _ => Ok(y),
+        }
+    }
+
+    /// Mean and variance over the real entries of `[T, B, F]` (padded entries are zero, so a
+    /// plain sum is the masked sum), with the moving averages updated.
+    fn batch_statistics(
+        &self,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        count: f64,
+    ) -> Result<(Tensor, Tensor)> {
+        let count = count.max(1.0);
+        let mean = (x.sum((0, 1))? / count)?;
+        let centered = x.broadcast_sub(&mean)?;
+        let centered = match mask {
+            Some(mask) => centered.broadcast_mul(mask)?,
+            None => centered,
+        };
+        let var = (centered.sqr()?.sum((0, 1))? / count)?;
+        let m = self.momentum;
+        self.moving_mean
+            .set(&((self.moving_mean.as_tensor() * m)? + (mean.detach() * (1.0 - m))?)?)?;
+        self.moving_variance
+            .set(&((self.moving_variance.as_tensor() * m)? + (var.detach() * (1.0 - m))?)?)?;
+        Ok((mean, var))
+    }
+
+    fn moving_statistics(&self) -> (Tensor, Tensor) {
+        (
+            self.moving_mean.as_tensor().clone(),
+            self.moving_variance.as_tensor().clone(),
+        )
+    }
+
+    /// `(mean, gamma/√(var+ε), beta)`, each `[1, F]`, broadcastable over a step.
+    fn affine(&self, mean: Tensor, var: Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let scale = self
+            .gamma
+            .as_tensor()
+            .div(&(var + BN_EPSILON)?.sqrt()?)?
+            .unsqueeze(0)?;
+        let shift = self.beta.as_tensor().unsqueeze(0)?;
+        Ok((mean.unsqueeze(0)?, scale, shift))
     }
 }
 
@@ -173,12 +221,25 @@ pub struct Net {
     pub output: Dense,
     pub lstm_dropout: f64,
     pub dense_dropout: f64,
+    /// Whether the LSTM layers run the fused CPU kernel (see [`crate::lstm`]).
+    pub fused_lstm: bool,
     pub device: Device,
 }
 
 impl Net {
     /// A freshly initialised network; `vocab` is the embedding's input size.
     pub fn new(cfg: &ModelConfig, vocab: usize, device: &Device) -> Result<Self> {
+        let fused_lstm = match cfg.lstm_impl {
+            LstmImpl::Auto => device.is_cpu(),
+            LstmImpl::Reference => false,
+            LstmImpl::Fused if device.is_cpu() => true,
+            LstmImpl::Fused => {
+                return Err(ModelError::Config {
+                    at: "lstm_impl".into(),
+                    message: "`fused` is the CPU kernel; on a GPU use `auto` or `reference`".into(),
+                })
+            }
+        };
         let mut rng = ChaCha8Rng::seed_from_u64(mix(cfg.seed, 0, 0x1417));
         let embedding = Var::from_tensor(&init::uniform(
             &mut rng,
@@ -218,58 +279,23 @@ impl Net {
             output,
             lstm_dropout: cfg.lstm_dropout,
             dense_dropout: cfg.dense_dropout,
+            fused_lstm,
             device: device.clone(),
         })
     }
 
     /// Logits `[batch]`. `dropout_rng` is `Some` in training (dropout on, batch statistics).
     pub fn forward(&self, batch: &IdBatch, dropout_rng: Option<&mut ChaCha8Rng>) -> Result<Tensor> {
-        let train = dropout_rng.is_some();
         let mut rng = dropout_rng;
         // Columns that are padding in every row change nothing (masked steps keep the state),
         // so they are cut off: with post padding most batches are shorter than the longest row.
         let trimmed = trim_padding_columns(batch);
-        let (b, t) = (trimmed.batch, trimmed.time);
-        let ids = &trimmed.ids;
-        let masks = StepMask::from_ids(ids, b, t, DType::F32, &self.device)?;
-        let mut steps: Vec<Tensor> = (0..t)
-            .map(|s| {
-                let column: Vec<u32> = (0..b).map(|r| ids[r * t + s]).collect();
-                let ids = Tensor::from_vec(column, b, &self.device)?;
-                self.embedding.as_tensor().index_select(&ids, 0)
-            })
-            .collect::<candle_core::Result<_>>()?;
-        let mut features = None;
-        let layers = self.recurrent.len();
-        for (k, (lstm, bn)) in self.recurrent.iter().enumerate() {
-            let last = k + 1 == layers;
-            let input = steps[0].dim(1)?;
-            let dropout = match rng.as_deref_mut() {
-                Some(r) if self.lstm_dropout > 0.0 => Some((
-                    keep_mask(r, b, input, self.lstm_dropout, &self.device)?,
-                    keep_mask(r, b, input, self.lstm_dropout, &self.device)?,
-                )),
-                _ => None,
-            };
-            match lstm.run(&steps, &masks, !last, dropout.as_ref().map(|(f, w)| (f, w)))? {
-                BiOutput::Sequence(seq) => {
-                    steps = match bn {
-                        Some(bn) => bn.apply(&seq, Some(&masks), train)?,
-                        None => seq,
-                    };
-                }
-                BiOutput::Last(x) => {
-                    features = Some(match bn {
-                        Some(bn) => bn.apply(&[x], None, train)?.remove(0),
-                        None => x,
-                    });
-                }
-            }
-        }
-        let mut x = features.ok_or_else(|| ModelError::Config {
-            at: "lstm_units".into(),
-            message: "the network needs at least one LSTM layer".into(),
-        })?;
+        let b = trimmed.batch;
+        let mut x = if self.fused_lstm {
+            self.recurrent_fused(&trimmed, rng.as_deref_mut())?
+        } else {
+            self.recurrent_reference(&trimmed, rng.as_deref_mut())?
+        };
         for (k, d) in self.dense.iter().enumerate() {
             if k > 0 {
                 if let Some(r) = rng.as_deref_mut() {
@@ -282,6 +308,110 @@ impl Net {
             x = d.forward(&x)?;
         }
         Ok(self.output.forward(&x)?.squeeze(1)?)
+    }
+
+    /// The LSTM stack with the reference layer, on time-major lists of steps. Returns the
+    /// last layer's final states `[batch, 2U]`.
+    fn recurrent_reference(
+        &self,
+        trimmed: &Trimmed,
+        mut rng: Option<&mut ChaCha8Rng>,
+    ) -> Result<Tensor> {
+        let train = rng.is_some();
+        let (b, t) = (trimmed.batch, trimmed.time);
+        let ids = &trimmed.ids;
+        let masks = StepMask::from_ids(ids, b, t, DType::F32, &self.device)?;
+        let mut steps: Vec<Tensor> = (0..t)
+            .map(|s| {
+                let column: Vec<u32> = (0..b).map(|r| ids[r * t + s]).collect();
+                let ids = Tensor::from_vec(column, b, &self.device)?;
+                self.embedding.as_tensor().index_select(&ids, 0)
+            })
+            .collect::<candle_core::Result<_>>()?;
+        let layers = self.recurrent.len();
+        for (k, (lstm, bn)) in self.recurrent.iter().enumerate() {
+            let last = k + 1 == layers;
+            let dropout = self.lstm_dropout_masks(rng.as_deref_mut(), b, steps[0].dim(1)?)?;
+            match lstm.run(&steps, &masks, !last, dropout.as_ref().map(|(f, w)| (f, w)))? {
+                BiOutput::Sequence(seq) => {
+                    steps = match bn {
+                        Some(bn) => bn.apply(&seq, Some(&masks), train)?,
+                        None => seq,
+                    };
+                }
+                BiOutput::Last(x) => {
+                    return Ok(match bn {
+                        Some(bn) => bn.apply(&[x], None, train)?.remove(0),
+                        None => x,
+                    });
+                }
+            }
+        }
+        Err(no_lstm_layer())
+    }
+
+    /// The LSTM stack with the fused CPU kernel, on whole `[time, batch, features]` tensors.
+    /// Draws the same dropout masks in the same order as [`Net::recurrent_reference`].
+    fn recurrent_fused(
+        &self,
+        trimmed: &Trimmed,
+        mut rng: Option<&mut ChaCha8Rng>,
+    ) -> Result<Tensor> {
+        let train = rng.is_some();
+        let (b, t) = (trimmed.batch, trimmed.time);
+        let ids = &trimmed.ids;
+        let mask = time_major_mask(ids, b, t);
+        let real = mask.iter().filter(|&&m| m == 1).count();
+        let mask_tensor = Tensor::from_vec(
+            mask.iter().map(|&m| f32::from(m)).collect::<Vec<_>>(),
+            (t, b, 1),
+            &self.device,
+        )?;
+        let time_major_ids: Vec<u32> = (0..t)
+            .flat_map(|s| (0..b).map(move |r| ids[r * t + s]))
+            .collect();
+        let lookup = Tensor::from_vec(time_major_ids, t * b, &self.device)?;
+        let embedding = self.embedding.as_tensor();
+        let mut x = embedding
+            .index_select(&lookup, 0)?
+            .reshape((t, b, embedding.dim(1)?))?;
+        let layers = self.recurrent.len();
+        for (k, (lstm, bn)) in self.recurrent.iter().enumerate() {
+            let last = k + 1 == layers;
+            let dropout = self.lstm_dropout_masks(rng.as_deref_mut(), b, x.dim(2)?)?;
+            let dropout = dropout.as_ref().map(|(f, w)| (f, w));
+            let out = lstm.run_fused(&x, &mask, !last, dropout, train)?;
+            if last {
+                return match bn {
+                    Some(bn) => bn
+                        .apply_sequence(&out.unsqueeze(0)?, None, train)?
+                        .squeeze(0),
+                    None => Ok(out),
+                }
+                .map_err(Into::into);
+            }
+            x = match bn {
+                Some(bn) => bn.apply_sequence(&out, Some((&mask_tensor, real)), train)?,
+                None => out,
+            };
+        }
+        Err(no_lstm_layer())
+    }
+
+    /// Keras's LSTM input dropout: one keep mask per direction, the same for every step.
+    fn lstm_dropout_masks(
+        &self,
+        rng: Option<&mut ChaCha8Rng>,
+        batch: usize,
+        input: usize,
+    ) -> Result<Option<(Tensor, Tensor)>> {
+        match rng {
+            Some(r) if self.lstm_dropout > 0.0 => Ok(Some((
+                keep_mask(r, batch, input, self.lstm_dropout, &self.device)?,
+                keep_mask(r, batch, input, self.lstm_dropout, &self.device)?,
+            ))),
+            _ => Ok(None),
+        }
     }
 
     /// `Σ l2 · ‖W‖²` over the dense kernels, as Keras adds it to the loss.
@@ -367,6 +497,13 @@ struct Trimmed {
     ids: Vec<u32>,
     batch: usize,
     time: usize,
+}
+
+fn no_lstm_layer() -> ModelError {
+    ModelError::Config {
+        at: "lstm_units".into(),
+        message: "the network needs at least one LSTM layer".into(),
+    }
 }
 
 fn trim_padding_columns(batch: &IdBatch) -> Trimmed {

@@ -415,38 +415,76 @@ fn train_epoch(
             .map(|&r| data.class_weights[usize::from(data.train.labels[r])])
             .collect();
         let mut rng = ChaCha8Rng::seed_from_u64(mix(cfg.seed, epoch as u64 + 1, b as u64 + 1));
-        let logits = net.forward(
+        let step = train_batch(
+            net,
+            optimizer,
             &IdBatch {
                 ids: &ids,
                 batch: n,
                 time: data.train.ids.len,
             },
-            Some(&mut rng),
+            &labels,
+            &weights,
+            &mut rng,
         )?;
-        let y = Tensor::from_vec(labels.clone(), n, &net.device)?;
-        let w = Tensor::from_vec(weights, n, &net.device)?;
-        // Keras's sample-weighted "sum over batch size" reduction.
-        let data_loss = (bce_with_logits(&logits, &y)?.mul(&w)?.sum_all()? / n as f64)?;
-        let loss = data_loss.add(&net.l2_penalty()?)?;
-        let value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
-        if !value.is_finite() {
+        if !step.loss.is_finite() {
             return Err(ModelError::NonFinite {
                 epoch: epoch + 1,
                 batch: b + 1,
-                value,
+                value: step.loss,
             });
         }
-        optimizer.backward_step(&loss)?;
-        loss_sum += f64::from(value) * n as f64;
-        let logits: Vec<f32> = logits.to_dtype(DType::F32)?.to_vec1()?;
-        correct += logits
-            .iter()
-            .zip(&labels)
-            .filter(|(z, y)| (**z >= 0.0) == (**y > 0.5))
-            .count();
+        loss_sum += f64::from(step.loss) * n as f64;
+        correct += step.correct;
         seen += n;
     }
     Ok((loss_sum / seen as f64, correct as f64 / seen as f64))
+}
+
+/// What one optimizer step reports.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchStep {
+    /// The batch's loss (class-weighted cross-entropy plus L2), before the update.
+    pub loss: f32,
+    /// Rows classified right at threshold 0.5, before the update.
+    pub correct: usize,
+}
+
+/// One training step on one batch: forward with dropout from `rng`, Keras's sample-weighted
+/// loss, backward, optimizer update. A non-finite loss is reported, not applied.
+pub fn train_batch(
+    net: &Net,
+    optimizer: &mut KerasOptimizer,
+    batch: &IdBatch,
+    labels: &[f32],
+    weights: &[f32],
+    rng: &mut ChaCha8Rng,
+) -> Result<BatchStep> {
+    let n = batch.batch;
+    let logits = net.forward(batch, Some(rng))?;
+    let y = Tensor::from_vec(labels.to_vec(), n, &net.device)?;
+    let w = Tensor::from_vec(weights.to_vec(), n, &net.device)?;
+    // Keras's sample-weighted "sum over batch size" reduction.
+    let data_loss = (bce_with_logits(&logits, &y)?.mul(&w)?.sum_all()? / n as f64)?;
+    let loss = data_loss.add(&net.l2_penalty()?)?;
+    let value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+    if !value.is_finite() {
+        return Ok(BatchStep {
+            loss: value,
+            correct: 0,
+        });
+    }
+    optimizer.backward_step(&loss)?;
+    let logits: Vec<f32> = logits.to_dtype(DType::F32)?.to_vec1()?;
+    let correct = logits
+        .iter()
+        .zip(labels)
+        .filter(|(z, y)| (**z >= 0.0) == (**y > 0.5))
+        .count();
+    Ok(BatchStep {
+        loss: value,
+        correct,
+    })
 }
 
 /// Logits in inference mode, `batch_size` rows at a time.

@@ -222,3 +222,69 @@ fn a_saved_model_predicts_what_the_trained_one_did() {
     assert_eq!(before, after);
     assert_eq!(before.len(), 400);
 }
+
+#[test]
+fn fused_and_reference_lstm_give_the_same_loss_curve_and_share_weights() {
+    use rnnsweep_model::config::LstmImpl;
+    use rnnsweep_model::net::Net;
+    use rnnsweep_model::train::predict_logits;
+
+    let table = sample(4000);
+    let config = |lstm_impl| ModelConfig {
+        lstm_impl,
+        // Input dropout, batch normalisation and padding all take part.
+        lstm_dropout: 0.3,
+        batch_norm: true,
+        ..small(3)
+    };
+    let mut curves = Vec::new();
+    let mut nets = Vec::new();
+    for lstm_impl in [LstmImpl::Reference, LstmImpl::Fused] {
+        let cfg = config(lstm_impl);
+        let data = prepare(&table, &cfg).unwrap();
+        let out = fit(&cfg, &data, &Device::Cpu, &FitOptions::default(), |_| {
+            Control::Continue
+        })
+        .unwrap();
+        assert_eq!(out.net.fused_lstm, lstm_impl == LstmImpl::Fused);
+        curves.push(out.history);
+        nets.push((out.net, data));
+    }
+    let (reference, fused) = (&curves[0], &curves[1]);
+    assert_eq!(reference.len(), fused.len());
+    for (r, f) in reference.iter().zip(fused) {
+        for (what, a, b) in [
+            ("train loss", r.train_loss, f.train_loss),
+            ("val loss", r.val_loss, f.val_loss),
+        ] {
+            // Float rounding differs (the fused kernel sums in another order) and training
+            // amplifies it, about tenfold an epoch here (1e-7, 1e-6, 1e-5 relative); a wrong
+            // gradient would move the curve by far more.
+            assert!(
+                (a - b).abs() <= 5e-4 * a.abs(),
+                "epoch {}: {what} {a} (reference) vs {b} (fused)",
+                r.epoch
+            );
+        }
+    }
+
+    // Same weight layout: the fused model's weights, loaded into a reference network, predict
+    // the same logits.
+    let (fused_net, data) = &nets[1];
+    let vocab = fused_net.embedding.as_tensor().dims()[0];
+    let as_reference = Net::new(&config(LstmImpl::Reference), vocab, &Device::Cpu).unwrap();
+    as_reference
+        .load_state(&fused_net.state().unwrap(), "fused")
+        .unwrap();
+    let a = predict_logits(fused_net, &data.validation.ids, 128).unwrap();
+    let b = predict_logits(&as_reference, &data.validation.ids, 128).unwrap();
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{x} vs {y}");
+    }
+}
+
+#[test]
+fn the_fused_kernel_is_the_default_on_the_cpu() {
+    let net = rnnsweep_model::net::Net::new(&small(1), 100, &Device::Cpu).unwrap();
+    assert!(net.fused_lstm);
+}

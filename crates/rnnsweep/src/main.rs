@@ -11,6 +11,7 @@ mod worker_cmd;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    rnnsweep_model::alloc::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RNNSWEEP_LOG")

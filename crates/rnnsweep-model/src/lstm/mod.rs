@@ -12,6 +12,13 @@
 //!
 //! Weight layout is Keras's: `kernel [in, 4U]`, `recurrent_kernel [U, 4U]`, `bias [4U]`, gate
 //! order input, forget, cell, output.
+//!
+//! Two implementations share that layout, so a model trained with one loads into the other:
+//! the reference layer below, built from candle ops (any device; the oracle), and the fused CPU
+//! kernel in [`fused`], which takes a whole `[time, batch, features]` sequence at once.
+
+mod fused;
+pub mod gates;
 
 use candle_core::{DType, Device, Tensor, Var};
 use rand_chacha::ChaCha8Rng;
@@ -51,6 +58,14 @@ impl StepMask {
             })
             .collect()
     }
+}
+
+/// The time-major `[time, batch]` mask of a row-major `[batch, time]` id matrix: 1 for a real
+/// token, 0 for padding.
+pub fn time_major_mask(ids: &[u32], batch: usize, time: usize) -> Vec<u8> {
+    (0..time)
+        .flat_map(|t| (0..batch).map(move |r| u8::from(ids[r * time + t] != 0)))
+        .collect()
 }
 
 /// The weights of one direction.
@@ -192,6 +207,57 @@ impl BiLstm {
         } else {
             Ok(BiOutput::Last(Tensor::cat(&[&fwd_last, &bwd_last], 1)?))
         }
+    }
+
+    /// The fused CPU kernel over a whole `[time, batch, in]` f32 sequence with its
+    /// [`time_major_mask`]. Returns `[time, batch, 2U]` or, without `return_sequences`, the final
+    /// states `[batch, 2U]`, exactly as [`BiLstm::run`] would. `keep_trace` must be true when a
+    /// backward pass will follow.
+    pub fn run_fused(
+        &self,
+        x: &Tensor,
+        mask: &[u8],
+        return_sequences: bool,
+        dropout: Option<(&Tensor, &Tensor)>,
+        keep_trace: bool,
+    ) -> Result<Tensor> {
+        let (time, batch, input) = x.dims3()?;
+        let units = self.forward.units;
+        // The input projection of all steps at once: one large multiply per direction, run by
+        // candle on every thread and differentiated without per-step slices.
+        let project = |w: &LstmWeights, keep: Option<&Tensor>| -> Result<Tensor> {
+            let x = match keep {
+                Some(keep) => x.broadcast_mul(&keep.unsqueeze(0)?)?,
+                None => x.clone(),
+            };
+            Ok(x.reshape((time * batch, input))?
+                .matmul(w.kernel.as_tensor())?
+                .reshape((time, batch, 4 * units))?)
+        };
+        let z_forward = project(&self.forward, dropout.map(|d| d.0))?;
+        let z_backward = project(&self.backward, dropout.map(|d| d.1))?;
+        let with_bias_row = |w: &LstmWeights| {
+            Tensor::cat(
+                &[w.recurrent.as_tensor(), &w.bias.as_tensor().unsqueeze(0)?],
+                0,
+            )
+        };
+        let recurrent = Tensor::stack(
+            &[
+                with_bias_row(&self.forward)?,
+                with_bias_row(&self.backward)?,
+            ],
+            0,
+        )?;
+        let op = fused::FusedBiLstm::new(
+            mask.to_vec(),
+            time,
+            batch,
+            units,
+            return_sequences,
+            keep_trace,
+        );
+        Ok(z_forward.apply_op3(&z_backward, &recurrent, op)?)
     }
 }
 

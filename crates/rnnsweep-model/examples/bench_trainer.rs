@@ -1,0 +1,156 @@
+//! Times rnnsweep's training step on the benchmark model of `scripts/bench-trainer.sh`:
+//! Embedding(5000, 88) → BiLSTM(U) → BiLSTM(U) → Dense(128, relu) → Dense(1), Adam, on
+//! synthetic ids with no padding (as PyTorch's `nn.LSTM` without packing sees them).
+//!
+//! `bench_trainer --units U [--impl fused|reference] [--rows N] [--time T] [--batch B]
+//! [--warmup K] [--epochs E]` prints one JSON line; `bench_trainer --peak` prints the f32 matrix
+//! multiply rate (2048³, candle's `gemm`) that "% of peak" is measured against. Threads come
+//! from `RAYON_NUM_THREADS`.
+
+use std::time::Instant;
+
+use candle_core::Device;
+use candle_nn::Optimizer;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rnnsweep_model::config::{Activation, DenseConfig, LstmImpl, ModelConfig};
+use rnnsweep_model::net::{IdBatch, Net};
+use rnnsweep_model::optim::KerasOptimizer;
+use rnnsweep_model::train::train_batch;
+
+const VOCAB: usize = 5000;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // As the rnnsweep binary does: the trainer is timed as users run it.
+    rnnsweep_model::alloc::keep_freed_memory();
+    let mut units = 128;
+    let mut lstm_impl = LstmImpl::Fused;
+    let (mut rows, mut time, mut batch, mut warmup, mut epochs) = (31_962, 37, 256, 3, 1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("--peak") {
+        return matmul_peak();
+    }
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or(format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--units" => units = value.parse()?,
+            "--rows" => rows = value.parse()?,
+            "--time" => time = value.parse()?,
+            "--batch" => batch = value.parse()?,
+            "--warmup" => warmup = value.parse()?,
+            "--epochs" => epochs = value.parse()?,
+            "--impl" => {
+                lstm_impl = match value.as_str() {
+                    "fused" => LstmImpl::Fused,
+                    "reference" => LstmImpl::Reference,
+                    other => return Err(format!("--impl {other}: use fused or reference").into()),
+                }
+            }
+            other => return Err(format!("unknown flag {other}").into()),
+        }
+    }
+    let cfg = ModelConfig {
+        embedding_dim: 88,
+        lstm_units: vec![units, units],
+        lstm_dropout: 0.0,
+        batch_norm: false,
+        dense: vec![DenseConfig {
+            units: 128,
+            activation: Activation::Relu,
+            l2: 0.0,
+        }],
+        dense_dropout: 0.0,
+        batch_size: batch,
+        lstm_impl,
+        ..ModelConfig::default()
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let ids: Vec<u32> = (0..rows * time)
+        .map(|_| rng.random_range(1..VOCAB as u32))
+        .collect();
+    let labels: Vec<f32> = (0..rows)
+        .map(|_| f32::from(u8::from(rng.random_bool(0.07))))
+        .collect();
+    let positives = labels.iter().filter(|&&y| y > 0.5).count().max(1) as f32;
+    let negatives = (rows as f32 - positives).max(1.0);
+    let class_weights = [
+        rows as f32 / (2.0 * negatives),
+        rows as f32 / (2.0 * positives),
+    ];
+    let weights: Vec<f32> = labels
+        .iter()
+        .map(|&y| class_weights[usize::from(y > 0.5)])
+        .collect();
+
+    let net = Net::new(&cfg, VOCAB, &Device::Cpu)?;
+    let vars = net.trainable().into_iter().map(|(_, v)| v).collect();
+    let mut optimizer = KerasOptimizer::new(vars, cfg.optimizer.clone())?;
+    let batches: Vec<(usize, usize)> = (0..rows)
+        .step_by(batch)
+        .map(|start| (start, batch.min(rows - start)))
+        .collect();
+    let mut step = |(start, n): (usize, usize), rng: &mut ChaCha8Rng| {
+        let batch_ids = &ids[start * time..(start + n) * time];
+        let id_batch = IdBatch {
+            ids: batch_ids,
+            batch: n,
+            time,
+        };
+        train_batch(
+            &net,
+            &mut optimizer,
+            &id_batch,
+            &labels[start..start + n],
+            &weights[start..start + n],
+            rng,
+        )
+    };
+    for &b in batches.iter().cycle().take(warmup) {
+        step(b, &mut rng)?;
+    }
+    let mut per_batch = Vec::new();
+    let mut loss = 0.0;
+    let started = Instant::now();
+    for _ in 0..epochs {
+        for &b in &batches {
+            let t = Instant::now();
+            loss = step(b, &mut rng)?.loss;
+            per_batch.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let samples = rows * epochs;
+    per_batch.sort_by(f64::total_cmp);
+    println!(
+        "{{\"trainer\": \"rnnsweep-{}\", \"units\": {units}, \"threads\": {}, \"batches\": {}, \
+         \"seconds\": {seconds:.3}, \"samples_per_s\": {:.1}, \"ms_per_batch_median\": {:.2}, \
+         \"ms_per_batch_min\": {:.2}, \"last_loss\": {loss:.5}}}",
+        if net.fused_lstm { "fused" } else { "reference" },
+        candle_core::utils::get_num_threads(),
+        per_batch.len(),
+        samples as f64 / seconds,
+        per_batch[per_batch.len() / 2],
+        per_batch[0],
+    );
+    Ok(())
+}
+
+/// The best of several 2048³ multiplies, in GFLOP/s.
+fn matmul_peak() -> Result<(), Box<dyn std::error::Error>> {
+    let n = 2048;
+    let values: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32 * 0.1 - 0.3).collect();
+    let a = candle_core::Tensor::from_vec(values, (n, n), &Device::Cpu)?;
+    let b = a.t()?.contiguous()?;
+    let mut best = f64::INFINITY;
+    for _ in 0..6 {
+        let t = Instant::now();
+        a.matmul(&b)?;
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    println!(
+        "{{\"peak_gflops\": {:.1}, \"threads\": {}}}",
+        2.0 * (n as f64).powi(3) / best / 1e9,
+        candle_core::utils::get_num_threads()
+    );
+    Ok(())
+}

@@ -1,0 +1,707 @@
+//! The fused CPU bidirectional LSTM: one candle custom op for a whole layer, both directions.
+//!
+//! The input projection of every step (`x·W`) is not done here: the caller does it as one
+//! large matrix multiply per direction before the op (see [`super::BiLstm::run_fused`]), which
+//! candle runs on all threads and differentiates without slicing. The op takes those
+//! projections, adds the bias, and runs the recurrence: per step one `h·R` multiply (the `gemm`
+//! crate, single-threaded) and one fused gate pass ([`super::gates`]). The two directions are
+//! independent, so they run on two rayon tasks: on a 2-thread pool each gets a core, which the
+//! small per-step multiplies could not use well (two threads inside one were no faster).
+//!
+//! Backward through time is written out by hand. The activations the forward pass computed are
+//! kept inside the op (candle hands `bwd` only the inputs and the output), and the recurrent
+//! weight gradient is one multiply over all steps at the end, `Σₜ hₜ₋₁ᵀ·dzₜ`, instead of one per
+//! step. Every buffer is allocated once per call, none per step.
+//!
+//! Masking is the reference layer's: on a padded step a row keeps its state, emits zeros and
+//! passes its gradients through untouched.
+
+use std::sync::Mutex;
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Storage, Tensor};
+use gemm::Parallelism;
+
+use super::gates::{self, BackwardStep, ForwardStep};
+
+/// The fused op for one call. Inputs: `z_forward`, `z_backward` (`[T, B, 4U]`, the input
+/// projections without bias) and `recurrent` (`[2, U + 1, 4U]`: per direction the recurrent
+/// kernel with the bias as its last row). Output: `[T, B, 2U]` (every step, forward then
+/// backward units) or `[B, 2U]` (the final states).
+pub(crate) struct FusedBiLstm {
+    /// `[T, B]`, 1 for a real token.
+    mask: Vec<u8>,
+    time: usize,
+    batch: usize,
+    units: usize,
+    return_sequences: bool,
+    /// False in inference: nothing is kept for a backward pass.
+    keep_trace: bool,
+    trace: Mutex<Option<[Trace; 2]>>,
+}
+
+/// What the backward pass of one direction needs from its forward pass.
+struct Trace {
+    /// `[T, B, 4U]` gate activations i, f, g, o.
+    gates: Vec<f32>,
+    /// `[T, B, U]` each: the state before each step and `tanh` of the cell after it.
+    h_prev: Vec<f32>,
+    c_prev: Vec<f32>,
+    tanh_c: Vec<f32>,
+}
+
+struct Dims {
+    time: usize,
+    batch: usize,
+    units: usize,
+}
+
+impl Dims {
+    fn order(&self, reverse: bool) -> Box<dyn Iterator<Item = usize>> {
+        if reverse {
+            Box::new((0..self.time).rev())
+        } else {
+            Box::new(0..self.time)
+        }
+    }
+}
+
+impl FusedBiLstm {
+    pub(crate) fn new(
+        mask: Vec<u8>,
+        time: usize,
+        batch: usize,
+        units: usize,
+        return_sequences: bool,
+        keep_trace: bool,
+    ) -> Self {
+        Self {
+            mask,
+            time,
+            batch,
+            units,
+            return_sequences,
+            keep_trace,
+            trace: Mutex::new(None),
+        }
+    }
+
+    fn dims(&self) -> Dims {
+        Dims {
+            time: self.time,
+            batch: self.batch,
+            units: self.units,
+        }
+    }
+
+    fn check(&self, what: &str, layout: &Layout, expected: &[usize]) -> candle_core::Result<()> {
+        if layout.dims() != expected {
+            candle_core::bail!(
+                "fused LSTM: {what} has shape {:?}, expected {expected:?}",
+                layout.dims()
+            );
+        }
+        Ok(())
+    }
+}
+
+fn contiguous<'a>(
+    what: &str,
+    storage: &'a CpuStorage,
+    layout: &Layout,
+) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("fused LSTM: {what} must be f32, got {:?}", storage.dtype());
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("fused LSTM: {what} must be contiguous"),
+    }
+}
+
+/// Runs `f` on a CPU f32 tensor's data, copying only if it is not contiguous.
+fn with_data<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(cpu) => Ok(f(contiguous("tensor", cpu, layout)?)),
+        _ => candle_core::bail!("fused LSTM: the fused kernel runs on the CPU only"),
+    }
+}
+
+/// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]`, each given by its row and column strides.
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    (dst_rs, dst_cs): (usize, usize),
+    accumulate: bool,
+    lhs: &[f32],
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: &[f32],
+    (rhs_rs, rhs_cs): (usize, usize),
+) {
+    let last = |rs: usize, cs: usize, rows: usize, cols: usize| {
+        if rows == 0 || cols == 0 {
+            0
+        } else {
+            (rows - 1) * rs + (cols - 1) * cs + 1
+        }
+    };
+    assert!(
+        dst.len() >= last(dst_rs, dst_cs, m, n),
+        "gemm: dst too short"
+    );
+    assert!(
+        lhs.len() >= last(lhs_rs, lhs_cs, m, k),
+        "gemm: lhs too short"
+    );
+    assert!(
+        rhs.len() >= last(rhs_rs, rhs_cs, k, n),
+        "gemm: rhs too short"
+    );
+    // SAFETY: the asserts above keep every access of the three strided matrices in bounds,
+    // and `dst` is borrowed mutably, so it aliases neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            dst_cs as isize,
+            dst_rs as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        );
+    }
+}
+
+/// The forward pass of one direction. Returns the trace, the per-step outputs `[T, B, U]`
+/// (empty unless `sequences`) and the final hidden state `[B, U]`.
+fn forward_direction(
+    dims: &Dims,
+    mask: &[u8],
+    projection: &[f32],
+    recurrent: &[f32],
+    reverse: bool,
+    sequences: bool,
+) -> (Trace, Vec<f32>, Vec<f32>) {
+    let Dims { time, batch, units } = *dims;
+    let (gate_width, step_gates, step_state) = (4 * units, batch * 4 * units, batch * units);
+    let (kernel, bias) = recurrent.split_at(units * gate_width);
+    let mut gates: Vec<f32> = Vec::with_capacity(projection.len());
+    for row in projection.chunks_exact(gate_width) {
+        gates.extend(row.iter().zip(bias).map(|(z, b)| z + b));
+    }
+    let mut trace_h = vec![0.0; time * step_state];
+    let mut c_prev = vec![0.0; time * step_state];
+    let mut tanh_c = vec![0.0; time * step_state];
+    let mut out = vec![
+        0.0;
+        if sequences {
+            time * step_state
+        } else {
+            step_state
+        }
+    ];
+    let mut h = vec![0.0; step_state];
+    let mut c = vec![0.0; step_state];
+    for t in dims.order(reverse) {
+        let step_mask = &mask[t * batch..(t + 1) * batch];
+        let state = t * step_state..(t + 1) * step_state;
+        trace_h[state.clone()].copy_from_slice(&h);
+        if step_mask.iter().all(|&m| m == 0) {
+            continue;
+        }
+        let z = &mut gates[t * step_gates..(t + 1) * step_gates];
+        matmul(
+            (batch, gate_width, units),
+            z,
+            (gate_width, 1),
+            true,
+            &trace_h[state.clone()],
+            (units, 1),
+            kernel,
+            (gate_width, 1),
+        );
+        let out_step = if sequences {
+            &mut out[state.clone()]
+        } else {
+            // Only the final state is wanted; the scratch output row is overwritten each step.
+            &mut out[..]
+        };
+        gates::forward_step(ForwardStep {
+            gates: z,
+            c: &mut c,
+            h: &mut h,
+            c_prev: &mut c_prev[state.clone()],
+            tanh_c: &mut tanh_c[state],
+            out: out_step,
+            mask: step_mask,
+            units,
+        });
+    }
+    let trace = Trace {
+        gates,
+        h_prev: trace_h,
+        c_prev,
+        tanh_c,
+    };
+    (trace, if sequences { out } else { Vec::new() }, h)
+}
+
+/// The gradient of the op's output, as one direction reads it.
+struct OutputGradient<'a> {
+    /// `[T, B, 2U]` with `sequences`, else `[B, 2U]`.
+    data: &'a [f32],
+    sequences: bool,
+    /// Where this direction's `U` columns start in each row of `2U`.
+    offset: usize,
+}
+
+/// The backward pass of one direction. Returns the gradients of the projection `[T, B, 4U]`
+/// and of the recurrent kernel with its bias row `[U + 1, 4U]`.
+fn backward_direction(
+    dims: &Dims,
+    mask: &[u8],
+    trace: &Trace,
+    recurrent: &[f32],
+    reverse: bool,
+    d_output: OutputGradient,
+) -> (Vec<f32>, Vec<f32>) {
+    let OutputGradient {
+        data: d_output,
+        sequences,
+        offset,
+    } = d_output;
+    let Dims { time, batch, units } = *dims;
+    let (gate_width, step_gates, step_state) = (4 * units, batch * 4 * units, batch * units);
+    let kernel = &recurrent[..units * gate_width];
+    let mut dz = vec![0.0; time * step_gates];
+    let mut dh = vec![0.0; step_state];
+    let mut dc = vec![0.0; step_state];
+    let mut dh_before = vec![0.0; step_state];
+    if !sequences {
+        for (row, dh_row) in dh.chunks_exact_mut(units).enumerate() {
+            let start = row * 2 * units + offset;
+            dh_row.copy_from_slice(&d_output[start..start + units]);
+        }
+    }
+    for t in dims.order(!reverse) {
+        let step_mask = &mask[t * batch..(t + 1) * batch];
+        if step_mask.iter().all(|&m| m == 0) {
+            continue;
+        }
+        let state = t * step_state..(t + 1) * step_state;
+        let dz_step = &mut dz[t * step_gates..(t + 1) * step_gates];
+        let d_out = sequences.then(|| (&d_output[t * batch * 2 * units..], 2 * units, offset));
+        gates::backward_step(BackwardStep {
+            gates: &trace.gates[t * step_gates..(t + 1) * step_gates],
+            c_prev: &trace.c_prev[state.clone()],
+            tanh_c: &trace.tanh_c[state],
+            dh: &dh,
+            dc: &mut dc,
+            d_out,
+            dz: dz_step,
+            mask: step_mask,
+            units,
+        });
+        // dh before the step = dz·Rᵀ on real rows; padded rows pass theirs through.
+        let all_real = step_mask.iter().all(|&m| m == 1);
+        let target = if all_real { &mut dh } else { &mut dh_before };
+        matmul(
+            (batch, units, gate_width),
+            target,
+            (units, 1),
+            false,
+            dz_step,
+            (gate_width, 1),
+            kernel,
+            (1, gate_width),
+        );
+        if !all_real {
+            for (row, &real) in step_mask.iter().enumerate() {
+                if real == 1 {
+                    let r = row * units..(row + 1) * units;
+                    dh[r.clone()].copy_from_slice(&dh_before[r]);
+                }
+            }
+        }
+    }
+    let mut d_recurrent = vec![0.0; (units + 1) * gate_width];
+    let (d_kernel, d_bias) = d_recurrent.split_at_mut(units * gate_width);
+    matmul(
+        (units, gate_width, time * batch),
+        d_kernel,
+        (gate_width, 1),
+        false,
+        &trace.h_prev,
+        (1, units),
+        &dz,
+        (gate_width, 1),
+    );
+    for row in dz.chunks_exact(gate_width) {
+        for (db, d) in d_bias.iter_mut().zip(row) {
+            *db += d;
+        }
+    }
+    (dz, d_recurrent)
+}
+
+impl CustomOp3 for FusedBiLstm {
+    fn name(&self) -> &'static str {
+        "fused-bilstm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let dims = self.dims();
+        let Dims { time, batch, units } = dims;
+        self.check("the forward projection", l1, &[time, batch, 4 * units])?;
+        self.check("the backward projection", l2, &[time, batch, 4 * units])?;
+        self.check("the recurrent kernels", l3, &[2, units + 1, 4 * units])?;
+        let z_forward = contiguous("the forward projection", s1, l1)?;
+        let z_backward = contiguous("the backward projection", s2, l2)?;
+        let recurrent = contiguous("the recurrent kernels", s3, l3)?;
+        let (r_forward, r_backward) = recurrent.split_at(recurrent.len() / 2);
+        let seq = self.return_sequences;
+        let mask = &self.mask;
+        let ((trace_f, out_f, last_f), (trace_b, out_b, last_b)) = rayon::join(
+            || forward_direction(&dims, mask, z_forward, r_forward, false, seq),
+            || forward_direction(&dims, mask, z_backward, r_backward, true, seq),
+        );
+        let (forward_half, backward_half, shape): (_, _, Shape) = if seq {
+            (out_f, out_b, (time, batch, 2 * units).into())
+        } else {
+            (last_f, last_b, (batch, 2 * units).into())
+        };
+        let mut merged = Vec::with_capacity(forward_half.len() * 2);
+        for (f, b) in forward_half
+            .chunks_exact(units)
+            .zip(backward_half.chunks_exact(units))
+        {
+            merged.extend_from_slice(f);
+            merged.extend_from_slice(b);
+        }
+        if self.keep_trace {
+            let mut slot = self
+                .trace
+                .lock()
+                .map_err(|_| candle_core::Error::Msg("fused LSTM: trace lock poisoned".into()))?;
+            *slot = Some([trace_f, trace_b]);
+        }
+        Ok((CpuStorage::F32(merged), shape))
+    }
+
+    fn bwd(
+        &self,
+        _z_forward: &Tensor,
+        _z_backward: &Tensor,
+        recurrent: &Tensor,
+        _output: &Tensor,
+        d_output: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let [trace_f, trace_b] = self
+            .trace
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("fused LSTM: trace lock poisoned".into()))?
+            .take()
+            .ok_or_else(|| {
+                candle_core::Error::Msg(
+                    "fused LSTM: no forward trace (run in inference mode, or backward twice)"
+                        .into(),
+                )
+            })?;
+        let dims = self.dims();
+        let Dims { time, batch, units } = dims;
+        let d_output = d_output.to_dtype(DType::F32)?;
+        let seq = self.return_sequences;
+        let mask = &self.mask;
+        let ((dz_f, dr_f), (dz_b, dr_b)) = with_data(recurrent, |r| {
+            let (r_forward, r_backward) = r.split_at(r.len() / 2);
+            with_data(&d_output, |d| {
+                let gradient = |offset| OutputGradient {
+                    data: d,
+                    sequences: seq,
+                    offset,
+                };
+                rayon::join(
+                    || backward_direction(&dims, mask, &trace_f, r_forward, false, gradient(0)),
+                    || backward_direction(&dims, mask, &trace_b, r_backward, true, gradient(units)),
+                )
+            })
+        })??;
+        let device = recurrent.device();
+        let projection_shape = (time, batch, 4 * units);
+        let d_recurrent =
+            Tensor::from_vec([dr_f, dr_b].concat(), (2, units + 1, 4 * units), device)?;
+        Ok((
+            Some(Tensor::from_vec(dz_f, projection_shape, device)?),
+            Some(Tensor::from_vec(dz_b, projection_shape, device)?),
+            Some(d_recurrent),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device, Tensor, Var};
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::super::{time_major_mask, BiLstm, BiOutput, LstmWeights, StepMask};
+
+    #[derive(Clone, Copy, Debug)]
+    enum Padding {
+        None,
+        Post,
+        Pre,
+        /// Padding anywhere, including rows that are all padding.
+        Holes,
+    }
+
+    #[derive(Debug)]
+    struct Case {
+        time: usize,
+        batch: usize,
+        input: usize,
+        units: usize,
+        padding: Padding,
+        sequences: bool,
+        dropout: bool,
+    }
+
+    fn ids(case: &Case, rng: &mut ChaCha8Rng) -> Vec<u32> {
+        let (b, t) = (case.batch, case.time);
+        let mut ids = vec![0u32; b * t];
+        for r in 0..b {
+            // Row 0 is always full length, so no column is padding in every row.
+            let len = if r == 0 { t } else { rng.random_range(0..=t) };
+            for s in 0..t {
+                let real = match case.padding {
+                    Padding::None => true,
+                    Padding::Post => s < len,
+                    Padding::Pre => s >= t - len,
+                    Padding::Holes => r == 0 || rng.random_bool(0.6),
+                };
+                if real {
+                    ids[r * t + s] = rng.random_range(1..100);
+                }
+            }
+        }
+        ids
+    }
+
+    fn uniform(rng: &mut ChaCha8Rng, n: usize, scale: f64) -> Vec<f64> {
+        (0..n).map(|_| rng.random_range(-scale..scale)).collect()
+    }
+
+    fn var(values: &[f64], shape: &[usize], dtype: DType) -> Var {
+        let t = Tensor::from_vec(values.to_vec(), shape, &Device::Cpu).unwrap();
+        Var::from_tensor(&t.to_dtype(dtype).unwrap()).unwrap()
+    }
+
+    fn weights(rng: &mut ChaCha8Rng, input: usize, units: usize) -> [Vec<f64>; 3] {
+        let w = LstmWeights::new(rng, input, units, &Device::Cpu).unwrap();
+        let flat = |v: &Var| -> Vec<f64> {
+            v.as_tensor()
+                .to_dtype(DType::F64)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        // A non-trivial bias, so its gradient is tested away from the initial values.
+        let bias = uniform(rng, 4 * units, 0.5);
+        [flat(&w.kernel), flat(&w.recurrent), bias]
+    }
+
+    fn layer(w: &[[Vec<f64>; 3]; 2], input: usize, units: usize, dtype: DType) -> BiLstm {
+        let direction = |w: &[Vec<f64>; 3]| LstmWeights {
+            kernel: var(&w[0], &[input, 4 * units], dtype),
+            recurrent: var(&w[1], &[units, 4 * units], dtype),
+            bias: var(&w[2], &[4 * units], dtype),
+            units,
+        };
+        BiLstm {
+            forward: direction(&w[0]),
+            backward: direction(&w[1]),
+        }
+    }
+
+    fn flat(t: &Tensor) -> Vec<f64> {
+        t.to_dtype(DType::F64)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    }
+
+    /// max |got − expected| / max |expected|.
+    fn relative_error(got: &[f64], expected: &[f64]) -> f64 {
+        assert_eq!(got.len(), expected.len());
+        let scale = expected.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-12);
+        got.iter()
+            .zip(expected)
+            .fold(0f64, |m, (g, e)| m.max((g - e).abs()))
+            / scale
+    }
+
+    fn check(case: &Case, seed: u64) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let (t, b, i, u) = (case.time, case.batch, case.input, case.units);
+        let ids = ids(case, &mut rng);
+        let x = uniform(&mut rng, t * b * i, 1.0);
+        let w = [weights(&mut rng, i, u), weights(&mut rng, i, u)];
+        let keep: Option<[Vec<f64>; 2]> = case.dropout.then(|| {
+            let mut mask = || -> Vec<f64> {
+                (0..b * i)
+                    .map(|_| if rng.random_bool(0.3) { 0.0 } else { 1.0 / 0.7 })
+                    .collect()
+            };
+            [mask(), mask()]
+        });
+        let out_len = if case.sequences {
+            t * b * 2 * u
+        } else {
+            b * 2 * u
+        };
+        let coefficients = uniform(&mut rng, out_len, 1.0);
+
+        // The reference layer in f64: the oracle.
+        let reference = layer(&w, i, u, DType::F64);
+        let x64 = var(&x, &[t, b, i], DType::F64);
+        let steps: Vec<Tensor> = (0..t).map(|s| x64.as_tensor().get(s).unwrap()).collect();
+        let masks = StepMask::from_ids(&ids, b, t, DType::F64, &Device::Cpu).unwrap();
+        let keep64 = keep.as_ref().map(|k| {
+            k.clone()
+                .map(|m| Tensor::from_vec(m, (b, i), &Device::Cpu).unwrap())
+        });
+        let expected = match reference
+            .run(
+                &steps,
+                &masks,
+                case.sequences,
+                keep64.as_ref().map(|[f, w]| (f, w)),
+            )
+            .unwrap()
+        {
+            BiOutput::Sequence(s) => Tensor::stack(&s, 0).unwrap(),
+            BiOutput::Last(l) => l,
+        };
+
+        // The fused kernel in f32.
+        let fused = layer(&w, i, u, DType::F32);
+        let x32 = var(&x, &[t, b, i], DType::F32);
+        let keep32 = keep.as_ref().map(|k| {
+            k.clone().map(|m| {
+                Tensor::from_vec(m, (b, i), &Device::Cpu)
+                    .unwrap()
+                    .to_dtype(DType::F32)
+                    .unwrap()
+            })
+        });
+        let got = fused
+            .run_fused(
+                x32.as_tensor(),
+                &time_major_mask(&ids, b, t),
+                case.sequences,
+                keep32.as_ref().map(|[f, w]| (f, w)),
+                true,
+            )
+            .unwrap();
+        assert_eq!(got.dims(), expected.dims(), "{case:?}");
+        let err = relative_error(&flat(&got), &flat(&expected));
+        assert!(err < 1e-5, "{case:?}: outputs differ by {err:e}");
+
+        let loss = |out: &Tensor, dtype| {
+            let c = Tensor::from_vec(coefficients.clone(), out.shape(), &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            out.mul(&c).unwrap().sum_all().unwrap()
+        };
+        let g64 = loss(&expected, DType::F64).backward().unwrap();
+        let g32 = loss(&got, DType::F32).backward().unwrap();
+        let mut pairs = vec![("input".to_string(), x64.clone(), x32.clone())];
+        for (dir, r, f) in [
+            ("forward", &reference.forward, &fused.forward),
+            ("backward", &reference.backward, &fused.backward),
+        ] {
+            for ((name, rv), (_, fv)) in r.vars().into_iter().zip(f.vars()) {
+                pairs.push((format!("{dir}.{name}"), rv.clone(), fv.clone()));
+            }
+        }
+        for (name, r, f) in pairs {
+            let expected = flat(g64.get(r.as_tensor()).unwrap());
+            let got = flat(g32.get(f.as_tensor()).unwrap());
+            let err = relative_error(&got, &expected);
+            assert!(
+                err < 1e-4,
+                "{case:?}: gradient of {name} differs by {err:e}"
+            );
+        }
+    }
+
+    #[test]
+    fn fused_layer_matches_the_reference_layer_outputs_and_gradients() {
+        let shapes = [
+            (1, 1, 1, 1),
+            (5, 3, 4, 3),
+            (7, 4, 6, 17),
+            (9, 6, 10, 33),
+            (4, 2, 3, 16),
+        ];
+        let mut seed = 0;
+        for &(time, batch, input, units) in &shapes {
+            for padding in [Padding::None, Padding::Post, Padding::Pre, Padding::Holes] {
+                for sequences in [true, false] {
+                    for dropout in [false, true] {
+                        seed += 1;
+                        let case = Case {
+                            time,
+                            batch,
+                            input,
+                            units,
+                            padding,
+                            sequences,
+                            dropout,
+                        };
+                        check(&case, seed);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn inference_keeps_no_trace_and_refuses_backward() {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let w = [weights(&mut rng, 2, 3), weights(&mut rng, 2, 3)];
+        let fused = layer(&w, 2, 3, DType::F32);
+        let x = Tensor::ones((2, 1, 2), DType::F32, &Device::Cpu).unwrap();
+        let out = fused.run_fused(&x, &[1, 1], false, None, false).unwrap();
+        let err = out.sum_all().unwrap().backward().unwrap_err().to_string();
+        assert!(err.contains("no forward trace"), "{err}");
+    }
+}

@@ -1,0 +1,96 @@
+"""PyTorch side of scripts/bench-trainer.sh: the same model, data shape and optimizer as
+crates/rnnsweep-model/examples/bench_trainer.rs, timed the same way. Prints one JSON line.
+
+Embedding(5000, 88) -> BiLSTM(U) -> BiLSTM(U) -> Dense(128, relu) -> Dense(1), Adam (Keras's
+defaults: lr 1e-3, eps 1e-7), class-weighted binary cross-entropy, synthetic ids with no padding.
+"""
+
+import argparse
+import json
+import time
+
+import torch
+from torch import nn
+
+VOCAB = 5000
+
+
+class Model(nn.Module):
+    def __init__(self, units):
+        super().__init__()
+        self.embedding = nn.Embedding(VOCAB, 88, padding_idx=0)
+        self.lstm1 = nn.LSTM(88, units, batch_first=True, bidirectional=True)
+        self.lstm2 = nn.LSTM(2 * units, units, batch_first=True, bidirectional=True)
+        self.dense = nn.Linear(2 * units, 128)
+        self.output = nn.Linear(128, 1)
+
+    def forward(self, ids):
+        x, _ = self.lstm1(self.embedding(ids))
+        _, (h, _) = self.lstm2(x)
+        last = torch.cat([h[0], h[1]], dim=1)
+        return self.output(torch.relu(self.dense(last))).squeeze(1)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--units", type=int, default=128)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--rows", type=int, default=31962)
+    p.add_argument("--time", type=int, default=37)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=1)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(7)
+    ids = torch.randint(1, VOCAB, (a.rows, a.time))
+    labels = (torch.rand(a.rows) < 0.07).float()
+    positives = max(float(labels.sum()), 1.0)
+    negatives = max(a.rows - positives, 1.0)
+    weights = torch.where(
+        labels > 0.5, a.rows / (2 * positives), a.rows / (2 * negatives)
+    ).float()
+    model = Model(a.units)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
+    loss_fn = nn.BCEWithLogitsLoss(reduction="none")
+    batches = [(s, min(a.batch, a.rows - s)) for s in range(0, a.rows, a.batch)]
+
+    def step(start, n):
+        optimizer.zero_grad(set_to_none=True)
+        logits = model(ids[start : start + n])
+        loss = (loss_fn(logits, labels[start : start + n]) * weights[start : start + n]).mean()
+        loss.backward()
+        optimizer.step()
+        return float(loss)
+
+    for k in range(a.warmup):
+        step(*batches[k % len(batches)])
+    per_batch = []
+    loss = 0.0
+    started = time.perf_counter()
+    for _ in range(a.epochs):
+        for b in batches:
+            t = time.perf_counter()
+            loss = step(*b)
+            per_batch.append((time.perf_counter() - t) * 1e3)
+    seconds = time.perf_counter() - started
+    per_batch.sort()
+    print(
+        json.dumps(
+            {
+                "trainer": "pytorch",
+                "units": a.units,
+                "threads": torch.get_num_threads(),
+                "batches": len(per_batch),
+                "seconds": round(seconds, 3),
+                "samples_per_s": round(a.rows * a.epochs / seconds, 1),
+                "ms_per_batch_median": round(per_batch[len(per_batch) // 2], 2),
+                "ms_per_batch_min": round(per_batch[0], 2),
+                "last_loss": round(loss, 5),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
