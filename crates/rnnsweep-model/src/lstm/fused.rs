@@ -287,7 +287,17 @@ fn backward_direction(
     } = d_output;
     let Dims { time, batch, units } = *dims;
     let (gate_width, step_gates, step_state) = (4 * units, batch * 4 * units, batch * units);
-    let kernel = &recurrent[..units * gate_width];
+    // Rᵀ laid out row by row: `gemm` then reads it in the order its kernels want and does not
+    // repack the whole recurrent kernel at every step.
+    let mut kernel_t = vec![0.0; units * gate_width];
+    for (u, row) in recurrent[..units * gate_width]
+        .chunks_exact(gate_width)
+        .enumerate()
+    {
+        for (j, &w) in row.iter().enumerate() {
+            kernel_t[j * units + u] = w;
+        }
+    }
     let mut dz = vec![0.0; time * step_gates];
     let mut dh = vec![0.0; step_state];
     let mut dc = vec![0.0; step_state];
@@ -327,8 +337,8 @@ fn backward_direction(
             false,
             dz_step,
             (gate_width, 1),
-            kernel,
-            (1, gate_width),
+            &kernel_t,
+            (units, 1),
         );
         if !all_real {
             for (row, &real) in step_mask.iter().enumerate() {
