@@ -9,9 +9,10 @@
 # installed, PyTorch with the allocator settings rnnsweep makes for itself (see
 # crates/rnnsweep-model/src/alloc.rs), so that difference is visible, not hidden.
 #
-# Environment: THREADS ("1 2"), REPEATS (1; the table shows the median run and the minimum
-# ms/batch), ROWS (31962), WARMUP (3), REFERENCE=1 also times rnnsweep's reference layer,
-# VENV (.venv-bench: created with PyTorch from the package index when missing).
+# Environment: THREADS ("1 2"), REPEATS (1; with more, the table shows the median and the best
+# run), ROWS (31962), WARMUP (3), REFERENCE=1 also times rnnsweep's reference layer,
+# VENV (.venv-bench: created with PyTorch from the package index when missing). The raw JSON
+# lines are kept in results/bench-trainer-<time>.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,9 +35,8 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import torch" 2>/dev/
 fi
 PY="$VENV/bin/python"
 
-OUT=$(mktemp -d)
-trap 'rm -rf "$OUT"' EXIT
-RESULTS="$OUT/results.jsonl"
+mkdir -p results
+RESULTS="results/bench-trainer-$(date +%Y%m%d-%H%M%S).jsonl"
 for threads in $THREADS; do
     RAYON_NUM_THREADS=$threads "$BENCH" --peak >> "$RESULTS"
 done
@@ -49,11 +49,12 @@ for units in "${UNITS[@]}"; do
             if [ "${REFERENCE:-0}" = 1 ]; then
                 RAYON_NUM_THREADS=$threads "$BENCH" "${common[@]}" --impl reference >> "$RESULTS"
             fi
-            "$PY" -W ignore scripts/bench_trainer_torch.py "${common[@]}" --threads "$threads" >> "$RESULTS"
+            "$PY" scripts/bench_trainer_torch.py "${common[@]}" --threads "$threads" >> "$RESULTS"
             MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1073741824 \
-                "$PY" -W ignore scripts/bench_trainer_torch.py "${common[@]}" --threads "$threads" \
+                "$PY" scripts/bench_trainer_torch.py "${common[@]}" --threads "$threads" \
                 | sed 's/"pytorch"/"pytorch-kept-memory"/' >> "$RESULTS"
         done
     done
 done
 python3 scripts/bench_trainer_table.py "$RESULTS"
+echo "raw results: $RESULTS" >&2

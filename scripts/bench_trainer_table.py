@@ -15,7 +15,10 @@ def training_flops_per_sample(units):
 
 def main(path):
     rows = [json.loads(line) for line in open(path) if line.strip()]
-    peak = {r["threads"]: r["peak_gflops"] for r in rows if "peak_gflops" in r}
+    peak = {}
+    for r in rows:
+        if "peak_gflops" in r:
+            peak[r["threads"]] = max(peak.get(r["threads"], 0.0), r["peak_gflops"])
     runs = {}
     for r in rows:
         if "trainer" in r:
@@ -23,8 +26,8 @@ def main(path):
     print("matmul peak (2048³, candle's gemm): "
           + ", ".join(f"{t} thread(s) {g:.0f} GFLOP/s" for t, g in sorted(peak.items())))
     print()
-    print("| U | threads | trainer | ms/batch (median run) | ms/batch (min) | samples/s | GFLOP/s | % of peak | rnnsweep ÷ this |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| U | threads | trainer | runs | ms/batch (median run) | ms/batch (best run) | samples/s (median) | GFLOP/s (median) | % of peak | rnnsweep ÷ this |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for units, threads in sorted({(u, t) for u, t, _ in runs}):
         flops = training_flops_per_sample(units)
         ours = runs.get((units, threads, "rnnsweep-fused"))
@@ -33,13 +36,14 @@ def main(path):
             rs = runs.get((units, threads, trainer))
             if not rs:
                 continue
+            # Epoch averages: seconds for the epoch over its batches, one figure per run.
             rate = statistics.median(r["samples_per_s"] for r in rs)
-            ms = BATCH / rate * 1e3
-            best = min(r["ms_per_batch_min"] for r in rs)
+            ms = statistics.median(1e3 * r["seconds"] / r["batches"] for r in rs)
+            best = min(1e3 * r["seconds"] / r["batches"] for r in rs)
             gflops = rate * flops / 1e9
             pct = 100 * gflops / peak[threads] if threads in peak else float("nan")
             ratio = f"{ours_rate / rate:.2f}×" if ours_rate and trainer != "rnnsweep-fused" else ""
-            print(f"| {units} | {threads} | {trainer} | {ms:.1f} | {best:.1f} | {rate:.0f} | {gflops:.1f} | {pct:.0f} % | {ratio} |")
+            print(f"| {units} | {threads} | {trainer} | {len(rs)} | {ms:.1f} | {best:.1f} | {rate:.0f} | {gflops:.1f} | {pct:.0f} % | {ratio} |")
 
 
 if __name__ == "__main__":

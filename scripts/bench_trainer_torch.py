@@ -61,7 +61,7 @@ def main():
         loss = (loss_fn(logits, labels[start : start + n]) * weights[start : start + n]).mean()
         loss.backward()
         optimizer.step()
-        return float(loss)
+        return loss.detach().item()
 
     for k in range(a.warmup):
         step(*batches[k % len(batches)])
