@@ -26,8 +26,9 @@ use super::gates::{self, BackwardStep, ForwardStep};
 
 /// The fused op for one call. Inputs: `z_forward`, `z_backward` (`[T, B, 4U]`, the input
 /// projections without bias) and `recurrent` (`[2, U + 1, 4U]`: per direction the recurrent
-/// kernel with the bias as its last row). Output: `[T, B, 2U]` (every step, forward then
-/// backward units) or `[B, 2U]` (the final states).
+/// kernel with the bias as its last row: candle's custom ops take at most three inputs).
+/// Output: `[T, B, 2U]` (every step, forward then backward units) or `[B, 2U]` (the final
+/// states).
 pub(crate) struct FusedBiLstm {
     /// `[T, B]`, 1 for a real token.
     mask: Vec<u8>,
@@ -207,14 +208,12 @@ fn forward_direction(
     let mut trace_h = vec![0.0; time * step_state];
     let mut c_prev = vec![0.0; time * step_state];
     let mut tanh_c = vec![0.0; time * step_state];
-    let mut out = vec![
-        0.0;
-        if sequences {
-            time * step_state
-        } else {
-            step_state
-        }
-    ];
+    let out_len = if sequences {
+        time * step_state
+    } else {
+        step_state
+    };
+    let mut out = vec![0.0; out_len];
     let mut h = vec![0.0; step_state];
     let mut c = vec![0.0; step_state];
     for t in dims.order(reverse) {
