@@ -45,11 +45,11 @@ def main():
     torch.manual_seed(7)
     ids = torch.randint(1, VOCAB, (a.rows, a.time))
     labels = (torch.rand(a.rows) < 0.07).float()
+    # rnnsweep's class weights: max(count) / count per class.
     positives = max(float(labels.sum()), 1.0)
     negatives = max(a.rows - positives, 1.0)
-    weights = torch.where(
-        labels > 0.5, a.rows / (2 * positives), a.rows / (2 * negatives)
-    ).float()
+    most = max(positives, negatives)
+    weights = torch.where(labels > 0.5, most / positives, most / negatives).float()
     model = Model(a.units)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
     loss_fn = nn.BCEWithLogitsLoss(reduction="none")

@@ -14,6 +14,7 @@ use candle_nn::Optimizer;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rnnsweep_model::config::{Activation, DenseConfig, LstmImpl, ModelConfig};
+use rnnsweep_model::dataset::class_weights;
 use rnnsweep_model::net::{IdBatch, Net};
 use rnnsweep_model::optim::KerasOptimizer;
 use rnnsweep_model::train::train_batch;
@@ -68,19 +69,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ids: Vec<u32> = (0..rows * time)
         .map(|_| rng.random_range(1..VOCAB as u32))
         .collect();
-    let labels: Vec<f32> = (0..rows)
-        .map(|_| f32::from(u8::from(rng.random_bool(0.07))))
-        .collect();
-    let positives = labels.iter().filter(|&&y| y > 0.5).count().max(1) as f32;
-    let negatives = (rows as f32 - positives).max(1.0);
-    let class_weights = [
-        rows as f32 / (2.0 * negatives),
-        rows as f32 / (2.0 * positives),
-    ];
+    let labels: Vec<u8> = (0..rows).map(|_| u8::from(rng.random_bool(0.07))).collect();
+    // The trainer's own class weights, as `fit` would use them.
+    let class_weights = class_weights(&labels);
     let weights: Vec<f32> = labels
         .iter()
-        .map(|&y| class_weights[usize::from(y > 0.5)])
+        .map(|&y| class_weights[usize::from(y)])
         .collect();
+    let labels: Vec<f32> = labels.into_iter().map(f32::from).collect();
 
     let net = Net::new(&cfg, VOCAB, &Device::Cpu)?;
     let vars = net.trainable().into_iter().map(|(_, v)| v).collect();

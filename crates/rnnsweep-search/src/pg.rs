@@ -91,7 +91,7 @@ impl PgStore {
         Ok(store)
     }
 
-    fn err(&self) -> impl Fn(postgres::Error) -> StoreError + '_ {
+    fn err(&self) -> impl Fn(postgres::Error) -> StoreError + Copy + '_ {
         move |e| StoreError::Invalid {
             path: shown(&self.url),
             message: pg_message(&e),
@@ -111,11 +111,7 @@ impl PgStore {
     }
 
     fn migrate(&mut self) -> Result<()> {
-        let url = shown(&self.url);
-        let err = |e: postgres::Error| StoreError::Invalid {
-            path: url.clone(),
-            message: pg_message(&e),
-        };
+        let err = self.err();
         let mut client = self.client.borrow_mut();
         let mut tx = client.transaction().map_err(err)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
@@ -136,7 +132,7 @@ impl PgStore {
                 .and_then(|r| r.get(0));
             if version != Some(12) {
                 return Err(StoreError::Invalid {
-                    path: url.clone(),
+                    path: shown(&self.url),
                     message: format!(
                         "Optuna schema version {version:?}; rnnsweep reads version 12 (Optuna 5.0)"
                     ),
@@ -350,11 +346,7 @@ impl Store for PgStore {
         user_attrs: &BTreeMap<String, Value>,
         system_attrs: &BTreeMap<String, Value>,
     ) -> Result<i64> {
-        let url = shown(&self.url);
-        let err = |e: postgres::Error| StoreError::Invalid {
-            path: url.clone(),
-            message: pg_message(&e),
-        };
+        let err = self.err();
         let mut client = self.client.borrow_mut();
         let mut tx = client.transaction().map_err(err)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&(MIGRATION_LOCK + 1)])
@@ -363,7 +355,7 @@ impl Store for PgStore {
             let (id, stored): (i32, String) = (r.get(0), r.get(1));
             if stored != direction_str(direction) {
                 return Err(StoreError::Invalid {
-                    path: url.clone(),
+                    path: shown(&self.url),
                     message: format!("study `{name}` was created to {stored} its objective; the spec asks to {}", direction_str(direction)),
                 });
             }
@@ -441,19 +433,11 @@ impl Store for PgStore {
     }
 
     fn recover_stale(&mut self, study_id: i64, grace: Duration) -> Result<Vec<(i64, i64)>> {
-        let url = shown(&self.url);
-        let err = |e: postgres::Error| StoreError::Invalid {
-            path: url.clone(),
-            message: pg_message(&e),
-        };
+        let err = self.err();
         let sid = study_id as i32;
         let mut client = self.client.borrow_mut();
         let mut tx = client.transaction().map_err(err)?;
-        tx.execute(
-            "SELECT study_id FROM studies WHERE study_id = $1 FOR UPDATE",
-            &[&sid],
-        )
-        .map_err(err)?;
+        lock_study(&mut tx, sid).map_err(err)?;
         let stale: Vec<i32> = tx
             .query(
                 &format!(
@@ -494,20 +478,12 @@ impl Store for PgStore {
         history: bool,
         sample: &mut ParamSource,
     ) -> Result<Claim> {
-        let url = shown(&self.url);
-        let err = |e: postgres::Error| StoreError::Invalid {
-            path: url.clone(),
-            message: pg_message(&e),
-        };
+        let err = self.err();
         let sid = study_id as i32;
         let mut client = self.client.borrow_mut();
         let mut tx = client.transaction().map_err(err)?;
         // One claim per study at a time, across every machine.
-        tx.execute(
-            "SELECT study_id FROM studies WHERE study_id = $1 FOR UPDATE",
-            &[&sid],
-        )
-        .map_err(err)?;
+        lock_study(&mut tx, sid).map_err(err)?;
         let r = tx
             .query_one(
                 "SELECT COALESCE(SUM(CASE WHEN state IN ('COMPLETE', 'PRUNED', 'RUNNING') THEN 1 ELSE 0 END), 0)::bigint, COALESCE(MAX(number) + 1, 0)::bigint FROM trials WHERE study_id = $1",
@@ -558,7 +534,7 @@ impl Store for PgStore {
             .map_err(err)?
             .pop()
             .ok_or_else(|| StoreError::Invalid {
-                path: url.clone(),
+                path: shown(&self.url),
                 message: "claimed trial vanished".into(),
             })?;
         tx.commit().map_err(err)?;
@@ -566,11 +542,7 @@ impl Store for PgStore {
     }
 
     fn heartbeat(&mut self, trial_id: i64) -> Result<()> {
-        let url = shown(&self.url);
-        let err = |e: postgres::Error| StoreError::Invalid {
-            path: url.clone(),
-            message: pg_message(&e),
-        };
+        let err = self.err();
         let mut client = self.client.borrow_mut();
         let mut tx = client.transaction().map_err(err)?;
         Self::heartbeat_in(&mut tx, trial_id as i32).map_err(err)?;
@@ -584,25 +556,17 @@ impl Store for PgStore {
         reason: &str,
         extra: &BTreeMap<String, Value>,
     ) -> Result<i64> {
-        let url = shown(&self.url);
-        let err = |e: postgres::Error| StoreError::Invalid {
-            path: url.clone(),
-            message: pg_message(&e),
-        };
+        let err = self.err();
         let sid = study_id as i32;
         let mut client = self.client.borrow_mut();
         let mut tx = client.transaction().map_err(err)?;
-        tx.execute(
-            "SELECT study_id FROM studies WHERE study_id = $1 FOR UPDATE",
-            &[&sid],
-        )
-        .map_err(err)?;
+        lock_study(&mut tx, sid).map_err(err)?;
         let all = Self::load(&mut tx, study_id, None).map_err(err)?;
         let t = all
             .iter()
             .find(|t| t.trial_id == trial_id && t.state == TrialState::Running)
             .ok_or_else(|| StoreError::Invalid {
-                path: url.clone(),
+                path: shown(&self.url),
                 message: format!("trial {trial_id} is not running"),
             })?;
         let number = all.iter().map(|t| t.number + 1).max().unwrap_or(0);
@@ -626,11 +590,7 @@ impl Store for PgStore {
         objective: Option<f64>,
         metrics: &Value,
     ) -> Result<()> {
-        let url = shown(&self.url);
-        let err = |e: postgres::Error| StoreError::Invalid {
-            path: url.clone(),
-            message: pg_message(&e),
-        };
+        let err = self.err();
         let (id, step) = (trial_id as i32, step as i32);
         let mut client = self.client.borrow_mut();
         let mut tx = client.transaction().map_err(err)?;
@@ -661,11 +621,7 @@ impl Store for PgStore {
     }
 
     fn finish(&mut self, trial_id: i64, state: TrialState, value: Option<f64>) -> Result<()> {
-        let url = shown(&self.url);
-        let err = |e: postgres::Error| StoreError::Invalid {
-            path: url.clone(),
-            message: pg_message(&e),
-        };
+        let err = self.err();
         let id = trial_id as i32;
         let mut client = self.client.borrow_mut();
         let mut tx = client.transaction().map_err(err)?;
@@ -678,7 +634,7 @@ impl Store for PgStore {
             .get(0);
         if current != "RUNNING" {
             return Err(StoreError::Invalid {
-                path: url.clone(),
+                path: shown(&self.url),
                 message: format!(
                     "trial {trial_id} is {current}; a finished trial cannot be updated"
                 ),
@@ -703,11 +659,7 @@ impl Store for PgStore {
         trial: &TrialRecord,
         epochs: &[(i64, Value)],
     ) -> Result<()> {
-        let url = shown(&self.url);
-        let err = |e: postgres::Error| StoreError::Invalid {
-            path: url.clone(),
-            message: pg_message(&e),
-        };
+        let err = self.err();
         let mut client = self.client.borrow_mut();
         let mut tx = client.transaction().map_err(err)?;
         let id: i32 = tx
@@ -761,4 +713,14 @@ impl Store for PgStore {
                 .collect())
         })
     }
+}
+
+/// Serialises claims and re-queues of one study across every machine: the study's row stays
+/// locked until the transaction ends.
+fn lock_study(tx: &mut Transaction, study_id: i32) -> std::result::Result<(), postgres::Error> {
+    tx.execute(
+        "SELECT study_id FROM studies WHERE study_id = $1 FOR UPDATE",
+        &[&study_id],
+    )
+    .map(drop)
 }
