@@ -412,6 +412,27 @@ pub struct SqliteStore {
     path: PathBuf,
 }
 
+/// How long a connection waits for another process's lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Switches the file to WAL. Several drivers opening a new study file at once race to make
+/// that switch, and SQLite reports the loser's `SQLITE_BUSY` at once instead of waiting in the
+/// busy handler, so the switch is retried here for as long as the busy timeout.
+fn set_wal_mode(conn: &Connection) -> rusqlite::Result<()> {
+    let started = std::time::Instant::now();
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && started.elapsed() < BUSY_TIMEOUT =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) a study file. A file that is not an Optuna/rnnsweep database
     /// is refused and left untouched.
@@ -443,9 +464,8 @@ impl SqliteStore {
             }
         }
         let conn = Connection::open(path).map_err(sql)?;
-        conn.busy_timeout(Duration::from_secs(30)).map_err(sql)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(sql)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
+        set_wal_mode(&conn).map_err(sql)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(sql)?;
         let mut store = Self {
