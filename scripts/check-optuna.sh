@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs a small sweep, then checks with Optuna 5.0.0 itself (from PyPI, in a venv) that the
-# study opens as it is: load_study, trials_dataframe, best_trial, intermediate values. With
+# study opens as it is: load_study, trials_dataframe, best_trial, intermediate values; then
+# that trials enqueued with Optuna's enqueue_trial run with exactly their values. With
 # RNNSWEEP_TEST_POSTGRES set, the same sweep is also run into PostgreSQL and checked there.
 #   scripts/check-optuna.sh [STUDY.db STUDY_NAME]   (default: a fresh run of a tiny spec)
 set -euo pipefail
@@ -40,6 +41,15 @@ YAML
 fi
 "$bin" leaderboard "$db" --study "$name" --format json >"$work/leaderboard.json"
 "$venv/bin/python" scripts/check_optuna.py "sqlite:///$db" "$name" "$work/leaderboard.json"
+if [ $# -lt 2 ]; then
+  # Trials enqueued from Optuna run with exactly their values; one outside the space fails.
+  "$venv/bin/python" scripts/check_optuna_enqueue.py enqueue "sqlite:///$db" "$name"
+  sed -i 's/^run_cap: 4$/run_cap: 6/' "$work/spec.yaml"
+  RAYON_NUM_THREADS=1 "$bin" run "$work/spec.yaml" >"$work/run-enqueued.log"
+  "$venv/bin/python" scripts/check_optuna_enqueue.py verify "sqlite:///$db" "$name"
+  "$bin" leaderboard "sqlite:///$db" --study "$name" --format json >"$work/leaderboard.json"
+  "$venv/bin/python" scripts/check_optuna.py "sqlite:///$db" "$name" "$work/leaderboard.json"
+fi
 if [ -n "${RNNSWEEP_TEST_POSTGRES:-}" ] && [ $# -lt 2 ]; then
   # A fresh database for the check, next to the test server's own.
   pgdb="optuna_check_$$"

@@ -187,7 +187,53 @@ impl Default for EarlyStopping {
     }
 }
 
+/// What one configuration costs, before anything runs (`rnnsweep run --dry-run`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cost {
+    /// Weights and BatchNorm statistics, as Keras's "Total params" counts them.
+    pub parameters: usize,
+    /// Multiply-adds × 2 of one forward pass over one full-length row.
+    pub forward_flops_per_row: f64,
+}
+
+impl Cost {
+    /// An epoch: forward and backward (≈ 3× forward) over the training rows, and a forward
+    /// pass over the validation rows.
+    pub fn flops_per_epoch(&self, train_rows: usize, validation_rows: usize) -> f64 {
+        self.forward_flops_per_row * (3.0 * train_rows as f64 + validation_rows as f64)
+    }
+}
+
 impl ModelConfig {
+    /// The model's size and work for a vocabulary of `vocab` ids (the tokenizer's id limit)
+    /// and rows of `sequence_length` steps.
+    pub fn cost(&self, vocab: usize, sequence_length: usize) -> Cost {
+        let mut parameters = vocab * self.embedding_dim;
+        let mut flops = 0.0;
+        let mut input = self.embedding_dim;
+        for &units in &self.lstm_units {
+            // Two directions, each: kernel in×4U, recurrent U×4U, bias 4U.
+            parameters += 2 * (4 * units * (input + units) + 4 * units);
+            flops +=
+                2.0 * 2.0 * 4.0 * units as f64 * (input + units) as f64 * sequence_length as f64;
+            if self.batch_norm {
+                parameters += 4 * 2 * units;
+            }
+            input = 2 * units;
+        }
+        for d in &self.dense {
+            parameters += input * d.units + d.units;
+            flops += 2.0 * (input * d.units) as f64;
+            input = d.units;
+        }
+        parameters += input + 1;
+        flops += 2.0 * input as f64;
+        Cost {
+            parameters,
+            forward_flops_per_row: flops,
+        }
+    }
+
     /// Reads JSON (`.json`) or YAML (anything else).
     pub fn load(path: &Path) -> Result<Self, ModelError> {
         let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
@@ -212,6 +258,20 @@ impl ModelConfig {
         Ok(config)
     }
 
+    /// Splits `key=value` and reads the value as YAML (`adam`, `0.002`, `[64, 64]`).
+    pub fn parse_assignment(item: &str) -> Result<(String, serde_json::Value), ModelError> {
+        let (key, raw) = item.split_once('=').ok_or_else(|| ModelError::Config {
+            at: format!("--set {item}"),
+            message: "expected key=value".into(),
+        })?;
+        let parsed: serde_json::Value =
+            serde_yaml::from_str(raw).map_err(|e| ModelError::Config {
+                at: format!("--set {item}"),
+                message: e.to_string(),
+            })?;
+        Ok((key.trim().to_string(), parsed))
+    }
+
     /// Applies `key=value` overrides (`optimizer.learning_rate=0.01`, `lstm_units=[64,64]`);
     /// values are parsed as YAML so lists, numbers and strings all work.
     pub fn with_overrides(&self, overrides: &[String]) -> Result<Self, ModelError> {
@@ -220,16 +280,8 @@ impl ModelConfig {
             message: e.to_string(),
         })?;
         for item in overrides {
-            let (key, raw) = item.split_once('=').ok_or_else(|| ModelError::Config {
-                at: format!("--set {item}"),
-                message: "expected key=value".into(),
-            })?;
-            let parsed: serde_json::Value =
-                serde_yaml::from_str(raw).map_err(|e| ModelError::Config {
-                    at: format!("--set {item}"),
-                    message: e.to_string(),
-                })?;
-            set_path(&mut value, key, parsed).map_err(|message| ModelError::Config {
+            let (key, parsed) = Self::parse_assignment(item)?;
+            set_path(&mut value, &key, parsed).map_err(|message| ModelError::Config {
                 at: format!("--set {item}"),
                 message,
             })?;

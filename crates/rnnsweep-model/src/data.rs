@@ -433,4 +433,72 @@ mod tests {
             "t.csv: has a header but no data rows"
         );
     }
+
+    /// Hostile CSV bytes: no input may panic; every rejection names the file.
+    mod hostile {
+        use super::*;
+        use proptest::prelude::*;
+
+        const PIECES: &[&[u8]] = &[
+            b"id",
+            b"label",
+            b"tweet",
+            b",",
+            b"\"",
+            b"\"\"",
+            b"\n",
+            b"\r\n",
+            b"\r",
+            b"0",
+            b"1",
+            b"2",
+            b"-1",
+            b" ",
+            b"@user",
+            b"#tag",
+            b"\xEF\xBB\xBF",
+            b"\xff\xfe",
+            b"\xc3",
+            b"\x00",
+            b"\xe2\x82",
+            b"id,label,tweet\n",
+            b"1,0,hello\n",
+            b"\"a,b\"",
+            b"\"unterminated",
+            b"\t",
+        ];
+
+        fn bytes() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..200),
+                proptest::collection::vec(proptest::sample::select(PIECES), 0..40)
+                    .prop_map(|p| p.concat()),
+                proptest::collection::vec(proptest::sample::select(PIECES), 0..30).prop_map(|p| [
+                    b"id,label,tweet\n".as_slice(),
+                    &p.concat()
+                ]
+                .concat()),
+            ]
+        }
+
+        #[test]
+        fn any_bytes_load_or_fail_with_the_file_named() {
+            let cases = crate::fuzz::run(100_000, (bytes(), any::<bool>()), |(b, labelled)| {
+                let labels = if labelled {
+                    Labels::Required
+                } else {
+                    Labels::Optional
+                };
+                match parse_csv(Path::new("fuzz.csv"), &b, &Columns::default(), labels) {
+                    Ok(t) => prop_assert!(!t.rows.is_empty()),
+                    Err(e) => {
+                        let m = e.to_string();
+                        prop_assert!(m.starts_with("fuzz.csv"), "{}", m);
+                    }
+                }
+                Ok(())
+            });
+            assert_eq!(cases, 100_000);
+        }
+    }
 }

@@ -10,6 +10,8 @@ pub mod config;
 pub mod data;
 pub mod dataset;
 pub mod error;
+#[cfg(any(test, feature = "fuzz"))]
+pub mod fuzz;
 pub mod init;
 pub mod lstm;
 pub mod metrics;

@@ -686,6 +686,43 @@ mod tests {
     }
 
     #[test]
+    fn the_cost_estimate_counts_every_weight_the_net_has() {
+        let cfg = ModelConfig {
+            embedding_dim: 6,
+            lstm_units: vec![5, 3],
+            dense: vec![
+                crate::config::DenseConfig {
+                    units: 4,
+                    activation: Default::default(),
+                    l2: 0.0,
+                },
+                crate::config::DenseConfig {
+                    units: 2,
+                    activation: Default::default(),
+                    l2: 0.0,
+                },
+            ],
+            ..ModelConfig::default()
+        };
+        let net = Net::new(&cfg, 30, &Device::Cpu).unwrap();
+        let counted: usize = net
+            .trainable()
+            .iter()
+            .chain(net.buffers().iter())
+            .map(|(_, v)| v.elem_count())
+            .sum();
+        // By hand: embedding 30·6 = 180; LSTM 1: 2·(4·5·(6+5) + 20) = 480, BN 40;
+        // LSTM 2: 2·(4·3·(10+3) + 12) = 336, BN 24; dense 6·4+4 = 28, 4·2+2 = 10; out 2+1 = 3.
+        assert_eq!(cfg.cost(30, 7).parameters, 1101);
+        assert_eq!(counted, 1101);
+        // Forward FLOPs per row at 7 steps: LSTMs 2·2·4·5·11·7 + 2·2·4·3·13·7, dense 2·(24+8), out 2·2.
+        assert_eq!(
+            cfg.cost(30, 7).forward_flops_per_row,
+            6160.0 + 4368.0 + 64.0 + 4.0
+        );
+    }
+
+    #[test]
     fn batch_norm_normalises_real_steps_in_training_and_uses_moving_stats_in_eval() {
         let bn = BatchNorm::new(2, 0.99, &Device::Cpu).unwrap();
         let dev = Device::Cpu;

@@ -201,6 +201,55 @@ pub struct FitOptions {
     /// On resume, hand the restored epochs to the callback again before training goes on
     /// (a re-run trial in a new record needs its whole history).
     pub replay_history: bool,
+    /// What the checkpoint must have been written for besides the configuration (see
+    /// [`task_fingerprint`]); a checkpoint for another task is discarded, never resumed.
+    pub task: Option<serde_json::Value>,
+}
+
+/// The task a checkpoint belongs to: the data file (path, size, modification time). With the
+/// configuration (parameters and seed included) it decides whether a checkpoint is resumed.
+pub fn task_fingerprint(data_file: &Path) -> serde_json::Value {
+    let path = std::path::absolute(data_file).unwrap_or_else(|_| data_file.to_path_buf());
+    let meta = std::fs::metadata(data_file).ok();
+    let modified = meta
+        .as_ref()
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos().to_string());
+    serde_json::json!({
+        "data": path.display().to_string(),
+        "bytes": meta.map(|m| m.len()),
+        "modified_ns": modified,
+    })
+}
+
+/// Removes a checkpoint in `dir` that was written for another configuration or task, and
+/// says so (one line naming the folder); `None` when there is none or it belongs here.
+pub fn discard_foreign_checkpoint(
+    dir: &Path,
+    cfg: &ModelConfig,
+    task: Option<&serde_json::Value>,
+) -> Result<Option<String>> {
+    let path = dir.join(CHECKPOINT_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let why = match read_checkpoint(&path, &Device::Cpu) {
+        Err(e) => format!("it is unreadable ({e})"),
+        Ok((meta, _)) if meta.config != *cfg => "it was written for another configuration".into(),
+        Ok((meta, _)) if meta.task.as_ref() != task => {
+            "it was written for other data (file, size or time changed)".into()
+        }
+        Ok(_) => return Ok(None),
+    };
+    std::fs::remove_file(&path).map_err(|e| ModelError::Artifact {
+        path: path.display().to_string(),
+        message: format!("cannot remove a foreign checkpoint: {e}"),
+    })?;
+    Ok(Some(format!(
+        "{}: the checkpoint there was not resumed because {why}; training starts fresh",
+        dir.display()
+    )))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -212,6 +261,8 @@ struct CheckpointMeta {
     wait: usize,
     optimizer: OptimizerScalars,
     config: ModelConfig,
+    #[serde(default)]
+    task: Option<serde_json::Value>,
 }
 
 const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
@@ -243,15 +294,12 @@ pub fn fit(
     let mut wait = 0usize;
 
     if let Some(dir) = &options.checkpoint_dir {
+        if let Some(warning) = discard_foreign_checkpoint(dir, cfg, options.task.as_ref())? {
+            tracing::warn!("{warning}");
+        }
         let path = dir.join(CHECKPOINT_FILE);
         if path.exists() {
             let (meta, tensors) = read_checkpoint(&path, device)?;
-            if meta.config != *cfg {
-                return Err(ModelError::Artifact {
-                    path: path.display().to_string(),
-                    message: "the checkpoint was written for a different configuration".into(),
-                });
-            }
             let source = path.display().to_string();
             net.load_state(&prefixed(&tensors, "model."), &source)?;
             optimizer.load_state(&prefixed(&tensors, "opt."), meta.optimizer, &source)?;
@@ -355,6 +403,7 @@ pub fn fit(
                 wait,
                 optimizer: optimizer.state()?.1,
                 config: cfg.clone(),
+                task: options.task.clone(),
             };
             write_checkpoint(dir, &meta, &net, &optimizer, best_state.as_ref())?;
         }

@@ -116,6 +116,7 @@ fn resuming_a_checkpoint_is_bit_identical_to_an_uninterrupted_run() {
     let options = FitOptions {
         checkpoint_dir: Some(dir.path().join("ckpt")),
         replay_history: false,
+        task: None,
     };
     // "Killed" after epoch 2: the callback stops, as a pruner or a signal would.
     let first = fit(&cfg, &data, &Device::Cpu, &options, |r| {

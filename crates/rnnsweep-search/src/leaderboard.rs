@@ -8,28 +8,28 @@ use serde_json::{json, Value};
 
 use crate::store::{TrialRecord, TrialState};
 
-/// The metric columns every leaderboard shows (trial user attributes).
-pub const METRIC_COLUMNS: [(&str, &str); 6] = [
+/// The metrics a leaderboard carries (trial user attributes), with their table headers.
+pub const METRIC_COLUMNS: [(&str, &str); 7] = [
     ("val_accuracy", "acc"),
     ("val_precision", "precision"),
     ("val_recall", "recall"),
     ("val_f1", "f1"),
     ("val_specificity", "specificity"),
     ("val_roc_auc", "roc_auc"),
+    ("val_pr_auc", "pr_auc"),
 ];
 
-/// A parameter's user value from Optuna's stored float and distribution JSON.
-pub fn decode_param(internal: f64, distribution_json: &str) -> Value {
-    let d: Value = serde_json::from_str(distribution_json).unwrap_or(Value::Null);
-    match d["name"].as_str() {
-        Some("CategoricalDistribution") => d["attributes"]["choices"]
-            .get(internal as usize)
-            .cloned()
-            .unwrap_or(Value::Null),
-        Some("IntDistribution") => json!(internal as i64),
-        _ => json!(internal),
-    }
-}
+/// The metrics a terminal table shows by default, besides the objective (the first three
+/// that are not the objective).
+const DEFAULT_TABLE_METRICS: [&str; 5] = [
+    "val_f1",
+    "val_pr_auc",
+    "val_roc_auc",
+    "val_precision",
+    "val_recall",
+];
+
+pub use crate::space::decode_stored as decode_param;
 
 #[derive(Debug, Clone)]
 pub struct Row {
@@ -132,22 +132,36 @@ pub fn rank(
     rows
 }
 
-fn fmt(v: Option<f64>) -> String {
-    v.map_or_else(|| "-".to_string(), |x| format!("{x:.4}"))
+/// A float for people to read: about four significant digits (`0.004913`, `123.5`,
+/// `1.235e-7`). Files keep full precision.
+pub fn sig4(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() {
+        return format!("{x}");
+    }
+    let magnitude = x.abs().log10().floor() as i32;
+    if !(-4..=5).contains(&magnitude) {
+        return format!("{x:.3e}");
+    }
+    let decimals = (3 - magnitude).max(0) as usize;
+    let text = format!("{x:.decimals$}");
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    }
 }
 
-fn fmt_value(v: &Value) -> String {
+/// A parameter value for people to read (floats at about four significant digits).
+pub fn short_value(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
-        Value::Number(n) => match n.as_f64() {
-            Some(f) if n.is_f64() && (f.abs() < 1e-3 || f.abs() >= 1e5) && f != 0.0 => {
-                format!("{f:.3e}")
-            }
-            Some(f) if n.is_f64() => format!("{}", (f * 1e6).round() / 1e6),
-            _ => n.to_string(),
-        },
+        Value::Number(n) if n.is_f64() => n.as_f64().map_or_else(|| n.to_string(), sig4),
         other => other.to_string(),
     }
+}
+
+fn fmt(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_string(), |x| format!("{x:.4}"))
 }
 
 fn param_names(rows: &[Row]) -> Vec<String> {
@@ -157,62 +171,174 @@ fn param_names(rows: &[Row]) -> Vec<String> {
     names
 }
 
-pub fn render_table(rows: &[Row], objective_label: &str) -> String {
+/// The metric columns besides the ranked one, so no column appears twice.
+fn other_metrics(
+    objective_label: &str,
+) -> impl Iterator<Item = &'static (&'static str, &'static str)> + '_ {
+    METRIC_COLUMNS
+        .iter()
+        .filter(move |(k, _)| *k != objective_label)
+}
+
+/// One column of the terminal table.
+#[derive(Debug, Clone, PartialEq)]
+enum Column {
+    Rank,
+    Trial,
+    State,
+    Score,
+    Metric(&'static str, &'static str),
+    Param(String),
+    Epochs,
+    Time,
+    Device,
+}
+
+impl Column {
+    fn header(&self, objective_label: &str) -> String {
+        match self {
+            Column::Rank => "rank".into(),
+            Column::Trial => "trial".into(),
+            Column::State => "state".into(),
+            Column::Score => objective_label.into(),
+            Column::Metric(_, short) => (*short).into(),
+            Column::Param(p) => p.clone(),
+            Column::Epochs => "epochs".into(),
+            Column::Time => "time".into(),
+            Column::Device => "device".into(),
+        }
+    }
+
+    fn cell(&self, r: &Row) -> Cell {
+        let right = |s: String| Cell::new(s).set_alignment(CellAlignment::Right);
+        match self {
+            Column::Rank => right(r.rank.map_or("-".to_string(), |x| x.to_string())),
+            Column::Trial => right(r.number.to_string()),
+            Column::State => Cell::new(r.state.as_str()),
+            Column::Score => right(fmt(r.score)),
+            Column::Metric(k, _) => right(fmt(r.metrics.get(*k).copied().flatten())),
+            Column::Param(p) => Cell::new(r.params.get(p).map_or("-".to_string(), short_value)),
+            Column::Epochs => right(r.epochs.map_or("-".into(), |e| e.to_string())),
+            Column::Time => right(r.duration_s.map_or("-".into(), |s| format!("{s:.1}s"))),
+            Column::Device => Cell::new(r.device.clone().unwrap_or_else(|| "-".into())),
+        }
+    }
+}
+
+/// The names `--columns` accepts for these rows.
+pub fn column_names(rows: &[Row], objective_label: &str) -> Vec<String> {
+    let mut names: Vec<String> = ["rank", "trial", "state", objective_label]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    names.extend(other_metrics(objective_label).map(|(k, _)| k.to_string()));
+    names.extend(param_names(rows));
+    names.extend(["epochs", "time", "device"].map(String::from));
+    names
+}
+
+fn default_columns(rows: &[Row], objective_label: &str) -> Vec<Column> {
+    let mut cols = vec![Column::Rank, Column::Trial, Column::State, Column::Score];
+    cols.extend(
+        DEFAULT_TABLE_METRICS
+            .iter()
+            .filter(|m| **m != objective_label)
+            .take(3)
+            .filter_map(|m| METRIC_COLUMNS.iter().find(|(k, _)| k == m))
+            .map(|(k, short)| Column::Metric(k, short)),
+    );
+    // Only the parameters that differ between trials say anything about the ranking.
+    for p in param_names(rows) {
+        let mut seen: Vec<&Value> = Vec::new();
+        for r in rows {
+            if let Some(v) = r.params.get(&p) {
+                if !seen.contains(&v) {
+                    seen.push(v);
+                }
+            }
+        }
+        if seen.len() > 1 {
+            cols.push(Column::Param(p));
+        }
+    }
+    cols.extend([Column::Epochs, Column::Time]);
+    let devices: std::collections::BTreeSet<_> = rows.iter().map(|r| &r.device).collect();
+    if devices.len() > 1 {
+        cols.push(Column::Device);
+    }
+    cols
+}
+
+fn chosen_columns(
+    rows: &[Row],
+    objective_label: &str,
+    names: &[String],
+) -> Result<Vec<Column>, String> {
     let params = param_names(rows);
+    names
+        .iter()
+        .map(|n| {
+            Ok(match n.as_str() {
+                "rank" => Column::Rank,
+                "trial" => Column::Trial,
+                "state" => Column::State,
+                "epochs" => Column::Epochs,
+                "time" | "duration_s" => Column::Time,
+                "device" => Column::Device,
+                x if x == objective_label => Column::Score,
+                x => {
+                    if let Some((k, short)) = METRIC_COLUMNS
+                        .iter()
+                        .find(|(k, short)| *k == x || *short == x)
+                    {
+                        Column::Metric(k, short)
+                    } else if params.iter().any(|p| p == x) {
+                        Column::Param(x.to_string())
+                    } else {
+                        return Err(format!(
+                            "--columns: no column `{x}` (one of: {})",
+                            column_names(rows, objective_label).join(", ")
+                        ));
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// The leaderboard for a terminal: the parameters that vary, the objective and three more
+/// metrics by default (or `columns`), wrapped to `width` characters, or to the terminal's
+/// width when stdout is one (comfy-table's dynamic arrangement).
+pub fn render_table(
+    rows: &[Row],
+    objective_label: &str,
+    columns: Option<&[String]>,
+    width: Option<u16>,
+) -> Result<String, String> {
+    let cols = match columns {
+        Some(names) if !names.is_empty() => chosen_columns(rows, objective_label, names)?,
+        _ => default_columns(rows, objective_label),
+    };
     let mut table = Table::new();
-    table
-        .load_preset(UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Disabled);
-    let mut header: Vec<String> = vec![
-        "rank".into(),
-        "trial".into(),
-        "state".into(),
-        objective_label.to_string(),
-    ];
-    header.extend(METRIC_COLUMNS.iter().map(|(_, short)| short.to_string()));
-    header.extend(params.iter().cloned());
-    header.extend(["epochs", "time", "device"].map(String::from));
-    table.set_header(header);
+    table.load_preset(UTF8_FULL_CONDENSED);
+    match width {
+        Some(w) => {
+            table
+                .set_content_arrangement(ContentArrangement::Dynamic)
+                .set_width(w);
+        }
+        None => {
+            table.set_content_arrangement(ContentArrangement::Dynamic);
+        }
+    }
+    table.set_header(cols.iter().map(|c| c.header(objective_label)));
     for r in rows {
-        let mut cells: Vec<Cell> = vec![
-            Cell::new(r.rank.map_or("-".to_string(), |x| x.to_string()))
-                .set_alignment(CellAlignment::Right),
-            Cell::new(r.number).set_alignment(CellAlignment::Right),
-            Cell::new(r.state.as_str()),
-            Cell::new(fmt(r.score)).set_alignment(CellAlignment::Right),
-        ];
-        cells.extend(
-            METRIC_COLUMNS
-                .iter()
-                .map(|(k, _)| Cell::new(fmt(r.metrics[*k])).set_alignment(CellAlignment::Right)),
-        );
-        cells.extend(
-            params
-                .iter()
-                .map(|p| Cell::new(r.params.get(p).map_or("-".to_string(), fmt_value))),
-        );
-        cells.push(
-            Cell::new(r.epochs.map_or("-".into(), |e| e.to_string()))
-                .set_alignment(CellAlignment::Right),
-        );
-        cells.push(
-            Cell::new(r.duration_s.map_or("-".into(), |s| format!("{s:.1}s")))
-                .set_alignment(CellAlignment::Right),
-        );
-        cells.push(Cell::new(r.device.clone().unwrap_or_else(|| "-".into())));
-        table.add_row(cells);
+        table.add_row(cols.iter().map(|c| c.cell(r)));
     }
-    table.to_string()
+    Ok(table.to_string())
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
+/// Every column, full precision, through the CSV writer (quotes, `\r`, commas).
 pub fn render_csv(rows: &[Row], objective_label: &str) -> String {
     let params = param_names(rows);
     let mut header: Vec<String> = vec![
@@ -221,15 +347,13 @@ pub fn render_csv(rows: &[Row], objective_label: &str) -> String {
         "state".into(),
         objective_label.to_string(),
     ];
-    header.extend(METRIC_COLUMNS.iter().map(|(k, _)| k.to_string()));
+    header.extend(other_metrics(objective_label).map(|(k, _)| k.to_string()));
     header.extend(params.iter().cloned());
     header.extend(["epochs", "duration_s", "device"].map(String::from));
-    let mut out = header
-        .iter()
-        .map(|h| csv_field(h))
-        .collect::<Vec<_>>()
-        .join(",")
-        + "\n";
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    let _ = w.write_record(&header);
     for r in rows {
         let mut f: Vec<String> = vec![
             r.rank.map_or(String::new(), |x| x.to_string()),
@@ -237,11 +361,13 @@ pub fn render_csv(rows: &[Row], objective_label: &str) -> String {
             r.state.as_str().into(),
             r.score.map_or(String::new(), |v| v.to_string()),
         ];
-        f.extend(
-            METRIC_COLUMNS
-                .iter()
-                .map(|(k, _)| r.metrics[*k].map_or(String::new(), |v| v.to_string())),
-        );
+        f.extend(other_metrics(objective_label).map(|(k, _)| {
+            r.metrics
+                .get(*k)
+                .copied()
+                .flatten()
+                .map_or(String::new(), |v| v.to_string())
+        }));
         f.extend(params.iter().map(|p| {
             r.params.get(p).map_or(String::new(), |v| match v {
                 Value::String(s) => s.clone(),
@@ -251,9 +377,9 @@ pub fn render_csv(rows: &[Row], objective_label: &str) -> String {
         f.push(r.epochs.map_or(String::new(), |e| e.to_string()));
         f.push(r.duration_s.map_or(String::new(), |s| format!("{s:.3}")));
         f.push(r.device.clone().unwrap_or_default());
-        out += &(f.iter().map(|x| csv_field(x)).collect::<Vec<_>>().join(",") + "\n");
+        let _ = w.write_record(&f);
     }
-    out
+    String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
 }
 
 pub fn render_json(rows: &[Row], objective_label: &str) -> String {
@@ -335,8 +461,77 @@ mod tests {
             "val_f1",
         );
         let lines: Vec<&str> = csv.lines().collect();
-        assert_eq!(lines[0], "rank,trial,state,val_f1,val_accuracy,val_precision,val_recall,val_f1,val_specificity,val_roc_auc,optimizer,epochs,duration_s,device");
-        assert_eq!(lines[1], "1,1,COMPLETE,0.7,,,,0.7,,,sgd,3,,cpu");
+        // The objective once: pandas.read_csv must see unique column names.
+        assert_eq!(lines[0], "rank,trial,state,val_f1,val_accuracy,val_precision,val_recall,val_specificity,val_roc_auc,val_pr_auc,optimizer,epochs,duration_s,device");
+        assert_eq!(lines[1], "1,1,COMPLETE,0.7,,,,,,,sgd,3,,cpu");
         assert_eq!(lines.len(), 3);
+    }
+
+    #[test]
+    fn csv_quotes_commas_quotes_and_carriage_returns() {
+        let mut t = trial(0, TrialState::Complete, Some(0.5), 0.5);
+        t.user_attrs.insert("device".into(), json!("cpu,\"x\"\r"));
+        let csv = render_csv(&rank(&[t], "val_f1", Direction::Maximize, None), "val_f1");
+        assert!(csv.ends_with(",\"cpu,\"\"x\"\"\r\"\n"), "{csv:?}");
+    }
+
+    #[test]
+    fn the_table_shows_what_varies_and_fits_the_width() {
+        let trials: Vec<TrialRecord> = (0..4)
+            .map(|n| trial(n, TrialState::Complete, Some(0.5 + n as f64 / 10.0), 0.5))
+            .collect();
+        let rows = rank(&trials, "val_f1", Direction::Maximize, None);
+        let text = render_table(&rows, "val_f1", None, None).unwrap();
+        let header = text.lines().nth(1).unwrap();
+        let words: Vec<&str> = header
+            .split('┆')
+            .map(|c| c.trim_matches(|ch: char| ch == '│' || ch.is_whitespace()))
+            .collect();
+        // The objective once, three other metrics, the varying parameter; device is the same
+        // everywhere, so it is left out.
+        assert_eq!(
+            words,
+            vec![
+                "rank",
+                "trial",
+                "state",
+                "val_f1",
+                "pr_auc",
+                "roc_auc",
+                "precision",
+                "optimizer",
+                "epochs",
+                "time"
+            ]
+        );
+        let narrow = render_table(&rows, "val_f1", None, Some(60)).unwrap();
+        assert!(narrow.lines().all(|l| l.chars().count() <= 60), "{narrow}");
+        let chosen = render_table(
+            &rows,
+            "val_f1",
+            Some(&["trial".into(), "optimizer".into()]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(chosen.lines().nth(1).unwrap().split('┆').count(), 2);
+        let e = render_table(&rows, "val_f1", Some(&["lr".into()]), None).unwrap_err();
+        assert!(
+            e.starts_with(
+                "--columns: no column `lr` (one of: rank, trial, state, val_f1, val_accuracy"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn people_read_four_significant_digits() {
+        assert_eq!(sig4(0.0049128401861577315), "0.004913");
+        assert_eq!(sig4(123.456), "123.5");
+        assert_eq!(sig4(0.1), "0.1");
+        assert_eq!(sig4(2.0), "2");
+        assert_eq!(sig4(1.23456e-7), "1.235e-7");
+        assert_eq!(short_value(&json!(0.0049128401861577315)), "0.004913");
+        assert_eq!(short_value(&json!(64)), "64");
+        assert_eq!(short_value(&json!("adam")), "adam");
     }
 }

@@ -8,6 +8,7 @@
 pub mod assemble;
 pub mod leaderboard;
 pub mod pg;
+pub mod plan;
 pub mod pruner;
 pub mod report;
 pub mod sampler;
@@ -15,6 +16,7 @@ pub mod scheduler;
 pub mod space;
 pub mod spec;
 pub mod store;
+pub mod study;
 pub mod sweep;
 pub mod synthetic;
 pub mod tpe;

@@ -17,8 +17,9 @@ use rnnsweep_model::metrics::Direction;
 use serde_json::Value;
 
 use crate::store::{
-    direction_str, fixed_params_attr, params_from_attr, summarize, value_type, Claim, ParamSource,
-    Result, Store, StoreError, StoredParam, StudySummary, TrialRecord, TrialState,
+    direction_str, given_up_history, keys, requeue_attrs, stale_action, summarize, value_type,
+    Claim, ParamSource, Recovered, Result, StaleAction, Store, StoreError, StoredParam,
+    StudySummary, TrialRecord, TrialState,
 };
 
 const SCHEMA: &str = include_str!("optuna_postgres_schema.sql");
@@ -44,7 +45,7 @@ pub struct PgStore {
     url: String,
 }
 
-fn shown(url: &str) -> String {
+pub(crate) fn shown(url: &str) -> String {
     // Never print a password.
     match (url.find("://"), url.find('@')) {
         (Some(s), Some(at)) if at > s => {
@@ -297,43 +298,63 @@ impl PgStore {
         Ok(())
     }
 
+    /// Fails a RUNNING trial with `reason` and queues its parameters again as WAITING trial
+    /// `number` carrying `attrs`.
     fn requeue(
         tx: &mut Transaction,
         study_id: i32,
         t: &TrialRecord,
         number: i32,
         reason: &str,
-        extra: &BTreeMap<String, Value>,
+        attrs: &BTreeMap<String, Value>,
     ) -> std::result::Result<(), postgres::Error> {
         let id = t.trial_id as i32;
+        Self::fail_trial(tx, id, reason)?;
+        Self::put_attr(
+            tx,
+            "trial_system_attributes",
+            id,
+            keys::REQUEUED_AS,
+            &Value::from(number),
+        )?;
+        let new_id: i32 = tx.query_one("INSERT INTO trials (number, study_id, state) VALUES ($1, $2, 'WAITING') RETURNING trial_id", &[&number, &study_id])?.get(0);
+        for (k, v) in attrs {
+            Self::put_attr(tx, "trial_system_attributes", new_id, k, v)?;
+        }
+        Ok(())
+    }
+
+    fn fail_trial(
+        tx: &mut Transaction,
+        trial_id: i32,
+        reason: &str,
+    ) -> std::result::Result<(), postgres::Error> {
         tx.execute(
             &format!(
                 "UPDATE trials SET state = 'FAIL', datetime_complete = {NOW} WHERE trial_id = $1"
             ),
-            &[&id],
+            &[&trial_id],
         )?;
+        Self::put_attr(
+            tx,
+            "trial_system_attributes",
+            trial_id,
+            keys::FAIL_REASON,
+            &Value::from(reason),
+        )
+    }
+
+    fn put_attr(
+        tx: &mut Transaction,
+        table: &str,
+        trial_id: i32,
+        key: &str,
+        value: &Value,
+    ) -> std::result::Result<(), postgres::Error> {
         tx.execute(
-            "INSERT INTO trial_system_attributes (trial_id, key, value_json) VALUES ($1, 'fail_reason', $2) ON CONFLICT (trial_id, key) DO UPDATE SET value_json = excluded.value_json",
-            &[&id, &Value::from(reason).to_string()],
+            &format!("INSERT INTO {table} (trial_id, key, value_json) VALUES ($1, $2, $3) ON CONFLICT (trial_id, key) DO UPDATE SET value_json = excluded.value_json"),
+            &[&trial_id, &key, &value.to_string()],
         )?;
-        let new_id: i32 = tx.query_one("INSERT INTO trials (number, study_id, state) VALUES ($1, $2, 'WAITING') RETURNING trial_id", &[&number, &study_id])?.get(0);
-        let fixed = fixed_params_attr(&t.params);
-        let origin = t
-            .system_attrs
-            .get("rnnsweep:resume_from")
-            .cloned()
-            .unwrap_or(Value::from(t.number));
-        let mut attrs = vec![
-            ("fixed_params".to_string(), fixed),
-            ("rnnsweep:resume_from".to_string(), origin),
-        ];
-        attrs.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
-        for (k, v) in attrs {
-            tx.execute(
-                "INSERT INTO trial_system_attributes (trial_id, key, value_json) VALUES ($1, $2, $3) ON CONFLICT (trial_id, key) DO UPDATE SET value_json = excluded.value_json",
-                &[&new_id, &k, &v.to_string()],
-            )?;
-        }
         Ok(())
     }
 }
@@ -432,7 +453,12 @@ impl Store for PgStore {
         self.read(|tx| Self::load(tx, study_id, None))
     }
 
-    fn recover_stale(&mut self, study_id: i64, grace: Duration) -> Result<Vec<(i64, i64)>> {
+    fn recover_stale(
+        &mut self,
+        study_id: i64,
+        grace: Duration,
+        max_retries: usize,
+    ) -> Result<Vec<Recovered>> {
         let err = self.err();
         let sid = study_id as i32;
         let mut client = self.client.borrow_mut();
@@ -462,10 +488,32 @@ impl Store for PgStore {
             let Some(t) = all.iter().find(|t| t.trial_id == i64::from(id)) else {
                 continue;
             };
-            let reason = format!("heartbeat stopped: the driver or worker died (no heartbeat for {} s); re-queued as trial {next}", grace.as_secs());
-            Self::requeue(&mut tx, sid, t, next as i32, &reason, &BTreeMap::new()).map_err(err)?;
-            out.push((t.number, next));
-            next += 1;
+            match stale_action(t, grace, max_retries, next) {
+                StaleAction::Requeue(reason) => {
+                    let attrs = requeue_attrs(t, true, &BTreeMap::new());
+                    Self::requeue(&mut tx, sid, t, next as i32, &reason, &attrs).map_err(err)?;
+                    out.push(Recovered {
+                        failed: t.number,
+                        queued: Some(next),
+                    });
+                    next += 1;
+                }
+                StaleAction::GiveUp(reason) => {
+                    Self::fail_trial(&mut tx, id, &reason).map_err(err)?;
+                    Self::put_attr(
+                        &mut tx,
+                        "trial_user_attributes",
+                        id,
+                        keys::RETRY_HISTORY,
+                        &given_up_history(t),
+                    )
+                    .map_err(err)?;
+                    out.push(Recovered {
+                        failed: t.number,
+                        queued: None,
+                    });
+                }
+            }
         }
         tx.commit().map_err(err)?;
         Ok(out)
@@ -498,20 +546,9 @@ impl Store for PgStore {
             .query_opt("SELECT trial_id FROM trials WHERE study_id = $1 AND state = 'WAITING' ORDER BY number LIMIT 1 FOR UPDATE SKIP LOCKED", &[&sid])
             .map_err(err)?
             .map(|r| r.get(0));
+        // A queued trial's values are checked against the space by the caller, which owns it.
         let trial_id = if let Some(id) = waiting {
-            let w = Self::load(&mut tx, study_id, Some(i64::from(id)))
-                .map_err(err)?
-                .remove(0);
             tx.execute(&format!("UPDATE trials SET state = 'RUNNING', datetime_start = {NOW} WHERE trial_id = $1"), &[&id]).map_err(err)?;
-            if w.params.is_empty() {
-                if let Some(p) = w
-                    .system_attrs
-                    .get("fixed_params")
-                    .and_then(params_from_attr)
-                {
-                    Self::insert_params(&mut tx, id, &p).map_err(err)?;
-                }
-            }
             id
         } else {
             let all = if history {
@@ -576,11 +613,55 @@ impl Store for PgStore {
             t,
             number as i32,
             &format!("{reason}; re-queued as trial {number}"),
-            extra,
+            &requeue_attrs(t, false, extra),
         )
         .map_err(err)?;
         tx.commit().map_err(err)?;
         Ok(number)
+    }
+
+    fn set_trial_params(
+        &mut self,
+        trial_id: i64,
+        params: &BTreeMap<String, StoredParam>,
+    ) -> Result<()> {
+        let err = self.err();
+        let mut client = self.client.borrow_mut();
+        let mut tx = client.transaction().map_err(err)?;
+        tx.execute(
+            "DELETE FROM trial_params WHERE trial_id = $1",
+            &[&(trial_id as i32)],
+        )
+        .map_err(err)?;
+        Self::insert_params(&mut tx, trial_id as i32, params).map_err(err)?;
+        tx.commit().map_err(err)
+    }
+
+    fn enqueue(&mut self, study_id: i64, system_attrs: &BTreeMap<String, Value>) -> Result<i64> {
+        let err = self.err();
+        let sid = study_id as i32;
+        let mut client = self.client.borrow_mut();
+        let mut tx = client.transaction().map_err(err)?;
+        lock_study(&mut tx, sid).map_err(err)?;
+        let number: i32 = tx
+            .query_one(
+                "SELECT COALESCE(MAX(number) + 1, 0) FROM trials WHERE study_id = $1",
+                &[&sid],
+            )
+            .map_err(err)?
+            .get(0);
+        let id: i32 = tx
+            .query_one(
+                "INSERT INTO trials (number, study_id, state) VALUES ($1, $2, 'WAITING') RETURNING trial_id",
+                &[&number, &sid],
+            )
+            .map_err(err)?
+            .get(0);
+        for (k, v) in system_attrs {
+            Self::put_attr(&mut tx, "trial_system_attributes", id, k, v).map_err(err)?;
+        }
+        tx.commit().map_err(err)?;
+        Ok(i64::from(number))
     }
 
     fn report_epoch(

@@ -34,7 +34,8 @@ pub enum EarlyTerminate {
         max_iter: Option<i64>,
         #[serde(default = "three")]
         eta: i64,
-        #[serde(default = "one_usize")]
+        /// W&B calls the number of brackets `s`.
+        #[serde(default = "one_usize", alias = "s")]
         brackets: usize,
     },
 }

@@ -59,6 +59,67 @@ impl Space {
             .collect()
     }
 
+    /// The stored parameters of a queued trial from the values it was given (Optuna's
+    /// `fixed_params`, `rnnsweep enqueue`, a re-queue): every active parameter must be given and
+    /// lie in its distribution; constants may be left out. The error names the parameter.
+    pub fn resolve_fixed(&self, fixed: &Value) -> Result<BTreeMap<String, StoredParam>, String> {
+        let Some(given) = fixed.as_object() else {
+            return Err(format!(
+                "the queued values are not a mapping of parameter names: {fixed}"
+            ));
+        };
+        for name in given.keys() {
+            if !self.parameters.iter().any(|(n, _)| n == name) {
+                return Err(format!(
+                    "parameter `{name}` is not in the study's search space (which has: {})",
+                    self.parameters
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+        let mut point = Point::new();
+        for (name, d) in &self.parameters {
+            let value = match (given.get(name), d) {
+                (Some(v), _) => d.canonical(v).ok_or_else(|| {
+                    format!(
+                        "parameter `{name}` = {v} is outside the search space: it must be {}",
+                        d.describe()
+                    )
+                })?,
+                (None, Distribution::Constant(c)) => c.clone(),
+                // Whether a missing value matters depends on the layer counts: checked below.
+                (None, _) => Value::Null,
+            };
+            point.insert(name.clone(), value);
+        }
+        let placeholders: Point = point
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    if v.is_null() {
+                        Value::from(1)
+                    } else {
+                        v.clone()
+                    },
+                )
+            })
+            .collect();
+        let active =
+            active(&self.training, &placeholders).map_err(|m| format!("queued values: {m}"))?;
+        if let Some(name) = active.keys().find(|k| point[*k].is_null()) {
+            return Err(format!("parameter `{name}` has no queued value"));
+        }
+        let resolved: Point = point
+            .into_iter()
+            .filter(|(k, _)| active.contains_key(k))
+            .collect();
+        Ok(self.to_stored(&resolved))
+    }
+
     fn key(point: &Point) -> String {
         serde_json::to_string(point).unwrap_or_default()
     }
@@ -229,6 +290,79 @@ mod tests {
             ],
             training: serde_json::to_value(ModelConfig::default()).unwrap(),
         }
+    }
+
+    #[test]
+    fn queued_values_are_checked_against_the_space() {
+        let mut s = space();
+        s.parameters.extend([
+            (
+                "learning_rate".to_string(),
+                Distribution::LogUniform {
+                    min: 1e-4,
+                    max: 1e-2,
+                },
+            ),
+            (
+                "lstm_units".to_string(),
+                Distribution::Categorical(vec![json!(8), json!([8, 8])]),
+            ),
+            ("epochs".to_string(), Distribution::Constant(json!(3))),
+            (
+                "batch_size".to_string(),
+                Distribution::IntUniform { min: 16, max: 64 },
+            ),
+        ]);
+        let ok = s
+            .resolve_fixed(
+                &json!({"dense_layers": 1, "optimizer": "sgd", "learning_rate": 0.002,
+                                   "lstm_units": "[8, 8]", "batch_size": 32.0}),
+            )
+            .unwrap();
+        // The inactive layer parameter is not needed; the constant fills itself in; Optuna's
+        // JSON text of a list choice and a whole float are read as the space's values.
+        assert_eq!(
+            s.decode(&ok),
+            Point::from([
+                ("batch_size".into(), json!(32)),
+                ("dense_layers".into(), json!(1)),
+                ("epochs".into(), json!(3)),
+                ("learning_rate".into(), json!(0.002)),
+                ("lstm_units".into(), json!([8, 8])),
+                ("optimizer".into(), json!("sgd")),
+            ])
+        );
+        let full = json!({"dense_layers": 2, "optimizer": "sgd", "learning_rate": 0.002,
+                          "lstm_units": 8, "batch_size": 32});
+        assert_eq!(
+            s.resolve_fixed(&full).unwrap_err(),
+            "parameter `dense.1.units` has no queued value"
+        );
+        let mut bad = full.clone();
+        bad["dense.1.units"] = json!(12);
+        assert_eq!(
+            s.resolve_fixed(&bad).unwrap_err(),
+            "parameter `dense.1.units` = 12 is outside the search space: it must be one of [8, 16]"
+        );
+        bad["dense.1.units"] = json!(8);
+        bad["learning_rate"] = json!(0.5);
+        assert_eq!(
+            s.resolve_fixed(&bad).unwrap_err(),
+            "parameter `learning_rate` = 0.5 is outside the search space: it must be a number in [0.0001, 0.01] (log scale)"
+        );
+        bad["learning_rate"] = json!(0.002);
+        bad["batch_size"] = json!(32.5);
+        assert!(s
+            .resolve_fixed(&bad)
+            .unwrap_err()
+            .starts_with("parameter `batch_size` = 32.5 is outside"));
+        bad["batch_size"] = json!(32);
+        bad["units"] = json!(3);
+        assert!(s
+            .resolve_fixed(&bad)
+            .unwrap_err()
+            .starts_with("parameter `units` is not in the study's search space"));
+        assert!(s.resolve_fixed(&json!([1, 2])).is_err());
     }
 
     fn record(space: &Space, number: i64, p: &Point) -> TrialRecord {

@@ -138,6 +138,72 @@ impl Distribution {
         v.to_string()
     }
 
+    /// The value as this distribution holds it, if `value` lies in it: a categorical's choice
+    /// (also given as Optuna's JSON text of a list), a whole number for an int range, a
+    /// multiple of q for a quantized one.
+    pub fn canonical(&self, value: &Value) -> Option<Value> {
+        let same = |a: &Value, b: &Value| {
+            a == b
+                || matches!((a.as_f64(), b.as_f64()), (Some(x), Some(y)) if x == y)
+                // Optuna holds a list choice as its JSON text, however it is spaced.
+                || matches!((a, b), (Value::Array(_) | Value::Object(_), Value::String(s))
+                    if serde_json::from_str::<Value>(s).is_ok_and(|parsed| &parsed == a))
+        };
+        let inside = |x: f64, min: f64, max: f64| {
+            let tol = 1e-9 * (max - min).abs().max(1.0);
+            x >= min - tol && x <= max + tol
+        };
+        let on_step = |x: f64, origin: f64, q: f64| {
+            let k = ((x - origin) / q).round();
+            (x - origin - k * q).abs() <= 1e-9 * q.max(1.0)
+        };
+        match self {
+            Distribution::Constant(c) => same(c, value).then(|| c.clone()),
+            Distribution::Categorical(c) => c.iter().find(|x| same(x, value)).cloned(),
+            Distribution::IntUniform { min, max } => {
+                let x = value.as_f64()?;
+                (x.fract() == 0.0 && inside(x, *min as f64, *max as f64)).then(|| json!(x as i64))
+            }
+            Distribution::Uniform { min, max } | Distribution::LogUniform { min, max } => {
+                let x = value.as_f64()?;
+                inside(x, *min, *max).then(|| number(x))
+            }
+            Distribution::QUniform { min, max, q } => {
+                let x = value.as_f64()?;
+                (inside(x, *min, *max) && on_step(x, *min, *q)).then(|| number(round_to(x, *q)))
+            }
+            Distribution::QLogUniform { min, max, q } => {
+                let x = value.as_f64()?;
+                (inside(x, *min, *max) && on_step(x, 0.0, *q)).then(|| number(round_to(x, *q)))
+            }
+        }
+    }
+
+    /// How the distribution reads in messages: `one of [adam, sgd]`, `a whole number in [1, 4]`.
+    pub fn describe(&self) -> String {
+        match self {
+            Distribution::Constant(v) => format!("the constant {v}"),
+            Distribution::Categorical(c) => format!(
+                "one of [{}]",
+                c.iter()
+                    .map(Value::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Distribution::IntUniform { min, max } => format!("a whole number in [{min}, {max}]"),
+            Distribution::Uniform { min, max } => format!("a number in [{min}, {max}]"),
+            Distribution::LogUniform { min, max } => {
+                format!("a number in [{min}, {max}] (log scale)")
+            }
+            Distribution::QUniform { min, max, q } => {
+                format!("a multiple of {q} from {min} in [{min}, {max}]")
+            }
+            Distribution::QLogUniform { min, max, q } => {
+                format!("a multiple of {q} in [{min}, {max}] (log scale)")
+            }
+        }
+    }
+
     /// The float Optuna stores in `trial_params.param_value`.
     pub fn to_internal(&self, value: &Value) -> Option<f64> {
         match self {
@@ -156,6 +222,20 @@ impl Distribution {
             Distribution::QLogUniform { q, .. } if *q == 1.0 => Some(json!(internal as i64)),
             _ => Some(number(internal)),
         }
+    }
+}
+
+/// A parameter's user value from Optuna's stored float and distribution JSON (whatever wrote
+/// it: rnnsweep or Optuna). The one decoder of stored parameters.
+pub fn decode_stored(internal: f64, distribution_json: &str) -> Value {
+    let d: Value = serde_json::from_str(distribution_json).unwrap_or(Value::Null);
+    match d["name"].as_str() {
+        Some("CategoricalDistribution") => d["attributes"]["choices"]
+            .get(internal as usize)
+            .cloned()
+            .unwrap_or(Value::Null),
+        Some("IntDistribution") => json!(internal as i64),
+        _ => json!(internal),
     }
 }
 

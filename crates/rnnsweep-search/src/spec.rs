@@ -15,6 +15,7 @@ use serde_json::Value;
 use crate::pruner::EarlyTerminate;
 use crate::scheduler::Resources;
 use crate::space::Distribution;
+use crate::store::StorageLocation;
 use crate::synthetic::Function;
 use crate::tpe::TpeSettings;
 
@@ -34,6 +35,16 @@ pub enum Method {
     Tpe,
 }
 
+/// W&B's names: `bayes` is run by TPE, rnnsweep's model-based sampler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RawMethod {
+    Grid,
+    Random,
+    Tpe,
+    Bayes,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct RawSpec {
@@ -42,7 +53,7 @@ struct RawSpec {
     storage: Option<String>,
     #[serde(default)]
     data: Option<RawData>,
-    method: Method,
+    method: RawMethod,
     #[serde(default)]
     seed: u64,
     #[serde(default)]
@@ -52,6 +63,8 @@ struct RawSpec {
     max_duration: Option<Value>,
     #[serde(default)]
     max_failures: Option<usize>,
+    #[serde(default)]
+    max_retries: Option<usize>,
     #[serde(default)]
     heartbeat_grace: Option<Value>,
     #[serde(default)]
@@ -100,9 +113,9 @@ struct RawParam {
     #[serde(default)]
     distribution: Option<DistributionName>,
     #[serde(default)]
-    min: Option<f64>,
+    min: Option<serde_json::Number>,
     #[serde(default)]
-    max: Option<f64>,
+    max: Option<serde_json::Number>,
     #[serde(default)]
     q: Option<f64>,
 }
@@ -110,6 +123,9 @@ struct RawParam {
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 enum DistributionName {
+    /// W&B's explicit forms of `values` and `value`.
+    Categorical,
+    Constant,
     IntUniform,
     Uniform,
     QUniform,
@@ -148,7 +164,7 @@ pub struct FunctionTrial {
 #[derive(Debug, Clone)]
 pub struct Spec {
     pub name: String,
-    pub storage: PathBuf,
+    pub storage: StorageLocation,
     pub train_file: PathBuf,
     pub columns: Columns,
     pub method: Method,
@@ -158,6 +174,8 @@ pub struct Spec {
     pub run_cap: usize,
     pub max_duration: Option<Duration>,
     pub max_failures: usize,
+    /// How often a trial whose driver died is re-queued before it stays FAIL.
+    pub max_retries: usize,
     pub heartbeat_grace: Duration,
     /// Fixed model settings (already merged onto the defaults).
     pub training: Value,
@@ -171,6 +189,8 @@ pub struct Spec {
     pub resources: Resources,
     /// Warnings found while validating (e.g. more threads than cores).
     pub warnings: Vec<String>,
+    /// How a W&B spec was read where rnnsweep's meaning differs (e.g. `method: bayes`).
+    pub notes: Vec<String>,
     /// The spec file's text, kept with the study.
     pub source: String,
     /// Where the spec was read from (relative paths in it are relative to its folder).
@@ -273,6 +293,19 @@ impl Spec {
             message: format!("{}: {message}", key_path.join(".")),
         };
 
+        let mut notes = Vec::new();
+        let method = match raw.method {
+            RawMethod::Grid => Method::Grid,
+            RawMethod::Random => Method::Random,
+            RawMethod::Tpe => Method::Tpe,
+            RawMethod::Bayes => {
+                notes.push(format!(
+                    "{}: method: bayes runs TPE (Tree-structured Parzen Estimator), rnnsweep's model-based sampler; write `method: tpe` to silence this note",
+                    err(&["method"], String::new()).at
+                ));
+                Method::Tpe
+            }
+        };
         if raw.name.trim().is_empty() || raw.name.contains('/') {
             return Err(err(
                 &["name"],
@@ -442,7 +475,7 @@ impl Spec {
                 }
                 err(&path, m)
             })?;
-            if raw.method == Method::Grid && d.grid_values().is_none() {
+            if method == Method::Grid && d.grid_values().is_none() {
                 return Err(err(
                     &["parameters", name],
                     "grid search needs `values`, `value` or a quantized distribution (int_uniform, q_uniform, q_log_uniform_values)".into(),
@@ -482,6 +515,16 @@ impl Spec {
             }
         }
 
+        let storage = match raw.storage.as_deref() {
+            None => {
+                StorageLocation::Sqlite(PathBuf::from("results").join(format!("{}.db", raw.name)))
+            }
+            Some(s) => match StorageLocation::parse(s).map_err(|m| err(&["storage"], m))? {
+                // A relative study file is relative to the spec, like the data file.
+                StorageLocation::Sqlite(p) => StorageLocation::Sqlite(base_dir.join(p)),
+                pg => pg,
+            },
+        };
         let resources = raw.resources.clone().unwrap_or_default();
         let warnings = resources.validate().map_err(|m| err(&["resources"], m))?;
         let mut early_terminate = raw.early_terminate.clone();
@@ -503,27 +546,20 @@ impl Spec {
         Ok(Spec {
             resources,
             warnings,
-            storage: raw
-                .storage
-                .as_deref()
-                .map(|s| {
-                    if crate::store::is_postgres(s) {
-                        PathBuf::from(s)
-                    } else {
-                        base_dir.join(s)
-                    }
-                })
-                .unwrap_or_else(|| PathBuf::from("results").join(format!("{}.db", raw.name))),
+            notes,
+            storage,
             name: raw.name,
             train_file,
             columns: data.columns,
-            method: raw.method,
+            method,
             seed: raw.seed,
             metric,
             direction,
             run_cap: raw.run_cap,
             max_duration,
             max_failures: raw.max_failures.unwrap_or(raw.run_cap.max(3)),
+            // Optuna's RetryFailedTrialCallback users typically allow two retries.
+            max_retries: raw.max_retries.unwrap_or(2),
             heartbeat_grace,
             training,
             parameters,
@@ -550,24 +586,52 @@ impl Spec {
 type FieldError = (Option<&'static str>, String);
 
 fn to_distribution(name: &str, p: &RawParam) -> Result<Distribution, FieldError> {
-    let forms = [
-        p.value.is_some(),
-        p.values.is_some(),
-        p.distribution.is_some(),
-    ];
-    if forms.iter().filter(|&&f| f).count() != 1 {
-        return Err((
-            None,
-            "give exactly one of `value`, `values` or `distribution`".into(),
-        ));
-    }
     if name.is_empty() {
         return Err((None, "empty parameter name".into()));
     }
-    if let Some(v) = &p.value {
-        return Ok(Distribution::Constant(v.clone()));
-    }
-    if let Some(vs) = &p.values {
+    // W&B: `distribution: categorical` with `values`, `constant` with `value`; min and max
+    // without a distribution are int_uniform when both are integers, else uniform.
+    let dist = match (p.distribution, &p.value, &p.values) {
+        (Some(DistributionName::Categorical), None, Some(_)) => None,
+        (Some(DistributionName::Categorical), _, _) => {
+            return Err((Some("distribution"), "categorical needs `values`".into()))
+        }
+        (Some(DistributionName::Constant), Some(_), None) => None,
+        (Some(DistributionName::Constant), _, _) => {
+            return Err((Some("distribution"), "constant needs `value`".into()))
+        }
+        (Some(d), None, None) => Some(d),
+        (None, None, None) if p.min.is_some() || p.max.is_some() => {
+            let integral = |n: &Option<serde_json::Number>| {
+                n.as_ref().is_some_and(|n| n.is_i64() || n.is_u64())
+            };
+            Some(if integral(&p.min) && integral(&p.max) {
+                DistributionName::IntUniform
+            } else {
+                DistributionName::Uniform
+            })
+        }
+        (None, Some(_), None) | (None, None, Some(_)) => None,
+        _ => {
+            return Err((
+                None,
+                "give exactly one of `value`, `values` or `distribution` (or `min` and `max`)"
+                    .into(),
+            ))
+        }
+    };
+    let Some(dist) = dist else {
+        if p.min.is_some() || p.max.is_some() || p.q.is_some() {
+            return Err((
+                None,
+                "`min`, `max` and `q` go with a numeric distribution, not with `value`/`values`"
+                    .into(),
+            ));
+        }
+        if let Some(v) = &p.value {
+            return Ok(Distribution::Constant(v.clone()));
+        }
+        let vs = p.values.as_ref().expect("matched above");
         if vs.is_empty() {
             return Err((Some("values"), "is empty".into()));
         }
@@ -577,14 +641,15 @@ fn to_distribution(name: &str, p: &RawParam) -> Result<Distribution, FieldError>
             }
         }
         return Ok(Distribution::Categorical(vs.clone()));
-    }
-    let dist = p.distribution.expect("checked above");
-    let min = p
-        .min
-        .ok_or((Some("distribution"), "needs `min`".to_string()))?;
-    let max = p
-        .max
-        .ok_or((Some("distribution"), "needs `max`".to_string()))?;
+    };
+    let number = |n: &Option<serde_json::Number>, field: &'static str| -> Result<f64, FieldError> {
+        n.as_ref()
+            .ok_or((Some("distribution"), format!("needs `{field}`")))?
+            .as_f64()
+            .ok_or((Some(field), "is not a number".to_string()))
+    };
+    let min = number(&p.min, "min")?;
+    let max = number(&p.max, "max")?;
     if !(min.is_finite() && max.is_finite()) {
         return Err((Some("min"), "min and max must be finite".into()));
     }
@@ -628,6 +693,9 @@ fn to_distribution(name: &str, p: &RawParam) -> Result<Distribution, FieldError>
         DistributionName::LogUniformValues => Distribution::LogUniform { min, max },
         DistributionName::QUniform => Distribution::QUniform { min, max, q },
         DistributionName::QLogUniformValues => Distribution::QLogUniform { min, max, q },
+        DistributionName::Categorical | DistributionName::Constant => {
+            unreachable!("handled before the numeric forms")
+        }
     };
     if d.grid_values().is_some_and(|v| v.is_empty()) {
         return Err((
@@ -687,7 +755,10 @@ parameters:
         let s = parse(GOOD).unwrap();
         assert_eq!(s.name, "demo");
         assert_eq!(s.train_file, PathBuf::from("exp/data/sample.csv"));
-        assert_eq!(s.storage, PathBuf::from("results/demo.db"));
+        assert_eq!(
+            s.storage,
+            StorageLocation::Sqlite(PathBuf::from("results/demo.db"))
+        );
         assert_eq!(
             (s.metric.as_str(), s.direction),
             ("val_loss", Direction::Minimize)
@@ -706,7 +777,7 @@ parameters:
     fn errors_name_file_line_and_column() {
         assert_eq!(
             message(&GOOD.replace("run_cap: 4", "run_cap: 4\nrun_caps: 5")),
-            "exp/s.yaml:9:1: unknown field `run_caps`, expected one of `name`, `storage`, `data`, `method`, `seed`, `metric`, `run_cap`, `max_duration`, `max_failures`, `heartbeat_grace`, `training`, `parameters`, `trial`, `resources`, `tpe`, `early_terminate`"
+            "exp/s.yaml:9:1: unknown field `run_caps`, expected one of `name`, `storage`, `data`, `method`, `seed`, `metric`, `run_cap`, `max_duration`, `max_failures`, `max_retries`, `heartbeat_grace`, `training`, `parameters`, `trial`, `resources`, `tpe`, `early_terminate`"
         );
         assert_eq!(
             message(&GOOD.replace("min: 0.0001", "min: 0.1")),
@@ -742,6 +813,80 @@ parameters:
     }
 
     #[test]
+    fn wandb_forms_read_as_wandb_means_them() {
+        let s = parse(&GOOD.replace("method: random", "method: bayes")).unwrap();
+        assert_eq!(s.method, Method::Tpe);
+        assert_eq!(s.notes.len(), 1);
+        assert!(
+            s.notes[0].starts_with("exp/s.yaml:5:1: method: bayes runs TPE"),
+            "{:?}",
+            s.notes
+        );
+        let text = GOOD.replace(
+            "  dense_layers:\n    values: [1, 2]\n",
+            "  dense_layers:\n    min: 1\n    max: 2\n  lstm_dropout:\n    min: 0\n    max: 0.5\n  batch_size:\n    distribution: constant\n    value: 32\n  optimizer.beta_1:\n    distribution: categorical\n    values: [0.9, 0.95]\n",
+        );
+        let s = parse(&text).unwrap();
+        let d = |n: &str| s.parameters.iter().find(|(k, _)| k == n).unwrap().1.clone();
+        assert_eq!(
+            d("dense_layers"),
+            Distribution::IntUniform { min: 1, max: 2 }
+        );
+        assert_eq!(
+            d("lstm_dropout"),
+            Distribution::Uniform { min: 0.0, max: 0.5 }
+        );
+        assert_eq!(
+            d("batch_size"),
+            Distribution::Constant(serde_json::json!(32))
+        );
+        assert_eq!(
+            d("optimizer.beta_1"),
+            Distribution::Categorical(vec![serde_json::json!(0.9), serde_json::json!(0.95)])
+        );
+        let with_s = "name: f\nmethod: random\nrun_cap: 2\ntrial: {kind: function, name: sphere, epochs: 9}\nparameters:\n  x0: {min: -1.0, max: 1.0}\nearly_terminate: {type: hyperband, min_iter: 1, eta: 3, s: 2}\n";
+        match parse(with_s).unwrap().early_terminate {
+            Some(crate::pruner::EarlyTerminate::Hyperband { brackets, .. }) => {
+                assert_eq!(brackets, 2)
+            }
+            other => panic!("{other:?}"),
+        }
+        // What means something else in W&B stays an error.
+        let e = message(&GOOD.replace(
+            "distribution: log_uniform_values",
+            "distribution: log_uniform",
+        ));
+        assert!(e.starts_with("exp/s.yaml:17:19: parameters.learning_rate.distribution: unknown variant `log_uniform`"), "{e}");
+        let e = message(&GOOD.replace(
+            "    values: [adam, rmsprop]",
+            "    distribution: categorical\n    value: adam",
+        ));
+        assert!(
+            e.ends_with("parameters.optimizer.distribution: categorical needs `values`"),
+            "{e}"
+        );
+        let e = message(&GOOD.replace(
+            "    values: [adam, rmsprop]",
+            "    values: [adam]\n    min: 1",
+        ));
+        assert!(
+            e.contains("`min`, `max` and `q` go with a numeric distribution"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn max_retries_defaults_to_two() {
+        assert_eq!(parse(GOOD).unwrap().max_retries, 2);
+        assert_eq!(
+            parse(&GOOD.replace("run_cap: 4", "run_cap: 4\nmax_retries: 0"))
+                .unwrap()
+                .max_retries,
+            0
+        );
+    }
+
+    #[test]
     fn grid_rejects_continuous_parameters() {
         let e = message(&GOOD.replace("method: random", "method: grid"));
         assert!(
@@ -756,5 +901,168 @@ parameters:
         assert_eq!(locate(text, &["a", "b", "c"]), Some((3, 5)));
         assert_eq!(locate(text, &["a", "d", "max"]), Some((4, 15)));
         assert_eq!(locate(text, &["a", "zz"]), Some((1, 1)));
+    }
+
+    /// Hostile specs: random text and mutations of a good spec. No input may panic; every
+    /// rejection names the file (and, where it can, the line and column).
+    mod hostile {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Pieces YAML and the spec's own keys are made of.
+        const TOKENS: &[&str] = &[
+            "name",
+            "method",
+            "grid",
+            "random",
+            "tpe",
+            "bayes",
+            "run_cap",
+            "parameters",
+            "values",
+            "value",
+            "distribution",
+            "min",
+            "max",
+            "q",
+            "uniform",
+            "int_uniform",
+            "q_uniform",
+            "log_uniform_values",
+            "categorical",
+            "constant",
+            "training",
+            "lstm_units",
+            "dense",
+            "dense_layers",
+            "dense.1.units",
+            "lstm_units.3",
+            "epochs",
+            "early_terminate",
+            "type",
+            "hyperband",
+            "median",
+            "s",
+            "eta",
+            "brackets",
+            "resources",
+            "devices",
+            "cuda:0",
+            "cpu",
+            "trial",
+            "kind",
+            "function",
+            "sphere",
+            "x0",
+            "data",
+            "train",
+            "max_duration",
+            "1e308",
+            "-1",
+            "0",
+            "1",
+            "2.5",
+            "NaN",
+            ".inf",
+            "-.inf",
+            "null",
+            "~",
+            "true",
+            "\"\"",
+            "[",
+            "]",
+            "{",
+            "}",
+            ":",
+            ": ",
+            ",",
+            "-",
+            "- ",
+            "&a",
+            "*a",
+            "!!str",
+            "|",
+            ">",
+            "#",
+            "'",
+            "\"",
+            "\n",
+            "\n  ",
+            "\n    ",
+            " ",
+            "\t",
+            "?",
+            "%YAML 1.2",
+            "---",
+            "...",
+            "\u{0}",
+            "é",
+            "🤖",
+            "99999999999999999999",
+            "storage",
+            "postgresql://",
+            "sqlite:///",
+            "max_retries",
+        ];
+
+        fn tokens() -> impl Strategy<Value = String> {
+            proptest::collection::vec(proptest::sample::select(TOKENS), 0..40)
+                .prop_map(|t| t.concat())
+        }
+
+        fn mutated() -> impl Strategy<Value = String> {
+            let lines: Vec<String> = GOOD.lines().map(str::to_string).collect();
+            let n = lines.len();
+            (
+                proptest::collection::vec((0..n, 0..4u8, proptest::sample::select(TOKENS)), 1..6),
+                Just(lines),
+            )
+                .prop_map(|(edits, mut lines)| {
+                    for (at, how, token) in edits {
+                        let at = at.min(lines.len().saturating_sub(1));
+                        if lines.is_empty() {
+                            lines.push(token.to_string());
+                            continue;
+                        }
+                        match how {
+                            0 => lines[at] = format!("{}{token}", lines[at]),
+                            1 => {
+                                let cut = lines[at].len() / 2;
+                                let keep: String = lines[at].chars().take(cut).collect();
+                                lines[at] = format!("{keep}{token}");
+                            }
+                            2 => {
+                                lines.remove(at);
+                            }
+                            _ => {
+                                let copy = lines[at].clone();
+                                lines.insert(at, copy);
+                            }
+                        }
+                    }
+                    lines.join("\n")
+                })
+        }
+
+        fn check(text: &str) {
+            if let Err(e) = Spec::parse(text, Path::new("fuzz.yaml")) {
+                let m = e.to_string();
+                assert!(m.starts_with("fuzz.yaml"), "{m:?} for {text:?}");
+                assert!(m.len() > "fuzz.yaml: ".len() + 3, "{m:?}");
+            }
+        }
+
+        #[test]
+        fn random_token_soup_and_mutated_specs_never_panic() {
+            let soup = rnnsweep_model::fuzz::run(50_000, tokens(), |text| {
+                check(&text);
+                Ok(())
+            });
+            let mutations = rnnsweep_model::fuzz::run(50_000, mutated(), |text| {
+                check(&text);
+                Ok(())
+            });
+            assert_eq!(soup + mutations, 100_000);
+        }
     }
 }

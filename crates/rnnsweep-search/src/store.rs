@@ -116,8 +116,14 @@ pub trait Store {
     fn set_study_user_attr(&mut self, study_id: i64, key: &str, value: &Value) -> Result<()>;
     fn trials(&self, study_id: i64) -> Result<Vec<TrialRecord>>;
     /// Marks RUNNING trials whose heartbeat is older than `grace` as FAIL and re-queues their
-    /// parameters as WAITING trials. Returns (failed number, new number) pairs.
-    fn recover_stale(&mut self, study_id: i64, grace: Duration) -> Result<Vec<(i64, i64)>>;
+    /// parameters as WAITING trials, unless a trial has already been re-queued this way
+    /// `max_retries` times: then it stays FAIL with its retry history.
+    fn recover_stale(
+        &mut self,
+        study_id: i64,
+        grace: Duration,
+        max_retries: usize,
+    ) -> Result<Vec<Recovered>>;
     /// In one exclusive transaction: if fewer than `run_cap` trials are finished or running,
     /// takes the oldest WAITING trial, or creates one from `sample` (given the trials so far and
     /// the new trial's number; `None` means the space is exhausted). The trial is RUNNING with
@@ -130,6 +136,16 @@ pub trait Store {
         sample: &mut ParamSource,
     ) -> Result<Claim>;
     fn heartbeat(&mut self, trial_id: i64) -> Result<()>;
+    /// Replaces a trial's stored parameters (Optuna's `set_trial_param`, for a claimed trial
+    /// whose values came from `fixed_params`).
+    fn set_trial_params(
+        &mut self,
+        trial_id: i64,
+        params: &BTreeMap<String, StoredParam>,
+    ) -> Result<()>;
+    /// Adds a WAITING trial with these system attributes (Optuna's `enqueue_trial`: the
+    /// values go in `fixed_params`); returns its number.
+    fn enqueue(&mut self, study_id: i64, system_attrs: &BTreeMap<String, Value>) -> Result<i64>;
     /// Fails a RUNNING trial (e.g. interrupted) and queues its parameters again, with `extra`
     /// system attributes on the new trial; returns the new trial's number.
     fn fail_and_requeue(
@@ -160,6 +176,138 @@ pub trait Store {
         trial: &TrialRecord,
         epochs: &[(i64, Value)],
     ) -> Result<()>;
+}
+
+/// A stale trial found by [`Store::recover_stale`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    pub failed: i64,
+    /// The new trial's number; `None` when the retries were used up.
+    pub queued: Option<i64>,
+}
+
+/// Attribute keys. Those without the `rnnsweep:` prefix are Optuna's own.
+pub mod keys {
+    /// Optuna's `enqueue_trial`: `{name: value}` of a WAITING trial.
+    pub const FIXED_PARAMS: &str = "fixed_params";
+    /// Optuna's `RetryFailedTrialCallback`: the first attempt's number.
+    pub const FAILED_TRIAL: &str = "failed_trial";
+    /// Optuna's `RetryFailedTrialCallback`: every earlier attempt's number.
+    pub const RETRY_HISTORY: &str = "retry_history";
+    pub const FAIL_REASON: &str = "fail_reason";
+    /// The trial number whose checkpoint folder a re-run continues from.
+    pub const RESUME_FROM: &str = "rnnsweep:resume_from";
+    /// On a failed trial: the number of the trial that re-runs it.
+    pub const REQUEUED_AS: &str = "rnnsweep:requeued_as";
+    /// How often a trial's driver died under it (counted against `max_retries`).
+    pub const CRASH_RETRIES: &str = "rnnsweep:crash_retries";
+    /// A study's identity: trial folders are keyed by it, so a new study never adopts the
+    /// files of an old one with the same name.
+    pub const STUDY_UUID: &str = "rnnsweep:study_uuid";
+    pub const TRIAL_DIR: &str = "rnnsweep:trial_dir";
+    pub const SPACE: &str = "rnnsweep:space";
+    pub const AVOID_DEVICE: &str = "rnnsweep:avoid_device";
+    pub const OOM_RETRY: &str = "rnnsweep:oom_retry";
+}
+
+/// The trial's parameters as Optuna's `enqueue_trial` stores them: `{name: user value}`.
+pub fn fixed_params_attr(params: &BTreeMap<String, StoredParam>) -> Value {
+    Value::Object(
+        params
+            .iter()
+            .map(|(k, p)| {
+                (
+                    k.clone(),
+                    crate::space::decode_stored(p.internal, &p.distribution_json),
+                )
+            })
+            .collect(),
+    )
+}
+
+fn crash_retries(t: &TrialRecord) -> usize {
+    t.system_attrs
+        .get(keys::CRASH_RETRIES)
+        .and_then(Value::as_u64)
+        .unwrap_or(0) as usize
+}
+
+/// Every earlier attempt's number, this one included.
+pub(crate) fn retry_history(t: &TrialRecord) -> Vec<Value> {
+    let mut history = t
+        .system_attrs
+        .get(keys::RETRY_HISTORY)
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    history.push(Value::from(t.number));
+    history
+}
+
+/// What the WAITING trial that re-runs `t` carries: its values in Optuna's enqueue form,
+/// where its checkpoint lives, and its retry history under Optuna's callback keys.
+pub(crate) fn requeue_attrs(
+    t: &TrialRecord,
+    crashed: bool,
+    extra: &BTreeMap<String, Value>,
+) -> BTreeMap<String, Value> {
+    let origin = t
+        .system_attrs
+        .get(keys::RESUME_FROM)
+        .cloned()
+        .unwrap_or(Value::from(t.number));
+    let first = t
+        .system_attrs
+        .get(keys::FAILED_TRIAL)
+        .cloned()
+        .unwrap_or(Value::from(t.number));
+    let mut attrs = BTreeMap::from([
+        (keys::FIXED_PARAMS.to_string(), fixed_params_attr(&t.params)),
+        (keys::RESUME_FROM.to_string(), origin),
+        (keys::FAILED_TRIAL.to_string(), first),
+        (
+            keys::RETRY_HISTORY.to_string(),
+            Value::Array(retry_history(t)),
+        ),
+        (
+            keys::CRASH_RETRIES.to_string(),
+            Value::from(crash_retries(t) + usize::from(crashed)),
+        ),
+    ]);
+    attrs.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+    attrs
+}
+
+/// The stale-trial policy: re-queue (with the reason) or give up (with the reason).
+pub(crate) enum StaleAction {
+    Requeue(String),
+    GiveUp(String),
+}
+
+pub(crate) fn stale_action(
+    t: &TrialRecord,
+    grace: Duration,
+    max_retries: usize,
+    next_number: i64,
+) -> StaleAction {
+    let why = format!(
+        "heartbeat stopped: the driver or worker died (no heartbeat for {} s)",
+        grace.as_secs()
+    );
+    let retries = crash_retries(t);
+    if retries >= max_retries {
+        StaleAction::GiveUp(format!(
+            "{why}; not re-queued: its driver died {} times (max_retries {max_retries})",
+            retries + 1
+        ))
+    } else {
+        StaleAction::Requeue(format!("{why}; re-queued as trial {next_number}"))
+    }
+}
+
+/// The user attribute a trial that is given up keeps: every attempt's number.
+pub(crate) fn given_up_history(t: &TrialRecord) -> Value {
+    Value::Array(retry_history(t))
 }
 
 #[derive(Debug, Clone)]
@@ -300,27 +448,98 @@ CREATE TABLE rnnsweep_epochs (
 );
 "#];
 
-/// Whether a storage location is a PostgreSQL URL rather than an SQLite file.
-pub fn is_postgres(location: &str) -> bool {
-    location.starts_with("postgresql://") || location.starts_with("postgres://")
+/// Where a study lives: an SQLite file or a PostgreSQL database. Parsed from the forms
+/// Optuna users write: a plain path, SQLAlchemy's `sqlite:///relative.db` and
+/// `sqlite:////absolute.db`, or `postgresql://user@host:port/db`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageLocation {
+    Sqlite(PathBuf),
+    Postgres(String),
 }
 
-/// Opens the store a location names: `postgresql://user@host:port/db`, `sqlite:///path.db`,
-/// or a plain path to an SQLite file.
-pub fn open_store(location: &str) -> Result<Box<dyn Store>> {
-    if is_postgres(location) {
-        return Ok(Box::new(crate::pg::PgStore::connect(location)?));
+impl StorageLocation {
+    pub fn parse(location: &str) -> std::result::Result<Self, String> {
+        if location.starts_with("postgresql://") || location.starts_with("postgres://") {
+            return Ok(Self::Postgres(location.to_string()));
+        }
+        if let Some(path) = location.strip_prefix("sqlite:///") {
+            // SQLAlchemy: three slashes then a relative path; a fourth makes it absolute.
+            if path.is_empty() {
+                return Err(format!("{location}: the URL names no file"));
+            }
+            return Ok(Self::Sqlite(PathBuf::from(path)));
+        }
+        if location.starts_with("sqlite:") {
+            return Err(format!(
+                "{location}: write SQLite URLs as sqlite:///relative.db or sqlite:////absolute.db"
+            ));
+        }
+        if location.contains("://") {
+            return Err(format!(
+                "{location}: not a study location (an SQLite file, sqlite:///file.db or postgresql://…)"
+            ));
+        }
+        if location.is_empty() {
+            return Err("an empty study location".into());
+        }
+        Ok(Self::Sqlite(PathBuf::from(location)))
     }
-    let path = location
-        .strip_prefix("sqlite:///")
-        .map(|p| format!("/{p}"))
-        .unwrap_or_else(|| location.to_string());
-    let path = location
-        .strip_prefix("sqlite://")
-        .filter(|_| !location.starts_with("sqlite:///"))
-        .map(str::to_string)
-        .unwrap_or(path);
-    Ok(Box::new(SqliteStore::open(Path::new(&path))?))
+
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match self {
+            Self::Sqlite(p) => Some(p),
+            Self::Postgres(_) => None,
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Self::Postgres(_))
+    }
+
+    /// Opens the store, creating the SQLite file (or the PostgreSQL schema) if needed.
+    pub fn open(&self) -> Result<Box<dyn Store>> {
+        match self {
+            Self::Postgres(url) => Ok(Box::new(crate::pg::PgStore::connect(url)?)),
+            Self::Sqlite(path) => Ok(Box::new(SqliteStore::open(path)?)),
+        }
+    }
+
+    /// Opens a store that must exist already: an SQLite file is never created.
+    pub fn open_existing(&self) -> Result<Box<dyn Store>> {
+        if let Self::Sqlite(path) = self {
+            if !path.is_file() {
+                return Err(StoreError::Invalid {
+                    path: path.display().to_string(),
+                    message: "no such study file".into(),
+                });
+            }
+        }
+        self.open()
+    }
+
+    /// Where trial folders go: next to an SQLite study, in `results/` for a database.
+    pub fn results_dir(&self) -> PathBuf {
+        match self {
+            Self::Sqlite(p) => p.parent().map(Path::to_path_buf).unwrap_or_default(),
+            Self::Postgres(_) => PathBuf::from("results"),
+        }
+    }
+}
+
+impl std::fmt::Display for StorageLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(p) => write!(f, "{}", p.display()),
+            Self::Postgres(url) => f.write_str(&crate::pg::shown(url)),
+        }
+    }
+}
+
+impl std::str::FromStr for StorageLocation {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Self::parse(s)
+    }
 }
 
 /// A study's counts by state and best value, from its trials.
@@ -744,7 +963,7 @@ impl SqliteStore {
     }
 
     /// Fails a RUNNING trial with `reason` and queues its parameters again as WAITING trial
-    /// `number`, remembering where its checkpoint lives.
+    /// `number`, remembering where its checkpoint lives; returns the new trial's id.
     fn requeue(
         tx: &Connection,
         study_id: i64,
@@ -752,35 +971,53 @@ impl SqliteStore {
         number: i64,
         reason: &str,
         now: &str,
+        attrs: &BTreeMap<String, Value>,
     ) -> rusqlite::Result<i64> {
-        tx.execute(
-            "UPDATE trials SET state = 'FAIL', datetime_complete = ?2 WHERE trial_id = ?1",
-            params![t.trial_id, now],
-        )?;
-        tx.execute(
-            "INSERT OR REPLACE INTO trial_system_attributes (trial_id, key, value_json) VALUES (?1, 'fail_reason', ?2)",
-            params![t.trial_id, Value::from(reason).to_string()],
+        Self::fail_trial(tx, t.trial_id, reason, now)?;
+        Self::put_attr(
+            tx,
+            "trial_system_attributes",
+            t.trial_id,
+            keys::REQUEUED_AS,
+            &Value::from(number),
         )?;
         tx.execute(
             "INSERT INTO trials (number, study_id, state) VALUES (?1, ?2, 'WAITING')",
             params![number, study_id],
         )?;
         let new_id = tx.last_insert_rowid();
-        tx.execute(
-            "INSERT INTO trial_system_attributes (trial_id, key, value_json) VALUES (?1, 'fixed_params', ?2)",
-            params![new_id, fixed_params_attr(&t.params).to_string()],
-        )?;
-        // The re-run continues from the first attempt's last epoch checkpoint.
-        let origin = t
-            .system_attrs
-            .get("rnnsweep:resume_from")
-            .cloned()
-            .unwrap_or(Value::from(t.number));
-        tx.execute(
-            "INSERT INTO trial_system_attributes (trial_id, key, value_json) VALUES (?1, 'rnnsweep:resume_from', ?2)",
-            params![new_id, origin.to_string()],
-        )?;
+        for (k, v) in attrs {
+            Self::put_attr(tx, "trial_system_attributes", new_id, k, v)?;
+        }
         Ok(new_id)
+    }
+
+    fn fail_trial(tx: &Connection, trial_id: i64, reason: &str, now: &str) -> rusqlite::Result<()> {
+        tx.execute(
+            "UPDATE trials SET state = 'FAIL', datetime_complete = ?2 WHERE trial_id = ?1",
+            params![trial_id, now],
+        )?;
+        Self::put_attr(
+            tx,
+            "trial_system_attributes",
+            trial_id,
+            keys::FAIL_REASON,
+            &Value::from(reason),
+        )
+    }
+
+    fn put_attr(
+        tx: &Connection,
+        table: &str,
+        trial_id: i64,
+        key: &str,
+        value: &Value,
+    ) -> rusqlite::Result<()> {
+        tx.execute(
+            &format!("INSERT INTO {table} (trial_id, key, value_json) VALUES (?1, ?2, ?3) ON CONFLICT (trial_id, key) DO UPDATE SET value_json = excluded.value_json"),
+            params![trial_id, key, value.to_string()],
+        )?;
+        Ok(())
     }
 
     fn upsert_heartbeat(conn: &Connection, trial_id: i64, now: &str) -> rusqlite::Result<()> {
@@ -792,18 +1029,15 @@ impl SqliteStore {
     }
 }
 
-pub(crate) fn fixed_params_attr(params: &BTreeMap<String, StoredParam>) -> Value {
-    // Optuna keeps an enqueued trial's values in the `fixed_params` system attribute; the
-    // distributions travel beside them so the trial can be rebuilt exactly.
-    serde_json::json!({
-        "internal": params.iter().map(|(k, p)| (k.clone(), Value::from(p.internal))).collect::<serde_json::Map<_, _>>(),
-        "distributions": params.iter().map(|(k, p)| (k.clone(), Value::from(p.distribution_json.clone()))).collect::<serde_json::Map<_, _>>(),
-    })
-}
-
-pub(crate) fn params_from_attr(v: &Value) -> Option<BTreeMap<String, StoredParam>> {
-    let internal = v.get("internal")?.as_object()?;
-    let dists = v.get("distributions")?.as_object()?;
+/// Round 1 stored re-queued values as `{internal: {…}, distributions: {…}}` under
+/// `fixed_params`; such a trial still runs with exactly those values.
+pub fn legacy_fixed_params(v: &Value) -> Option<BTreeMap<String, StoredParam>> {
+    let map = v.as_object()?;
+    if map.len() != 2 {
+        return None;
+    }
+    let internal = map.get("internal")?.as_object()?;
+    let dists = map.get("distributions")?.as_object()?;
     internal
         .iter()
         .map(|(k, x)| {
@@ -927,7 +1161,12 @@ impl Store for SqliteStore {
         Self::load_trials(&self.conn, study_id).map_err(self.err())
     }
 
-    fn recover_stale(&mut self, study_id: i64, grace: Duration) -> Result<Vec<(i64, i64)>> {
+    fn recover_stale(
+        &mut self,
+        study_id: i64,
+        grace: Duration,
+        max_retries: usize,
+    ) -> Result<Vec<Recovered>> {
         let err = sql_error(&self.path);
         let now = SystemTime::now();
         let cutoff = timestamp(now.checked_sub(grace).unwrap_or(UNIX_EPOCH));
@@ -961,13 +1200,33 @@ impl Store for SqliteStore {
             let Some(t) = all.iter().find(|t| t.trial_id == id) else {
                 continue;
             };
-            let reason = format!(
-                "heartbeat stopped: the driver or worker died (no heartbeat for {} s); re-queued as trial {next_number}",
-                grace.as_secs()
-            );
-            Self::requeue(&tx, study_id, t, next_number, &reason, &now).map_err(err)?;
-            requeued.push((t.number, next_number));
-            next_number += 1;
+            match stale_action(t, grace, max_retries, next_number) {
+                StaleAction::Requeue(reason) => {
+                    let attrs = requeue_attrs(t, true, &BTreeMap::new());
+                    Self::requeue(&tx, study_id, t, next_number, &reason, &now, &attrs)
+                        .map_err(err)?;
+                    requeued.push(Recovered {
+                        failed: t.number,
+                        queued: Some(next_number),
+                    });
+                    next_number += 1;
+                }
+                StaleAction::GiveUp(reason) => {
+                    Self::fail_trial(&tx, t.trial_id, &reason, &now).map_err(err)?;
+                    Self::put_attr(
+                        &tx,
+                        "trial_user_attributes",
+                        t.trial_id,
+                        keys::RETRY_HISTORY,
+                        &given_up_history(t),
+                    )
+                    .map_err(err)?;
+                    requeued.push(Recovered {
+                        failed: t.number,
+                        queued: None,
+                    });
+                }
+            }
         }
         tx.commit().map_err(err)?;
         Ok(requeued)
@@ -1005,24 +1264,13 @@ impl Store for SqliteStore {
             )
             .optional()
             .map_err(err)?;
+        // A queued trial's values are checked against the space by the caller, which owns it.
         let trial_id = if let Some(id) = waiting {
-            let w = Self::load_trials_matching(&tx, study_id, Some(id))
-                .map_err(err)?
-                .remove(0);
             tx.execute(
                 "UPDATE trials SET state = 'RUNNING', datetime_start = ?2 WHERE trial_id = ?1",
                 params![id, now],
             )
             .map_err(err)?;
-            if w.params.is_empty() {
-                if let Some(p) = w
-                    .system_attrs
-                    .get("fixed_params")
-                    .and_then(params_from_attr)
-                {
-                    Self::insert_params(&tx, id, &p).map_err(err)?;
-                }
-            }
             id
         } else {
             let all = if history {
@@ -1076,21 +1324,57 @@ impl Store for SqliteStore {
                 message: format!("trial {trial_id} is not running"),
             })?;
         let number = all.iter().map(|t| t.number + 1).max().unwrap_or(0);
-        let new_id = Self::requeue(
+        Self::requeue(
             &tx,
             study_id,
             t,
             number,
             &format!("{reason}; re-queued as trial {number}"),
             &now,
+            &requeue_attrs(t, false, extra),
         )
         .map_err(err)?;
-        for (k, v) in extra {
-            tx.execute(
-                "INSERT OR REPLACE INTO trial_system_attributes (trial_id, key, value_json) VALUES (?1, ?2, ?3)",
-                params![new_id, k, v.to_string()],
+        tx.commit().map_err(err)?;
+        Ok(number)
+    }
+
+    fn set_trial_params(
+        &mut self,
+        trial_id: i64,
+        params: &BTreeMap<String, StoredParam>,
+    ) -> Result<()> {
+        let err = sql_error(&self.path);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        tx.execute("DELETE FROM trial_params WHERE trial_id = ?1", [trial_id])
+            .map_err(err)?;
+        Self::insert_params(&tx, trial_id, params).map_err(err)?;
+        tx.commit().map_err(err)
+    }
+
+    fn enqueue(&mut self, study_id: i64, system_attrs: &BTreeMap<String, Value>) -> Result<i64> {
+        let err = sql_error(&self.path);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let number: i64 = tx
+            .query_row(
+                "SELECT COALESCE(MAX(number) + 1, 0) FROM trials WHERE study_id = ?1",
+                [study_id],
+                |r| r.get(0),
             )
             .map_err(err)?;
+        tx.execute(
+            "INSERT INTO trials (number, study_id, state) VALUES (?1, ?2, 'WAITING')",
+            params![number, study_id],
+        )
+        .map_err(err)?;
+        let id = tx.last_insert_rowid();
+        for (k, v) in system_attrs {
+            Self::put_attr(&tx, "trial_system_attributes", id, k, v).map_err(err)?;
         }
         tx.commit().map_err(err)?;
         Ok(number)
@@ -1264,6 +1548,33 @@ mod tests {
     }
 
     #[test]
+    fn storage_locations_take_sqlalchemy_urls_and_plain_paths() {
+        let sqlite = |p: &str| StorageLocation::Sqlite(PathBuf::from(p));
+        assert_eq!(StorageLocation::parse("a.db").unwrap(), sqlite("a.db"));
+        assert_eq!(
+            StorageLocation::parse("sqlite:///results/a.db").unwrap(),
+            sqlite("results/a.db")
+        );
+        assert_eq!(
+            StorageLocation::parse("sqlite:////tmp/a.db").unwrap(),
+            sqlite("/tmp/a.db")
+        );
+        assert_eq!(
+            StorageLocation::parse("postgresql://u@h:5/db").unwrap(),
+            StorageLocation::Postgres("postgresql://u@h:5/db".into())
+        );
+        for bad in ["sqlite://a.db", "sqlite:///", "mysql://h/db", ""] {
+            assert!(StorageLocation::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            StorageLocation::parse("postgresql://u:secret@h/db")
+                .unwrap()
+                .to_string(),
+            "postgresql://u:***@h/db"
+        );
+    }
+
+    #[test]
     fn timestamps_are_optuna_formatted() {
         assert_eq!(
             timestamp(UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456)),
@@ -1362,14 +1673,22 @@ mod tests {
         ));
         // Both heartbeats are fresh: nothing is stale yet.
         assert!(s
-            .recover_stale(study, Duration::from_secs(60))
+            .recover_stale(study, Duration::from_secs(60), 2)
             .unwrap()
             .is_empty());
         s.finish(a.trial_id, TrialState::Complete, Some(1.0))
             .unwrap();
         std::thread::sleep(Duration::from_millis(20));
-        let requeued = s.recover_stale(study, Duration::from_millis(10)).unwrap();
-        assert_eq!(requeued, vec![(1, 2)]);
+        let requeued = s
+            .recover_stale(study, Duration::from_millis(10), 2)
+            .unwrap();
+        assert_eq!(
+            requeued,
+            vec![Recovered {
+                failed: 1,
+                queued: Some(2)
+            }]
+        );
         let trials = s.trials(study).unwrap();
         assert_eq!(trials[1].state, TrialState::Fail);
         assert!(trials[1].system_attrs["fail_reason"]
@@ -1387,8 +1706,83 @@ mod tests {
             panic!()
         };
         assert_eq!(c.number, 2);
-        assert_eq!(c.params["lr"].internal, 0.1);
+        // Optuna's enqueue form: the user's values by name; the caller turns them into params.
+        assert_eq!(
+            c.system_attrs["fixed_params"],
+            serde_json::json!({"lr": 0.1})
+        );
+        assert!(c.params.is_empty());
         assert_eq!(c.system_attrs["rnnsweep:resume_from"], 1);
+        assert_eq!(c.system_attrs["failed_trial"], 1);
+        assert_eq!(c.system_attrs["retry_history"], serde_json::json!([1]));
+    }
+
+    #[test]
+    fn a_trial_whose_driver_keeps_dying_stops_after_max_retries() {
+        let (_d, mut s) = store();
+        let study = s
+            .open_study("x", Direction::Minimize, &BTreeMap::new(), &BTreeMap::new())
+            .unwrap();
+        let Claim::Trial(first) = s
+            .claim(study, 10, true, &mut |_, _| Some(one_param(0.5)))
+            .unwrap()
+        else {
+            panic!()
+        };
+        let mut attempts = vec![first.number];
+        // Each attempt dies (no heartbeat); two retries are allowed, the third death is final.
+        loop {
+            std::thread::sleep(Duration::from_millis(20));
+            let r = s
+                .recover_stale(study, Duration::from_millis(10), 2)
+                .unwrap();
+            assert_eq!(r.len(), 1);
+            assert_eq!(r[0].failed, *attempts.last().unwrap());
+            let Some(next) = r[0].queued else { break };
+            let Claim::Trial(t) = s
+                .claim(study, 10, true, &mut |_, _| {
+                    panic!("the queued trial comes first")
+                })
+                .unwrap()
+            else {
+                panic!()
+            };
+            assert_eq!(t.number, next);
+            s.set_trial_params(t.trial_id, &one_param(0.5)).unwrap();
+            attempts.push(next);
+        }
+        assert_eq!(attempts, vec![0, 1, 2], "the first run and two retries");
+        let trials = s.trials(study).unwrap();
+        assert_eq!(trials.len(), 3);
+        assert!(trials.iter().all(|t| t.state == TrialState::Fail));
+        let last = &trials[2];
+        assert!(
+            last.system_attrs["fail_reason"]
+                .as_str()
+                .unwrap()
+                .ends_with("not re-queued: its driver died 3 times (max_retries 2)"),
+            "{:?}",
+            last.system_attrs
+        );
+        assert_eq!(
+            last.user_attrs["retry_history"],
+            serde_json::json!([0, 1, 2])
+        );
+        assert_eq!(trials[0].system_attrs["rnnsweep:requeued_as"], 1);
+    }
+
+    #[test]
+    fn enqueued_trials_take_the_next_number_and_keep_their_attributes() {
+        let (_d, mut s) = store();
+        let study = s
+            .open_study("x", Direction::Minimize, &BTreeMap::new(), &BTreeMap::new())
+            .unwrap();
+        let attrs = BTreeMap::from([("fixed_params".to_string(), serde_json::json!({"lr": 0.3}))]);
+        assert_eq!(s.enqueue(study, &attrs).unwrap(), 0);
+        assert_eq!(s.enqueue(study, &attrs).unwrap(), 1);
+        let trials = s.trials(study).unwrap();
+        assert!(trials.iter().all(|t| t.state == TrialState::Waiting));
+        assert_eq!(trials[1].system_attrs["fixed_params"]["lr"], 0.3);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ use crate::pruner::Pruner;
 use crate::sampler::{GridSampler, Point, RandomSampler, Sampler, Space};
 use crate::scheduler::{DeviceName, DevicePool, Lease};
 use crate::spec::{Method, Spec};
-use crate::store::{Claim, Store, StoreError, TrialRecord, TrialState};
+use crate::store::{keys, legacy_fixed_params, Claim, Store, StoreError, TrialRecord, TrialState};
 use crate::worker::{metric, TrialTask, WorkerMessage, TRIAL_ENV};
 
 #[derive(Debug, thiserror::Error)]
@@ -49,9 +49,11 @@ pub struct SweepOptions {
 /// Progress, for reporters (progress bars, log lines, the final table).
 #[derive(Debug, Clone)]
 pub enum SweepEvent {
+    /// A trial whose driver died: re-queued as `queued`, or (`None`) given up after
+    /// `max_retries`.
     Requeued {
         failed: i64,
-        queued: i64,
+        queued: Option<i64>,
     },
     TrialStarted {
         number: i64,
@@ -71,6 +73,11 @@ pub enum SweepEvent {
         value: Option<f64>,
         seconds: f64,
         reason: Option<String>,
+    },
+    /// A worker's warning (e.g. a checkpoint it would not resume).
+    TrialWarning {
+        number: i64,
+        message: String,
     },
     /// The first interrupt: no new trials; running ones finish.
     Draining {
@@ -96,13 +103,26 @@ pub enum StopCause {
 
 /// Interrupt level: 0 none, 1 drain (first Ctrl-C), 2+ stop now (second Ctrl-C, SIGTERM).
 pub static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
+/// Whether a SIGTERM arrived (the exit code then says so: 128 + 15).
+static TERMINATED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_sigint(_: libc::c_int) {
     INTERRUPTS.fetch_add(1, Ordering::SeqCst);
 }
 
 extern "C" fn on_sigterm(_: libc::c_int) {
+    TERMINATED.store(true, Ordering::SeqCst);
     INTERRUPTS.fetch_add(2, Ordering::SeqCst);
+}
+
+/// The signal that interrupted the sweep, for the shell's exit-code convention (128 + n):
+/// SIGTERM if one came, else SIGINT.
+pub fn interrupting_signal() -> libc::c_int {
+    if TERMINATED.load(Ordering::SeqCst) {
+        libc::SIGTERM
+    } else {
+        libc::SIGINT
+    }
 }
 
 /// Routes SIGINT (drain, then stop) and SIGTERM (stop now) to [`INTERRUPTS`].
@@ -118,15 +138,48 @@ fn interrupt_level() -> usize {
     INTERRUPTS.load(Ordering::SeqCst)
 }
 
-pub const SPACE_ATTR: &str = "rnnsweep:space";
-const AVOID_ATTR: &str = "rnnsweep:avoid_device";
-const OOM_RETRY_ATTR: &str = "rnnsweep:oom_retry";
+pub const SPACE_ATTR: &str = keys::SPACE;
+const AVOID_ATTR: &str = keys::AVOID_DEVICE;
+const OOM_RETRY_ATTR: &str = keys::OOM_RETRY;
 
 pub fn space_of(spec: &Spec) -> Space {
     Space {
         parameters: spec.parameters.clone(),
         training: spec.training.clone(),
     }
+}
+
+/// A fresh random identity for a study (UUID version 4 form). Not a training draw: it must
+/// differ between two studies made from the same spec, so it comes from the OS.
+fn new_study_uuid() -> String {
+    use rand::Rng;
+    let mut b: [u8; 16] = rand::rng().random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+/// The study's identity, given one now if it has none (a study Optuna or an older rnnsweep
+/// made).
+pub fn study_uuid(store: &mut dyn Store, study: i64) -> Result<String, SweepError> {
+    if let Some(u) = store
+        .study_system_attrs(study)?
+        .get(keys::STUDY_UUID)
+        .and_then(Value::as_str)
+    {
+        return Ok(u.to_string());
+    }
+    let uuid = new_study_uuid();
+    store.set_study_system_attr(study, keys::STUDY_UUID, &Value::from(uuid.clone()))?;
+    Ok(uuid)
 }
 
 /// Opens (or creates) the spec's study, refusing a changed search space unless forced.
@@ -144,7 +197,10 @@ pub fn open_study(
         ),
         ("metric".to_string(), Value::from(spec.metric.clone())),
     ]);
-    let system = BTreeMap::from([(SPACE_ATTR.to_string(), fingerprint.clone())]);
+    let system = BTreeMap::from([
+        (SPACE_ATTR.to_string(), fingerprint.clone()),
+        (keys::STUDY_UUID.to_string(), Value::from(new_study_uuid())),
+    ]);
     let study = store.open_study(&spec.name, spec.direction, &user, &system)?;
     let stored = store.study_system_attrs(study)?.get(SPACE_ATTR).cloned();
     if stored.as_ref() != Some(&fingerprint) {
@@ -153,7 +209,7 @@ pub fn open_study(
                 "study `{}` in {} was created with a different search space, training settings or metric; \
                  run with --force-new-space to continue it with this spec, or give the spec another name",
                 spec.name,
-                spec.storage.display()
+                spec.storage
             )));
         }
         store.set_study_system_attr(study, SPACE_ATTR, &fingerprint)?;
@@ -163,9 +219,15 @@ pub fn open_study(
     Ok(study)
 }
 
-/// Where a trial keeps its files.
-pub fn trial_dir(results_dir: &Path, study: &str, number: i64) -> PathBuf {
-    results_dir.join(study).join(format!("trial-{number}"))
+/// Where a trial keeps its files: `<results_dir>/<study>/<first 8 of the study's UUID>/trial-<n>`.
+/// Keyed by the study's identity, so a new study of the same name (the file deleted and the
+/// spec run again) never finds an old study's checkpoints.
+pub fn trial_dir(results_dir: &Path, study: &str, study_uuid: &str, number: i64) -> PathBuf {
+    let short: String = study_uuid.chars().filter(|c| *c != '-').take(8).collect();
+    results_dir
+        .join(study)
+        .join(short)
+        .join(format!("trial-{number}"))
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SweepError + '_ {
@@ -203,6 +265,7 @@ struct Dispatcher<'a> {
     store: &'a mut dyn Store,
     options: &'a SweepOptions,
     study: i64,
+    study_uuid: String,
     space: Space,
     pool: DevicePool,
     running: HashMap<u64, Running>,
@@ -221,6 +284,7 @@ pub fn run_sweep(
     on_event: &mut dyn FnMut(&SweepEvent),
 ) -> Result<StopCause, SweepError> {
     let study = open_study(spec, store, options.force_new_space)?;
+    let study_uuid = study_uuid(store, study)?;
     let space = space_of(spec);
     let mut sampler: Box<dyn Sampler> = match spec.method {
         Method::Random => Box::new(RandomSampler::new(space.clone(), spec.seed)),
@@ -244,6 +308,7 @@ pub fn run_sweep(
         store,
         options,
         study,
+        study_uuid,
         space,
         pool,
         running: HashMap::new(),
@@ -281,8 +346,17 @@ pub fn run_sweep(
 
         if stop_new.is_none() && d.pool.has_free() {
             if last_recovery.is_none_or(|t| t.elapsed() >= tick) {
-                for (failed, queued) in d.store.recover_stale(study, spec.heartbeat_grace)? {
-                    on_event(&SweepEvent::Requeued { failed, queued });
+                for r in d
+                    .store
+                    .recover_stale(study, spec.heartbeat_grace, spec.max_retries)?
+                {
+                    if r.queued.is_none() {
+                        d.failures += 1;
+                    }
+                    on_event(&SweepEvent::Requeued {
+                        failed: r.failed,
+                        queued: r.queued,
+                    });
                 }
                 last_recovery = Some(Instant::now());
             }
@@ -350,11 +424,74 @@ pub fn run_sweep(
 }
 
 impl Dispatcher<'_> {
+    /// A queued trial (enqueued by Optuna or `rnnsweep enqueue`, or re-queued) runs with
+    /// exactly its given values, checked against the space; the reason names the parameter.
+    fn resolve_queued(
+        &mut self,
+        trial: &mut TrialRecord,
+    ) -> Result<Result<(), String>, SweepError> {
+        let given = if !trial.params.is_empty() {
+            // Optuna's `add_trial` and RetryFailedTrialCallback store the values as params.
+            Value::Object(
+                trial
+                    .params
+                    .iter()
+                    .map(|(k, p)| {
+                        (
+                            k.clone(),
+                            crate::space::decode_stored(p.internal, &p.distribution_json),
+                        )
+                    })
+                    .collect(),
+            )
+        } else {
+            match trial.system_attrs.get(keys::FIXED_PARAMS) {
+                Some(v) => match legacy_fixed_params(v) {
+                    Some(stored) => Value::Object(
+                        stored
+                            .iter()
+                            .map(|(k, p)| {
+                                (
+                                    k.clone(),
+                                    crate::space::decode_stored(p.internal, &p.distribution_json),
+                                )
+                            })
+                            .collect(),
+                    ),
+                    None => v.clone(),
+                },
+                None => Value::Object(Default::default()),
+            }
+        };
+        let params = match self.space.resolve_fixed(&given) {
+            Ok(p) => p,
+            Err(m) => return Ok(Err(m)),
+        };
+        if params != trial.params {
+            self.store.set_trial_params(trial.trial_id, &params)?;
+            trial.params = params;
+        }
+        Ok(Ok(()))
+    }
+
     fn start(
         &mut self,
-        trial: TrialRecord,
+        mut trial: TrialRecord,
         on_event: &mut dyn FnMut(&SweepEvent),
     ) -> Result<(), SweepError> {
+        let queued = trial.params.is_empty()
+            || trial.system_attrs.contains_key(keys::FIXED_PARAMS)
+            || trial.system_attrs.contains_key(keys::FAILED_TRIAL);
+        if queued {
+            if let Err(reason) = self.resolve_queued(&mut trial)? {
+                return self.fail_now(
+                    &trial,
+                    Instant::now(),
+                    format!("queued trial not run: {reason}"),
+                    on_event,
+                );
+            }
+        }
         let avoid = trial
             .system_attrs
             .get(AVOID_ATTR)
@@ -375,7 +512,7 @@ impl Dispatcher<'_> {
         let params = self.space.decode(&trial.params);
         let resumed_from = trial
             .system_attrs
-            .get("rnnsweep:resume_from")
+            .get(keys::RESUME_FROM)
             .and_then(Value::as_i64);
         let started = Instant::now();
         let device_label = lease.device.to_string();
@@ -405,7 +542,12 @@ impl Dispatcher<'_> {
                 .or_else(|| config.get("epochs").and_then(Value::as_i64)),
             resumed_from,
         });
-        let dir = trial_dir(&self.options.results_dir, &spec.name, trial.number);
+        let dir = trial_dir(
+            &self.options.results_dir,
+            &spec.name,
+            &self.study_uuid,
+            trial.number,
+        );
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let task = TrialTask {
             study: spec.name.clone(),
@@ -417,6 +559,7 @@ impl Dispatcher<'_> {
             checkpoint_dir: trial_dir(
                 &self.options.results_dir,
                 &spec.name,
+                &self.study_uuid,
                 resumed_from.unwrap_or(trial.number),
             )
             .join("checkpoint"),
@@ -438,7 +581,7 @@ impl Dispatcher<'_> {
         )?;
         self.store.set_trial_system_attr(
             trial.trial_id,
-            "rnnsweep:trial_dir",
+            keys::TRIAL_DIR,
             &Value::from(dir.display().to_string()),
         )?;
 
@@ -505,7 +648,7 @@ impl Dispatcher<'_> {
     ) -> Result<(), SweepError> {
         self.store.set_trial_system_attr(
             trial.trial_id,
-            "fail_reason",
+            keys::FAIL_REASON,
             &Value::from(reason.clone()),
         )?;
         self.store.finish(trial.trial_id, TrialState::Fail, None)?;
@@ -568,6 +711,10 @@ impl Dispatcher<'_> {
             }
             Some(done @ WorkerMessage::Final { .. }) => r.final_message = Some(done),
             Some(WorkerMessage::Error { message }) => r.error = Some(message),
+            Some(WorkerMessage::Warning { message }) => {
+                let number = r.trial.number;
+                on_event(&SweepEvent::TrialWarning { number, message });
+            }
             None => {}
         }
         Ok(())

@@ -65,6 +65,10 @@ pub enum WorkerMessage {
     Error {
         message: String,
     },
+    /// Something the user should know that does not fail the trial (a discarded checkpoint).
+    Warning {
+        message: String,
+    },
 }
 
 impl WorkerMessage {
@@ -124,6 +128,84 @@ mod tests {
             assert!(metric(&metrics, "val_roc_auc").unwrap().is_nan());
             assert_eq!(metric(&metrics, "val_f1"), Some(0.5));
             assert_eq!(metric(&metrics, "nope"), None);
+        }
+    }
+
+    /// Whatever a worker prints, the driver reads it without panicking: protocol objects are
+    /// taken, anything else is ignored, and metric reads never fail.
+    mod hostile {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn json_value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(
+                    |f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
+                ),
+                "[a-z_]{0,8}".prop_map(Value::from),
+            ];
+            leaf.prop_recursive(3, 16, 4, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    proptest::collection::btree_map(
+                        proptest::sample::select(vec![
+                            "type",
+                            "epoch",
+                            "metrics",
+                            "message",
+                            "val_f1",
+                            "best_epoch",
+                            "epochs",
+                            "stop",
+                            "x"
+                        ])
+                        .prop_map(str::to_string),
+                        inner,
+                        0..5
+                    )
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn line() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                json_value().prop_map(|v| v.to_string()),
+                (
+                    proptest::sample::select(vec!["epoch", "final", "error", "warning", "other"]),
+                    json_value(),
+                    json_value()
+                )
+                    .prop_map(|(t, a, b)| format!(
+                        r#"{{"type":"{t}","epoch":{a},"metrics":{b},"message":{b}}}"#
+                    )),
+                json_value().prop_map(|v| {
+                    let text = v.to_string();
+                    let cut = text.len() / 2;
+                    text.chars().take(cut).collect()
+                }),
+            ]
+        }
+
+        #[test]
+        fn any_line_is_parsed_or_ignored_without_panic() {
+            let cases = rnnsweep_model::fuzz::run(100_000, line(), |text| {
+                if let Some(m) = WorkerMessage::parse(&text) {
+                    // What was taken reads back the same.
+                    prop_assert_eq!(WorkerMessage::parse(&m.to_line()), Some(m.clone()));
+                    if let WorkerMessage::Epoch { metrics, .. }
+                    | WorkerMessage::Final { metrics, .. } = &m
+                    {
+                        let _ = metric(metrics, "val_f1");
+                    }
+                }
+                Ok(())
+            });
+            assert_eq!(cases, 100_000);
         }
     }
 }

@@ -38,6 +38,10 @@ enum Command {
     Studies(crate::sweep_cmd::StudiesArgs),
     /// One trial with its per-epoch history.
     Show(crate::sweep_cmd::ShowArgs),
+    /// Queue a trial with given parameter values (warm start from known configurations).
+    Enqueue(crate::sweep_cmd::EnqueueArgs),
+    /// Queue failed trials again with their parameters.
+    Retry(crate::sweep_cmd::RetryArgs),
     /// PNG and SVG pictures of a study.
     Plot(crate::report_cmd::PlotArgs),
     /// Every trial (or every epoch) as CSV or JSON.
@@ -94,6 +98,8 @@ pub fn run() -> anyhow::Result<ExitCode> {
         }
         Command::Studies(args) => crate::sweep_cmd::studies(&args).map(|()| ExitCode::SUCCESS)?,
         Command::Show(args) => crate::sweep_cmd::show(&args).map(|()| ExitCode::SUCCESS)?,
+        Command::Enqueue(args) => crate::sweep_cmd::enqueue(&args).map(|()| ExitCode::SUCCESS)?,
+        Command::Retry(args) => crate::sweep_cmd::retry(&args).map(|()| ExitCode::SUCCESS)?,
         Command::Plot(args) => crate::report_cmd::plot(&args).map(|()| ExitCode::SUCCESS)?,
         Command::Export(args) => crate::report_cmd::export(&args).map(|()| ExitCode::SUCCESS)?,
         Command::Best(args) => crate::report_cmd::best(&args).map(|()| ExitCode::SUCCESS)?,

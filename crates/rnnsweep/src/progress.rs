@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rnnsweep_model::metrics::Direction;
+use rnnsweep_search::leaderboard::{short_value, sig4};
 use rnnsweep_search::store::TrialState;
 use rnnsweep_search::sweep::SweepEvent;
 
@@ -70,7 +71,7 @@ impl Reporter {
     fn show_best(&mut self) {
         if let Some(b) = &self.bars {
             b.overall.set_message(match self.best {
-                Some(v) => format!("best {} {v:.4}", self.metric),
+                Some(v) => format!("best {} {}", self.metric, sig4(v)),
                 None => String::new(),
             });
         }
@@ -87,9 +88,10 @@ impl Reporter {
 
     pub fn event(&mut self, event: &SweepEvent) {
         match event {
-            SweepEvent::Requeued { failed, queued } => self.line(format!("trial {failed} lost its driver; its parameters are queued again as trial {queued}")),
+            SweepEvent::Requeued { failed, queued: Some(queued) } => self.line(format!("trial {failed} lost its driver; its parameters are queued again as trial {queued}")),
+            SweepEvent::Requeued { failed, queued: None } => self.line(format!("trial {failed} lost its driver again; not re-queued (max_retries reached): FAIL")),
             SweepEvent::TrialStarted { number, params, device, epochs, resumed_from } => {
-                let p: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let p: Vec<String> = params.iter().map(|(k, v)| format!("{k}={}", short_value(v))).collect();
                 let from = resumed_from.map(|n| format!(" (continuing trial {n}'s checkpoint)")).unwrap_or_default();
                 self.line(format!("trial {number} started on {device}{from}: {}", p.join(" ")));
                 if let Some(b) = &mut self.bars {
@@ -105,7 +107,7 @@ impl Reporter {
                 }
             }
             SweepEvent::Epoch { number, epoch, value } => {
-                let v = value.map_or("-".into(), |v| format!("{v:.4}"));
+                let v = value.map_or("-".into(), sig4);
                 match &mut self.bars {
                     Some(b) => {
                         if let Some(bar) = b.trials.get(number) {
@@ -140,10 +142,11 @@ impl Reporter {
                     }
                 }
                 self.show_best();
-                let v = value.map_or(String::new(), |v| format!(" {} {v:.4}", self.metric));
+                let v = value.map_or(String::new(), |v| format!(" {} {}", self.metric, sig4(v)));
                 let r = reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default();
                 self.line(format!("trial {number} {}{v} in {seconds:.1}s{r}", state.as_str()));
             }
+            SweepEvent::TrialWarning { number, message } => self.line(format!("trial {number} warning: {message}")),
             SweepEvent::Draining { running } => self.line(format!(
                 "interrupted: no new trials; waiting for {running} running trial(s) to finish (Ctrl-C again to stop them now — they will be re-run on resume)"
             )),

@@ -1,6 +1,6 @@
 //! `rnnsweep plot | export | best`: what a user looks at after a sweep.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use rnnsweep_model::artifact::TrainedModel;
@@ -10,15 +10,13 @@ use rnnsweep_model::ModelConfig;
 use rnnsweep_search::assemble::build_config;
 use rnnsweep_search::leaderboard::{decode_param, rank};
 use rnnsweep_search::report::{self, TrialData};
-use rnnsweep_search::spec::Spec;
-use rnnsweep_search::store::Store;
+use rnnsweep_search::store::{keys, StorageLocation, Store};
+use rnnsweep_search::study::Study;
 use rnnsweep_search::worker::VAL_PREDICTIONS_FILE;
-
-use crate::sweep_cmd::{open_existing, pick_study};
 
 #[derive(clap::Args)]
 pub struct PlotArgs {
-    pub db: PathBuf,
+    pub db: StorageLocation,
     #[arg(long)]
     pub study: Option<String>,
     /// Folder for the PNG and SVG files (default: next to the study file, `<study>/plots`).
@@ -37,7 +35,7 @@ pub enum ExportFormat {
 
 #[derive(clap::Args)]
 pub struct ExportArgs {
-    pub db: PathBuf,
+    pub db: StorageLocation,
     #[arg(long)]
     pub study: Option<String>,
     #[arg(long, value_enum, default_value = "csv")]
@@ -52,7 +50,7 @@ pub struct ExportArgs {
 
 #[derive(clap::Args)]
 pub struct BestArgs {
-    pub db: PathBuf,
+    pub db: StorageLocation,
     #[arg(long)]
     pub study: Option<String>,
     /// Train the best configuration again and save the model to --out.
@@ -82,15 +80,16 @@ struct Loaded {
     trials: Vec<TrialData>,
 }
 
-fn load(db: &Path, study: Option<&str>) -> anyhow::Result<Loaded> {
-    let store = open_existing(db)?;
-    let (id, name, direction) = pick_study(&*store, db, study)?;
-    let metric = store
-        .study_user_attrs(id)?
-        .get("metric")
-        .and_then(|v| v.as_str())
-        .unwrap_or("objective")
-        .to_string();
+fn load(db: &StorageLocation, study: Option<&str>) -> anyhow::Result<Loaded> {
+    let handle = Study::open(db, study)?;
+    let metric = handle.objective()?;
+    let Study {
+        store,
+        id,
+        name,
+        direction,
+        ..
+    } = handle;
     let trials = store
         .trials(id)?
         .into_iter()
@@ -119,13 +118,10 @@ pub fn plot(args: &PlotArgs) -> anyhow::Result<()> {
         trials,
         ..
     } = load(&args.db, args.study.as_deref())?;
-    let out = args.out.clone().unwrap_or_else(|| {
-        args.db
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join(&name)
-            .join("plots")
-    });
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.db.results_dir().join(&name).join("plots"));
     std::fs::create_dir_all(&out).with_context(|| format!("{}: cannot create", out.display()))?;
     let records: Vec<_> = trials.iter().map(|t| t.record.clone()).collect();
     let ranked = rank(&records, &metric, direction, None);
@@ -136,10 +132,7 @@ pub fn plot(args: &PlotArgs) -> anyhow::Result<()> {
         .filter_map(|r| trials.iter().find(|t| t.record.number == r.number))
         .collect();
     if top.is_empty() {
-        bail!(
-            "{}: study `{name}` has no completed trial to plot",
-            args.db.display()
-        );
+        bail!("{}: study `{name}` has no completed trial to plot", args.db);
     }
     let mut files = Vec::new();
     files.extend(report::optimization_history(
@@ -151,7 +144,7 @@ pub fn plot(args: &PlotArgs) -> anyhow::Result<()> {
     let dir = best
         .record
         .system_attrs
-        .get("rnnsweep:trial_dir")
+        .get(keys::TRIAL_DIR)
         .and_then(|v| v.as_str())
         .map(PathBuf::from);
     match dir
@@ -212,10 +205,7 @@ pub fn best(args: &BestArgs) -> anyhow::Result<()> {
     let records: Vec<_> = trials.iter().map(|t| t.record.clone()).collect();
     let ranked = rank(&records, &metric, direction, None);
     let Some(top) = ranked.first().filter(|r| r.rank.is_some()) else {
-        bail!(
-            "{}: study `{name}` has no completed trial",
-            args.db.display()
-        );
+        bail!("{}: study `{name}` has no completed trial", args.db);
     };
     let best = trials
         .iter()
@@ -238,17 +228,14 @@ pub fn best(args: &BestArgs) -> anyhow::Result<()> {
     let Some(out) = &args.out else {
         bail!("--retrain needs --out DIR for the model");
     };
-    let attrs = store.study_user_attrs(id)?;
-    let text = attrs
-        .get("spec")
-        .and_then(|v| v.as_str())
-        .with_context(|| format!("study `{name}` has no stored spec"))?;
-    let file = attrs
-        .get("spec_file")
-        .and_then(|v| v.as_str())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("spec.yaml"));
-    let spec = Spec::parse(text, &file)?;
+    let spec = Study {
+        store,
+        location: args.db.clone(),
+        id,
+        name: name.clone(),
+        direction,
+    }
+    .stored_spec()?;
     let params = best
         .record
         .params
@@ -306,10 +293,10 @@ pub fn best(args: &BestArgs) -> anyhow::Result<()> {
 pub struct CopyArgs {
     /// Source: an SQLite file, `sqlite:///path.db`, or `postgresql://user@host:port/db`.
     #[arg(long)]
-    pub from: String,
+    pub from: StorageLocation,
     /// Destination, in the same forms (created if needed).
     #[arg(long)]
-    pub to: String,
+    pub to: StorageLocation,
     /// Copy this study only (default: every study in the source).
     #[arg(long)]
     pub study: Option<String>,
@@ -317,8 +304,8 @@ pub struct CopyArgs {
 
 /// Copies studies between stores (SQLite ↔ PostgreSQL), trials as they are.
 pub fn copy_study(args: &CopyArgs) -> anyhow::Result<()> {
-    let source = open_existing(Path::new(&args.from))?;
-    let mut dest = rnnsweep_search::store::open_store(&args.to)?;
+    let source = args.from.open_existing()?;
+    let mut dest = args.to.open()?;
     let studies: Vec<_> = source
         .studies()?
         .into_iter()

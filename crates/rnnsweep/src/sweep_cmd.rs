@@ -1,14 +1,18 @@
-//! `rnnsweep run | resume | leaderboard | studies | show`.
+//! `rnnsweep run | resume | leaderboard | studies | show | enqueue | retry`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use rnnsweep_model::metrics::{direction_of, Direction};
+use rnnsweep_model::metrics::direction_of;
 use rnnsweep_search::leaderboard::{decode_param, rank, render_csv, render_json, render_table};
+use rnnsweep_search::sampler::Point;
 use rnnsweep_search::spec::Spec;
-use rnnsweep_search::store::{is_postgres, open_store, Store, TrialState};
-use rnnsweep_search::sweep::{install_interrupt_handler, run_sweep, StopCause, SweepOptions};
+use rnnsweep_search::store::{StorageLocation, TrialState};
+use rnnsweep_search::study::{RetrySelection, Study};
+use rnnsweep_search::sweep::{
+    install_interrupt_handler, interrupting_signal, run_sweep, StopCause, SweepOptions,
+};
 
 /// Prints a line; a closed stdout (`rnnsweep run | head`) must not kill the driver mid-study.
 macro_rules! say {
@@ -18,22 +22,26 @@ macro_rules! say {
     }};
 }
 
-/// Exit code after the first Ctrl-C: running trials finished, no new ones started.
-pub const EXIT_INTERRUPTED: u8 = 130;
-/// Exit code after a second Ctrl-C or SIGTERM: running trials were stopped and queued again.
-pub const EXIT_INTERRUPTED_NOW: u8 = 131;
+/// The shell's convention for a process ended by signal n: 128 + n (SIGINT 130, SIGTERM 143).
+fn exit_for_signal(signal: i32) -> ExitCode {
+    ExitCode::from((128 + signal) as u8)
+}
 
 #[derive(clap::Args)]
 pub struct RunArgs {
     /// The sweep spec (YAML).
     pub spec: PathBuf,
-    /// Where the study lives, instead of the spec's `storage`: an SQLite file or
-    /// `postgresql://user@host:port/db`.
+    /// Where the study lives, instead of the spec's `storage`: an SQLite file,
+    /// `sqlite:///relative.db`, `sqlite:////absolute.db` or `postgresql://user@host:port/db`.
     #[arg(long)]
-    pub storage: Option<String>,
+    pub storage: Option<StorageLocation>,
     /// Continue an existing study even though its search space differs from this spec.
     #[arg(long)]
     pub force_new_space: bool,
+    /// Check the spec and the data and print the plan (space, first trials, devices, cost per
+    /// trial); write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub exec: ExecArgs,
 }
@@ -54,8 +62,8 @@ pub struct ExecArgs {
 
 #[derive(clap::Args)]
 pub struct ResumeArgs {
-    /// The study file.
-    pub db: PathBuf,
+    /// The study: a file, `sqlite:///file.db` or `postgresql://…`.
+    pub db: StorageLocation,
     /// Which study (needed when the file holds several).
     #[arg(long)]
     pub study: Option<String>,
@@ -72,7 +80,8 @@ pub enum Format {
 
 #[derive(clap::Args)]
 pub struct LeaderboardArgs {
-    pub db: PathBuf,
+    /// The study: a file, `sqlite:///file.db` or `postgresql://…`.
+    pub db: StorageLocation,
     #[arg(long)]
     pub study: Option<String>,
     /// Show the best N trials (default: all).
@@ -83,60 +92,59 @@ pub struct LeaderboardArgs {
     pub metric: Option<String>,
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
+    /// Table columns, comma-separated (default: the objective, three metrics and the
+    /// parameters that vary; CSV and JSON always carry every column).
+    #[arg(long, value_delimiter = ',')]
+    pub columns: Vec<String>,
 }
 
 #[derive(clap::Args)]
 pub struct StudiesArgs {
-    pub db: PathBuf,
+    pub db: StorageLocation,
 }
 
 #[derive(clap::Args)]
 pub struct ShowArgs {
-    pub db: PathBuf,
+    pub db: StorageLocation,
     /// Trial number.
     pub trial: i64,
     #[arg(long)]
     pub study: Option<String>,
 }
 
-/// Opens an existing study file (or a PostgreSQL database) without creating a file.
-pub fn open_existing(db: &Path) -> anyhow::Result<Box<dyn Store>> {
-    let location = db.to_string_lossy();
-    if !is_postgres(&location) && !db.exists() {
-        bail!("{}: no such study file", db.display());
-    }
-    Ok(open_store(&location)?)
+#[derive(clap::Args)]
+pub struct EnqueueArgs {
+    /// The study: a file, `sqlite:///file.db` or `postgresql://…`.
+    pub db: StorageLocation,
+    #[arg(long)]
+    pub study: Option<String>,
+    /// A parameter's value (YAML), e.g. `--set optimizer=adam --set learning_rate=0.002`;
+    /// every parameter of the space (constants may be left out).
+    #[arg(long = "set", value_name = "NAME=VALUE", required = true)]
+    pub set: Vec<String>,
 }
 
-pub fn pick_study(
-    store: &dyn Store,
-    db: &Path,
-    name: Option<&str>,
-) -> anyhow::Result<(i64, String, Direction)> {
-    let studies = store.studies()?;
-    let chosen = match name {
-        Some(n) => studies
-            .into_iter()
-            .find(|s| s.name == n)
-            .with_context(|| format!("{}: no study named `{n}`", db.display()))?,
-        None => match studies.len() {
-            0 => bail!("{}: the file holds no study", db.display()),
-            1 => studies.into_iter().next().expect("one study"),
-            _ => bail!(
-                "{}: the file holds several studies ({}); choose one with --study",
-                db.display(),
-                studies
-                    .iter()
-                    .map(|s| s.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        },
-    };
-    Ok((chosen.study_id, chosen.name, chosen.direction))
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["failed", "trial"])))]
+pub struct RetryArgs {
+    /// The study: a file, `sqlite:///file.db` or `postgresql://…`.
+    pub db: StorageLocation,
+    #[arg(long)]
+    pub study: Option<String>,
+    /// Queue every failed trial again (those not already re-queued).
+    #[arg(long)]
+    pub failed: bool,
+    /// Queue this failed trial again.
+    #[arg(long)]
+    pub trial: Option<i64>,
 }
 
-fn sweep(spec: &mut Spec, force_new_space: bool, exec: &ExecArgs) -> anyhow::Result<ExitCode> {
+fn sweep(
+    spec: &mut Spec,
+    force_new_space: bool,
+    dry_run: bool,
+    exec: &ExecArgs,
+) -> anyhow::Result<ExitCode> {
     if !exec.devices.is_empty() {
         spec.resources.devices = exec.devices.clone();
         spec.resources.gpu_indices.clear();
@@ -155,6 +163,9 @@ fn sweep(spec: &mut Spec, force_new_space: bool, exec: &ExecArgs) -> anyhow::Res
         eprintln!("warning: {w}");
     }
     let spec = &*spec;
+    for note in &spec.notes {
+        eprintln!("note: {note}");
+    }
     if spec.command.is_none() && spec.function.is_none() && !spec.train_file.is_file() {
         bail!(
             "{}: data.train: {}: no such file{}",
@@ -167,18 +178,14 @@ fn sweep(spec: &mut Spec, force_new_space: bool, exec: &ExecArgs) -> anyhow::Res
             }
         );
     }
-    let mut store = open_store(&spec.storage.to_string_lossy())?;
+    if dry_run {
+        say!("{}", rnnsweep_search::plan::describe(spec)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut store = spec.storage.open()?;
     let options = SweepOptions {
         exe: std::env::current_exe().context("cannot find the rnnsweep executable")?,
-        // Trial folders sit next to an SQLite study; a database study keeps them in results/.
-        results_dir: if is_postgres(&spec.storage.to_string_lossy()) {
-            PathBuf::from("results")
-        } else {
-            spec.storage
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_default()
-        },
+        results_dir: spec.storage.results_dir(),
         force_new_space,
     };
     install_interrupt_handler();
@@ -187,7 +194,7 @@ fn sweep(spec: &mut Spec, force_new_space: bool, exec: &ExecArgs) -> anyhow::Res
     say!(
         "study `{}` in {} ({:?} search on {}, {} run_cap {}; {} trial(s) at once, {} thread(s) each)",
         spec.name,
-        spec.storage.display(),
+        spec.storage,
         spec.method,
         spec.resources.device_names().map_err(|m| anyhow::anyhow!(m))?.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
         spec.metric,
@@ -211,10 +218,13 @@ fn sweep(spec: &mut Spec, force_new_space: bool, exec: &ExecArgs) -> anyhow::Res
     let outcome = run_sweep(spec, &mut *store, &options, &mut |e| reporter.event(e));
     reporter.finish();
     let cause = outcome?;
-    let (study, name, direction) = pick_study(&*store, &spec.storage, Some(&spec.name))?;
-    let trials = store.trials(study)?;
-    let rows = rank(&trials, &spec.metric, direction, None);
-    say!("\n{}", render_table(&rows, &spec.metric));
+    drop(store);
+    let study = Study::open(&spec.storage, Some(&spec.name))?;
+    let name = study.name.clone();
+    let trials = study.store.trials(study.id)?;
+    let rows = rank(&trials, &spec.metric, study.direction, None);
+    let table = render_table(&rows, &spec.metric, None, None).map_err(|m| anyhow::anyhow!(m))?;
+    say!("\n{table}");
     let finished = trials.iter().filter(|t| t.state.is_finished()).count();
     let why = match &cause {
         StopCause::RunCapReached => "run_cap reached".to_string(),
@@ -234,8 +244,9 @@ fn sweep(spec: &mut Spec, force_new_space: bool, exec: &ExecArgs) -> anyhow::Res
         spec.run_cap
     );
     Ok(match cause {
-        StopCause::Interrupted => ExitCode::from(EXIT_INTERRUPTED),
-        StopCause::InterruptedNow => ExitCode::from(EXIT_INTERRUPTED_NOW),
+        StopCause::Interrupted | StopCause::InterruptedNow => {
+            exit_for_signal(interrupting_signal())
+        }
         StopCause::TooManyFailures(_) => ExitCode::from(crate::cli::EXIT_ERROR),
         _ => ExitCode::SUCCESS,
     })
@@ -244,45 +255,21 @@ fn sweep(spec: &mut Spec, force_new_space: bool, exec: &ExecArgs) -> anyhow::Res
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let mut spec = Spec::load(&args.spec)?;
     if let Some(s) = &args.storage {
-        spec.storage = PathBuf::from(s);
+        spec.storage = s.clone();
     }
-    sweep(&mut spec, args.force_new_space, &args.exec)
+    sweep(&mut spec, args.force_new_space, args.dry_run, &args.exec)
 }
 
 pub fn resume(args: &ResumeArgs) -> anyhow::Result<ExitCode> {
-    let store = open_existing(&args.db)?;
-    let (study, name, _) = pick_study(&*store, &args.db, args.study.as_deref())?;
-    let attrs = store.study_user_attrs(study)?;
-    let text = attrs
-        .get("spec")
-        .and_then(|v| v.as_str())
-        .with_context(|| {
-            format!(
-                "{}: study `{name}` was not written by rnnsweep (no spec)",
-                args.db.display()
-            )
-        })?;
-    let file = attrs
-        .get("spec_file")
-        .and_then(|v| v.as_str())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("spec.yaml"));
-    let mut spec = Spec::parse(text, &file)?;
-    // The study lives where it was found, whatever the spec said.
-    spec.storage = args.db.clone();
-    drop(store);
-    sweep(&mut spec, false, &args.exec)
+    let study = Study::open(&args.db, args.study.as_deref())?;
+    let mut spec = study.stored_spec()?;
+    drop(study);
+    sweep(&mut spec, false, false, &args.exec)
 }
 
 pub fn leaderboard(args: &LeaderboardArgs) -> anyhow::Result<()> {
-    let store = open_existing(&args.db)?;
-    let (study, _, direction) = pick_study(&*store, &args.db, args.study.as_deref())?;
-    let objective = store
-        .study_user_attrs(study)?
-        .get("metric")
-        .and_then(|v| v.as_str())
-        .unwrap_or("objective")
-        .to_string();
+    let study = Study::open(&args.db, args.study.as_deref())?;
+    let objective = study.objective()?;
     if let Some(m) = &args.metric {
         if m != &objective && direction_of(m).is_none() {
             bail!(
@@ -292,9 +279,9 @@ pub fn leaderboard(args: &LeaderboardArgs) -> anyhow::Result<()> {
         }
     }
     let mut rows = rank(
-        &store.trials(study)?,
+        &study.store.trials(study.id)?,
         &objective,
-        direction,
+        study.direction,
         args.metric.as_deref(),
     );
     if let Some(n) = args.top {
@@ -302,7 +289,11 @@ pub fn leaderboard(args: &LeaderboardArgs) -> anyhow::Result<()> {
     }
     let label = args.metric.clone().unwrap_or(objective);
     let text = match args.format {
-        Format::Table => render_table(&rows, &label) + "\n",
+        Format::Table => {
+            render_table(&rows, &label, Some(&args.columns), None)
+                .map_err(|m| anyhow::anyhow!(m))?
+                + "\n"
+        }
         Format::Csv => render_csv(&rows, &label),
         Format::Json => render_json(&rows, &label) + "\n",
     };
@@ -310,8 +301,41 @@ pub fn leaderboard(args: &LeaderboardArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub fn enqueue(args: &EnqueueArgs) -> anyhow::Result<()> {
+    let mut values = Point::new();
+    for a in &args.set {
+        let (name, value) = rnnsweep_model::ModelConfig::parse_assignment(a)?;
+        if values.insert(name.clone(), value).is_some() {
+            bail!("--set {name}: given twice");
+        }
+    }
+    let mut study = Study::open(&args.db, args.study.as_deref())?;
+    let number = study.enqueue(&values)?;
+    println!(
+        "queued trial {number} in study `{}`; `rnnsweep resume {}` (or run the spec) runs it first",
+        study.name, args.db
+    );
+    Ok(())
+}
+
+pub fn retry(args: &RetryArgs) -> anyhow::Result<()> {
+    let mut study = Study::open(&args.db, args.study.as_deref())?;
+    let which = match args.trial {
+        Some(n) => RetrySelection::Trial(n),
+        None => RetrySelection::AllFailed,
+    };
+    let queued = study.retry(which)?;
+    if queued.is_empty() {
+        println!("study `{}` has no failed trial to retry", study.name);
+    }
+    for (failed, number) in queued {
+        println!("trial {failed} queued again as trial {number}");
+    }
+    Ok(())
+}
+
 pub fn studies(args: &StudiesArgs) -> anyhow::Result<()> {
-    let store = open_existing(&args.db)?;
+    let store = args.db.open_existing()?;
     let mut table = comfy_table::Table::new();
     table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
     table.set_header([
@@ -336,7 +360,8 @@ pub fn studies(args: &StudiesArgs) -> anyhow::Result<()> {
             c("FAIL"),
             c("RUNNING"),
             c("WAITING"),
-            s.best.map_or("-".into(), |b| format!("{b:.4}")),
+            s.best
+                .map_or("-".into(), rnnsweep_search::leaderboard::sig4),
         ]);
     }
     println!("{table}");
@@ -344,19 +369,17 @@ pub fn studies(args: &StudiesArgs) -> anyhow::Result<()> {
 }
 
 pub fn show(args: &ShowArgs) -> anyhow::Result<()> {
-    let store = open_existing(&args.db)?;
-    let (study, name, _) = pick_study(&*store, &args.db, args.study.as_deref())?;
+    let Study {
+        store,
+        id: study,
+        name,
+        ..
+    } = Study::open(&args.db, args.study.as_deref())?;
     let trials = store.trials(study)?;
     let t = trials
         .iter()
         .find(|t| t.number == args.trial)
-        .with_context(|| {
-            format!(
-                "{}: study `{name}` has no trial {}",
-                args.db.display(),
-                args.trial
-            )
-        })?;
+        .with_context(|| format!("{}: study `{name}` has no trial {}", args.db, args.trial))?;
     println!("study {name}, trial {} — {}", t.number, t.state.as_str());
     if let Some(v) = t.value {
         println!("objective       {v}");

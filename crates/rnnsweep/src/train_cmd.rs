@@ -112,7 +112,15 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
     let options = FitOptions {
         checkpoint_dir: args.checkpoint.then(|| args.out.join("checkpoint")),
         replay_history: true,
+        task: Some(rnnsweep_model::train::task_fingerprint(&args.data)),
     };
+    if let Some(dir) = &options.checkpoint_dir {
+        if let Some(w) =
+            rnnsweep_model::train::discard_foreign_checkpoint(dir, &cfg, options.task.as_ref())?
+        {
+            eprintln!("warning: {w}");
+        }
+    }
     let outcome = fit(&cfg, &data, &device, &options, |r| {
         println!(
             "{:>5}  {:>10.4}  {:>9.4}  {:>8.4}  {:>7.4}  {:>9.4}  {:>6.4}  {:>6.4}  {:>7.4}  {:>7.4}  {:>7.1}",

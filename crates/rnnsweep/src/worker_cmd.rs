@@ -65,7 +65,15 @@ fn train(task: &TrialTask) -> anyhow::Result<()> {
     let options = FitOptions {
         checkpoint_dir: Some(task.checkpoint_dir.clone()),
         replay_history: true,
+        task: Some(rnnsweep_model::train::task_fingerprint(&task.train_file)),
     };
+    if let Some(w) = rnnsweep_model::train::discard_foreign_checkpoint(
+        &task.checkpoint_dir,
+        &cfg,
+        options.task.as_ref(),
+    )? {
+        emit(&WorkerMessage::Warning { message: w });
+    }
     let outcome = fit(&cfg, &data, &device, &options, |r| {
         emit(&WorkerMessage::Epoch {
             epoch: r.epoch as i64,

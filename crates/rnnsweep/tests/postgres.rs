@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
 use common::*;
-use rnnsweep_search::store::{open_store, TrialState};
+use rnnsweep_search::store::{StorageLocation, TrialState};
 
 /// A fresh database on the test server for one test.
 fn database(tag: &str) -> Option<String> {
@@ -85,7 +85,7 @@ fn three_drivers_share_a_postgres_study_and_recover_a_killed_ones_trial() {
             String::from_utf8_lossy(&o.stderr)
         );
     }
-    let store = open_store(&url).unwrap();
+    let store = StorageLocation::parse(&url).unwrap().open().unwrap();
     let id = store.study_id("shared").unwrap().unwrap();
     let all = store.trials(id).unwrap();
     let complete: Vec<_> = all
@@ -110,10 +110,10 @@ fn three_drivers_share_a_postgres_study_and_recover_a_killed_ones_trial() {
         0
     );
     // Trial folders of a database study go to results/, not to a folder named like the URL.
-    assert!(workdir
-        .path()
-        .join("results/shared/trial-0/trial.json")
-        .exists());
+    let first = all.iter().find(|t| t.number == 0).unwrap();
+    let folder = first.system_attrs["rnnsweep:trial_dir"].as_str().unwrap();
+    assert!(folder.starts_with("results/shared/"), "{folder}");
+    assert!(workdir.path().join(folder).join("trial.json").exists());
     assert!(!workdir.path().join("postgresql:").exists());
 }
 
@@ -140,7 +140,10 @@ fn a_study_copies_from_sqlite_to_postgres_and_back_unchanged() {
     let back = dir.path().join("back.db");
     for (from, to) in [
         (db.display().to_string(), url.clone()),
-        (url.clone(), format!("sqlite://{}", back.display())),
+        (
+            url.clone(), // SQLAlchemy's absolute form: four slashes.
+            format!("sqlite:///{}", back.display()),
+        ),
     ] {
         let o = rnnsweep()
             .args([

@@ -87,12 +87,12 @@ fn grid_covers_each_point_once_across_an_interrupt() {
         "  x: {values: [0.1, 0.2, 0.3]}\n  epochs: {values: [1, 2]}\n",
     );
     let (mut driver, _) = start_until(&spec, |l| l.starts_with("trial 2 started"));
-    // Two Ctrl-Cs: stop the running trial now.
+    // Two Ctrl-Cs: stop the running trial now. The shell's convention: 128 + SIGINT.
     signal(driver.id(), 2);
     std::thread::sleep(Duration::from_millis(100));
     signal(driver.id(), 2);
     let status = driver.wait().unwrap();
-    assert_eq!(status.code(), Some(131));
+    assert_eq!(status.code(), Some(130));
     let db = dir.path().join("grid.db");
     let mid = trials(&db, "grid");
     assert_eq!(
@@ -286,10 +286,10 @@ fn the_built_in_worker_trains_ranks_and_resumes_from_the_study_file() {
         // The objective is val_loss at the kept (best) epoch.
         let best = t.user_attrs["best_epoch"].as_i64().unwrap();
         assert_eq!(t.value, t.intermediate[(best - 1) as usize].1);
-        assert!(dir
-            .path()
-            .join(format!("out/real/trial-{}/trial.json", t.number))
-            .exists());
+        let folder =
+            std::path::PathBuf::from(t.system_attrs["rnnsweep:trial_dir"].as_str().unwrap());
+        assert!(folder.join("trial.json").exists());
+        assert!(folder.ends_with(format!("trial-{}", t.number)));
     }
     // Leaderboard: minimised objective, best first.
     let o = rnnsweep()
@@ -318,4 +318,352 @@ fn the_built_in_worker_trains_ranks_and_resumes_from_the_study_file() {
     );
     let o = rnnsweep().arg("studies").arg(&db).output().unwrap();
     assert!(String::from_utf8_lossy(&o.stdout).contains("real"));
+}
+
+#[test]
+fn sigterm_stops_running_trials_and_exits_with_143() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = fake_spec(
+        dir.path(),
+        "term",
+        "random",
+        5,
+        0.5,
+        "  x: {values: [0.1, 0.2, 0.3]}\n",
+    );
+    let (mut driver, _) = start_until(&spec, |l| l.starts_with("trial 0 started"));
+    signal(driver.id(), 15);
+    let status = driver.wait().unwrap();
+    assert_eq!(status.code(), Some(143), "128 + SIGTERM, as shells expect");
+    let mid = trials(&dir.path().join("term.db"), "term");
+    assert_eq!(count(&mid, TrialState::Running), 0);
+    assert_eq!(
+        count(&mid, TrialState::Waiting),
+        1,
+        "the stopped trial is queued again"
+    );
+}
+
+#[test]
+fn a_new_study_of_the_same_name_never_adopts_the_old_ones_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = real_spec(dir.path());
+    let db = dir.path().join("out/real.db");
+    let run = || {
+        let o = rnnsweep().arg("run").arg(&spec).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        trials(&db, "real")
+    };
+    let first = run();
+    // The study file is deleted and the data changes under the same path: the next study of
+    // the same name must train on the new data, not report the old study's numbers.
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(format!("out/real.db{suffix}")));
+    }
+    let sample = dir.path().join("sample.csv");
+    let text = std::fs::read_to_string(&sample).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    let header = lines.remove(0);
+    lines.reverse();
+    lines.truncate(450);
+    std::fs::write(&sample, format!("{header}\n{}\n", lines.join("\n"))).unwrap();
+    let second = run();
+    let folder = |t: &TrialRecord| {
+        std::path::PathBuf::from(t.system_attrs["rnnsweep:trial_dir"].as_str().unwrap())
+    };
+    for (a, b) in first.iter().zip(&second) {
+        assert_eq!(a.params, b.params, "the same spec samples the same trials");
+        assert_ne!(folder(a), folder(b), "each study has its own trial folders");
+        assert_ne!(
+            a.user_attrs["val_loss"], b.user_attrs["val_loss"],
+            "trial {} reports the old study's result",
+            b.number
+        );
+        assert!(folder(b).join("checkpoint/checkpoint.safetensors").exists());
+    }
+}
+
+#[test]
+fn a_checkpoint_for_other_data_is_not_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../experiments/data/sample.csv");
+    let text = String::from_utf8_lossy(&std::fs::read(sample).unwrap()).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    let data = dir.path().join("data.csv");
+    let train = |rows: &[&str]| {
+        let text = format!("{}\n{}\n", lines[0], rows.join("\n"));
+        // Rewriting a file changes its time, which counts as new data; leave it alone if equal.
+        if std::fs::read_to_string(&data).ok().as_deref() != Some(text.as_str()) {
+            std::fs::write(&data, text).unwrap();
+        }
+        let o = rnnsweep()
+            .args(["train", "--data"])
+            .arg(&data)
+            .args([
+                "--set",
+                "lstm_units=[8]",
+                "--set",
+                "dense=[{units: 8}]",
+                "--set",
+                "embedding_dim=8",
+            ])
+            .args([
+                "--set",
+                "epochs=2",
+                "--set",
+                "batch_size=64",
+                "--set",
+                "batch_norm_momentum=0.9",
+            ])
+            .arg("--checkpoint")
+            .arg("--out")
+            .arg(dir.path().join("model"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        (
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+            std::fs::read_to_string(dir.path().join("model/history.csv")).unwrap(),
+        )
+    };
+    let (_, old) = train(&lines[1..500]);
+    let (warning, new) = train(&lines[500..1000]);
+    assert!(
+        warning.contains("checkpoint")
+            && warning.contains("not resumed because it was written for other data"),
+        "{warning}"
+    );
+    assert_ne!(old, new, "the second run trained on its own data");
+    // Same data again: the checkpoint is this task's own and is resumed without a word.
+    let (quiet, again) = train(&lines[500..1000]);
+    assert!(!quiet.contains("not resumed"), "{quiet}");
+    assert_eq!(again, new);
+}
+
+#[test]
+fn enqueued_values_run_exactly_and_bad_ones_never_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = fake_spec(
+        dir.path(),
+        "queue",
+        "random",
+        3,
+        0.0,
+        "  x: {distribution: uniform, min: 0.1, max: 1.0}\n  opt: {values: [adam, sgd]}\n",
+    );
+    let db = dir.path().join("queue.db");
+    // A study must exist first: run one trial's worth, then queue by hand.
+    let text = std::fs::read_to_string(&spec)
+        .unwrap()
+        .replace("run_cap: 3", "run_cap: 1");
+    std::fs::write(&spec, &text).unwrap();
+    assert!(rnnsweep()
+        .arg("run")
+        .arg(&spec)
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let enqueue = |args: &[&str]| {
+        rnnsweep()
+            .current_dir(dir.path())
+            .args(["enqueue", "sqlite:///queue.db"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = enqueue(&["--set", "x=0.25", "--set", "opt=sgd"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("queued trial 1 in study `queue`"));
+    for (args, message) in [
+        (
+            vec!["--set", "x=2.0", "--set", "opt=sgd"],
+            "parameter `x` = 2.0 is outside the search space: it must be a number in [0.1, 1]",
+        ),
+        (
+            vec!["--set", "x=0.5"],
+            "parameter `opt` has no queued value",
+        ),
+        (
+            vec!["--set", "x=0.5", "--set", "opt=sgd", "--set", "y=1"],
+            "parameter `y` is not in the study's search space",
+        ),
+    ] {
+        let o = enqueue(&args);
+        assert_eq!(o.status.code(), Some(1));
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            e.starts_with("error: queue.db: ") && e.contains(message),
+            "{e}"
+        );
+    }
+    assert_eq!(
+        trials(&db, "queue").len(),
+        2,
+        "rejected values are not stored"
+    );
+    // Optuna's enqueue form written straight into the file, with a value outside the space.
+    {
+        let store = rnnsweep_search::store::SqliteStore::open(&db).unwrap();
+        let mut store: Box<dyn rnnsweep_search::store::Store> = Box::new(store);
+        let id = store.study_id("queue").unwrap().unwrap();
+        let attrs = std::collections::BTreeMap::from([(
+            "fixed_params".to_string(),
+            serde_json::json!({"x": 0.5, "opt": "adagrad"}),
+        )]);
+        assert_eq!(store.enqueue(id, &attrs).unwrap(), 2);
+    }
+    std::fs::write(&spec, text.replace("run_cap: 1", "run_cap: 3")).unwrap();
+    let o = rnnsweep().arg("run").arg(&spec).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let all = trials(&db, "queue");
+    let t1 = all.iter().find(|t| t.number == 1).unwrap();
+    assert_eq!(t1.state, TrialState::Complete);
+    assert_eq!(param(t1, "x"), 0.25);
+    assert_eq!(param(t1, "opt"), 1.0, "sgd is choice 1");
+    let t2 = all.iter().find(|t| t.number == 2).unwrap();
+    assert_eq!(t2.state, TrialState::Fail);
+    assert_eq!(
+        t2.system_attrs["fail_reason"],
+        "queued trial not run: parameter `opt` = \"adagrad\" is outside the search space: it must be one of [\"adam\", \"sgd\"]"
+    );
+    assert!(
+        t2.params.is_empty(),
+        "a rejected trial never ran with defaults"
+    );
+    // `retry --failed` queues it again with Optuna's retry keys; a second retry is refused.
+    let o = rnnsweep()
+        .args(["retry"])
+        .arg(&db)
+        .arg("--failed")
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let all = trials(&db, "queue");
+    let again = all.last().unwrap();
+    assert_eq!(again.state, TrialState::Waiting);
+    assert_eq!(again.system_attrs["failed_trial"], 2);
+    assert_eq!(again.system_attrs["retry_history"], serde_json::json!([2]));
+    let o = rnnsweep()
+        .args(["retry"])
+        .arg(&db)
+        .args(["--trial", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("trial 2 was already queued again as trial")
+    );
+}
+
+#[test]
+fn study_files_open_by_sqlalchemy_urls() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = fake_spec(
+        dir.path(),
+        "urls",
+        "random",
+        2,
+        0.0,
+        "  x: {values: [1, 2]}\n",
+    );
+    // The spec may name its study by URL too.
+    let text = std::fs::read_to_string(&spec)
+        .unwrap()
+        .replace("storage: urls.db", "storage: sqlite:///urls.db");
+    std::fs::write(&spec, text).unwrap();
+    assert!(rnnsweep()
+        .arg("run")
+        .arg(&spec)
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let db = dir.path().join("urls.db");
+    let lb = |loc: &str| {
+        let o = rnnsweep()
+            .current_dir(dir.path())
+            .args(["leaderboard", loc, "--format", "csv"])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{loc}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let plain = lb("urls.db");
+    assert_eq!(plain.lines().count(), 3);
+    assert_eq!(lb("sqlite:///urls.db"), plain);
+    assert_eq!(lb(&format!("sqlite:///{}", db.display())), plain);
+    let o = rnnsweep()
+        .current_dir(dir.path())
+        .args([
+            "copy-study",
+            "--from",
+            "sqlite:///urls.db",
+            "--to",
+            "sqlite:///copy.db",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(lb("sqlite:///copy.db"), plain);
+    let o = rnnsweep()
+        .args(["leaderboard", "sqlite://urls.db"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "clap rejects the argument");
+    assert!(String::from_utf8_lossy(&o.stderr)
+        .contains("write SQLite URLs as sqlite:///relative.db or sqlite:////absolute.db"));
+}
+
+#[test]
+fn a_dry_run_prints_the_plan_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = real_spec(dir.path());
+    let o = rnnsweep()
+        .arg("run")
+        .arg(&spec)
+        .arg("--dry-run")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for expected in [
+        "(dry run: nothing is written)",
+        "search space (2 parameters):",
+        "  learning_rate            a number in [0.001, 0.01] (log scale)",
+        "  optimizer                one of [\"adam\", \"rmsprop\", \"adagrad\"]",
+        "grid size: unbounded (a parameter is continuous)",
+        "first planned trials:",
+        "  trial 4: ",
+        "devices: cpu; 1 trial(s) at once",
+        "data: ",
+        "540 training rows, 60 validation rows",
+        "FLOP per epoch, 2 epochs at most",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in\n{out}");
+    }
+    assert!(!dir.path().join("out").exists(), "a dry run writes nothing");
+    // The planned trials are the ones the run then starts.
+    let planned: Vec<String> = out
+        .lines()
+        .filter(|l| l.starts_with("  trial ") && !l.contains("params"))
+        .take(3)
+        .map(|l| l.split_once(": ").unwrap().1.to_string())
+        .collect();
+    let o = rnnsweep().arg("run").arg(&spec).output().unwrap();
+    let started: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| l.contains(" started on cpu: "))
+        .map(|l| l.split_once("cpu: ").unwrap().1.to_string())
+        .collect();
+    assert_eq!(planned, started);
 }
