@@ -8,11 +8,11 @@ use rnnsweep_model::train::prepare;
 use rnnsweep_model::ModelConfig;
 
 use crate::assemble::build_config;
+use crate::dispatch::space_of;
 use crate::leaderboard::short_value;
 use crate::sampler::{GridSampler, Point, RandomSampler, Sampler};
 use crate::scheduler::DevicePool;
 use crate::spec::{Method, Spec};
-use crate::sweep::space_of;
 
 /// How many planned trials the dry run lists.
 pub const PLANNED_TRIALS: usize = 5;

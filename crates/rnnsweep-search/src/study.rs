@@ -129,7 +129,7 @@ impl Study {
     }
 
     pub fn space(&self) -> Result<Space, StudyError> {
-        Ok(crate::sweep::space_of(&self.stored_spec()?))
+        Ok(crate::dispatch::space_of(&self.stored_spec()?))
     }
 
     /// Queues a trial with exactly these values (Optuna's `enqueue_trial`), after checking
@@ -188,7 +188,7 @@ impl Study {
                 ),
                 (
                     keys::RETRY_HISTORY.to_string(),
-                    Value::Array(crate::store::retry_history(t)),
+                    Value::Array(crate::store::recovery::retry_history(t)),
                 ),
             ]);
             let number = self.store.enqueue(self.id, &attrs)?;

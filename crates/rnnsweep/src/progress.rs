@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rnnsweep_model::metrics::Direction;
+use rnnsweep_search::dispatch::SweepEvent;
 use rnnsweep_search::leaderboard::{short_value, sig4};
 use rnnsweep_search::store::TrialState;
-use rnnsweep_search::sweep::SweepEvent;
 
 /// Prints a line; a closed stdout (`rnnsweep run | head`) must not kill the driver mid-study.
 macro_rules! say {

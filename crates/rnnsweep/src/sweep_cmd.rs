@@ -5,14 +5,13 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use rnnsweep_model::metrics::direction_of;
+use rnnsweep_search::dispatch::{run_sweep, StopCause, SweepOptions};
+use rnnsweep_search::executor::{install_signal_handlers, Interrupts};
 use rnnsweep_search::leaderboard::{decode_param, rank, render_csv, render_json, render_table};
 use rnnsweep_search::sampler::Point;
 use rnnsweep_search::spec::Spec;
 use rnnsweep_search::store::{StorageLocation, TrialState};
 use rnnsweep_search::study::{RetrySelection, Study};
-use rnnsweep_search::sweep::{
-    install_interrupt_handler, interrupting_signal, run_sweep, StopCause, SweepOptions,
-};
 
 /// Prints a line; a closed stdout (`rnnsweep run | head`) must not kill the driver mid-study.
 macro_rules! say {
@@ -187,8 +186,8 @@ fn sweep(
         exe: std::env::current_exe().context("cannot find the rnnsweep executable")?,
         results_dir: spec.storage.results_dir(),
         force_new_space,
+        interrupts: install_signal_handlers(&Interrupts::default()),
     };
-    install_interrupt_handler();
     let pool = rnnsweep_search::scheduler::DevicePool::new(&spec.resources)
         .map_err(|m| anyhow::anyhow!("resources: {m}"))?;
     say!(
@@ -245,7 +244,7 @@ fn sweep(
     );
     Ok(match cause {
         StopCause::Interrupted | StopCause::InterruptedNow => {
-            exit_for_signal(interrupting_signal())
+            exit_for_signal(options.interrupts.signal())
         }
         StopCause::TooManyFailures(_) => ExitCode::from(crate::cli::EXIT_ERROR),
         _ => ExitCode::SUCCESS,

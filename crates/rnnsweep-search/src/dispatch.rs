@@ -1,18 +1,19 @@
-//! The sweep driver. A dispatcher that alone owns the store: it claims trials while the
-//! device pool has free slots, runs each in a worker process (its executor: spawn, read the
-//! JSON lines, heartbeat, stop), records what workers report, and resumes an interrupted
-//! study. Progress goes out as [`SweepEvent`]s to whatever reporter the caller plugs in.
+//! The sweep's dispatcher, sole owner of the store and the pruner: it claims trials while the
+//! device pool has free slots, hands each to the [`crate::executor`] (a worker process),
+//! records what workers report, decides how each trial ended ([`crate::outcome`]) and resumes
+//! an interrupted study. It never prints: progress goes out as [`SweepEvent`]s to whatever
+//! reporter the caller plugs in, and interrupts come in as [`Interrupts`] flags.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+
+pub use crate::executor::Interrupts;
+use crate::executor::{Line, Worker};
+use crate::outcome::{classify, Ended, Outcome};
 
 use crate::assemble::build_config;
 use crate::pruner::Pruner;
@@ -20,7 +21,7 @@ use crate::sampler::{GridSampler, Point, RandomSampler, Sampler, Space};
 use crate::scheduler::{DeviceName, DevicePool, Lease};
 use crate::spec::{Method, Spec};
 use crate::store::{keys, legacy_fixed_params, Claim, Store, StoreError, TrialRecord, TrialState};
-use crate::worker::{metric, TrialTask, WorkerMessage, TRIAL_ENV};
+use crate::worker::{metric, TrialTask, WorkerMessage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SweepError {
@@ -44,6 +45,8 @@ pub struct SweepOptions {
     pub results_dir: PathBuf,
     /// Accept a changed search space for an existing study.
     pub force_new_space: bool,
+    /// Set by the caller's signal handlers (or a test): drain, then stop.
+    pub interrupts: Interrupts,
 }
 
 /// Progress, for reporters (progress bars, log lines, the final table).
@@ -99,43 +102,6 @@ pub enum StopCause {
     Interrupted,
     /// Second interrupt (or SIGTERM): running trials were stopped and queued again.
     InterruptedNow,
-}
-
-/// Interrupt level: 0 none, 1 drain (first Ctrl-C), 2+ stop now (second Ctrl-C, SIGTERM).
-pub static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
-/// Whether a SIGTERM arrived (the exit code then says so: 128 + 15).
-static TERMINATED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_sigint(_: libc::c_int) {
-    INTERRUPTS.fetch_add(1, Ordering::SeqCst);
-}
-
-extern "C" fn on_sigterm(_: libc::c_int) {
-    TERMINATED.store(true, Ordering::SeqCst);
-    INTERRUPTS.fetch_add(2, Ordering::SeqCst);
-}
-
-/// The signal that interrupted the sweep, for the shell's exit-code convention (128 + n):
-/// SIGTERM if one came, else SIGINT.
-pub fn interrupting_signal() -> libc::c_int {
-    if TERMINATED.load(Ordering::SeqCst) {
-        libc::SIGTERM
-    } else {
-        libc::SIGINT
-    }
-}
-
-/// Routes SIGINT (drain, then stop) and SIGTERM (stop now) to [`INTERRUPTS`].
-pub fn install_interrupt_handler() {
-    // SAFETY: the handlers only touch an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_sigterm as *const () as libc::sighandler_t);
-    }
-}
-
-fn interrupt_level() -> usize {
-    INTERRUPTS.load(Ordering::SeqCst)
 }
 
 pub const SPACE_ATTR: &str = keys::SPACE;
@@ -237,27 +203,14 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SweepError + '_ {
     }
 }
 
-/// A line from a worker, or the end of its output.
-enum Line {
-    Text(String),
-    Closed,
-}
-
 struct Running {
     trial: TrialRecord,
     lease: Lease,
     device: String,
-    child: Child,
+    worker: Worker,
     started: Instant,
     last_beat: Instant,
-    final_message: Option<WorkerMessage>,
-    error: Option<String>,
-    epochs_seen: i64,
-    /// The epoch at which the pruner stopped this trial.
-    pruned_at: Option<i64>,
-    last_value: Option<f64>,
-    stderr: Option<JoinHandle<String>>,
-    reader: Option<JoinHandle<()>>,
+    ended: Ended,
 }
 
 struct Dispatcher<'a> {
@@ -324,11 +277,12 @@ pub fn run_sweep(
     // Why no new trial can start, once that is known.
     let mut no_more: Option<StopCause> = None;
     loop {
-        if interrupt_level() >= 2 {
+        let interrupt_level = options.interrupts.level();
+        if interrupt_level >= 2 {
             d.stop_all(on_event)?;
             return Ok(StopCause::InterruptedNow);
         }
-        let stop_new = if interrupt_level() == 1 {
+        let stop_new = if interrupt_level == 1 {
             if !drained_announced && !d.running.is_empty() {
                 on_event(&SweepEvent::Draining {
                     running: d.running.len(),
@@ -585,8 +539,18 @@ impl Dispatcher<'_> {
             &Value::from(dir.display().to_string()),
         )?;
 
-        let mut child = match spawn_worker(spec, self.options, &task, &task_path, &env) {
-            Ok(c) => c,
+        let id = self.next_id;
+        self.next_id += 1;
+        let worker = match Worker::spawn(
+            spec,
+            &self.options.exe,
+            &task,
+            &task_path,
+            &env,
+            id,
+            self.tx.clone(),
+        ) {
+            Ok(w) => w,
             Err(e) => {
                 self.pool.release(&lease);
                 return self.fail_now(
@@ -597,48 +561,28 @@ impl Dispatcher<'_> {
                 );
             }
         };
-        let id = self.next_id;
-        self.next_id += 1;
-        let stdout = child.stdout.take().expect("piped");
-        let tx = self.tx.clone();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send((id, Line::Text(line))).is_err() {
-                    return;
-                }
-            }
-            let _ = tx.send((id, Line::Closed));
-        });
-        let mut stderr = child.stderr.take().expect("piped");
-        let log_path = dir.join("stderr.log");
-        let stderr = std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = stderr.read_to_end(&mut buf);
-            let _ = std::fs::File::create(&log_path).and_then(|mut f| f.write_all(&buf));
-            String::from_utf8_lossy(&buf).into_owned()
-        });
+        let oom_retry_allowed = !trial.system_attrs.contains_key(OOM_RETRY_ATTR)
+            && matches!(lease.device, DeviceName::Cuda(_))
+            && self.pool.capacity() > 1;
         self.running.insert(
             id,
             Running {
                 trial,
                 lease,
                 device: device_label,
-                child,
+                worker,
                 started,
                 last_beat: Instant::now(),
-                final_message: None,
-                error: None,
-                epochs_seen: 0,
-                pruned_at: None,
-                last_value: None,
-                stderr: Some(stderr),
-                reader: Some(reader),
+                ended: Ended {
+                    oom_retry_allowed,
+                    ..Ended::default()
+                },
             },
         );
         Ok(())
     }
 
+    /// Fails a running trial in one store call: state, reason and any attributes.
     fn fail_now(
         &mut self,
         trial: &TrialRecord,
@@ -646,12 +590,20 @@ impl Dispatcher<'_> {
         reason: String,
         on_event: &mut dyn FnMut(&SweepEvent),
     ) -> Result<(), SweepError> {
-        self.store.set_trial_system_attr(
-            trial.trial_id,
-            keys::FAIL_REASON,
-            &Value::from(reason.clone()),
-        )?;
-        self.store.finish(trial.trial_id, TrialState::Fail, None)?;
+        self.fail_with(trial, started, reason, BTreeMap::new(), on_event)
+    }
+
+    fn fail_with(
+        &mut self,
+        trial: &TrialRecord,
+        started: Instant,
+        reason: String,
+        user_attrs: BTreeMap<String, Value>,
+        on_event: &mut dyn FnMut(&SweepEvent),
+    ) -> Result<(), SweepError> {
+        let system = BTreeMap::from([(keys::FAIL_REASON.to_string(), Value::from(reason.clone()))]);
+        self.store
+            .finish(trial.trial_id, TrialState::Fail, None, &user_attrs, &system)?;
         self.failures += 1;
         on_event(&SweepEvent::TrialFinished {
             number: trial.number,
@@ -672,7 +624,7 @@ impl Dispatcher<'_> {
         let Some(r) = self.running.get_mut(&id) else {
             return Ok(());
         };
-        if r.pruned_at.is_some() {
+        if r.ended.pruned_at.is_some() {
             // Lines the worker wrote before it was stopped: the trial ended at the pruning epoch.
             return Ok(());
         }
@@ -685,32 +637,32 @@ impl Dispatcher<'_> {
                     value,
                     &Value::Object(metrics.into_iter().collect()),
                 )?;
-                r.epochs_seen = r.epochs_seen.max(epoch);
+                r.ended.epochs_seen = r.ended.epochs_seen.max(epoch);
+                r.ended.last_value = value;
                 r.last_beat = Instant::now();
-                r.last_value = value;
+                // The pruner judges by the trial's own curve, kept here as reported.
+                r.trial.intermediate.retain(|(s, _)| *s != epoch);
+                r.trial.intermediate.push((epoch, value));
                 let number = r.trial.number;
                 on_event(&SweepEvent::Epoch {
                     number,
                     epoch,
                     value,
                 });
-                if r.pruned_at.is_none() {
-                    if let Some(pruner) = &self.pruner {
-                        // Judge on the study as every driver has recorded it so far.
-                        let trials = self.store.trials(self.study)?;
-                        let r = self.running.get_mut(&id).expect("present above");
-                        if let Some(me) = trials.iter().find(|t| t.trial_id == r.trial.trial_id) {
-                            if pruner.prune(&trials, me, epoch) {
-                                r.pruned_at = Some(epoch);
-                                // Stop now: the slot is free as soon as the worker is gone.
-                                signal_group(&r.child, libc::SIGKILL);
-                            }
-                        }
+                if let Some(pruner) = &self.pruner {
+                    // The other trials' values at this epoch, as every driver has recorded
+                    // them: one small query, however large the study.
+                    let others = self.store.values_at(self.study, epoch)?;
+                    let r = self.running.get_mut(&id).expect("present above");
+                    if pruner.prune(&others, &r.trial, epoch) {
+                        r.ended.pruned_at = Some(epoch);
+                        // Stop now: the slot is free as soon as the worker is gone.
+                        r.worker.signal(libc::SIGKILL);
                     }
                 }
             }
-            Some(done @ WorkerMessage::Final { .. }) => r.final_message = Some(done),
-            Some(WorkerMessage::Error { message }) => r.error = Some(message),
+            Some(done @ WorkerMessage::Final { .. }) => r.ended.final_message = Some(done),
+            Some(WorkerMessage::Error { message }) => r.ended.error = Some(message),
             Some(WorkerMessage::Warning { message }) => {
                 let number = r.trial.number;
                 on_event(&SweepEvent::TrialWarning { number, message });
@@ -732,87 +684,79 @@ impl Dispatcher<'_> {
 
     /// Records a worker whose output has ended, and frees its slot whatever happened.
     fn finish(&mut self, id: u64, on_event: &mut dyn FnMut(&SweepEvent)) -> Result<(), SweepError> {
-        let Some(mut r) = self.running.remove(&id) else {
+        let Some(r) = self.running.remove(&id) else {
             return Ok(());
         };
-        let status = r.child.wait();
-        if let Some(h) = r.reader.take() {
-            let _ = h.join();
-        }
-        let stderr_text = r
-            .stderr
-            .take()
-            .and_then(|h| h.join().ok())
-            .unwrap_or_default();
-        self.pool.release(&r.lease);
-        let seconds = r.started.elapsed().as_secs_f64();
-        let trial = r.trial.clone();
-        self.store
-            .set_trial_user_attr(trial.trial_id, "duration_s", &json!(seconds))?;
-        let spec = self.spec;
-
-        if let Some(epoch) = r.pruned_at {
-            let value = r.last_value;
-            self.store
-                .set_trial_user_attr(trial.trial_id, "epochs", &json!(epoch))?;
-            self.store.finish(
-                trial.trial_id,
-                TrialState::Pruned,
-                value.filter(|v| v.is_finite()),
-            )?;
-            on_event(&SweepEvent::TrialFinished {
-                number: trial.number,
-                state: TrialState::Pruned,
+        let Running {
+            trial,
+            lease,
+            device,
+            worker,
+            started,
+            mut ended,
+            ..
+        } = r;
+        let (exit, stderr) = worker.reap();
+        ended.exit = Some(exit);
+        ended.stderr = stderr;
+        self.pool.release(&lease);
+        let seconds = started.elapsed().as_secs_f64();
+        let duration = ("duration_s".to_string(), json!(seconds));
+        let none = BTreeMap::new();
+        match classify(&ended, &self.spec.metric) {
+            Outcome::Complete {
                 value,
-                seconds,
-                reason: Some(format!("pruned at epoch {epoch}")),
-            });
-            return Ok(());
-        }
-        let failure = match (&r.final_message, &r.error) {
-            (_, Some(message)) => Some(message.clone()),
-            (Some(WorkerMessage::Final { metrics, .. }), None) => {
-                match metric(metrics, &spec.metric) {
-                    Some(v) if v.is_finite() => None,
-                    _ => Some(format!("the final result has no finite `{}`", spec.metric)),
-                }
+                mut user_attrs,
+            } => {
+                user_attrs.extend([duration]);
+                self.store.finish(
+                    trial.trial_id,
+                    TrialState::Complete,
+                    Some(value),
+                    &user_attrs,
+                    &none,
+                )?;
+                on_event(&SweepEvent::TrialFinished {
+                    number: trial.number,
+                    state: TrialState::Complete,
+                    value: Some(value),
+                    seconds,
+                    reason: None,
+                });
             }
-            _ => {
-                let tail: Vec<&str> = stderr_text.lines().rev().take(5).collect();
-                let tail: Vec<&str> = tail.into_iter().rev().collect();
-                let how = match status {
-                    Ok(s) => match s.code() {
-                        Some(c) => format!("exited with status {c}"),
-                        None => format!("was killed ({s})"),
-                    },
-                    Err(e) => format!("could not be waited for: {e}"),
-                };
-                let tail = if tail.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", tail.join(" | "))
-                };
-                Some(format!("the worker {how} without a final result{tail}"))
+            Outcome::Pruned {
+                epoch,
+                value,
+                mut user_attrs,
+            } => {
+                user_attrs.extend([duration]);
+                self.store.finish(
+                    trial.trial_id,
+                    TrialState::Pruned,
+                    value,
+                    &user_attrs,
+                    &none,
+                )?;
+                on_event(&SweepEvent::TrialFinished {
+                    number: trial.number,
+                    state: TrialState::Pruned,
+                    value,
+                    seconds,
+                    reason: Some(format!("pruned at epoch {epoch}")),
+                });
             }
-        };
-        if let Some(reason) = failure {
-            let oom = reason.to_lowercase().contains("out of memory")
-                || stderr_text.to_lowercase().contains("out of memory");
-            let retried = trial.system_attrs.contains_key(OOM_RETRY_ATTR);
-            if oom
-                && !retried
-                && matches!(r.lease.device, DeviceName::Cuda(_))
-                && self.pool.capacity() > 1
-            {
-                // Out of memory on one GPU: once more, on another device.
+            Outcome::OutOfMemory { .. } => {
+                // Once more, on another device.
+                self.store
+                    .set_trial_user_attr(trial.trial_id, &duration.0, &duration.1)?;
                 let extra = BTreeMap::from([
-                    (AVOID_ATTR.to_string(), Value::from(r.device.clone())),
+                    (AVOID_ATTR.to_string(), Value::from(device.clone())),
                     (OOM_RETRY_ATTR.to_string(), json!(1)),
                 ]);
                 let queued = self.store.fail_and_requeue(
                     self.study,
                     trial.trial_id,
-                    &format!("out of memory on {}", r.device),
+                    &format!("out of memory on {device}"),
                     &extra,
                 )?;
                 on_event(&SweepEvent::TrialFinished {
@@ -821,68 +765,35 @@ impl Dispatcher<'_> {
                     value: None,
                     seconds,
                     reason: Some(format!(
-                        "out of memory on {}; retried as trial {queued} on another device",
-                        r.device
+                        "out of memory on {device}; retried as trial {queued} on another device"
                     )),
                 });
-                return Ok(());
             }
-            return self.fail_now(&trial, r.started, reason, on_event);
+            Outcome::Fail { reason } => {
+                self.fail_with(
+                    &trial,
+                    started,
+                    reason,
+                    BTreeMap::from([duration]),
+                    on_event,
+                )?;
+            }
         }
-        let Some(WorkerMessage::Final {
-            metrics,
-            best_epoch,
-            epochs,
-            stop,
-        }) = r.final_message
-        else {
-            return Ok(());
-        };
-        let value = metric(&metrics, &spec.metric).unwrap_or(f64::NAN);
-        for (k, v) in &metrics {
-            self.store.set_trial_user_attr(trial.trial_id, k, v)?;
-        }
-        self.store.set_trial_user_attr(
-            trial.trial_id,
-            "epochs",
-            &json!(epochs.unwrap_or(r.epochs_seen)),
-        )?;
-        if let Some(b) = best_epoch {
-            self.store
-                .set_trial_user_attr(trial.trial_id, "best_epoch", &json!(b))?;
-        }
-        if let Some(s) = stop {
-            self.store
-                .set_trial_user_attr(trial.trial_id, "stop_reason", &json!(s))?;
-        }
-        self.store
-            .finish(trial.trial_id, TrialState::Complete, Some(value))?;
-        on_event(&SweepEvent::TrialFinished {
-            number: trial.number,
-            state: TrialState::Complete,
-            value: Some(value),
-            seconds,
-            reason: None,
-        });
         Ok(())
     }
 
     /// Stops every running trial and queues it again, so a resume re-runs it.
     fn stop_all(&mut self, on_event: &mut dyn FnMut(&SweepEvent)) -> Result<(), SweepError> {
-        let ids: Vec<u64> = self.running.keys().copied().collect();
-        for r in self.running.values_mut() {
-            signal_group(&r.child, libc::SIGTERM);
+        for r in self.running.values() {
+            r.worker.signal(libc::SIGTERM);
         }
         let deadline = Instant::now() + Duration::from_secs(5);
+        let ids: Vec<u64> = self.running.keys().copied().collect();
         for id in ids {
-            let Some(mut r) = self.running.remove(&id) else {
+            let Some(r) = self.running.remove(&id) else {
                 continue;
             };
-            wait_or_kill(&mut r.child, deadline);
-            if let Some(h) = r.reader.take() {
-                let _ = h.join();
-            }
-            let _ = r.stderr.take().map(JoinHandle::join);
+            r.worker.stop(deadline);
             self.pool.release(&r.lease);
             let queued = self.store.fail_and_requeue(
                 self.study,
@@ -900,72 +811,4 @@ impl Dispatcher<'_> {
         }
         Ok(())
     }
-}
-
-fn signal_group(child: &Child, signal: libc::c_int) {
-    // SAFETY: a plain signal send to the worker's own process group.
-    unsafe {
-        libc::kill(-(child.id() as libc::pid_t), signal);
-    }
-}
-
-/// Waits for a worker until `deadline`, then kills its process group.
-fn wait_or_kill(child: &mut Child, deadline: Instant) {
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    signal_group(child, libc::SIGKILL);
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-fn spawn_worker(
-    spec: &Spec,
-    options: &SweepOptions,
-    task: &TrialTask,
-    task_path: &Path,
-    env: &[(String, String)],
-) -> std::io::Result<Child> {
-    let mut cmd = match &spec.command {
-        Some(argv) if !argv.is_empty() => {
-            let params = serde_json::to_string(&task.params).unwrap_or_default();
-            let fill = |a: &String| {
-                a.replace("{params_json}", &params)
-                    .replace("{trial_file}", &task_path.display().to_string())
-                    .replace("{number}", &task.number.to_string())
-                    .replace("{device}", &task.device)
-            };
-            let mut c = Command::new(fill(&argv[0]));
-            c.args(argv[1..].iter().map(fill));
-            c
-        }
-        _ => {
-            let mut c = Command::new(&options.exe);
-            c.arg("worker");
-            c
-        }
-    };
-    cmd.env(TRIAL_ENV, task_path)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                // Own process group: Ctrl-C reaches the driver, which decides about the worker.
-                libc::setpgid(0, 0);
-                // A worker must not outlive a driver killed with SIGKILL.
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-    }
-    cmd.spawn()
 }

@@ -1,0 +1,456 @@
+//! Study storage. [`Store`] names the operations the driver needs (Optuna's storage seams).
+//! One implementation serves both homes, as Optuna's one RDB storage does: [`sql`] holds every
+//! algorithm once over a small dialect seam ([`sql::Conn`]), and [`sqlite`] and [`postgres`]
+//! are the two dialects, each keeping exactly the schema Optuna 5.0 writes there
+//! (`schema/*.sql`), so `optuna.load_study` and optuna-dashboard open the study as it is.
+//! [`recovery`] is the policy for trials whose driver died and for re-queued trials.
+//! rnnsweep's own data lives in attributes and in tables prefixed `rnnsweep_`.
+
+pub mod postgres;
+pub mod recovery;
+pub mod sql;
+pub mod sqlite;
+
+pub use postgres::PgStore;
+pub use recovery::{fixed_params_attr, legacy_fixed_params};
+pub use sqlite::SqliteStore;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rnnsweep_model::metrics::Direction;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Sqlite {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum TrialState {
+    Running,
+    Complete,
+    Pruned,
+    Fail,
+    Waiting,
+}
+
+impl TrialState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrialState::Running => "RUNNING",
+            TrialState::Complete => "COMPLETE",
+            TrialState::Pruned => "PRUNED",
+            TrialState::Fail => "FAIL",
+            TrialState::Waiting => "WAITING",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "RUNNING" => TrialState::Running,
+            "COMPLETE" => TrialState::Complete,
+            "PRUNED" => TrialState::Pruned,
+            "FAIL" => TrialState::Fail,
+            "WAITING" => TrialState::Waiting,
+            _ => return None,
+        })
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(self, TrialState::Complete | TrialState::Pruned)
+    }
+}
+
+/// One stored parameter: Optuna's float and distribution JSON, plus the user's value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredParam {
+    pub internal: f64,
+    pub distribution_json: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct TrialRecord {
+    pub trial_id: i64,
+    pub number: i64,
+    pub state: TrialState,
+    pub params: BTreeMap<String, StoredParam>,
+    pub value: Option<f64>,
+    /// (step, value) in step order.
+    pub intermediate: Vec<(i64, Option<f64>)>,
+    pub user_attrs: BTreeMap<String, Value>,
+    pub system_attrs: BTreeMap<String, Value>,
+    pub datetime_start: Option<String>,
+    pub datetime_complete: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StudySummary {
+    pub study_id: i64,
+    pub name: String,
+    pub direction: Direction,
+    pub counts: BTreeMap<String, usize>,
+    pub best: Option<f64>,
+}
+
+/// Proposes a new trial's stored parameters from the trials so far and its number
+/// (`None`: nothing left to propose).
+pub type ParamSource<'a> =
+    dyn FnMut(&[TrialRecord], i64) -> Option<BTreeMap<String, StoredParam>> + 'a;
+
+/// The storage operations the sweep driver uses.
+pub trait Store {
+    /// Opens or creates the study; a new study records its direction and attributes.
+    fn open_study(
+        &mut self,
+        name: &str,
+        direction: Direction,
+        user_attrs: &BTreeMap<String, Value>,
+        system_attrs: &BTreeMap<String, Value>,
+    ) -> Result<i64>;
+    fn study_id(&self, name: &str) -> Result<Option<i64>>;
+    fn studies(&self) -> Result<Vec<StudySummary>>;
+    fn study_user_attrs(&self, study_id: i64) -> Result<BTreeMap<String, Value>>;
+    fn study_system_attrs(&self, study_id: i64) -> Result<BTreeMap<String, Value>>;
+    fn set_study_system_attr(&mut self, study_id: i64, key: &str, value: &Value) -> Result<()>;
+    fn set_study_user_attr(&mut self, study_id: i64, key: &str, value: &Value) -> Result<()>;
+    fn trials(&self, study_id: i64) -> Result<Vec<TrialRecord>>;
+    /// Marks RUNNING trials whose heartbeat is older than `grace` as FAIL and re-queues their
+    /// parameters as WAITING trials, unless a trial has already been re-queued this way
+    /// `max_retries` times: then it stays FAIL with its retry history.
+    fn recover_stale(
+        &mut self,
+        study_id: i64,
+        grace: Duration,
+        max_retries: usize,
+    ) -> Result<Vec<Recovered>>;
+    /// In one exclusive transaction: if fewer than `run_cap` trials are finished or running,
+    /// takes the oldest WAITING trial, or creates one from `sample` (given the trials so far and
+    /// the new trial's number; `None` means the space is exhausted). The trial is RUNNING with
+    /// a heartbeat when this returns.
+    fn claim(
+        &mut self,
+        study_id: i64,
+        run_cap: usize,
+        history: bool,
+        sample: &mut ParamSource,
+    ) -> Result<Claim>;
+    fn heartbeat(&mut self, trial_id: i64) -> Result<()>;
+    /// Replaces a trial's stored parameters (Optuna's `set_trial_param`, for a claimed trial
+    /// whose values came from `fixed_params`).
+    fn set_trial_params(
+        &mut self,
+        trial_id: i64,
+        params: &BTreeMap<String, StoredParam>,
+    ) -> Result<()>;
+    /// Adds a WAITING trial with these system attributes (Optuna's `enqueue_trial`: the
+    /// values go in `fixed_params`); returns its number.
+    fn enqueue(&mut self, study_id: i64, system_attrs: &BTreeMap<String, Value>) -> Result<i64>;
+    /// Fails a RUNNING trial (e.g. interrupted) and queues its parameters again, with `extra`
+    /// system attributes on the new trial; returns the new trial's number.
+    fn fail_and_requeue(
+        &mut self,
+        study_id: i64,
+        trial_id: i64,
+        reason: &str,
+        extra: &BTreeMap<String, Value>,
+    ) -> Result<i64>;
+    fn report_epoch(
+        &mut self,
+        trial_id: i64,
+        step: i64,
+        objective: Option<f64>,
+        metrics: &Value,
+    ) -> Result<()>;
+    fn set_trial_user_attr(&mut self, trial_id: i64, key: &str, value: &Value) -> Result<()>;
+    fn set_trial_system_attr(&mut self, trial_id: i64, key: &str, value: &Value) -> Result<()>;
+    /// Ends a RUNNING trial in one transaction: its final attributes, its value and its
+    /// state (a finished trial can never be updated again).
+    fn finish(
+        &mut self,
+        trial_id: i64,
+        state: TrialState,
+        value: Option<f64>,
+        user_attrs: &BTreeMap<String, Value>,
+        system_attrs: &BTreeMap<String, Value>,
+    ) -> Result<()>;
+    /// What pruners compare: every trial that reported `step`, with only that value (number,
+    /// state and id as stored).
+    fn values_at(&self, study_id: i64, step: i64) -> Result<Vec<TrialRecord>>;
+    /// Per-epoch metrics recorded by `report_epoch`.
+    fn epochs(&self, trial_id: i64) -> Result<Vec<(i64, Value)>>;
+    /// Writes a trial exactly as another store holds it (state, times, parameters, values,
+    /// attributes, per-epoch history): the building block of `copy-study`.
+    fn import_trial(
+        &mut self,
+        study_id: i64,
+        trial: &TrialRecord,
+        epochs: &[(i64, Value)],
+    ) -> Result<()>;
+}
+
+/// A stale trial found by [`Store::recover_stale`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    pub failed: i64,
+    /// The new trial's number; `None` when the retries were used up.
+    pub queued: Option<i64>,
+}
+
+/// Attribute keys. Those without the `rnnsweep:` prefix are Optuna's own.
+pub mod keys {
+    /// Optuna's `enqueue_trial`: `{name: value}` of a WAITING trial.
+    pub const FIXED_PARAMS: &str = "fixed_params";
+    /// Optuna's `RetryFailedTrialCallback`: the first attempt's number.
+    pub const FAILED_TRIAL: &str = "failed_trial";
+    /// Optuna's `RetryFailedTrialCallback`: every earlier attempt's number.
+    pub const RETRY_HISTORY: &str = "retry_history";
+    pub const FAIL_REASON: &str = "fail_reason";
+    /// The trial number whose checkpoint folder a re-run continues from.
+    pub const RESUME_FROM: &str = "rnnsweep:resume_from";
+    /// On a failed trial: the number of the trial that re-runs it.
+    pub const REQUEUED_AS: &str = "rnnsweep:requeued_as";
+    /// How often a trial's driver died under it (counted against `max_retries`).
+    pub const CRASH_RETRIES: &str = "rnnsweep:crash_retries";
+    /// A study's identity: trial folders are keyed by it, so a new study never adopts the
+    /// files of an old one with the same name.
+    pub const STUDY_UUID: &str = "rnnsweep:study_uuid";
+    pub const TRIAL_DIR: &str = "rnnsweep:trial_dir";
+    pub const SPACE: &str = "rnnsweep:space";
+    pub const AVOID_DEVICE: &str = "rnnsweep:avoid_device";
+    pub const OOM_RETRY: &str = "rnnsweep:oom_retry";
+}
+
+#[derive(Debug, Clone)]
+pub enum Claim {
+    Trial(TrialRecord),
+    /// `run_cap` finished or running trials exist.
+    CapReached,
+    /// The sampler has nothing left to propose.
+    Exhausted,
+}
+
+/// Where a study lives: an SQLite file or a PostgreSQL database. Parsed from the forms
+/// Optuna users write: a plain path, SQLAlchemy's `sqlite:///relative.db` and
+/// `sqlite:////absolute.db`, or `postgresql://user@host:port/db`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageLocation {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl StorageLocation {
+    pub fn parse(location: &str) -> std::result::Result<Self, String> {
+        if location.starts_with("postgresql://") || location.starts_with("postgres://") {
+            return Ok(Self::Postgres(location.to_string()));
+        }
+        if let Some(path) = location.strip_prefix("sqlite:///") {
+            // SQLAlchemy: three slashes then a relative path; a fourth makes it absolute.
+            if path.is_empty() {
+                return Err(format!("{location}: the URL names no file"));
+            }
+            return Ok(Self::Sqlite(PathBuf::from(path)));
+        }
+        if location.starts_with("sqlite:") {
+            return Err(format!(
+                "{location}: write SQLite URLs as sqlite:///relative.db or sqlite:////absolute.db"
+            ));
+        }
+        if location.contains("://") {
+            return Err(format!(
+                "{location}: not a study location (an SQLite file, sqlite:///file.db or postgresql://…)"
+            ));
+        }
+        if location.is_empty() {
+            return Err("an empty study location".into());
+        }
+        Ok(Self::Sqlite(PathBuf::from(location)))
+    }
+
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match self {
+            Self::Sqlite(p) => Some(p),
+            Self::Postgres(_) => None,
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Self::Postgres(_))
+    }
+
+    /// Opens the store, creating the SQLite file (or the PostgreSQL schema) if needed.
+    pub fn open(&self) -> Result<Box<dyn Store>> {
+        match self {
+            Self::Postgres(url) => Ok(Box::new(PgStore::connect(url)?)),
+            Self::Sqlite(path) => Ok(Box::new(SqliteStore::open(path)?)),
+        }
+    }
+
+    /// Opens a store that must exist already: an SQLite file is never created.
+    pub fn open_existing(&self) -> Result<Box<dyn Store>> {
+        if let Self::Sqlite(path) = self {
+            if !path.is_file() {
+                return Err(StoreError::Invalid {
+                    path: path.display().to_string(),
+                    message: "no such study file".into(),
+                });
+            }
+        }
+        self.open()
+    }
+
+    /// Where trial folders go: next to an SQLite study, in `results/` for a database.
+    pub fn results_dir(&self) -> PathBuf {
+        match self {
+            Self::Sqlite(p) => p.parent().map(Path::to_path_buf).unwrap_or_default(),
+            Self::Postgres(_) => PathBuf::from("results"),
+        }
+    }
+}
+
+impl std::fmt::Display for StorageLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(p) => write!(f, "{}", p.display()),
+            Self::Postgres(url) => f.write_str(&postgres::shown(url)),
+        }
+    }
+}
+
+impl std::str::FromStr for StorageLocation {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Self::parse(s)
+    }
+}
+
+/// A study's counts by state and best value, from its trials.
+pub(crate) fn summarize(
+    study_id: i64,
+    name: String,
+    direction: &str,
+    trials: Vec<TrialRecord>,
+) -> Result<StudySummary> {
+    let direction = if direction == "MINIMIZE" {
+        Direction::Minimize
+    } else {
+        Direction::Maximize
+    };
+    let mut counts = BTreeMap::new();
+    for t in &trials {
+        *counts.entry(t.state.as_str().to_string()).or_insert(0) += 1;
+    }
+    let best = trials
+        .iter()
+        .filter(|t| t.state == TrialState::Complete)
+        .filter_map(|t| t.value)
+        .reduce(|a, b| match direction {
+            Direction::Minimize => a.min(b),
+            Direction::Maximize => a.max(b),
+        });
+    Ok(StudySummary {
+        study_id,
+        name,
+        direction,
+        counts,
+        best,
+    })
+}
+
+/// The wall clock as Optuna writes datetimes (`YYYY-MM-DD HH:MM:SS.ffffff`, UTC).
+pub fn timestamp(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:06}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_micros()
+    )
+}
+
+pub(crate) fn value_type(v: f64) -> (&'static str, Option<f64>) {
+    if v.is_nan() {
+        ("NAN", None)
+    } else if v == f64::INFINITY {
+        ("INF_POS", None)
+    } else if v == f64::NEG_INFINITY {
+        ("INF_NEG", None)
+    } else {
+        ("FINITE", Some(v))
+    }
+}
+
+pub(crate) fn direction_str(d: Direction) -> &'static str {
+    match d {
+        Direction::Minimize => "MINIMIZE",
+        Direction::Maximize => "MAXIMIZE",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_locations_take_sqlalchemy_urls_and_plain_paths() {
+        let sqlite = |p: &str| StorageLocation::Sqlite(PathBuf::from(p));
+        assert_eq!(StorageLocation::parse("a.db").unwrap(), sqlite("a.db"));
+        assert_eq!(
+            StorageLocation::parse("sqlite:///results/a.db").unwrap(),
+            sqlite("results/a.db")
+        );
+        assert_eq!(
+            StorageLocation::parse("sqlite:////tmp/a.db").unwrap(),
+            sqlite("/tmp/a.db")
+        );
+        assert_eq!(
+            StorageLocation::parse("postgresql://u@h:5/db").unwrap(),
+            StorageLocation::Postgres("postgresql://u@h:5/db".into())
+        );
+        for bad in ["sqlite://a.db", "sqlite:///", "mysql://h/db", ""] {
+            assert!(StorageLocation::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            StorageLocation::parse("postgresql://u:secret@h/db")
+                .unwrap()
+                .to_string(),
+            "postgresql://u:***@h/db"
+        );
+    }
+
+    #[test]
+    fn timestamps_are_optuna_formatted() {
+        assert_eq!(
+            timestamp(UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456)),
+            "2023-11-14 22:13:20.123456"
+        );
+        assert_eq!(
+            timestamp(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29 00:00:00.000000"
+        );
+    }
+}

@@ -1,0 +1,133 @@
+//! What happens to a trial whose driver died, and what a re-queued trial carries: the policy
+//! above the SQL (Optuna keeps it above its storage too: `fail_stale_trials`,
+//! `RetryFailedTrialCallback`). The stores apply it inside their own transactions.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{keys, StoredParam, TrialRecord};
+
+/// The trial's parameters as Optuna's `enqueue_trial` stores them: `{name: user value}`.
+pub fn fixed_params_attr(params: &BTreeMap<String, StoredParam>) -> Value {
+    Value::Object(
+        params
+            .iter()
+            .map(|(k, p)| {
+                (
+                    k.clone(),
+                    crate::space::decode_stored(p.internal, &p.distribution_json),
+                )
+            })
+            .collect(),
+    )
+}
+
+fn crash_retries(t: &TrialRecord) -> usize {
+    t.system_attrs
+        .get(keys::CRASH_RETRIES)
+        .and_then(Value::as_u64)
+        .unwrap_or(0) as usize
+}
+
+/// Every earlier attempt's number, this one included.
+pub(crate) fn retry_history(t: &TrialRecord) -> Vec<Value> {
+    let mut history = t
+        .system_attrs
+        .get(keys::RETRY_HISTORY)
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    history.push(Value::from(t.number));
+    history
+}
+
+/// What the WAITING trial that re-runs `t` carries: its values in Optuna's enqueue form,
+/// where its checkpoint lives, and its retry history under Optuna's callback keys.
+pub(crate) fn requeue_attrs(
+    t: &TrialRecord,
+    crashed: bool,
+    extra: &BTreeMap<String, Value>,
+) -> BTreeMap<String, Value> {
+    let origin = t
+        .system_attrs
+        .get(keys::RESUME_FROM)
+        .cloned()
+        .unwrap_or(Value::from(t.number));
+    let first = t
+        .system_attrs
+        .get(keys::FAILED_TRIAL)
+        .cloned()
+        .unwrap_or(Value::from(t.number));
+    let mut attrs = BTreeMap::from([
+        (keys::FIXED_PARAMS.to_string(), fixed_params_attr(&t.params)),
+        (keys::RESUME_FROM.to_string(), origin),
+        (keys::FAILED_TRIAL.to_string(), first),
+        (
+            keys::RETRY_HISTORY.to_string(),
+            Value::Array(retry_history(t)),
+        ),
+        (
+            keys::CRASH_RETRIES.to_string(),
+            Value::from(crash_retries(t) + usize::from(crashed)),
+        ),
+    ]);
+    attrs.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+    attrs
+}
+
+/// The stale-trial policy: re-queue (with the reason) or give up (with the reason).
+pub(crate) enum StaleAction {
+    Requeue(String),
+    GiveUp(String),
+}
+
+pub(crate) fn stale_action(
+    t: &TrialRecord,
+    grace: Duration,
+    max_retries: usize,
+    next_number: i64,
+) -> StaleAction {
+    let why = format!(
+        "heartbeat stopped: the driver or worker died (no heartbeat for {} s)",
+        grace.as_secs()
+    );
+    let retries = crash_retries(t);
+    if retries >= max_retries {
+        StaleAction::GiveUp(format!(
+            "{why}; not re-queued: its driver died {} times (max_retries {max_retries})",
+            retries + 1
+        ))
+    } else {
+        StaleAction::Requeue(format!("{why}; re-queued as trial {next_number}"))
+    }
+}
+
+/// The user attribute a trial that is given up keeps: every attempt's number.
+pub(crate) fn given_up_history(t: &TrialRecord) -> Value {
+    Value::Array(retry_history(t))
+}
+
+/// Round 1 stored re-queued values as `{internal: {…}, distributions: {…}}` under
+/// `fixed_params`; such a trial still runs with exactly those values.
+pub fn legacy_fixed_params(v: &Value) -> Option<BTreeMap<String, StoredParam>> {
+    let map = v.as_object()?;
+    if map.len() != 2 {
+        return None;
+    }
+    let internal = map.get("internal")?.as_object()?;
+    let dists = map.get("distributions")?.as_object()?;
+    internal
+        .iter()
+        .map(|(k, x)| {
+            Some((
+                k.clone(),
+                StoredParam {
+                    internal: x.as_f64()?,
+                    distribution_json: dists.get(k)?.as_str()?.to_string(),
+                },
+            ))
+        })
+        .collect()
+}
