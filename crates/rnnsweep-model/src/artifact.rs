@@ -33,7 +33,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
 
 impl TrainedModel {
     /// The model a training run produced, with the sequence length it was trained at.
-    pub fn from_training(config: ModelConfig, data: crate::train::Prepared, net: Net) -> Self {
+    pub fn from_training(config: ModelConfig, data: crate::dataset::Prepared, net: Net) -> Self {
         Self {
             config: ModelConfig {
                 sequence_length: Some(data.sequence_length),

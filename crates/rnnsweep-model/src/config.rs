@@ -5,8 +5,26 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::{Padding, Truncating};
 use crate::error::ModelError;
+pub use crate::optim::{OptimizerConfig, OptimizerName};
+
+/// Keras `pad_sequences` options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Padding {
+    Pre,
+    #[default]
+    Post,
+}
+
+/// Which end of a too-long sequence is cut. Keras's default is `pre` (drop the beginning).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Truncating {
+    #[default]
+    Pre,
+    Post,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -131,37 +149,6 @@ impl Activation {
         Activation::Gelu,
         Activation::Swish,
     ];
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum OptimizerName {
-    Sgd,
-    #[default]
-    Adam,
-    Adamw,
-    Adamax,
-    Nadam,
-    Rmsprop,
-    Adagrad,
-    Adadelta,
-}
-
-/// An optimizer and its settings; unset settings take Keras's defaults for that optimizer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
-pub struct OptimizerConfig {
-    pub name: OptimizerName,
-    pub learning_rate: Option<f64>,
-    pub momentum: Option<f64>,
-    pub nesterov: Option<bool>,
-    pub beta_1: Option<f64>,
-    pub beta_2: Option<f64>,
-    pub epsilon: Option<f64>,
-    pub rho: Option<f64>,
-    pub centered: Option<bool>,
-    pub initial_accumulator_value: Option<f64>,
-    pub weight_decay: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -367,7 +354,7 @@ impl ModelConfig {
                 message: format!(
                     "`{}` is not a reported metric (one of: {})",
                     self.early_stopping.monitor,
-                    crate::metrics::METRIC_NAMES.join(", ")
+                    crate::metrics::Metric::names()
                 ),
             }
         })?;

@@ -1,27 +1,16 @@
-//! From token sequences to what the network sees: Keras `pad_sequences`, a seeded stratified
-//! split, class weights and seeded shuffled mini-batches.
+//! From a labelled table to what the network sees: the tokenizer fitted on the file, Keras
+//! `pad_sequences`, a seeded stratified split, class weights and seeded shuffled mini-batches
+//! ([`prepare`] does it all).
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Padding {
-    Pre,
-    #[default]
-    Post,
-}
-
-/// Which end of a too-long sequence is cut. Keras's default is `pre` (drop the beginning).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Truncating {
-    #[default]
-    Pre,
-    Post,
-}
+use crate::config::ModelConfig;
+pub use crate::config::{Padding, Truncating};
+use crate::data::Table;
+use crate::error::{ModelError, Result};
+use crate::tokenizer::Tokenizer;
 
 /// A rectangular `[rows, len]` matrix of token ids, 0 = padding.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,6 +123,113 @@ pub fn mix(seed: u64, a: u64, b: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// Padded rows with their labels.
+#[derive(Debug, Clone)]
+pub struct Examples {
+    pub ids: Padded,
+    pub labels: Vec<u8>,
+}
+
+impl Examples {
+    fn select(all: &Padded, labels: &[u8], rows: &[usize]) -> Self {
+        let mut ids = Vec::with_capacity(rows.len() * all.len);
+        for &r in rows {
+            ids.extend_from_slice(all.row(r));
+        }
+        Self {
+            ids: Padded {
+                ids,
+                rows: rows.len(),
+                len: all.len,
+            },
+            labels: rows.iter().map(|&r| labels[r]).collect(),
+        }
+    }
+}
+
+/// Everything the trainer needs from a labelled file.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub tokenizer: Tokenizer,
+    pub sequence_length: usize,
+    pub train: Examples,
+    pub validation: Examples,
+    pub class_weights: [f32; 2],
+}
+
+/// Fits the tokenizer on every row of the file (as the report did), pads, and makes the
+/// stratified split.
+pub fn prepare(table: &Table, cfg: &ModelConfig) -> Result<Prepared> {
+    if !table.labelled {
+        return Err(ModelError::Config {
+            at: table.path.display().to_string(),
+            message: "training needs a label column".into(),
+        });
+    }
+    let tokenizer = Tokenizer::fit(Some(cfg.max_words), table.texts());
+    let sequences = tokenizer.texts_to_sequences(table.texts());
+    let sequence_length = cfg
+        .sequence_length
+        .unwrap_or_else(|| longest(&sequences))
+        .max(1);
+    let padded = pad_sequences(&sequences, sequence_length, cfg.padding, cfg.truncating);
+    let labels = table.labels();
+    let split = stratified_split(&labels, cfg.validation_split, mix(cfg.seed, 0, 0x5917));
+    if split.train.is_empty() || split.validation.is_empty() {
+        return Err(ModelError::Config {
+            at: "validation_split".into(),
+            message: format!(
+                "{} rows cannot be split into training and validation sets",
+                labels.len()
+            ),
+        });
+    }
+    let train = Examples::select(&padded, &labels, &split.train);
+    let class_weights = if cfg.class_weighting {
+        class_weights(&train.labels)
+    } else {
+        [1.0, 1.0]
+    };
+    Ok(Prepared {
+        tokenizer,
+        sequence_length,
+        validation: Examples::select(&padded, &labels, &split.validation),
+        train,
+        class_weights,
+    })
+}
+
+/// Like [`prepare`], but every row trains and none is held out (the final model after a
+/// search, trained on the whole file for a fixed number of epochs).
+pub fn prepare_all(table: &Table, cfg: &ModelConfig) -> Result<Prepared> {
+    let mut p = prepare(table, cfg)?;
+    let rows = p.train.ids.rows + p.validation.ids.rows;
+    let mut ids = p.train.ids.ids.clone();
+    ids.extend_from_slice(&p.validation.ids.ids);
+    let mut labels = p.train.labels.clone();
+    labels.extend_from_slice(&p.validation.labels);
+    p.train = Examples {
+        ids: Padded {
+            ids,
+            rows,
+            len: p.sequence_length,
+        },
+        labels,
+    };
+    p.validation = Examples {
+        ids: Padded {
+            ids: Vec::new(),
+            rows: 0,
+            len: p.sequence_length,
+        },
+        labels: Vec::new(),
+    };
+    if cfg.class_weighting {
+        p.class_weights = class_weights(&p.train.labels);
+    }
+    Ok(p)
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ pub mod optim;
 pub mod tokenizer;
 pub mod train;
 
+pub use candle_core::Device;
 pub use config::ModelConfig;
 pub use error::ModelError;
 

@@ -2,20 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Every metric a training run reports per epoch (the names the search can rank by).
-pub const METRIC_NAMES: [&str; 10] = [
-    "train_loss",
-    "train_accuracy",
-    "val_loss",
-    "val_accuracy",
-    "val_precision",
-    "val_recall",
-    "val_f1",
-    "val_specificity",
-    "val_roc_auc",
-    "val_pr_auc",
-];
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
@@ -23,16 +9,102 @@ pub enum Direction {
     Maximize,
 }
 
+/// Every metric a training run reports per epoch: its name (in the worker protocol, the
+/// study's attributes and the spec), which way is better, and how a table heads it. The
+/// validation metrics are computed on the held-out rows after each epoch ([`classify`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Metric {
+    /// Class-weighted binary cross-entropy over the epoch's training batches (mean).
+    TrainLoss,
+    /// Share of training rows classified right at 0.5, during the epoch.
+    TrainAccuracy,
+    /// Class-weighted binary cross-entropy on the validation rows.
+    ValLoss,
+    ValAccuracy,
+    /// Of the rows flagged hateful, the share that are (class 1).
+    ValPrecision,
+    /// Of the hateful rows, the share flagged.
+    ValRecall,
+    /// Harmonic mean of precision and recall (class 1).
+    ValF1,
+    /// Of the other rows, the share not flagged.
+    ValSpecificity,
+    /// Area under the ROC curve (threshold-free).
+    ValRocAuc,
+    /// Average precision, exact with ties, as scikit-learn computes it (threshold-free).
+    ValPrAuc,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 10] = [
+        Metric::TrainLoss,
+        Metric::TrainAccuracy,
+        Metric::ValLoss,
+        Metric::ValAccuracy,
+        Metric::ValPrecision,
+        Metric::ValRecall,
+        Metric::ValF1,
+        Metric::ValSpecificity,
+        Metric::ValRocAuc,
+        Metric::ValPrAuc,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::TrainLoss => "train_loss",
+            Metric::TrainAccuracy => "train_accuracy",
+            Metric::ValLoss => "val_loss",
+            Metric::ValAccuracy => "val_accuracy",
+            Metric::ValPrecision => "val_precision",
+            Metric::ValRecall => "val_recall",
+            Metric::ValF1 => "val_f1",
+            Metric::ValSpecificity => "val_specificity",
+            Metric::ValRocAuc => "val_roc_auc",
+            Metric::ValPrAuc => "val_pr_auc",
+        }
+    }
+
+    /// A table's column header.
+    pub fn short(self) -> &'static str {
+        match self {
+            Metric::TrainLoss => "train_loss",
+            Metric::TrainAccuracy => "train_acc",
+            Metric::ValLoss => "val_loss",
+            Metric::ValAccuracy => "acc",
+            Metric::ValPrecision => "precision",
+            Metric::ValRecall => "recall",
+            Metric::ValF1 => "f1",
+            Metric::ValSpecificity => "specificity",
+            Metric::ValRocAuc => "roc_auc",
+            Metric::ValPrAuc => "pr_auc",
+        }
+    }
+
+    pub fn direction(self) -> Direction {
+        match self {
+            Metric::TrainLoss | Metric::ValLoss => Direction::Minimize,
+            _ => Direction::Maximize,
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Metric> {
+        Metric::ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    /// Measured on the validation rows (what a leaderboard compares trials by).
+    pub fn is_validation(self) -> bool {
+        self.name().starts_with("val_")
+    }
+
+    /// Every name, for messages.
+    pub fn names() -> String {
+        Metric::ALL.map(Metric::name).join(", ")
+    }
+}
+
 /// Whether a metric is better small or large; `None` for names that are not reported.
 pub fn direction_of(metric: &str) -> Option<Direction> {
-    if !METRIC_NAMES.contains(&metric) {
-        return None;
-    }
-    Some(if metric.ends_with("loss") {
-        Direction::Minimize
-    } else {
-        Direction::Maximize
-    })
+    Metric::from_name(metric).map(Metric::direction)
 }
 
 /// Binary classification results at a threshold, plus the ranking metrics.

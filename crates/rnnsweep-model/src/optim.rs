@@ -7,8 +7,40 @@ use std::collections::HashMap;
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 
-use crate::config::{OptimizerConfig, OptimizerName};
+use serde::{Deserialize, Serialize};
+
 use crate::error::{ModelError, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerName {
+    Sgd,
+    #[default]
+    Adam,
+    Adamw,
+    Adamax,
+    Nadam,
+    Rmsprop,
+    Adagrad,
+    Adadelta,
+}
+
+/// An optimizer and its settings; unset settings take Keras's defaults for that optimizer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct OptimizerConfig {
+    pub name: OptimizerName,
+    pub learning_rate: Option<f64>,
+    pub momentum: Option<f64>,
+    pub nesterov: Option<bool>,
+    pub beta_1: Option<f64>,
+    pub beta_2: Option<f64>,
+    pub epsilon: Option<f64>,
+    pub rho: Option<f64>,
+    pub centered: Option<bool>,
+    pub initial_accumulator_value: Option<f64>,
+    pub weight_decay: Option<f64>,
+}
 
 /// Settings with Keras's defaults filled in.
 #[derive(Debug, Clone, Copy, PartialEq)]

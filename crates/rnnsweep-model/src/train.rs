@@ -13,122 +13,11 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::config::ModelConfig;
-use crate::data::Table;
-use crate::dataset::{
-    class_weights, epoch_batches, longest, mix, pad_sequences, stratified_split, Padded,
-};
+use crate::dataset::{epoch_batches, mix, Examples, Padded, Prepared};
 use crate::error::{ModelError, Result};
-use crate::metrics::{classify, direction_of, Direction};
+use crate::metrics::{classify, direction_of, Direction, Metric};
 use crate::net::{bce_with_logits, IdBatch, Net};
 use crate::optim::{KerasOptimizer, OptimizerScalars};
-use crate::tokenizer::Tokenizer;
-
-/// Padded rows with their labels.
-#[derive(Debug, Clone)]
-pub struct Examples {
-    pub ids: Padded,
-    pub labels: Vec<u8>,
-}
-
-impl Examples {
-    fn select(all: &Padded, labels: &[u8], rows: &[usize]) -> Self {
-        let mut ids = Vec::with_capacity(rows.len() * all.len);
-        for &r in rows {
-            ids.extend_from_slice(all.row(r));
-        }
-        Self {
-            ids: Padded {
-                ids,
-                rows: rows.len(),
-                len: all.len,
-            },
-            labels: rows.iter().map(|&r| labels[r]).collect(),
-        }
-    }
-}
-
-/// Everything the trainer needs from a labelled file.
-#[derive(Debug, Clone)]
-pub struct Prepared {
-    pub tokenizer: Tokenizer,
-    pub sequence_length: usize,
-    pub train: Examples,
-    pub validation: Examples,
-    pub class_weights: [f32; 2],
-}
-
-/// Fits the tokenizer on every row of the file (as the report did), pads, and makes the
-/// stratified split.
-pub fn prepare(table: &Table, cfg: &ModelConfig) -> Result<Prepared> {
-    if !table.labelled {
-        return Err(ModelError::Config {
-            at: table.path.display().to_string(),
-            message: "training needs a label column".into(),
-        });
-    }
-    let tokenizer = Tokenizer::fit(Some(cfg.max_words), table.texts());
-    let sequences = tokenizer.texts_to_sequences(table.texts());
-    let sequence_length = cfg
-        .sequence_length
-        .unwrap_or_else(|| longest(&sequences))
-        .max(1);
-    let padded = pad_sequences(&sequences, sequence_length, cfg.padding, cfg.truncating);
-    let labels = table.labels();
-    let split = stratified_split(&labels, cfg.validation_split, mix(cfg.seed, 0, 0x5917));
-    if split.train.is_empty() || split.validation.is_empty() {
-        return Err(ModelError::Config {
-            at: "validation_split".into(),
-            message: format!(
-                "{} rows cannot be split into training and validation sets",
-                labels.len()
-            ),
-        });
-    }
-    let train = Examples::select(&padded, &labels, &split.train);
-    let class_weights = if cfg.class_weighting {
-        class_weights(&train.labels)
-    } else {
-        [1.0, 1.0]
-    };
-    Ok(Prepared {
-        tokenizer,
-        sequence_length,
-        validation: Examples::select(&padded, &labels, &split.validation),
-        train,
-        class_weights,
-    })
-}
-
-/// Like [`prepare`], but every row trains and none is held out (the final model after a
-/// search, trained on the whole file for a fixed number of epochs).
-pub fn prepare_all(table: &Table, cfg: &ModelConfig) -> Result<Prepared> {
-    let mut p = prepare(table, cfg)?;
-    let rows = p.train.ids.rows + p.validation.ids.rows;
-    let mut ids = p.train.ids.ids.clone();
-    ids.extend_from_slice(&p.validation.ids.ids);
-    let mut labels = p.train.labels.clone();
-    labels.extend_from_slice(&p.validation.labels);
-    p.train = Examples {
-        ids: Padded {
-            ids,
-            rows,
-            len: p.sequence_length,
-        },
-        labels,
-    };
-    p.validation = Examples {
-        ids: Padded {
-            ids: Vec::new(),
-            rows: 0,
-            len: p.sequence_length,
-        },
-        labels: Vec::new(),
-    };
-    if cfg.class_weighting {
-        p.class_weights = class_weights(&p.train.labels);
-    }
-    Ok(p)
-}
 
 /// What one epoch reports (also the worker protocol's per-epoch object).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,20 +41,47 @@ pub struct EpochReport {
 
 impl EpochReport {
     pub fn metric(&self, name: &str) -> Option<f64> {
-        Some(match name {
-            "train_loss" => self.train_loss,
-            "train_accuracy" => self.train_accuracy,
-            "val_loss" => self.val_loss,
-            "val_accuracy" => self.val_accuracy,
-            "val_precision" => self.val_precision,
-            "val_recall" => self.val_recall,
-            "val_f1" => self.val_f1,
-            "val_specificity" => self.val_specificity,
-            "val_roc_auc" => self.val_roc_auc,
-            "val_pr_auc" => self.val_pr_auc,
-            _ => return None,
-        })
+        Metric::from_name(name).map(|m| self.get(m))
     }
+
+    pub fn get(&self, metric: Metric) -> f64 {
+        match metric {
+            Metric::TrainLoss => self.train_loss,
+            Metric::TrainAccuracy => self.train_accuracy,
+            Metric::ValLoss => self.val_loss,
+            Metric::ValAccuracy => self.val_accuracy,
+            Metric::ValPrecision => self.val_precision,
+            Metric::ValRecall => self.val_recall,
+            Metric::ValF1 => self.val_f1,
+            Metric::ValSpecificity => self.val_specificity,
+            Metric::ValRocAuc => self.val_roc_auc,
+            Metric::ValPrAuc => self.val_pr_auc,
+        }
+    }
+}
+
+/// Writes a run's per-epoch history as CSV (`history.csv` in a model folder).
+pub fn write_history(path: &Path, history: &[EpochReport]) -> Result<()> {
+    let io = |e: std::io::Error| ModelError::Artifact {
+        path: path.display().to_string(),
+        message: format!("cannot write: {e}"),
+    };
+    let mut w = csv::Writer::from_path(path).map_err(|e| ModelError::Artifact {
+        path: path.display().to_string(),
+        message: format!("cannot write: {e}"),
+    })?;
+    let mut header: Vec<&str> = vec!["epoch"];
+    header.extend(Metric::ALL.map(Metric::name));
+    header.extend(["tn", "fp", "fn", "tp", "seconds"]);
+    w.write_record(&header).map_err(|e| io(e.into()))?;
+    for r in history {
+        let mut row = vec![r.epoch.to_string()];
+        row.extend(Metric::ALL.map(|m| r.get(m).to_string()));
+        row.extend(r.confusion.map(|c| c.to_string()));
+        row.push(format!("{:.3}", r.seconds));
+        w.write_record(&row).map_err(|e| io(e.into()))?;
+    }
+    w.flush().map_err(io)
 }
 
 /// The per-epoch callback's answer.
@@ -267,6 +183,191 @@ struct CheckpointMeta {
 
 const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 
+/// Keras's `EarlyStopping` callback: watches one metric, counts epochs without improvement,
+/// and keeps the best epoch's weights to restore.
+struct EarlyStopping<'a> {
+    settings: &'a crate::config::EarlyStopping,
+    direction: Direction,
+    best_value: Option<f64>,
+    best_epoch: usize,
+    best_state: Option<HashMap<String, Tensor>>,
+    wait: usize,
+}
+
+impl<'a> EarlyStopping<'a> {
+    fn new(settings: &'a crate::config::EarlyStopping) -> Result<Self> {
+        let monitor = settings.monitor.as_str();
+        let direction = direction_of(monitor).ok_or_else(|| ModelError::Config {
+            at: "early_stopping.monitor".into(),
+            message: format!("`{monitor}` is not a reported metric"),
+        })?;
+        Ok(Self {
+            settings,
+            direction,
+            best_value: None,
+            best_epoch: 0,
+            best_state: None,
+            wait: 0,
+        })
+    }
+
+    /// Without a validation set there is nothing to monitor but training metrics: every
+    /// epoch runs, the last one is kept.
+    fn monitoring(&self, held_out: bool) -> bool {
+        held_out || self.settings.monitor.starts_with("train_")
+    }
+
+    /// Records an epoch: the wait grows each epoch and resets on improvement (Keras's rule).
+    fn observe(&mut self, report: &EpochReport, held_out: bool, net: &Net) -> Result<()> {
+        if !self.monitoring(held_out) {
+            return Ok(());
+        }
+        self.wait += 1;
+        let value = report.metric(&self.settings.monitor).unwrap_or(f64::NAN);
+        let delta = self.settings.min_delta;
+        let improved = match self.best_value {
+            None => !value.is_nan(),
+            Some(best) => match self.direction {
+                Direction::Minimize => value < best - delta,
+                Direction::Maximize => value > best + delta,
+            },
+        };
+        if improved {
+            self.best_value = Some(value);
+            self.best_epoch = report.epoch;
+            self.wait = 0;
+            if self.settings.restore_best {
+                self.best_state = Some(net.state()?);
+            }
+        }
+        Ok(())
+    }
+
+    fn should_stop(&self, held_out: bool) -> bool {
+        self.monitoring(held_out) && self.settings.enabled && self.wait >= self.settings.patience
+    }
+
+    /// Puts the best epoch's weights back (when asked to) and says which epoch the net holds.
+    fn restore(&self, net: &Net, last_epoch: usize) -> Result<usize> {
+        match (&self.best_state, self.settings.restore_best) {
+            (Some(best), true) => {
+                net.load_state(best, "best weights")?;
+                Ok(self.best_epoch)
+            }
+            _ => Ok(last_epoch),
+        }
+    }
+}
+
+/// Saves the run after each epoch and resumes it from there: weights, optimizer state, the
+/// early-stopping state and the history, in one file written atomically. A checkpoint written
+/// for another configuration or task is discarded, never resumed.
+struct Checkpointer<'a> {
+    dir: Option<&'a Path>,
+    cfg: &'a ModelConfig,
+    task: Option<&'a serde_json::Value>,
+}
+
+impl Checkpointer<'_> {
+    /// Loads a checkpoint into `net`, `optimizer` and `stopping`; returns its history.
+    fn resume(
+        &self,
+        net: &Net,
+        optimizer: &mut KerasOptimizer,
+        stopping: &mut EarlyStopping,
+        device: &Device,
+    ) -> Result<Vec<EpochReport>> {
+        let Some(dir) = self.dir else {
+            return Ok(Vec::new());
+        };
+        if let Some(warning) = discard_foreign_checkpoint(dir, self.cfg, self.task)? {
+            tracing::warn!("{warning}");
+        }
+        let path = dir.join(CHECKPOINT_FILE);
+        if !path.exists() {
+            return Ok(Vec::new());
+        }
+        let (meta, tensors) = read_checkpoint(&path, device)?;
+        let source = path.display().to_string();
+        net.load_state(&prefixed(&tensors, "model."), &source)?;
+        optimizer.load_state(&prefixed(&tensors, "opt."), meta.optimizer, &source)?;
+        let best = prefixed(&tensors, "best.");
+        stopping.best_state = (!best.is_empty()).then_some(best);
+        stopping.best_value = meta.best_value;
+        stopping.best_epoch = meta.best_epoch;
+        stopping.wait = meta.wait;
+        tracing::info!(
+            "resuming from {} after epoch {}",
+            path.display(),
+            meta.epochs_done
+        );
+        Ok(meta.history)
+    }
+
+    fn save(
+        &self,
+        history: &[EpochReport],
+        stopping: &EarlyStopping,
+        net: &Net,
+        optimizer: &KerasOptimizer,
+    ) -> Result<()> {
+        let Some(dir) = self.dir else {
+            return Ok(());
+        };
+        let meta = CheckpointMeta {
+            epochs_done: history.len(),
+            history: history.to_vec(),
+            best_value: stopping.best_value,
+            best_epoch: stopping.best_epoch,
+            wait: stopping.wait,
+            optimizer: optimizer.state()?.1,
+            config: self.cfg.clone(),
+            task: self.task.cloned(),
+        };
+        write_checkpoint(dir, &meta, net, optimizer, stopping.best_state.as_ref())
+    }
+}
+
+/// Validation metrics after an epoch (NaN where there are no validation rows).
+fn evaluate_epoch(
+    net: &Net,
+    data: &Prepared,
+    cfg: &ModelConfig,
+    epoch: usize,
+    (train_loss, train_accuracy): (f64, f64),
+    started: Instant,
+) -> Result<EpochReport> {
+    let held_out = data.validation.ids.rows > 0;
+    let (val_probs, val_loss) = if held_out {
+        evaluate_examples(net, &data.validation, cfg.batch_size)?
+    } else {
+        (Vec::new(), f64::NAN)
+    };
+    let mut c = classify(&val_probs, &data.validation.labels, 0.5);
+    if !held_out {
+        let nan = f64::NAN;
+        (c.accuracy, c.precision, c.recall, c.f1, c.specificity) = (nan, nan, nan, nan, nan);
+    }
+    Ok(EpochReport {
+        epoch,
+        train_loss,
+        train_accuracy,
+        val_loss,
+        val_accuracy: c.accuracy,
+        val_precision: c.precision,
+        val_recall: c.recall,
+        val_f1: c.f1,
+        val_specificity: c.specificity,
+        val_roc_auc: c.roc_auc,
+        val_pr_auc: c.pr_auc,
+        confusion: c.confusion,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Trains a configuration: epochs of seeded mini-batches, validation metrics after each,
+/// early stopping, a checkpoint per epoch (resumed when present), and the kept epoch's
+/// weights in the returned net. `on_epoch` sees every epoch and may stop the run.
 pub fn fit(
     cfg: &ModelConfig,
     data: &Prepared,
@@ -281,153 +382,41 @@ pub fn fit(
         trainable.iter().map(|(_, v)| v.clone()).collect(),
         cfg.optimizer.clone(),
     )?;
-    let monitor = cfg.early_stopping.monitor.as_str();
-    let direction = direction_of(monitor).ok_or_else(|| ModelError::Config {
-        at: "early_stopping.monitor".into(),
-        message: format!("`{monitor}` is not a reported metric"),
-    })?;
+    let mut stopping = EarlyStopping::new(&cfg.early_stopping)?;
+    let checkpointer = Checkpointer {
+        dir: options.checkpoint_dir.as_deref(),
+        cfg,
+        task: options.task.as_ref(),
+    };
+    let mut history = checkpointer.resume(&net, &mut optimizer, &mut stopping, device)?;
+    let held_out = data.validation.ids.rows > 0;
 
-    let mut history: Vec<EpochReport> = Vec::new();
-    let mut best_value: Option<f64> = None;
-    let mut best_epoch = 0usize;
-    let mut best_state: Option<HashMap<String, Tensor>> = None;
-    let mut wait = 0usize;
-
-    if let Some(dir) = &options.checkpoint_dir {
-        if let Some(warning) = discard_foreign_checkpoint(dir, cfg, options.task.as_ref())? {
-            tracing::warn!("{warning}");
-        }
-        let path = dir.join(CHECKPOINT_FILE);
-        if path.exists() {
-            let (meta, tensors) = read_checkpoint(&path, device)?;
-            let source = path.display().to_string();
-            net.load_state(&prefixed(&tensors, "model."), &source)?;
-            optimizer.load_state(&prefixed(&tensors, "opt."), meta.optimizer, &source)?;
-            let best = prefixed(&tensors, "best.");
-            best_state = (!best.is_empty()).then_some(best);
-            history = meta.history;
-            best_value = meta.best_value;
-            best_epoch = meta.best_epoch;
-            wait = meta.wait;
-            tracing::info!(
-                "resuming from {} after epoch {}",
-                path.display(),
-                meta.epochs_done
-            );
-        }
-    }
-    let mut stopped_in_replay = false;
-    if options.replay_history {
-        for report in &history {
-            if on_epoch(report) == Control::Stop {
-                stopped_in_replay = true;
-                break;
-            }
-        }
-    }
-
-    let train_rows: Vec<usize> = (0..data.train.ids.rows).collect();
     let mut stop = StopReason::Completed;
-    let already_stopped = stopped_in_replay
-        || (cfg.early_stopping.enabled
-            && wait >= cfg.early_stopping.patience
-            && !history.is_empty());
-    if stopped_in_replay {
+    if options.replay_history && history.iter().any(|r| on_epoch(r) == Control::Stop) {
         stop = StopReason::Callback;
-    } else if already_stopped {
+    } else if !history.is_empty() && stopping.should_stop(held_out) {
         stop = StopReason::EarlyStopping;
     }
-    let mut epoch = history.len();
-    while !already_stopped && epoch < cfg.epochs {
+    let train_rows: Vec<usize> = (0..data.train.ids.rows).collect();
+    while stop == StopReason::Completed && history.len() < cfg.epochs {
+        let epoch = history.len();
         let started = Instant::now();
-        let (train_loss, train_accuracy) =
-            train_epoch(&net, &mut optimizer, cfg, data, &train_rows, epoch)?;
-        let held_out = data.validation.ids.rows > 0;
-        let (val_probs, val_loss) = if held_out {
-            evaluate_examples(&net, &data.validation, cfg.batch_size)?
-        } else {
-            (Vec::new(), f64::NAN)
-        };
-        let mut c = classify(&val_probs, &data.validation.labels, 0.5);
-        if !held_out {
-            let nan = f64::NAN;
-            (c.accuracy, c.precision, c.recall, c.f1, c.specificity) = (nan, nan, nan, nan, nan);
-        }
-        let report = EpochReport {
-            epoch: epoch + 1,
-            train_loss,
-            train_accuracy,
-            val_loss,
-            val_accuracy: c.accuracy,
-            val_precision: c.precision,
-            val_recall: c.recall,
-            val_f1: c.f1,
-            val_specificity: c.specificity,
-            val_roc_auc: c.roc_auc,
-            val_pr_auc: c.pr_auc,
-            confusion: c.confusion,
-            seconds: started.elapsed().as_secs_f64(),
-        };
-        epoch += 1;
-
-        // Keras EarlyStopping: wait grows each epoch and resets on improvement. Without a
-        // validation set there is nothing to monitor: every epoch runs, the last one is kept.
-        let value = report.metric(monitor).unwrap_or(f64::NAN);
-        let monitoring = held_out || monitor.starts_with("train_");
-        if monitoring {
-            wait += 1;
-        }
-        let improved = monitoring
-            && match best_value {
-                None => !value.is_nan(),
-                Some(best) => match direction {
-                    Direction::Minimize => value < best - cfg.early_stopping.min_delta,
-                    Direction::Maximize => value > best + cfg.early_stopping.min_delta,
-                },
-            };
-        if improved {
-            best_value = Some(value);
-            best_epoch = report.epoch;
-            wait = 0;
-            if cfg.early_stopping.restore_best {
-                best_state = Some(net.state()?);
-            }
-        }
+        let train = train_epoch(&net, &mut optimizer, cfg, data, &train_rows, epoch)?;
+        let report = evaluate_epoch(&net, data, cfg, epoch + 1, train, started)?;
+        stopping.observe(&report, held_out, &net)?;
         history.push(report.clone());
-        if let Some(dir) = &options.checkpoint_dir {
-            let meta = CheckpointMeta {
-                epochs_done: epoch,
-                history: history.clone(),
-                best_value,
-                best_epoch,
-                wait,
-                optimizer: optimizer.state()?.1,
-                config: cfg.clone(),
-                task: options.task.clone(),
-            };
-            write_checkpoint(dir, &meta, &net, &optimizer, best_state.as_ref())?;
-        }
+        checkpointer.save(&history, &stopping, &net, &optimizer)?;
         if on_epoch(&report) == Control::Stop {
             stop = StopReason::Callback;
-            break;
-        }
-        if monitoring && cfg.early_stopping.enabled && wait >= cfg.early_stopping.patience {
+        } else if stopping.should_stop(held_out) {
             stop = StopReason::EarlyStopping;
-            break;
         }
     }
-    let final_epoch = history.len();
-    let returned_epoch = match (&best_state, cfg.early_stopping.restore_best) {
-        (Some(best), true) => {
-            net.load_state(best, "best weights")?;
-            best_epoch
-        }
-        _ => final_epoch,
-    };
+    let best_epoch = stopping.restore(&net, history.len())?;
     Ok(FitOutcome {
         net,
         history,
-        best_epoch: returned_epoch,
+        best_epoch,
         stop,
     })
 }

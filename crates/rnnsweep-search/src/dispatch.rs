@@ -15,12 +15,12 @@ pub use crate::executor::Interrupts;
 use crate::executor::{Line, Worker};
 use crate::outcome::{classify, Ended, Outcome};
 
-use crate::assemble::build_config;
+use crate::devices::{DeviceName, DevicePool, Lease};
 use crate::pruner::Pruner;
 use crate::sampler::{GridSampler, Point, RandomSampler, Sampler, Space};
-use crate::scheduler::{DeviceName, DevicePool, Lease};
 use crate::spec::{Method, Spec};
 use crate::store::{keys, legacy_fixed_params, Claim, Store, StoreError, TrialRecord, TrialState};
+use crate::trial_config::build_config;
 use crate::worker::{metric, TrialTask, WorkerMessage};
 
 #[derive(Debug, thiserror::Error)]
@@ -156,12 +156,12 @@ pub fn open_study(
 ) -> Result<i64, SweepError> {
     let fingerprint = Value::from(spec.space_fingerprint());
     let user = BTreeMap::from([
-        ("spec".to_string(), Value::from(spec.source.clone())),
+        (keys::SPEC.to_string(), Value::from(spec.source.clone())),
         (
-            "spec_file".to_string(),
+            keys::SPEC_FILE.to_string(),
             Value::from(spec.path.display().to_string()),
         ),
-        ("metric".to_string(), Value::from(spec.metric.clone())),
+        (keys::METRIC.to_string(), Value::from(spec.metric.clone())),
     ]);
     let system = BTreeMap::from([
         (SPACE_ATTR.to_string(), fingerprint.clone()),
@@ -179,8 +179,8 @@ pub fn open_study(
             )));
         }
         store.set_study_system_attr(study, SPACE_ATTR, &fingerprint)?;
-        store.set_study_user_attr(study, "spec", &Value::from(spec.source.clone()))?;
-        store.set_study_user_attr(study, "metric", &Value::from(spec.metric.clone()))?;
+        store.set_study_user_attr(study, keys::SPEC, &Value::from(spec.source.clone()))?;
+        store.set_study_user_attr(study, keys::METRIC, &Value::from(spec.metric.clone()))?;
     }
     Ok(study)
 }
@@ -390,28 +390,15 @@ impl Dispatcher<'_> {
                 trial
                     .params
                     .iter()
-                    .map(|(k, p)| {
-                        (
-                            k.clone(),
-                            crate::space::decode_stored(p.internal, &p.distribution_json),
-                        )
-                    })
+                    .map(|(k, p)| (k.clone(), p.value()))
                     .collect(),
             )
         } else {
             match trial.system_attrs.get(keys::FIXED_PARAMS) {
                 Some(v) => match legacy_fixed_params(v) {
-                    Some(stored) => Value::Object(
-                        stored
-                            .iter()
-                            .map(|(k, p)| {
-                                (
-                                    k.clone(),
-                                    crate::space::decode_stored(p.internal, &p.distribution_json),
-                                )
-                            })
-                            .collect(),
-                    ),
+                    Some(stored) => {
+                        Value::Object(stored.iter().map(|(k, p)| (k.clone(), p.value())).collect())
+                    }
                     None => v.clone(),
                 },
                 None => Value::Object(Default::default()),
@@ -470,11 +457,10 @@ impl Dispatcher<'_> {
             .and_then(Value::as_i64);
         let started = Instant::now();
         let device_label = lease.device.to_string();
-        let own_parameters = spec.command.is_some() || spec.function.is_some();
         let config = match build_config(&spec.training, &params) {
-            Ok(c) => serde_json::to_value(&c).unwrap_or(Value::Null),
+            Ok(c) => Some(c),
             // A user's command (or a synthetic function) reads its own parameters.
-            Err(_) if own_parameters => Value::Null,
+            Err(_) if !spec.trial.trains_model() => None,
             Err(m) => {
                 self.pool.release(&lease);
                 return self.fail_now(
@@ -490,10 +476,10 @@ impl Dispatcher<'_> {
             params: params.clone(),
             device: device_label.clone(),
             epochs: spec
-                .function
-                .as_ref()
+                .trial
+                .function()
                 .map(|f| f.epochs as i64)
-                .or_else(|| config.get("epochs").and_then(Value::as_i64)),
+                .or_else(|| config.as_ref().map(|c| c.epochs as i64)),
             resumed_from,
         });
         let dir = trial_dir(
@@ -520,7 +506,7 @@ impl Dispatcher<'_> {
             trial_dir: dir.clone(),
             metric: spec.metric.clone(),
             device: worker_device.clone(),
-            function: spec.function.clone(),
+            function: spec.trial.function().cloned(),
         };
         let task_path = dir.join("trial.json");
         std::fs::write(
@@ -530,7 +516,7 @@ impl Dispatcher<'_> {
         .map_err(io_err(&task_path))?;
         self.store.set_trial_user_attr(
             trial.trial_id,
-            "device",
+            keys::DEVICE,
             &Value::from(device_label.clone()),
         )?;
         self.store.set_trial_system_attr(
@@ -701,7 +687,7 @@ impl Dispatcher<'_> {
         ended.stderr = stderr;
         self.pool.release(&lease);
         let seconds = started.elapsed().as_secs_f64();
-        let duration = ("duration_s".to_string(), json!(seconds));
+        let duration = (keys::DURATION_S.to_string(), json!(seconds));
         let none = BTreeMap::new();
         match classify(&ended, &self.spec.metric) {
             Outcome::Complete {

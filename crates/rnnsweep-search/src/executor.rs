@@ -99,8 +99,8 @@ impl Worker {
         id: u64,
         lines: mpsc::Sender<(u64, Line)>,
     ) -> std::io::Result<Self> {
-        let mut cmd = match &spec.command {
-            Some(argv) if !argv.is_empty() => {
+        let mut cmd = match &spec.trial {
+            crate::spec::TrialKind::Command(argv) if !argv.is_empty() => {
                 let params = serde_json::to_string(&task.params).unwrap_or_default();
                 let fill = |a: &String| {
                     a.replace("{params_json}", &params)

@@ -3,33 +3,27 @@
 use std::collections::BTreeMap;
 
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, ContentArrangement, Table};
-use rnnsweep_model::metrics::{direction_of, Direction};
+use rnnsweep_model::metrics::{direction_of, Direction, Metric};
 use serde_json::{json, Value};
 
-use crate::store::{TrialRecord, TrialState};
+use crate::store::{keys, TrialRecord, TrialState};
 
-/// The metrics a leaderboard carries (trial user attributes), with their table headers.
-pub const METRIC_COLUMNS: [(&str, &str); 7] = [
-    ("val_accuracy", "acc"),
-    ("val_precision", "precision"),
-    ("val_recall", "recall"),
-    ("val_f1", "f1"),
-    ("val_specificity", "specificity"),
-    ("val_roc_auc", "roc_auc"),
-    ("val_pr_auc", "pr_auc"),
-];
+/// The metrics a leaderboard carries (trial user attributes): the validation ones.
+fn leaderboard_metrics() -> impl Iterator<Item = Metric> {
+    Metric::ALL
+        .into_iter()
+        .filter(|m| m.is_validation() && *m != Metric::ValLoss)
+}
 
 /// The metrics a terminal table shows by default, besides the objective (the first three
 /// that are not the objective).
-const DEFAULT_TABLE_METRICS: [&str; 5] = [
-    "val_f1",
-    "val_pr_auc",
-    "val_roc_auc",
-    "val_precision",
-    "val_recall",
+const DEFAULT_TABLE_METRICS: [Metric; 5] = [
+    Metric::ValF1,
+    Metric::ValPrAuc,
+    Metric::ValRocAuc,
+    Metric::ValPrecision,
+    Metric::ValRecall,
 ];
-
-pub use crate::space::decode_stored as decode_param;
 
 #[derive(Debug, Clone)]
 pub struct Row {
@@ -76,26 +70,25 @@ pub fn rank(
                 state: t.state,
                 score: score.filter(|v| !v.is_nan()),
                 objective: t.value,
-                metrics: METRIC_COLUMNS
-                    .iter()
-                    .map(|(k, _)| (k.to_string(), attr(k)))
+                metrics: leaderboard_metrics()
+                    .map(|m| (m.name().to_string(), attr(m.name())))
                     .collect(),
                 params: t
                     .params
                     .iter()
-                    .map(|(k, p)| (k.clone(), decode_param(p.internal, &p.distribution_json)))
+                    .map(|(k, p)| (k.clone(), p.value()))
                     .collect(),
                 epochs: t
                     .user_attrs
-                    .get("epochs")
+                    .get(keys::EPOCHS)
                     .and_then(Value::as_i64)
                     .or_else(|| {
                         (!t.intermediate.is_empty()).then_some(t.intermediate.len() as i64)
                     }),
-                duration_s: attr("duration_s"),
+                duration_s: attr(keys::DURATION_S),
                 device: t
                     .user_attrs
-                    .get("device")
+                    .get(keys::DEVICE)
                     .and_then(Value::as_str)
                     .map(str::to_string),
             }
@@ -172,12 +165,8 @@ fn param_names(rows: &[Row]) -> Vec<String> {
 }
 
 /// The metric columns besides the ranked one, so no column appears twice.
-fn other_metrics(
-    objective_label: &str,
-) -> impl Iterator<Item = &'static (&'static str, &'static str)> + '_ {
-    METRIC_COLUMNS
-        .iter()
-        .filter(move |(k, _)| *k != objective_label)
+fn other_metrics(objective_label: &str) -> impl Iterator<Item = Metric> + '_ {
+    leaderboard_metrics().filter(move |m| m.name() != objective_label)
 }
 
 /// One column of the terminal table.
@@ -187,7 +176,7 @@ enum Column {
     Trial,
     State,
     Score,
-    Metric(&'static str, &'static str),
+    Metric(Metric),
     Param(String),
     Epochs,
     Time,
@@ -201,7 +190,7 @@ impl Column {
             Column::Trial => "trial".into(),
             Column::State => "state".into(),
             Column::Score => objective_label.into(),
-            Column::Metric(_, short) => (*short).into(),
+            Column::Metric(m) => m.short().into(),
             Column::Param(p) => p.clone(),
             Column::Epochs => "epochs".into(),
             Column::Time => "time".into(),
@@ -216,7 +205,7 @@ impl Column {
             Column::Trial => right(r.number.to_string()),
             Column::State => Cell::new(r.state.as_str()),
             Column::Score => right(fmt(r.score)),
-            Column::Metric(k, _) => right(fmt(r.metrics.get(*k).copied().flatten())),
+            Column::Metric(m) => right(fmt(r.metrics.get(m.name()).copied().flatten())),
             Column::Param(p) => Cell::new(r.params.get(p).map_or("-".to_string(), short_value)),
             Column::Epochs => right(r.epochs.map_or("-".into(), |e| e.to_string())),
             Column::Time => right(r.duration_s.map_or("-".into(), |s| format!("{s:.1}s"))),
@@ -231,7 +220,7 @@ pub fn column_names(rows: &[Row], objective_label: &str) -> Vec<String> {
         .iter()
         .map(|s| s.to_string())
         .collect();
-    names.extend(other_metrics(objective_label).map(|(k, _)| k.to_string()));
+    names.extend(other_metrics(objective_label).map(|m| m.name().to_string()));
     names.extend(param_names(rows));
     names.extend(["epochs", "time", "device"].map(String::from));
     names
@@ -241,11 +230,10 @@ fn default_columns(rows: &[Row], objective_label: &str) -> Vec<Column> {
     let mut cols = vec![Column::Rank, Column::Trial, Column::State, Column::Score];
     cols.extend(
         DEFAULT_TABLE_METRICS
-            .iter()
-            .filter(|m| **m != objective_label)
+            .into_iter()
+            .filter(|m| m.name() != objective_label)
             .take(3)
-            .filter_map(|m| METRIC_COLUMNS.iter().find(|(k, _)| k == m))
-            .map(|(k, short)| Column::Metric(k, short)),
+            .map(Column::Metric),
     );
     // Only the parameters that differ between trials say anything about the ranking.
     for p in param_names(rows) {
@@ -287,11 +275,9 @@ fn chosen_columns(
                 "device" => Column::Device,
                 x if x == objective_label => Column::Score,
                 x => {
-                    if let Some((k, short)) = METRIC_COLUMNS
-                        .iter()
-                        .find(|(k, short)| *k == x || *short == x)
+                    if let Some(m) = leaderboard_metrics().find(|m| m.name() == x || m.short() == x)
                     {
-                        Column::Metric(k, short)
+                        Column::Metric(m)
                     } else if params.iter().any(|p| p == x) {
                         Column::Param(x.to_string())
                     } else {
@@ -347,7 +333,7 @@ pub fn render_csv(rows: &[Row], objective_label: &str) -> String {
         "state".into(),
         objective_label.to_string(),
     ];
-    header.extend(other_metrics(objective_label).map(|(k, _)| k.to_string()));
+    header.extend(other_metrics(objective_label).map(|m| m.name().to_string()));
     header.extend(params.iter().cloned());
     header.extend(["epochs", "duration_s", "device"].map(String::from));
     let mut w = csv::WriterBuilder::new()
@@ -361,9 +347,9 @@ pub fn render_csv(rows: &[Row], objective_label: &str) -> String {
             r.state.as_str().into(),
             r.score.map_or(String::new(), |v| v.to_string()),
         ];
-        f.extend(other_metrics(objective_label).map(|(k, _)| {
+        f.extend(other_metrics(objective_label).map(|m| {
             r.metrics
-                .get(*k)
+                .get(m.name())
                 .copied()
                 .flatten()
                 .map_or(String::new(), |v| v.to_string())

@@ -5,7 +5,7 @@
 //!
 //! The model crate is used only through its configuration type and public training API.
 
-pub mod assemble;
+pub mod devices;
 pub mod dispatch;
 pub mod executor;
 pub mod leaderboard;
@@ -14,11 +14,11 @@ pub mod plan;
 pub mod pruner;
 pub mod report;
 pub mod sampler;
-pub mod scheduler;
 pub mod space;
 pub mod spec;
 pub mod store;
 pub mod study;
 pub mod synthetic;
 pub mod tpe;
+pub mod trial_config;
 pub mod worker;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
+use crate::store::keys;
 use crate::worker::{metric, WorkerMessage};
 
 /// What is known about a trial whose worker's output has ended.
@@ -60,7 +61,7 @@ pub fn classify(e: &Ended, objective: &str) -> Outcome {
         return Outcome::Pruned {
             epoch,
             value: e.last_value.filter(|v| v.is_finite()),
-            user_attrs: BTreeMap::from([("epochs".to_string(), json!(epoch))]),
+            user_attrs: BTreeMap::from([(keys::EPOCHS.to_string(), json!(epoch))]),
         };
     }
     let failure = match (&e.final_message, &e.error) {
@@ -76,12 +77,12 @@ pub fn classify(e: &Ended, objective: &str) -> Outcome {
         ) => match metric(metrics, objective) {
             Some(value) if value.is_finite() => {
                 let mut user_attrs: BTreeMap<String, Value> = metrics.clone();
-                user_attrs.insert("epochs".into(), json!(epochs.unwrap_or(e.epochs_seen)));
+                user_attrs.insert(keys::EPOCHS.into(), json!(epochs.unwrap_or(e.epochs_seen)));
                 if let Some(b) = best_epoch {
-                    user_attrs.insert("best_epoch".into(), json!(b));
+                    user_attrs.insert(keys::BEST_EPOCH.into(), json!(b));
                 }
                 if let Some(s) = stop {
-                    user_attrs.insert("stop_reason".into(), json!(s));
+                    user_attrs.insert(keys::STOP_REASON.into(), json!(s));
                 }
                 return Outcome::Complete { value, user_attrs };
             }

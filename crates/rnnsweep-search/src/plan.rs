@@ -4,15 +4,15 @@
 use std::fmt::Write as _;
 
 use rnnsweep_model::data::{load_csv, Labels};
-use rnnsweep_model::train::prepare;
+use rnnsweep_model::dataset::prepare;
 use rnnsweep_model::ModelConfig;
 
-use crate::assemble::build_config;
+use crate::devices::DevicePool;
 use crate::dispatch::space_of;
 use crate::leaderboard::short_value;
 use crate::sampler::{GridSampler, Point, RandomSampler, Sampler};
-use crate::scheduler::DevicePool;
 use crate::spec::{Method, Spec};
+use crate::trial_config::build_config;
 
 /// How many planned trials the dry run lists.
 pub const PLANNED_TRIALS: usize = 5;
@@ -154,7 +154,7 @@ pub fn describe(spec: &Spec) -> Result<String, PlanError> {
         pool.cpu_threads
     );
 
-    if spec.command.is_some() || spec.function.is_some() {
+    if !spec.trial.trains_model() {
         let _ = writeln!(w, "cost: trials run your own command; no model estimate");
         return Ok(out);
     }

@@ -11,7 +11,7 @@ use plotters::prelude::*;
 use rnnsweep_model::metrics::Direction;
 use serde_json::{json, Value};
 
-use crate::leaderboard::decode_param;
+use crate::store::decode_param;
 use crate::store::{TrialRecord, TrialState};
 
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
@@ -585,7 +585,7 @@ pub fn export_rows(trials: &[TrialData], metric: &str, with_epochs: bool) -> Vec
             let params: BTreeMap<String, Value> = r
                 .params
                 .iter()
-                .map(|(k, p)| (k.clone(), decode_param(p.internal, &p.distribution_json)))
+                .map(|(k, p)| (k.clone(), p.value()))
                 .collect();
             let mut row = json!({
                 "trial": r.number,
@@ -614,16 +614,32 @@ pub fn export_rows(trials: &[TrialData], metric: &str, with_epochs: bool) -> Vec
 }
 
 fn csv_field(v: &Value) -> String {
-    let s = match v {
+    match v {
         Value::Null => String::new(),
         Value::String(s) => s.clone(),
         other => other.to_string(),
-    };
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s
     }
+}
+
+/// A CSV writer into memory with `\n` line ends (it quotes commas, quotes, `\r` and `\n`).
+fn csv_writer() -> csv::Writer<Vec<u8>> {
+    csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new())
+}
+
+fn csv_text(w: csv::Writer<Vec<u8>>) -> String {
+    String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
+}
+
+/// Writes a worker's `probability,label` file (read back by [`read_predictions`]).
+pub fn write_predictions(path: &Path, probs: &[f32], labels: &[u8]) -> Result<(), ReportError> {
+    let mut w = csv_writer();
+    let _ = w.write_record(["probability", "label"]);
+    for (p, y) in probs.iter().zip(labels) {
+        let _ = w.write_record([p.to_string(), y.to_string()]);
+    }
+    std::fs::write(path, csv_text(w)).map_err(err(path))
 }
 
 /// The export as CSV: one row per trial, or one row per trial and epoch with `with_epochs`.
@@ -638,7 +654,8 @@ pub fn export_csv(trials: &[TrialData], metric: &str, with_epochs: bool) -> Stri
     let mut attrs: Vec<String> = trials
         .iter()
         .flat_map(|t| t.record.user_attrs.keys().cloned())
-        .filter(|k| !skip.contains(&k.as_str()))
+        // The objective has its own column.
+        .filter(|k| !skip.contains(&k.as_str()) && k != metric)
         .collect();
     attrs.sort();
     attrs.dedup();
@@ -664,20 +681,16 @@ pub fn export_csv(trials: &[TrialData], metric: &str, with_epochs: bool) -> Stri
         header.extend(attrs.iter().cloned());
         header.push("fail_reason".into());
     }
-    let mut out = header
-        .iter()
-        .map(|h| csv_field(&Value::from(h.as_str())))
-        .collect::<Vec<_>>()
-        .join(",")
-        + "\n";
+    let mut out = csv_writer();
+    let _ = out.write_record(&header);
     for t in trials {
         let r = &t.record;
         let mut base = vec![json!(r.number), json!(r.state.as_str()), json!(r.value)];
-        base.extend(params.iter().map(|p| {
-            r.params.get(p).map_or(Value::Null, |sp| {
-                decode_param(sp.internal, &sp.distribution_json)
-            })
-        }));
+        base.extend(
+            params
+                .iter()
+                .map(|p| r.params.get(p).map_or(Value::Null, |sp| sp.value())),
+        );
         if with_epochs {
             for (e, m) in &t.epochs {
                 let mut row = base.clone();
@@ -687,7 +700,7 @@ pub fn export_csv(trials: &[TrialData], metric: &str, with_epochs: bool) -> Stri
                         .iter()
                         .map(|k| m.get(k).cloned().unwrap_or(Value::Null)),
                 );
-                out += &(row.iter().map(csv_field).collect::<Vec<_>>().join(",") + "\n");
+                let _ = out.write_record(row.iter().map(csv_field));
             }
         } else {
             let mut row = base;
@@ -702,8 +715,8 @@ pub fn export_csv(trials: &[TrialData], metric: &str, with_epochs: bool) -> Stri
                     .cloned()
                     .unwrap_or(Value::Null),
             );
-            out += &(row.iter().map(csv_field).collect::<Vec<_>>().join(",") + "\n");
+            let _ = out.write_record(row.iter().map(csv_field));
         }
     }
-    out
+    csv_text(out)
 }

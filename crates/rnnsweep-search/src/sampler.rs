@@ -2,166 +2,13 @@
 //! cartesian product once in a seeded order; `random` draws from a generator seeded by the
 //! spec's seed and the trial number, without repeats while a finite space lasts.
 
-use std::collections::{BTreeMap, HashSet};
-
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rnnsweep_model::dataset::mix;
-use serde_json::Value;
 
-use crate::assemble::active;
-use crate::space::Distribution;
-use crate::store::{StoredParam, TrialRecord};
-
-/// Grids larger than this are refused (use random search).
-pub const MAX_GRID_POINTS: usize = 1_000_000;
-
-/// The search space: named distributions plus the fixed settings that decide which
-/// per-layer parameters are active.
-#[derive(Debug, Clone)]
-pub struct Space {
-    pub parameters: Vec<(String, Distribution)>,
-    pub training: Value,
-}
-
-pub type Point = BTreeMap<String, Value>;
-
-impl Space {
-    /// The point with inactive (conditional) parameters removed.
-    pub fn active(&self, point: &Point) -> Point {
-        active(&self.training, point).unwrap_or_else(|_| point.clone())
-    }
-
-    pub fn to_stored(&self, point: &Point) -> BTreeMap<String, StoredParam> {
-        self.parameters
-            .iter()
-            .filter_map(|(name, d)| {
-                let v = point.get(name)?;
-                Some((
-                    name.clone(),
-                    StoredParam {
-                        internal: d.to_internal(v)?,
-                        distribution_json: d.optuna_json(),
-                    },
-                ))
-            })
-            .collect()
-    }
-
-    /// The user's values of a stored trial (parameters not in this space are skipped).
-    pub fn decode(&self, stored: &BTreeMap<String, StoredParam>) -> Point {
-        self.parameters
-            .iter()
-            .filter_map(|(name, d)| {
-                Some((name.clone(), d.from_internal(stored.get(name)?.internal)?))
-            })
-            .collect()
-    }
-
-    /// The stored parameters of a queued trial from the values it was given (Optuna's
-    /// `fixed_params`, `rnnsweep enqueue`, a re-queue): every active parameter must be given and
-    /// lie in its distribution; constants may be left out. The error names the parameter.
-    pub fn resolve_fixed(&self, fixed: &Value) -> Result<BTreeMap<String, StoredParam>, String> {
-        let Some(given) = fixed.as_object() else {
-            return Err(format!(
-                "the queued values are not a mapping of parameter names: {fixed}"
-            ));
-        };
-        for name in given.keys() {
-            if !self.parameters.iter().any(|(n, _)| n == name) {
-                return Err(format!(
-                    "parameter `{name}` is not in the study's search space (which has: {})",
-                    self.parameters
-                        .iter()
-                        .map(|(n, _)| n.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
-            }
-        }
-        let mut point = Point::new();
-        for (name, d) in &self.parameters {
-            let value = match (given.get(name), d) {
-                (Some(v), _) => d.canonical(v).ok_or_else(|| {
-                    format!(
-                        "parameter `{name}` = {v} is outside the search space: it must be {}",
-                        d.describe()
-                    )
-                })?,
-                (None, Distribution::Constant(c)) => c.clone(),
-                // Whether a missing value matters depends on the layer counts: checked below.
-                (None, _) => Value::Null,
-            };
-            point.insert(name.clone(), value);
-        }
-        let placeholders: Point = point
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.clone(),
-                    if v.is_null() {
-                        Value::from(1)
-                    } else {
-                        v.clone()
-                    },
-                )
-            })
-            .collect();
-        let active =
-            active(&self.training, &placeholders).map_err(|m| format!("queued values: {m}"))?;
-        if let Some(name) = active.keys().find(|k| point[*k].is_null()) {
-            return Err(format!("parameter `{name}` has no queued value"));
-        }
-        let resolved: Point = point
-            .into_iter()
-            .filter(|(k, _)| active.contains_key(k))
-            .collect();
-        Ok(self.to_stored(&resolved))
-    }
-
-    fn key(point: &Point) -> String {
-        serde_json::to_string(point).unwrap_or_default()
-    }
-
-    fn seen(&self, trials: &[TrialRecord]) -> HashSet<String> {
-        trials
-            .iter()
-            .map(|t| Self::key(&self.active(&self.decode(&t.params))))
-            .collect()
-    }
-
-    /// Every distinct active point, or `None` when a parameter is continuous or the product
-    /// is larger than [`MAX_GRID_POINTS`].
-    pub fn grid(&self) -> Option<Vec<Point>> {
-        let axes: Vec<(String, Vec<Value>)> = self
-            .parameters
-            .iter()
-            .map(|(n, d)| Some((n.clone(), d.grid_values()?)))
-            .collect::<Option<_>>()?;
-        let total = axes
-            .iter()
-            .try_fold(1usize, |acc, (_, v)| acc.checked_mul(v.len()))?;
-        if total > MAX_GRID_POINTS {
-            return None;
-        }
-        let mut points = Vec::new();
-        let mut seen = HashSet::new();
-        for i in 0..total {
-            let mut rest = i;
-            let mut p = Point::new();
-            for (name, values) in axes.iter().rev() {
-                p.insert(name.clone(), values[rest % values.len()].clone());
-                rest /= values.len();
-            }
-            let a = self.active(&p);
-            if seen.insert(Self::key(&a)) {
-                points.push(a);
-            }
-        }
-        Some(points)
-    }
-}
+pub use crate::space::{Point, Space, MAX_GRID_POINTS};
+use crate::store::TrialRecord;
 
 /// Optuna's sampler seam, reduced to what a process-based driver needs.
 pub trait Sampler {
@@ -268,9 +115,11 @@ impl Sampler for RandomSampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::space::Distribution;
     use crate::store::TrialState;
     use rnnsweep_model::ModelConfig;
     use serde_json::json;
+    use std::collections::{BTreeMap, HashSet};
 
     fn space() -> Space {
         Space {

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use rnnsweep_model::config::set_path;
 use rnnsweep_model::data::Columns;
-use rnnsweep_model::metrics::{direction_of, Direction, METRIC_NAMES};
+use rnnsweep_model::metrics::{direction_of, Direction, Metric};
 use rnnsweep_model::ModelConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::devices::Resources;
 use crate::pruner::EarlyTerminate;
-use crate::scheduler::Resources;
 use crate::space::Distribution;
 use crate::store::StorageLocation;
 use crate::synthetic::Function;
@@ -160,6 +160,31 @@ pub struct FunctionTrial {
     pub noise: f64,
 }
 
+/// What each trial runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrialKind {
+    /// The built-in BiLSTM worker trains the fixed settings plus the trial's parameters.
+    Model,
+    /// A user's command speaking the worker protocol (`{params_json}`, `{trial_file}`,
+    /// `{number}` and `{device}` in it are replaced).
+    Command(Vec<String>),
+    /// A synthetic objective, for measuring the orchestrator.
+    Function(FunctionTrial),
+}
+
+impl TrialKind {
+    pub fn trains_model(&self) -> bool {
+        matches!(self, TrialKind::Model)
+    }
+
+    pub fn function(&self) -> Option<&FunctionTrial> {
+        match self {
+            TrialKind::Function(f) => Some(f),
+            _ => None,
+        }
+    }
+}
+
 /// A validated spec.
 #[derive(Debug, Clone)]
 pub struct Spec {
@@ -181,9 +206,8 @@ pub struct Spec {
     pub training: Value,
     /// Searched parameters, in a fixed (sorted) order.
     pub parameters: Vec<(String, Distribution)>,
-    pub command: Option<Vec<String>>,
-    /// A synthetic objective instead of a model (`trial: {kind: function, …}`).
-    pub function: Option<FunctionTrial>,
+    /// The built-in model, a user's command, or a synthetic function.
+    pub trial: TrialKind,
     pub tpe: TpeSettings,
     pub early_terminate: Option<EarlyTerminate>,
     pub resources: Resources,
@@ -270,279 +294,28 @@ impl Spec {
         Self::parse(&text, path)
     }
 
-    /// Parses spec text; `path` places relative files and names the file in errors.
+    /// Parses spec text; `path` places relative files and names the file in errors. The steps:
+    /// YAML into raw types, then each section validated into its typed form.
     pub fn parse(text: &str, path: &Path) -> Result<Self, SpecError> {
-        let file = path.display().to_string();
-        let raw: RawSpec = serde_yaml::from_str(text).map_err(|e| SpecError {
-            at: match e.location() {
-                Some(l) => format!("{file}:{}:{}", l.line(), l.column()),
-                None => file.clone(),
-            },
-            message: e
-                .to_string()
-                .split(" at line ")
-                .next()
-                .unwrap_or_default()
-                .to_string(),
-        })?;
-        let err = |key_path: &[&str], message: String| SpecError {
-            at: match locate(text, key_path) {
-                Some((l, c)) => format!("{file}:{l}:{c}"),
-                None => file.clone(),
-            },
-            message: format!("{}: {message}", key_path.join(".")),
+        let r = Reader {
+            text,
+            file: path.display().to_string(),
+            base_dir: path.parent().unwrap_or(Path::new(".")),
         };
-
-        let mut notes = Vec::new();
-        let method = match raw.method {
-            RawMethod::Grid => Method::Grid,
-            RawMethod::Random => Method::Random,
-            RawMethod::Tpe => Method::Tpe,
-            RawMethod::Bayes => {
-                notes.push(format!(
-                    "{}: method: bayes runs TPE (Tree-structured Parzen Estimator), rnnsweep's model-based sampler; write `method: tpe` to silence this note",
-                    err(&["method"], String::new()).at
-                ));
-                Method::Tpe
-            }
-        };
-        if raw.name.trim().is_empty() || raw.name.contains('/') {
-            return Err(err(
-                &["name"],
-                "must be a non-empty name without `/`".into(),
-            ));
-        }
-        if raw.run_cap == 0 {
-            return Err(err(&["run_cap"], "must be at least 1".into()));
-        }
-        let function = match &raw.trial {
-            Some(t) if t.kind.as_deref() == Some("function") => {
-                if t.command.is_some() {
-                    return Err(err(
-                        &["trial", "command"],
-                        "a function trial has no command".into(),
-                    ));
-                }
-                let function = t.name.ok_or_else(|| {
-                    err(
-                        &["trial"],
-                        "needs `name`: branin, hartmann6 or sphere".into(),
-                    )
-                })?;
-                Some(FunctionTrial {
-                    function,
-                    epochs: t.epochs.unwrap_or(10).max(1),
-                    noise: t.noise.unwrap_or(0.0).max(0.0),
-                })
-            }
-            Some(t) => {
-                if let Some(k) = &t.kind {
-                    return Err(err(
-                        &["trial", "kind"],
-                        format!("`{k}` is not a trial kind (function, or give `command`)"),
-                    ));
-                }
-                if t.command.as_ref().is_none_or(Vec::is_empty) {
-                    return Err(err(
-                        &["trial"],
-                        "needs `command: [program, args…]` or `kind: function`".into(),
-                    ));
-                }
-                None
-            }
-            None => None,
-        };
-        let (metric, direction) = match (&raw.metric, &function) {
-            (None, Some(_)) => ("value".to_string(), Direction::Minimize),
-            (Some(m), Some(_)) => {
-                if m.name != "value" {
-                    return Err(err(
-                        &["metric", "name"],
-                        format!("a function trial reports `value`, not `{}`", m.name),
-                    ));
-                }
-                ("value".to_string(), m.goal.unwrap_or(Direction::Minimize))
-            }
-            (None, None) => ("val_f1".to_string(), Direction::Maximize),
-            (Some(m), None) => {
-                let natural = direction_of(&m.name).ok_or_else(|| {
-                    err(
-                        &["metric", "name"],
-                        format!(
-                            "`{}` is not a metric the trainer reports (one of: {})",
-                            m.name,
-                            METRIC_NAMES.join(", ")
-                        ),
-                    )
-                })?;
-                (m.name.clone(), m.goal.unwrap_or(natural))
-            }
-        };
-        let max_duration = match &raw.max_duration {
-            None => None,
-            Some(v) => Some(parse_duration(v).ok_or_else(|| {
-                err(
-                    &["max_duration"],
-                    format!("{v} is not a duration such as 90s, 30m or 2h"),
-                )
-            })?),
-        };
-        let heartbeat_grace = match &raw.heartbeat_grace {
-            None => Duration::from_secs(60),
-            Some(v) => parse_duration(v).ok_or_else(|| {
-                err(
-                    &["heartbeat_grace"],
-                    format!("{v} is not a duration such as 30s"),
-                )
-            })?,
-        };
-
-        let base_dir = path.parent().unwrap_or(Path::new("."));
-        let data = match (&raw.data, &function) {
-            (Some(d), _) => d.clone(),
-            (None, Some(_)) => RawData {
-                train: String::new(),
-                columns: Columns::default(),
-                validation_split: None,
-                max_words: None,
-                seed: None,
-            },
-            (None, None) => {
-                return Err(err(
-                    &[],
-                    "missing field `data` (data: {train: path/to/train.csv})".into(),
-                ))
-            }
-        };
-        let train_file = base_dir.join(&data.train);
-
-        // Fixed settings: defaults, then `training`, then the `data` section's model keys.
-        let mut training = serde_json::to_value(ModelConfig::default())
-            .map_err(|e| err(&["training"], e.to_string()))?;
-        if let Some(t) = &raw.training {
-            let Value::Object(map) = t else {
-                return Err(err(
-                    &["training"],
-                    "must be a mapping of model settings".into(),
-                ));
-            };
-            for (k, v) in map {
-                set_path(&mut training, k, v.clone()).map_err(|m| err(&["training", k], m))?;
-            }
-        }
-        for (k, v) in [
-            ("validation_split", data.validation_split.map(Value::from)),
-            ("max_words", data.max_words.map(Value::from)),
-            ("seed", data.seed.map(Value::from)),
-        ] {
-            if let Some(v) = v {
-                set_path(&mut training, k, v).map_err(|m| err(&["data", k], m))?;
-            }
-        }
-        ModelConfig::from_value(training.clone(), "training").map_err(|e| match e {
-            rnnsweep_model::ModelError::Config { at, message } => {
-                // Point at the offending key: a field named in the message, else the field
-                // the validation named.
-                let unknown = message
-                    .strip_prefix("unknown field `")
-                    .and_then(|r| r.split('`').next())
-                    .map(str::to_string);
-                let key = unknown.unwrap_or_else(|| {
-                    at.trim_start_matches("training")
-                        .trim_start_matches(": ")
-                        .to_string()
-                });
-                let mut path: Vec<&str> = vec!["training"];
-                path.extend(key.split('.').filter(|s| !s.is_empty()));
-                let mut e = err(&path, message);
-                e.message = format!(
-                    "training: {}",
-                    e.message
-                        .split_once(": ")
-                        .map_or(e.message.as_str(), |(_, m)| m)
-                );
-                e
-            }
-            other => err(&["training"], other.to_string()),
-        })?;
-
-        let mut parameters = Vec::new();
-        for (name, p) in &raw.parameters {
-            let d = to_distribution(name, p).map_err(|(field, m)| {
-                let mut path = vec!["parameters", name.as_str()];
-                if let Some(f) = field {
-                    path.push(f);
-                }
-                err(&path, m)
-            })?;
-            if method == Method::Grid && d.grid_values().is_none() {
-                return Err(err(
-                    &["parameters", name],
-                    "grid search needs `values`, `value` or a quantized distribution (int_uniform, q_uniform, q_log_uniform_values)".into(),
-                ));
-            }
-            parameters.push((name.clone(), d));
-        }
-        // Every value a parameter can take must make a valid model configuration (a user's
-        // own training command defines its own parameters).
-        let probe_model = raw.trial.is_none();
-        if let Some(f) = &function {
-            let names: Vec<&str> = parameters.iter().map(|(n, _)| n.as_str()).collect();
-            let wanted: Vec<String> = (0..f.function.dims().unwrap_or(names.len().max(1)))
-                .map(|i| format!("x{i}"))
-                .collect();
-            if names.iter().any(|n| !wanted.iter().any(|w| w == n))
-                || (f.function.dims().is_some() && names.len() != wanted.len())
-            {
-                return Err(err(
-                    &["parameters"],
-                    format!("{:?} takes parameters {}", f.function, wanted.join(", "))
-                        .to_lowercase(),
-                ));
-            }
-        }
-        for (name, d) in parameters.iter().filter(|_| probe_model) {
-            let probes = match d {
-                Distribution::Uniform { min, max } | Distribution::LogUniform { min, max } => {
-                    vec![Value::from(*min), Value::from(*max)]
-                }
-                other => other.grid_values().unwrap_or_default(),
-            };
-            for probe in probes {
-                let single = BTreeMap::from([(name.clone(), probe.clone())]);
-                crate::assemble::build_config(&training, &single)
-                    .map_err(|m| err(&["parameters", name], format!("value {probe}: {m}")))?;
-            }
-        }
-
-        let storage = match raw.storage.as_deref() {
-            None => {
-                StorageLocation::Sqlite(PathBuf::from("results").join(format!("{}.db", raw.name)))
-            }
-            Some(s) => match StorageLocation::parse(s).map_err(|m| err(&["storage"], m))? {
-                // A relative study file is relative to the spec, like the data file.
-                StorageLocation::Sqlite(p) => StorageLocation::Sqlite(base_dir.join(p)),
-                pg => pg,
-            },
-        };
+        let raw = r.raw()?;
+        let (method, notes) = r.method(&raw);
+        r.basics(&raw)?;
+        let function = r.function(&raw)?;
+        let (metric, direction) = r.objective(&raw, function.as_ref())?;
+        let (max_duration, heartbeat_grace) = r.durations(&raw)?;
+        let data = r.data(&raw, function.as_ref())?;
+        let train_file = r.base_dir.join(&data.train);
+        let training = r.training(&raw, &data)?;
+        let parameters = r.parameters(&raw, method, &training, function.as_ref())?;
+        let storage = r.storage(&raw)?;
         let resources = raw.resources.clone().unwrap_or_default();
-        let warnings = resources.validate().map_err(|m| err(&["resources"], m))?;
-        let mut early_terminate = raw.early_terminate.clone();
-        if let Some(e) = &mut early_terminate {
-            e.validate().map_err(|m| err(&["early_terminate"], m))?;
-            if let crate::pruner::EarlyTerminate::Hyperband {
-                max_iter: max_iter @ None,
-                ..
-            } = e
-            {
-                let epochs = function
-                    .as_ref()
-                    .map(|f| f.epochs as i64)
-                    .or_else(|| training["epochs"].as_i64());
-                *max_iter = epochs;
-            }
-        }
-
+        let warnings = resources.validate().map_err(|m| r.err(&["resources"], m))?;
+        let early_terminate = r.early_terminate(&raw, &training, function.as_ref())?;
         Ok(Spec {
             resources,
             warnings,
@@ -563,8 +336,11 @@ impl Spec {
             heartbeat_grace,
             training,
             parameters,
-            command: raw.trial.and_then(|t| t.command),
-            function,
+            trial: match (function, raw.trial.and_then(|t| t.command)) {
+                (Some(f), _) => TrialKind::Function(f),
+                (None, Some(argv)) => TrialKind::Command(argv),
+                (None, None) => TrialKind::Model,
+            },
             tpe: raw.tpe.unwrap_or_default(),
             early_terminate,
             source: text.to_string(),
@@ -580,6 +356,340 @@ impl Spec {
             .map(|(n, d)| (n.clone(), d.optuna_json()))
             .collect();
         serde_json::json!({"method": self.method, "parameters": dists, "training": self.training, "metric": self.metric}).to_string()
+    }
+}
+
+/// Reads one spec's text: each step validates a section and names file:line:column in errors.
+struct Reader<'a> {
+    text: &'a str,
+    file: String,
+    /// Relative paths in the spec are relative to its folder.
+    base_dir: &'a Path,
+}
+
+impl Reader<'_> {
+    fn err(&self, key_path: &[&str], message: String) -> SpecError {
+        SpecError {
+            at: match locate(self.text, key_path) {
+                Some((l, c)) => format!("{}:{l}:{c}", self.file),
+                None => self.file.clone(),
+            },
+            message: format!("{}: {message}", key_path.join(".")),
+        }
+    }
+
+    fn raw(&self) -> Result<RawSpec, SpecError> {
+        serde_yaml::from_str(self.text).map_err(|e| SpecError {
+            at: match e.location() {
+                Some(l) => format!("{}:{}:{}", self.file, l.line(), l.column()),
+                None => self.file.clone(),
+            },
+            message: e
+                .to_string()
+                .split(" at line ")
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        })
+    }
+
+    /// The sampler, and a note where a W&B name means something close but not the same.
+    fn method(&self, raw: &RawSpec) -> (Method, Vec<String>) {
+        let mut notes = Vec::new();
+        let method = match raw.method {
+            RawMethod::Grid => Method::Grid,
+            RawMethod::Random => Method::Random,
+            RawMethod::Tpe => Method::Tpe,
+            RawMethod::Bayes => {
+                notes.push(format!(
+                    "{}: method: bayes runs TPE (Tree-structured Parzen Estimator), rnnsweep's model-based sampler; write `method: tpe` to silence this note",
+                    self.err(&["method"], String::new()).at
+                ));
+                Method::Tpe
+            }
+        };
+        (method, notes)
+    }
+
+    fn basics(&self, raw: &RawSpec) -> Result<(), SpecError> {
+        if raw.name.trim().is_empty() || raw.name.contains('/') {
+            return Err(self.err(&["name"], "must be a non-empty name without `/`".into()));
+        }
+        if raw.run_cap == 0 {
+            return Err(self.err(&["run_cap"], "must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// A synthetic trial's settings (`trial: {kind: function, …}`), checking `trial` too.
+    fn function(&self, raw: &RawSpec) -> Result<Option<FunctionTrial>, SpecError> {
+        let function = match &raw.trial {
+            Some(t) if t.kind.as_deref() == Some("function") => {
+                if t.command.is_some() {
+                    return Err(self.err(
+                        &["trial", "command"],
+                        "a function trial has no command".into(),
+                    ));
+                }
+                let function = t.name.ok_or_else(|| {
+                    self.err(
+                        &["trial"],
+                        "needs `name`: branin, hartmann6 or sphere".into(),
+                    )
+                })?;
+                Some(FunctionTrial {
+                    function,
+                    epochs: t.epochs.unwrap_or(10).max(1),
+                    noise: t.noise.unwrap_or(0.0).max(0.0),
+                })
+            }
+            Some(t) => {
+                if let Some(k) = &t.kind {
+                    return Err(self.err(
+                        &["trial", "kind"],
+                        format!("`{k}` is not a trial kind (function, or give `command`)"),
+                    ));
+                }
+                if t.command.as_ref().is_none_or(Vec::is_empty) {
+                    return Err(self.err(
+                        &["trial"],
+                        "needs `command: [program, args…]` or `kind: function`".into(),
+                    ));
+                }
+                None
+            }
+            None => None,
+        };
+        Ok(function)
+    }
+
+    /// The metric the study optimises and its direction.
+    fn objective(
+        &self,
+        raw: &RawSpec,
+        function: Option<&FunctionTrial>,
+    ) -> Result<(String, Direction), SpecError> {
+        let (metric, direction) = match (&raw.metric, function) {
+            (None, Some(_)) => ("value".to_string(), Direction::Minimize),
+            (Some(m), Some(_)) => {
+                if m.name != "value" {
+                    return Err(self.err(
+                        &["metric", "name"],
+                        format!("a function trial reports `value`, not `{}`", m.name),
+                    ));
+                }
+                ("value".to_string(), m.goal.unwrap_or(Direction::Minimize))
+            }
+            (None, None) => ("val_f1".to_string(), Direction::Maximize),
+            (Some(m), None) => {
+                let natural = direction_of(&m.name).ok_or_else(|| {
+                    self.err(
+                        &["metric", "name"],
+                        format!(
+                            "`{}` is not a metric the trainer reports (one of: {})",
+                            m.name,
+                            Metric::names()
+                        ),
+                    )
+                })?;
+                (m.name.clone(), m.goal.unwrap_or(natural))
+            }
+        };
+        Ok((metric, direction))
+    }
+
+    fn durations(&self, raw: &RawSpec) -> Result<(Option<Duration>, Duration), SpecError> {
+        let max_duration = match &raw.max_duration {
+            None => None,
+            Some(v) => Some(parse_duration(v).ok_or_else(|| {
+                self.err(
+                    &["max_duration"],
+                    format!("{v} is not a duration such as 90s, 30m or 2h"),
+                )
+            })?),
+        };
+        let heartbeat_grace = match &raw.heartbeat_grace {
+            None => Duration::from_secs(60),
+            Some(v) => parse_duration(v).ok_or_else(|| {
+                self.err(
+                    &["heartbeat_grace"],
+                    format!("{v} is not a duration such as 30s"),
+                )
+            })?,
+        };
+
+        Ok((max_duration, heartbeat_grace))
+    }
+
+    fn data(&self, raw: &RawSpec, function: Option<&FunctionTrial>) -> Result<RawData, SpecError> {
+        let data = match (&raw.data, function) {
+            (Some(d), _) => d.clone(),
+            (None, Some(_)) => RawData {
+                train: String::new(),
+                columns: Columns::default(),
+                validation_split: None,
+                max_words: None,
+                seed: None,
+            },
+            (None, None) => {
+                return Err(self.err(
+                    &[],
+                    "missing field `data` (data: {train: path/to/train.csv})".into(),
+                ))
+            }
+        };
+        Ok(data)
+    }
+
+    /// Fixed settings: defaults, then `training`, then the `data` section's model keys.
+    fn training(&self, raw: &RawSpec, data: &RawData) -> Result<Value, SpecError> {
+        let mut training = serde_json::to_value(ModelConfig::default())
+            .map_err(|e| self.err(&["training"], e.to_string()))?;
+        if let Some(t) = &raw.training {
+            let Value::Object(map) = t else {
+                return Err(self.err(&["training"], "must be a mapping of model settings".into()));
+            };
+            for (k, v) in map {
+                set_path(&mut training, k, v.clone()).map_err(|m| self.err(&["training", k], m))?;
+            }
+        }
+        for (k, v) in [
+            ("validation_split", data.validation_split.map(Value::from)),
+            ("max_words", data.max_words.map(Value::from)),
+            ("seed", data.seed.map(Value::from)),
+        ] {
+            if let Some(v) = v {
+                set_path(&mut training, k, v).map_err(|m| self.err(&["data", k], m))?;
+            }
+        }
+        ModelConfig::from_value(training.clone(), "training").map_err(|e| match e {
+            rnnsweep_model::ModelError::Config { at, message } => {
+                // Point at the offending key: a field named in the message, else the field
+                // the validation named.
+                let unknown = message
+                    .strip_prefix("unknown field `")
+                    .and_then(|r| r.split('`').next())
+                    .map(str::to_string);
+                let key = unknown.unwrap_or_else(|| {
+                    at.trim_start_matches("training")
+                        .trim_start_matches(": ")
+                        .to_string()
+                });
+                let mut path: Vec<&str> = vec!["training"];
+                path.extend(key.split('.').filter(|s| !s.is_empty()));
+                let mut e = self.err(&path, message);
+                e.message = format!(
+                    "training: {}",
+                    e.message
+                        .split_once(": ")
+                        .map_or(e.message.as_str(), |(_, m)| m)
+                );
+                e
+            }
+            other => self.err(&["training"], other.to_string()),
+        })?;
+
+        Ok(training)
+    }
+
+    /// The searched parameters, each checked to make a valid model with every value it takes.
+    fn parameters(
+        &self,
+        raw: &RawSpec,
+        method: Method,
+        training: &Value,
+        function: Option<&FunctionTrial>,
+    ) -> Result<Vec<(String, Distribution)>, SpecError> {
+        let mut parameters = Vec::new();
+        for (name, p) in &raw.parameters {
+            let d = to_distribution(name, p).map_err(|(field, m)| {
+                let mut path = vec!["parameters", name.as_str()];
+                if let Some(f) = field {
+                    path.push(f);
+                }
+                self.err(&path, m)
+            })?;
+            if method == Method::Grid && d.grid_values().is_none() {
+                return Err(self.err(
+                    &["parameters", name],
+                    "grid search needs `values`, `value` or a quantized distribution (int_uniform, q_uniform, q_log_uniform_values)".into(),
+                ));
+            }
+            parameters.push((name.clone(), d));
+        }
+        // Every value a parameter can take must make a valid model configuration (a user's
+        // own training command defines its own parameters).
+        let probe_model = raw.trial.is_none();
+        if let Some(f) = function {
+            let names: Vec<&str> = parameters.iter().map(|(n, _)| n.as_str()).collect();
+            let wanted: Vec<String> = (0..f.function.dims().unwrap_or(names.len().max(1)))
+                .map(|i| format!("x{i}"))
+                .collect();
+            if names.iter().any(|n| !wanted.iter().any(|w| w == n))
+                || (f.function.dims().is_some() && names.len() != wanted.len())
+            {
+                return Err(self.err(
+                    &["parameters"],
+                    format!("{:?} takes parameters {}", f.function, wanted.join(", "))
+                        .to_lowercase(),
+                ));
+            }
+        }
+        for (name, d) in parameters.iter().filter(|_| probe_model) {
+            let probes = match d {
+                Distribution::Uniform { min, max } | Distribution::LogUniform { min, max } => {
+                    vec![Value::from(*min), Value::from(*max)]
+                }
+                other => other.grid_values().unwrap_or_default(),
+            };
+            for probe in probes {
+                let single = BTreeMap::from([(name.clone(), probe.clone())]);
+                crate::trial_config::build_config(training, &single)
+                    .map_err(|m| self.err(&["parameters", name], format!("value {probe}: {m}")))?;
+            }
+        }
+
+        Ok(parameters)
+    }
+
+    fn storage(&self, raw: &RawSpec) -> Result<StorageLocation, SpecError> {
+        let storage = match raw.storage.as_deref() {
+            None => {
+                StorageLocation::Sqlite(PathBuf::from("results").join(format!("{}.db", raw.name)))
+            }
+            Some(s) => match StorageLocation::parse(s).map_err(|m| self.err(&["storage"], m))? {
+                // A relative study file is relative to the spec, like the data file.
+                StorageLocation::Sqlite(p) => StorageLocation::Sqlite(self.base_dir.join(p)),
+                pg => pg,
+            },
+        };
+        Ok(storage)
+    }
+
+    /// The pruner; hyperband's `max_iter` defaults to the trial's epochs.
+    fn early_terminate(
+        &self,
+        raw: &RawSpec,
+        training: &Value,
+        function: Option<&FunctionTrial>,
+    ) -> Result<Option<EarlyTerminate>, SpecError> {
+        let mut early_terminate = raw.early_terminate.clone();
+        if let Some(e) = &mut early_terminate {
+            e.validate()
+                .map_err(|m| self.err(&["early_terminate"], m))?;
+            if let crate::pruner::EarlyTerminate::Hyperband {
+                max_iter: max_iter @ None,
+                ..
+            } = e
+            {
+                let epochs = function
+                    .map(|f| f.epochs as i64)
+                    .or_else(|| training["epochs"].as_i64());
+                *max_iter = epochs;
+            }
+        }
+
+        Ok(early_terminate)
     }
 }
 

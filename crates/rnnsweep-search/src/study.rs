@@ -1,16 +1,24 @@
 //! A [`Study`] handle: a study opened from where it lives (a file or a URL), picked by name,
 //! with its stored spec and objective. Every command that reads or changes a finished or
-//! running study goes through it; queueing trials by hand (`enqueue`, `retry`) lives here.
+//! running study goes through it: queueing trials by hand (`enqueue`, `retry`), the best trial
+//! and its retraining into a final model, and copying studies between stores.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use rnnsweep_model::artifact::TrainedModel;
+use rnnsweep_model::data::{load_csv, Labels};
+use rnnsweep_model::dataset::{prepare, prepare_all};
 use rnnsweep_model::metrics::Direction;
+use rnnsweep_model::train::{fit, Control, EpochReport, FitOptions};
 use serde_json::Value;
 
+use crate::leaderboard::rank;
+use crate::report::TrialData;
 use crate::sampler::{Point, Space};
 use crate::spec::{Spec, SpecError};
-use crate::store::{keys, StorageLocation, Store, StoreError, TrialState};
+use crate::store::{keys, StorageLocation, Store, StoreError, TrialRecord, TrialState};
+use crate::trial_config::build_config;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StudyError {
@@ -20,6 +28,57 @@ pub enum StudyError {
     Spec(#[from] SpecError),
     #[error("{at}: {message}")]
     Invalid { at: String, message: String },
+    #[error(transparent)]
+    Model(#[from] rnnsweep_model::ModelError),
+    #[error(transparent)]
+    Data(#[from] rnnsweep_model::data::DataError),
+}
+
+/// How `best --retrain` trains the final model.
+#[derive(Debug, Clone, Default)]
+pub struct RetrainOptions {
+    /// Epochs (default: the best trial's kept epoch on every row, or its configured epochs
+    /// with `keep_validation`).
+    pub epochs: Option<usize>,
+    /// Keep the validation split and early stopping, as the report did.
+    pub keep_validation: bool,
+    pub device: String,
+}
+
+/// The best trial's configuration with its data, ready to train.
+pub struct RetrainPlan {
+    pub trial: TrialRecord,
+    pub config: rnnsweep_model::ModelConfig,
+    pub data: rnnsweep_model::dataset::Prepared,
+    device: rnnsweep_model::Device,
+}
+
+impl RetrainPlan {
+    pub fn train_rows(&self) -> usize {
+        self.data.train.labels.len()
+    }
+
+    pub fn validation_rows(&self) -> usize {
+        self.data.validation.labels.len()
+    }
+
+    /// Trains the final model; `on_epoch` sees every epoch.
+    pub fn train(
+        self,
+        on_epoch: impl FnMut(&EpochReport) -> Control,
+    ) -> Result<(TrainedModel, Vec<EpochReport>), StudyError> {
+        let outcome = fit(
+            &self.config,
+            &self.data,
+            &self.device,
+            &FitOptions::default(),
+            on_epoch,
+        )?;
+        Ok((
+            TrainedModel::from_training(self.config, self.data, outcome.net),
+            outcome.history,
+        ))
+    }
 }
 
 pub struct Study {
@@ -102,7 +161,7 @@ impl Study {
         Ok(self
             .store
             .study_user_attrs(self.id)?
-            .get("metric")
+            .get(keys::METRIC)
             .and_then(Value::as_str)
             .unwrap_or("objective")
             .to_string())
@@ -111,14 +170,17 @@ impl Study {
     /// The spec the study was run with, as stored in it.
     pub fn stored_spec(&self) -> Result<Spec, StudyError> {
         let attrs = self.store.study_user_attrs(self.id)?;
-        let text = attrs.get("spec").and_then(Value::as_str).ok_or_else(|| {
-            self.invalid(format!(
-                "study `{}` was not written by rnnsweep (no spec)",
-                self.name
-            ))
-        })?;
+        let text = attrs
+            .get(keys::SPEC)
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                self.invalid(format!(
+                    "study `{}` was not written by rnnsweep (no spec)",
+                    self.name
+                ))
+            })?;
         let file = attrs
-            .get("spec_file")
+            .get(keys::SPEC_FILE)
             .and_then(Value::as_str)
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("spec.yaml"));
@@ -126,6 +188,69 @@ impl Study {
         // The study lives where it was found, whatever the spec said.
         spec.storage = self.location.clone();
         Ok(spec)
+    }
+
+    /// Every trial with its per-epoch history (for plots and exports).
+    pub fn trials_with_epochs(&self) -> Result<Vec<TrialData>, StudyError> {
+        self.store
+            .trials(self.id)?
+            .into_iter()
+            .map(|record| {
+                Ok(TrialData {
+                    epochs: self.store.epochs(record.trial_id)?,
+                    record,
+                })
+            })
+            .collect()
+    }
+
+    /// The best finished trial by the study's objective.
+    pub fn best_trial(&self) -> Result<TrialRecord, StudyError> {
+        let trials = self.store.trials(self.id)?;
+        let objective = self.objective()?;
+        let ranked = rank(&trials, &objective, self.direction, None);
+        ranked
+            .first()
+            .filter(|r| r.rank.is_some())
+            .and_then(|top| trials.iter().find(|t| t.number == top.number))
+            .cloned()
+            .ok_or_else(|| self.invalid(format!("study `{}` has no completed trial", self.name)))
+    }
+
+    /// The best trial's configuration set up to train again for a final model: on every row
+    /// of the training file for the trial's kept epoch count, or with the validation split.
+    pub fn retrain_best(&self, options: &RetrainOptions) -> Result<RetrainPlan, StudyError> {
+        let best = self.best_trial()?;
+        let spec = self.stored_spec()?;
+        let params = best
+            .params
+            .iter()
+            .map(|(k, p)| (k.clone(), p.value()))
+            .collect();
+        let mut cfg = build_config(&spec.training, &params)
+            .map_err(|m| self.invalid(format!("best trial's configuration: {m}")))?;
+        let table = load_csv(&spec.train_file, &spec.columns, Labels::Required)?;
+        let device = rnnsweep_model::device(&options.device)?;
+        let data = if options.keep_validation {
+            if let Some(n) = options.epochs {
+                cfg.epochs = n;
+            }
+            prepare(&table, &cfg)?
+        } else {
+            let kept = best
+                .user_attrs
+                .get(keys::BEST_EPOCH)
+                .and_then(Value::as_u64)
+                .map(|v| v as usize);
+            cfg.epochs = options.epochs.or(kept).unwrap_or(cfg.epochs).max(1);
+            prepare_all(&table, &cfg)?
+        };
+        Ok(RetrainPlan {
+            trial: best,
+            config: cfg,
+            data,
+            device,
+        })
     }
 
     pub fn space(&self) -> Result<Space, StudyError> {
@@ -201,4 +326,56 @@ impl Study {
         }
         Ok(out)
     }
+}
+
+/// Copies studies (every one, or the one named) between stores, trials as they are; a study
+/// that already has trials at the destination is refused before anything is written.
+/// Returns each copied study's name and trial count.
+pub fn copy_studies(
+    from: &StorageLocation,
+    to: &StorageLocation,
+    only: Option<&str>,
+) -> Result<Vec<(String, usize)>, StudyError> {
+    let source = from.open_existing()?;
+    let studies: Vec<_> = source
+        .studies()?
+        .into_iter()
+        .filter(|s| only.is_none_or(|n| s.name == n))
+        .collect();
+    if studies.is_empty() {
+        return Err(StudyError::Invalid {
+            at: from.to_string(),
+            message: format!(
+                "no study{} to copy",
+                only.map(|n| format!(" named `{n}`")).unwrap_or_default()
+            ),
+        });
+    }
+    let mut dest = to.open()?;
+    for s in &studies {
+        if let Some(id) = dest.study_id(&s.name)? {
+            let n = dest.trials(id)?.len();
+            if n > 0 {
+                return Err(StudyError::Invalid {
+                    at: to.to_string(),
+                    message: format!(
+                        "study `{}` already exists there with {n} trials; nothing was copied",
+                        s.name
+                    ),
+                });
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for s in studies {
+        let user = source.study_user_attrs(s.study_id)?;
+        let system = source.study_system_attrs(s.study_id)?;
+        let id = dest.open_study(&s.name, s.direction, &user, &system)?;
+        let trials = source.trials(s.study_id)?;
+        for t in &trials {
+            dest.import_trial(id, t, &source.epochs(t.trial_id)?)?;
+        }
+        out.push((s.name, trials.len()));
+    }
+    Ok(out)
 }

@@ -26,8 +26,8 @@ pub struct TrialTask {
     pub number: i64,
     /// The sampled values, by parameter name.
     pub params: BTreeMap<String, Value>,
-    /// The full `ModelConfig` for this trial.
-    pub config: Value,
+    /// The full model configuration (absent for a user's command or a synthetic function).
+    pub config: Option<rnnsweep_model::ModelConfig>,
     pub train_file: PathBuf,
     pub columns: Columns,
     /// Where to keep (and resume from) the per-epoch checkpoint.

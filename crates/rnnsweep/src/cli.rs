@@ -1,10 +1,10 @@
-use std::path::PathBuf;
+//! The command line: one subcommand per module in `commands/`.
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Bad input or a failed command.
-pub const EXIT_ERROR: u8 = 1;
+use crate::commands::*;
 
 #[derive(Parser)]
 #[command(
@@ -25,31 +25,31 @@ enum Command {
         command: DataCommand,
     },
     /// Train one configuration and write a model directory.
-    Train(crate::train_cmd::TrainArgs),
+    Train(train::TrainArgs),
     /// Score a CSV with a trained model: `id,probability,label`.
-    Predict(crate::train_cmd::PredictArgs),
+    Predict(predict::PredictArgs),
     /// Run (or continue) the sweep a spec describes.
-    Run(crate::sweep_cmd::RunArgs),
+    Run(run::RunArgs),
     /// Continue a study from its file, with the spec stored in it.
-    Resume(crate::sweep_cmd::ResumeArgs),
+    Resume(run::ResumeArgs),
     /// Rank a study's trials.
-    Leaderboard(crate::sweep_cmd::LeaderboardArgs),
+    Leaderboard(leaderboard::LeaderboardArgs),
     /// List the studies in a file.
-    Studies(crate::sweep_cmd::StudiesArgs),
+    Studies(studies::StudiesArgs),
     /// One trial with its per-epoch history.
-    Show(crate::sweep_cmd::ShowArgs),
+    Show(show::ShowArgs),
     /// Queue a trial with given parameter values (warm start from known configurations).
-    Enqueue(crate::sweep_cmd::EnqueueArgs),
+    Enqueue(enqueue::EnqueueArgs),
     /// Queue failed trials again with their parameters.
-    Retry(crate::sweep_cmd::RetryArgs),
+    Retry(retry::RetryArgs),
     /// PNG and SVG pictures of a study.
-    Plot(crate::report_cmd::PlotArgs),
+    Plot(plot::PlotArgs),
     /// Every trial (or every epoch) as CSV or JSON.
-    Export(crate::report_cmd::ExportArgs),
+    Export(export::ExportArgs),
     /// The best trial's parameters; with --retrain, the final model.
-    Best(crate::report_cmd::BestArgs),
+    Best(best::BestArgs),
     /// Copy a study between SQLite and PostgreSQL (either way).
-    CopyStudy(crate::report_cmd::CopyArgs),
+    CopyStudy(copy_study::CopyArgs),
     /// Run one trial (started by `rnnsweep run`; reads RNNSWEEP_TRIAL).
     #[command(hide = true)]
     Worker,
@@ -58,55 +58,28 @@ enum Command {
 #[derive(Subcommand)]
 enum DataCommand {
     /// Rows, positives, vocabulary, longest sequence, class weights; optionally the padded ids.
-    Inspect(InspectArgs),
-}
-
-#[derive(clap::Args)]
-pub struct InspectArgs {
-    /// CSV file with a header (`id,label,tweet` by default; `label` may be absent).
-    #[arg(long)]
-    pub input: PathBuf,
-    /// Keras `num_words`: keep word ids below this.
-    #[arg(long, default_value_t = 5000)]
-    pub max_words: usize,
-    /// Sequence length (default: the longest tokenized row).
-    #[arg(long)]
-    pub seq_len: Option<usize>,
-    /// Write `id,` and the post-padded id sequence, one line per row.
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    #[arg(long, default_value = "id")]
-    pub id_column: String,
-    #[arg(long, default_value = "label")]
-    pub label_column: String,
-    #[arg(long, default_value = "tweet")]
-    pub text_column: String,
+    Inspect(inspect::InspectArgs),
 }
 
 pub fn run() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
-    let code = match cli.command {
+    let ok = |()| ExitCode::SUCCESS;
+    Ok(match Cli::parse().command {
         Command::Data {
             command: DataCommand::Inspect(args),
-        } => crate::inspect::run(&args).map(|()| ExitCode::SUCCESS)?,
-        Command::Train(args) => crate::train_cmd::train(&args).map(|()| ExitCode::SUCCESS)?,
-        Command::Predict(args) => crate::train_cmd::predict(&args).map(|()| ExitCode::SUCCESS)?,
-        Command::Run(args) => crate::sweep_cmd::run(&args)?,
-        Command::Resume(args) => crate::sweep_cmd::resume(&args)?,
-        Command::Leaderboard(args) => {
-            crate::sweep_cmd::leaderboard(&args).map(|()| ExitCode::SUCCESS)?
-        }
-        Command::Studies(args) => crate::sweep_cmd::studies(&args).map(|()| ExitCode::SUCCESS)?,
-        Command::Show(args) => crate::sweep_cmd::show(&args).map(|()| ExitCode::SUCCESS)?,
-        Command::Enqueue(args) => crate::sweep_cmd::enqueue(&args).map(|()| ExitCode::SUCCESS)?,
-        Command::Retry(args) => crate::sweep_cmd::retry(&args).map(|()| ExitCode::SUCCESS)?,
-        Command::Plot(args) => crate::report_cmd::plot(&args).map(|()| ExitCode::SUCCESS)?,
-        Command::Export(args) => crate::report_cmd::export(&args).map(|()| ExitCode::SUCCESS)?,
-        Command::Best(args) => crate::report_cmd::best(&args).map(|()| ExitCode::SUCCESS)?,
-        Command::CopyStudy(args) => {
-            crate::report_cmd::copy_study(&args).map(|()| ExitCode::SUCCESS)?
-        }
-        Command::Worker => crate::worker_cmd::run()?,
-    };
-    Ok(code)
+        } => inspect::run(&args).map(ok)?,
+        Command::Train(args) => train::run(&args).map(ok)?,
+        Command::Predict(args) => predict::run(&args).map(ok)?,
+        Command::Run(args) => run::run(&args)?,
+        Command::Resume(args) => run::resume(&args)?,
+        Command::Leaderboard(args) => leaderboard::run(&args).map(ok)?,
+        Command::Studies(args) => studies::run(&args).map(ok)?,
+        Command::Show(args) => show::run(&args).map(ok)?,
+        Command::Enqueue(args) => enqueue::run(&args).map(ok)?,
+        Command::Retry(args) => retry::run(&args).map(ok)?,
+        Command::Plot(args) => plot::run(&args).map(ok)?,
+        Command::Export(args) => export::run(&args).map(ok)?,
+        Command::Best(args) => best::run(&args).map(ok)?,
+        Command::CopyStudy(args) => copy_study::run(&args).map(ok)?,
+        Command::Worker => worker::run()?,
+    })
 }

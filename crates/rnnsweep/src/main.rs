@@ -1,12 +1,19 @@
-//! The `rnnsweep` binary: argument parsing and glue over the library crates.
+//! The `rnnsweep` binary: argument parsing and glue over the library crates (`cli` parses,
+//! `commands/` holds one thin module per command, `progress` reports sweep events, `exit` holds
+//! the exit codes).
+
+/// Prints a line; a closed stdout (`rnnsweep run | head`) must not kill the driver mid-study.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
 
 mod cli;
-mod inspect;
+mod commands;
+mod exit;
 mod progress;
-mod report_cmd;
-mod sweep_cmd;
-mod train_cmd;
-mod worker_cmd;
 
 use std::process::ExitCode;
 
@@ -25,7 +32,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::from(cli::EXIT_ERROR)
+            ExitCode::from(exit::ERROR)
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Reporters of sweep events: progress bars on a terminal, plain log lines otherwise.
 
 use std::collections::HashMap;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -9,13 +9,6 @@ use rnnsweep_model::metrics::Direction;
 use rnnsweep_search::dispatch::SweepEvent;
 use rnnsweep_search::leaderboard::{short_value, sig4};
 use rnnsweep_search::store::TrialState;
-
-/// Prints a line; a closed stdout (`rnnsweep run | head`) must not kill the driver mid-study.
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        let _ = writeln!(std::io::stdout(), $($arg)*);
-    }};
-}
 
 pub struct Reporter {
     metric: String,

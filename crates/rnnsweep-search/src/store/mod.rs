@@ -6,11 +6,13 @@
 //! [`recovery`] is the policy for trials whose driver died and for re-queued trials.
 //! rnnsweep's own data lives in attributes and in tables prefixed `rnnsweep_`.
 
+#[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod recovery;
 pub mod sql;
 pub mod sqlite;
 
+#[cfg(feature = "postgres")]
 pub use postgres::PgStore;
 pub use recovery::{fixed_params_attr, legacy_fixed_params};
 pub use sqlite::SqliteStore;
@@ -21,7 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rnnsweep_model::metrics::Direction;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -78,6 +80,27 @@ impl TrialState {
 pub struct StoredParam {
     pub internal: f64,
     pub distribution_json: String,
+}
+
+/// A parameter's user value from Optuna's stored float and distribution JSON (whatever wrote
+/// it: rnnsweep or Optuna). The one decoder of stored parameters.
+pub fn decode_param(internal: f64, distribution_json: &str) -> Value {
+    let d: Value = serde_json::from_str(distribution_json).unwrap_or(Value::Null);
+    match d["name"].as_str() {
+        Some("CategoricalDistribution") => d["attributes"]["choices"]
+            .get(internal as usize)
+            .cloned()
+            .unwrap_or(Value::Null),
+        Some("IntDistribution") => json!(internal as i64),
+        _ => json!(internal),
+    }
+}
+
+impl StoredParam {
+    /// The user's value.
+    pub fn value(&self) -> Value {
+        decode_param(self.internal, &self.distribution_json)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -230,6 +253,23 @@ pub mod keys {
     pub const SPACE: &str = "rnnsweep:space";
     pub const AVOID_DEVICE: &str = "rnnsweep:avoid_device";
     pub const OOM_RETRY: &str = "rnnsweep:oom_retry";
+
+    // Study user attributes (shown by optuna-dashboard).
+    /// The spec's text.
+    pub const SPEC: &str = "spec";
+    /// Where the spec was read from (relative paths in it are relative to its folder).
+    pub const SPEC_FILE: &str = "spec_file";
+    /// The objective's metric name.
+    pub const METRIC: &str = "metric";
+
+    // Trial user attributes (besides every final metric by its name).
+    pub const DEVICE: &str = "device";
+    pub const DURATION_S: &str = "duration_s";
+    /// Epochs run.
+    pub const EPOCHS: &str = "epochs";
+    /// The epoch whose weights were kept (and whose metrics the trial reports).
+    pub const BEST_EPOCH: &str = "best_epoch";
+    pub const STOP_REASON: &str = "stop_reason";
 }
 
 #[derive(Debug, Clone)]
@@ -292,7 +332,15 @@ impl StorageLocation {
     /// Opens the store, creating the SQLite file (or the PostgreSQL schema) if needed.
     pub fn open(&self) -> Result<Box<dyn Store>> {
         match self {
+            #[cfg(feature = "postgres")]
             Self::Postgres(url) => Ok(Box::new(PgStore::connect(url)?)),
+            #[cfg(not(feature = "postgres"))]
+            Self::Postgres(url) => Err(StoreError::Invalid {
+                path: shown(url),
+                message:
+                    "this rnnsweep was built without PostgreSQL support (the `postgres` feature)"
+                        .into(),
+            }),
             Self::Sqlite(path) => Ok(Box::new(SqliteStore::open(path)?)),
         }
     }
@@ -319,11 +367,25 @@ impl StorageLocation {
     }
 }
 
+/// A database URL without its password, for messages.
+pub fn shown(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
 impl std::fmt::Display for StorageLocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Sqlite(p) => write!(f, "{}", p.display()),
-            Self::Postgres(url) => f.write_str(&postgres::shown(url)),
+            Self::Postgres(url) => f.write_str(&shown(url)),
         }
     }
 }

@@ -16,7 +16,7 @@ use postgres::types::{FromSql, IsNull, Kind, ToSql, Type};
 use postgres::{Client, NoTls, Statement};
 
 use super::sql::{Arg, Cell, Conn, Row, SqlStore};
-use super::{Result, StoreError};
+use super::{shown, Result, StoreError};
 
 const SCHEMA: &str = include_str!("schema/postgres.sql");
 const EXTRAS: &str = include_str!("schema/postgres-rnnsweep.sql");
@@ -48,20 +48,6 @@ impl SqlStore<PgConn> {
         };
         conn.migrate()?;
         Ok(Self::new(conn))
-    }
-}
-
-/// The URL without its password, for messages.
-pub(crate) fn shown(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
     }
 }
 

@@ -11,17 +11,7 @@ use super::{keys, StoredParam, TrialRecord};
 
 /// The trial's parameters as Optuna's `enqueue_trial` stores them: `{name: user value}`.
 pub fn fixed_params_attr(params: &BTreeMap<String, StoredParam>) -> Value {
-    Value::Object(
-        params
-            .iter()
-            .map(|(k, p)| {
-                (
-                    k.clone(),
-                    crate::space::decode_stored(p.internal, &p.distribution_json),
-                )
-            })
-            .collect(),
-    )
+    Value::Object(params.iter().map(|(k, p)| (k.clone(), p.value())).collect())
 }
 
 fn crash_retries(t: &TrialRecord) -> usize {

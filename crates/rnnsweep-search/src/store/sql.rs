@@ -878,10 +878,12 @@ mod tests {
     /// A fresh SQLite file, and a fresh PostgreSQL database when a test server is there.
     pub(crate) fn backends(tag: &str) -> Vec<Backend> {
         let dir = tempfile::tempdir().unwrap();
+        #[allow(unused_mut)]
         let mut out = vec![Backend {
             store: Box::new(SqliteStore::open(&dir.path().join("s.db")).unwrap()),
             _dir: Some(dir),
         }];
+        #[cfg(feature = "postgres")]
         if let Ok(url) = std::env::var("RNNSWEEP_TEST_POSTGRES") {
             let name = format!("unit_{}_{}", tag.to_lowercase(), std::process::id());
             let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();

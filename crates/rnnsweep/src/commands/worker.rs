@@ -6,8 +6,8 @@ use std::io::Write;
 
 use anyhow::Context;
 use rnnsweep_model::data::{load_csv, Labels};
-use rnnsweep_model::train::{evaluate_examples, fit, prepare, Control, EpochReport, FitOptions};
-use rnnsweep_model::ModelConfig;
+use rnnsweep_model::dataset::prepare;
+use rnnsweep_model::train::{evaluate_examples, fit, Control, EpochReport, FitOptions};
 use rnnsweep_search::spec::FunctionTrial;
 use rnnsweep_search::worker::{TrialTask, WorkerMessage, TRIAL_ENV, VAL_PREDICTIONS_FILE};
 use serde_json::Value;
@@ -58,7 +58,11 @@ fn train(task: &TrialTask) -> anyhow::Result<()> {
     if let Some(f) = &task.function {
         return evaluate_function(task, f);
     }
-    let cfg = ModelConfig::from_value(task.config.clone(), "trial config")?;
+    let cfg = task
+        .config
+        .clone()
+        .context("the trial task has no model configuration")?;
+    cfg.validate()?;
     let device = rnnsweep_model::device(&task.device)?;
     let table = load_csv(&task.train_file, &task.columns, Labels::Required)?;
     let data = prepare(&table, &cfg)?;
@@ -83,12 +87,11 @@ fn train(task: &TrialTask) -> anyhow::Result<()> {
     })?;
     // The kept model's validation predictions, for confusion matrices and ROC/PR plots.
     let (probs, _) = evaluate_examples(&outcome.net, &data.validation, cfg.batch_size)?;
-    let mut csv = String::from("probability,label\n");
-    for (p, y) in probs.iter().zip(&data.validation.labels) {
-        csv.push_str(&format!("{p},{y}\n"));
-    }
-    let path = task.trial_dir.join(VAL_PREDICTIONS_FILE);
-    std::fs::write(&path, csv).with_context(|| format!("{}: cannot write", path.display()))?;
+    rnnsweep_search::report::write_predictions(
+        &task.trial_dir.join(VAL_PREDICTIONS_FILE),
+        &probs,
+        &data.validation.labels,
+    )?;
     let kept = outcome.best_epoch.clamp(1, outcome.history.len().max(1)) - 1;
     let metrics = outcome
         .history
@@ -120,7 +123,7 @@ pub fn run() -> anyhow::Result<std::process::ExitCode> {
             emit(&WorkerMessage::Error {
                 message: format!("{e:#}"),
             });
-            Ok(std::process::ExitCode::from(crate::cli::EXIT_ERROR))
+            Ok(std::process::ExitCode::from(crate::exit::ERROR))
         }
     }
 }

@@ -1,11 +1,6 @@
 use std::path::PathBuf;
-use std::process::Command;
 
-fn rnnsweep() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_rnnsweep"));
-    c.env("RAYON_NUM_THREADS", "1");
-    c
-}
+use crate::common::*;
 
 fn sample_head(dir: &std::path::Path, rows: usize) -> PathBuf {
     let sample =
@@ -22,24 +17,23 @@ fn train_writes_a_model_that_predict_uses_on_unlabelled_files() {
     let dir = tempfile::tempdir().unwrap();
     let data = sample_head(dir.path(), 300);
     let model = dir.path().join("model");
-    let o = rnnsweep()
-        .args(["train", "--data"])
-        .arg(&data)
-        .args([
-            "--set",
-            "lstm_units=[8]",
-            "--set",
-            "dense=[{units: 8}]",
-            "--set",
-            "embedding_dim=8",
-            "--set",
-            "epochs=2",
-            "--out",
-        ])
-        .arg(&model)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run_ok(
+        rnnsweep()
+            .args(["train", "--data"])
+            .arg(&data)
+            .args([
+                "--set",
+                "lstm_units=[8]",
+                "--set",
+                "dense=[{units: 8}]",
+                "--set",
+                "embedding_dim=8",
+                "--set",
+                "epochs=2",
+                "--out",
+            ])
+            .arg(&model),
+    );
     let stdout = String::from_utf8(o.stdout).unwrap();
     assert!(
         stdout.contains("300 rows: 270 train / 30 validation"),
@@ -62,16 +56,15 @@ fn train_writes_a_model_that_predict_uses_on_unlabelled_files() {
     )
     .unwrap();
     let out = dir.path().join("pred.csv");
-    let o = rnnsweep()
-        .args(["predict", "--model"])
-        .arg(&model)
-        .arg("--input")
-        .arg(&unlabelled)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    run_ok(
+        rnnsweep()
+            .args(["predict", "--model"])
+            .arg(&model)
+            .arg("--input")
+            .arg(&unlabelled)
+            .arg("--out")
+            .arg(&out),
+    );
     let pred = std::fs::read_to_string(&out).unwrap();
     let rows: Vec<Vec<&str>> = pred.lines().map(|l| l.split(',').collect()).collect();
     assert_eq!(rows[0], vec!["id", "probability", "label"]);

@@ -1,8 +1,6 @@
 //! After a sweep: plots, exports, the best model retrained, a submission with flagged tweets.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// Width and height from a PNG's IHDR chunk.
 fn png_size(bytes: &[u8]) -> (u32, u32) {
@@ -16,20 +14,12 @@ fn png_size(bytes: &[u8]) -> (u32, u32) {
 fn a_finished_study_gives_plots_exports_a_retrained_model_and_a_submission() {
     let dir = tempfile::tempdir().unwrap();
     let spec = real_spec(dir.path());
-    let o = rnnsweep().arg("run").arg(&spec).output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    run_ok(rnnsweep().arg("run").arg(&spec));
     let db = dir.path().join("out/real.db");
 
     // Plots: PNG and SVG of each picture, decodable, at the documented size.
     let plots = dir.path().join("plots");
-    let o = rnnsweep()
-        .arg("plot")
-        .arg(&db)
-        .arg("--out")
-        .arg(&plots)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    run_ok(rnnsweep().arg("plot").arg(&db).arg("--out").arg(&plots));
     for name in [
         "optimization_history",
         "parallel_coordinates",
@@ -97,14 +87,13 @@ fn a_finished_study_gives_plots_exports_a_retrained_model_and_a_submission() {
         1 + 3 * 2
     );
     let out = dir.path().join("trials.json");
-    let o = rnnsweep()
-        .arg("export")
-        .arg(&db)
-        .args(["--format", "json", "--epochs", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(o.status.success());
+    run_ok(
+        rnnsweep()
+            .arg("export")
+            .arg(&db)
+            .args(["--format", "json", "--epochs", "--out"])
+            .arg(&out),
+    );
     let rows: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     let rows = rows.as_array().unwrap();

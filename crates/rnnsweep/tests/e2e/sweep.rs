@@ -1,24 +1,19 @@
 //! End-to-end sweeps with a stand-in worker (tests/fixtures/fake_worker.py) and with the
 //! built-in BiLSTM worker: specs, crashes, interrupts, resume, Optuna-schema contents.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use rnnsweep_search::store::{TrialRecord, TrialState};
 
 #[test]
 fn a_driver_killed_mid_trial_resumes_without_losing_or_repeating_work() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = fake_spec(
-        dir.path(),
-        "crash",
-        "random",
-        4,
-        0.4,
-        "  x: {distribution: uniform, min: 0.1, max: 1.0}\n",
-    );
+    let spec = FakeSpec::new(dir.path(), "crash")
+        .run_cap(4)
+        .sleep(0.4)
+        .params("  x: {distribution: uniform, min: 0.1, max: 1.0}\n")
+        .write();
     let (mut driver, _) = start_until(&spec, |l| l.starts_with("trial 1 epoch 1"));
     driver.kill().unwrap(); // SIGKILL: no chance to clean up
     driver.wait().unwrap();
@@ -78,14 +73,12 @@ fn a_driver_killed_mid_trial_resumes_without_losing_or_repeating_work() {
 #[test]
 fn grid_covers_each_point_once_across_an_interrupt() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = fake_spec(
-        dir.path(),
-        "grid",
-        "grid",
-        100,
-        0.5,
-        "  x: {values: [0.1, 0.2, 0.3]}\n  epochs: {values: [1, 2]}\n",
-    );
+    let spec = FakeSpec::new(dir.path(), "grid")
+        .method("grid")
+        .run_cap(100)
+        .sleep(0.5)
+        .params("  x: {values: [0.1, 0.2, 0.3]}\n  epochs: {values: [1, 2]}\n")
+        .write();
     let (mut driver, _) = start_until(&spec, |l| l.starts_with("trial 2 started"));
     // Two Ctrl-Cs: stop the running trial now. The shell's convention: 128 + SIGINT.
     signal(driver.id(), 2);
@@ -102,8 +95,7 @@ fn grid_covers_each_point_once_across_an_interrupt() {
     );
     assert_eq!(count(&mid, TrialState::Waiting), 1, "it is queued again");
 
-    let o = rnnsweep().arg("run").arg(&spec).output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let o = run_ok(rnnsweep().arg("run").arg(&spec));
     assert!(String::from_utf8_lossy(&o.stdout)
         .contains("every point of the search space has been tried"));
     let all = trials(&db, "grid");
@@ -128,14 +120,11 @@ fn grid_covers_each_point_once_across_an_interrupt() {
 #[test]
 fn a_first_ctrl_c_lets_running_trials_finish_and_starts_no_new_one() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = fake_spec(
-        dir.path(),
-        "drain",
-        "random",
-        5,
-        0.3,
-        "  x: {distribution: uniform, min: 0, max: 1}\n",
-    );
+    let spec = FakeSpec::new(dir.path(), "drain")
+        .run_cap(5)
+        .sleep(0.3)
+        .params("  x: {distribution: uniform, min: 0, max: 1}\n")
+        .write();
     let (mut driver, _) = start_until(&spec, |l| l.starts_with("trial 1 started"));
     signal(driver.id(), 2);
     let status = driver.wait().unwrap();
@@ -152,16 +141,12 @@ fn a_first_ctrl_c_lets_running_trials_finish_and_starts_no_new_one() {
 #[test]
 fn failing_trials_are_recorded_and_the_sweep_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = fake_spec(
-        dir.path(),
-        "fails",
-        "grid",
-        100,
-        0.0,
-        "  x: {values: [1, 2, 3]}\n  fail_on: {value: 2}\n",
-    );
-    let o = rnnsweep().arg("run").arg(&spec).output().unwrap();
-    assert!(o.status.success());
+    let spec = FakeSpec::new(dir.path(), "fails")
+        .method("grid")
+        .run_cap(100)
+        .params("  x: {values: [1, 2, 3]}\n  fail_on: {value: 2}\n")
+        .write();
+    run_ok(rnnsweep().arg("run").arg(&spec));
     let all = trials(&dir.path().join("fails.db"), "fails");
     assert_eq!(count(&all, TrialState::Complete), 2);
     let failed: Vec<&TrialRecord> = all.iter().filter(|t| t.state == TrialState::Fail).collect();
@@ -172,21 +157,11 @@ fn failing_trials_are_recorded_and_the_sweep_goes_on() {
 #[test]
 fn a_changed_search_space_is_refused_and_the_study_left_untouched() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = fake_spec(
-        dir.path(),
-        "space",
-        "random",
-        2,
-        0.0,
-        "  x: {values: [1, 2]}\n",
-    );
-    assert!(rnnsweep()
-        .arg("run")
-        .arg(&spec)
-        .output()
-        .unwrap()
-        .status
-        .success());
+    let spec = FakeSpec::new(dir.path(), "space")
+        .run_cap(2)
+        .params("  x: {values: [1, 2]}\n")
+        .write();
+    run_ok(rnnsweep().arg("run").arg(&spec));
     let db = dir.path().join("space.db");
     let text = std::fs::read_to_string(&spec)
         .unwrap()
@@ -202,13 +177,7 @@ fn a_changed_search_space_is_refused_and_the_study_left_untouched() {
         "{stderr}"
     );
     assert_eq!(trials(&db, "space").len(), 2);
-    let o = rnnsweep()
-        .arg("run")
-        .arg(&spec)
-        .arg("--force-new-space")
-        .output()
-        .unwrap();
-    assert!(o.status.success());
+    run_ok(rnnsweep().arg("run").arg(&spec).arg("--force-new-space"));
     assert_eq!(count(&trials(&db, "space"), TrialState::Complete), 3);
 }
 
@@ -323,14 +292,11 @@ fn the_built_in_worker_trains_ranks_and_resumes_from_the_study_file() {
 #[test]
 fn sigterm_stops_running_trials_and_exits_with_143() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = fake_spec(
-        dir.path(),
-        "term",
-        "random",
-        5,
-        0.5,
-        "  x: {values: [0.1, 0.2, 0.3]}\n",
-    );
+    let spec = FakeSpec::new(dir.path(), "term")
+        .run_cap(5)
+        .sleep(0.5)
+        .params("  x: {values: [0.1, 0.2, 0.3]}\n")
+        .write();
     let (mut driver, _) = start_until(&spec, |l| l.starts_with("trial 0 started"));
     signal(driver.id(), 15);
     let status = driver.wait().unwrap();
@@ -350,8 +316,7 @@ fn a_new_study_of_the_same_name_never_adopts_the_old_ones_checkpoints() {
     let spec = real_spec(dir.path());
     let db = dir.path().join("out/real.db");
     let run = || {
-        let o = rnnsweep().arg("run").arg(&spec).output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        run_ok(rnnsweep().arg("run").arg(&spec));
         trials(&db, "real")
     };
     let first = run();
@@ -397,31 +362,30 @@ fn a_checkpoint_for_other_data_is_not_resumed() {
         if std::fs::read_to_string(&data).ok().as_deref() != Some(text.as_str()) {
             std::fs::write(&data, text).unwrap();
         }
-        let o = rnnsweep()
-            .args(["train", "--data"])
-            .arg(&data)
-            .args([
-                "--set",
-                "lstm_units=[8]",
-                "--set",
-                "dense=[{units: 8}]",
-                "--set",
-                "embedding_dim=8",
-            ])
-            .args([
-                "--set",
-                "epochs=2",
-                "--set",
-                "batch_size=64",
-                "--set",
-                "batch_norm_momentum=0.9",
-            ])
-            .arg("--checkpoint")
-            .arg("--out")
-            .arg(dir.path().join("model"))
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let o = run_ok(
+            rnnsweep()
+                .args(["train", "--data"])
+                .arg(&data)
+                .args([
+                    "--set",
+                    "lstm_units=[8]",
+                    "--set",
+                    "dense=[{units: 8}]",
+                    "--set",
+                    "embedding_dim=8",
+                ])
+                .args([
+                    "--set",
+                    "epochs=2",
+                    "--set",
+                    "batch_size=64",
+                    "--set",
+                    "batch_norm_momentum=0.9",
+                ])
+                .arg("--checkpoint")
+                .arg("--out")
+                .arg(dir.path().join("model")),
+        );
         (
             String::from_utf8_lossy(&o.stderr).into_owned(),
             std::fs::read_to_string(dir.path().join("model/history.csv")).unwrap(),
@@ -444,27 +408,17 @@ fn a_checkpoint_for_other_data_is_not_resumed() {
 #[test]
 fn enqueued_values_run_exactly_and_bad_ones_never_run() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = fake_spec(
-        dir.path(),
-        "queue",
-        "random",
-        3,
-        0.0,
-        "  x: {distribution: uniform, min: 0.1, max: 1.0}\n  opt: {values: [adam, sgd]}\n",
-    );
+    let spec = FakeSpec::new(dir.path(), "queue")
+        .run_cap(3)
+        .params("  x: {distribution: uniform, min: 0.1, max: 1.0}\n  opt: {values: [adam, sgd]}\n")
+        .write();
     let db = dir.path().join("queue.db");
     // A study must exist first: run one trial's worth, then queue by hand.
     let text = std::fs::read_to_string(&spec)
         .unwrap()
         .replace("run_cap: 3", "run_cap: 1");
     std::fs::write(&spec, &text).unwrap();
-    assert!(rnnsweep()
-        .arg("run")
-        .arg(&spec)
-        .output()
-        .unwrap()
-        .status
-        .success());
+    run_ok(rnnsweep().arg("run").arg(&spec));
     let enqueue = |args: &[&str]| {
         rnnsweep()
             .current_dir(dir.path())
@@ -515,8 +469,7 @@ fn enqueued_values_run_exactly_and_bad_ones_never_run() {
         assert_eq!(store.enqueue(id, &attrs).unwrap(), 2);
     }
     std::fs::write(&spec, text.replace("run_cap: 1", "run_cap: 3")).unwrap();
-    let o = rnnsweep().arg("run").arg(&spec).output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    run_ok(rnnsweep().arg("run").arg(&spec));
     let all = trials(&db, "queue");
     let t1 = all.iter().find(|t| t.number == 1).unwrap();
     assert_eq!(t1.state, TrialState::Complete);
@@ -533,13 +486,7 @@ fn enqueued_values_run_exactly_and_bad_ones_never_run() {
         "a rejected trial never ran with defaults"
     );
     // `retry --failed` queues it again with Optuna's retry keys; a second retry is refused.
-    let o = rnnsweep()
-        .args(["retry"])
-        .arg(&db)
-        .arg("--failed")
-        .output()
-        .unwrap();
-    assert!(o.status.success());
+    run_ok(rnnsweep().args(["retry"]).arg(&db).arg("--failed"));
     let all = trials(&db, "queue");
     let again = all.last().unwrap();
     assert_eq!(again.state, TrialState::Waiting);
@@ -560,56 +507,37 @@ fn enqueued_values_run_exactly_and_bad_ones_never_run() {
 #[test]
 fn study_files_open_by_sqlalchemy_urls() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = fake_spec(
-        dir.path(),
-        "urls",
-        "random",
-        2,
-        0.0,
-        "  x: {values: [1, 2]}\n",
-    );
+    let spec = FakeSpec::new(dir.path(), "urls")
+        .run_cap(2)
+        .params("  x: {values: [1, 2]}\n")
+        .write();
     // The spec may name its study by URL too.
     let text = std::fs::read_to_string(&spec)
         .unwrap()
         .replace("storage: urls.db", "storage: sqlite:///urls.db");
     std::fs::write(&spec, text).unwrap();
-    assert!(rnnsweep()
-        .arg("run")
-        .arg(&spec)
-        .output()
-        .unwrap()
-        .status
-        .success());
+    run_ok(rnnsweep().arg("run").arg(&spec));
     let db = dir.path().join("urls.db");
     let lb = |loc: &str| {
-        let o = rnnsweep()
-            .current_dir(dir.path())
-            .args(["leaderboard", loc, "--format", "csv"])
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "{loc}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        let o = run_ok(rnnsweep().current_dir(dir.path()).args([
+            "leaderboard",
+            loc,
+            "--format",
+            "csv",
+        ]));
         String::from_utf8(o.stdout).unwrap()
     };
     let plain = lb("urls.db");
     assert_eq!(plain.lines().count(), 3);
     assert_eq!(lb("sqlite:///urls.db"), plain);
     assert_eq!(lb(&format!("sqlite:///{}", db.display())), plain);
-    let o = rnnsweep()
-        .current_dir(dir.path())
-        .args([
-            "copy-study",
-            "--from",
-            "sqlite:///urls.db",
-            "--to",
-            "sqlite:///copy.db",
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    run_ok(rnnsweep().current_dir(dir.path()).args([
+        "copy-study",
+        "--from",
+        "sqlite:///urls.db",
+        "--to",
+        "sqlite:///copy.db",
+    ]));
     assert_eq!(lb("sqlite:///copy.db"), plain);
     let o = rnnsweep()
         .args(["leaderboard", "sqlite://urls.db"])

@@ -3,13 +3,11 @@
 //! The server's URL comes from RNNSWEEP_TEST_POSTGRES; without it these tests say so and pass
 //! only outside CI.
 
-mod common;
-
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
-use common::*;
+use crate::common::*;
 use rnnsweep_search::store::{StorageLocation, TrialState};
 
 /// A fresh database on the test server for one test.
@@ -43,15 +41,12 @@ fn three_drivers_share_a_postgres_study_and_recover_a_killed_ones_trial() {
     };
     let dir = tempfile::tempdir().unwrap();
     let workdir = tempfile::tempdir().unwrap();
-    let spec = fake_spec_with(
-        dir.path(),
-        "shared",
-        "random",
-        9,
-        0.3,
-        "  x: {distribution: uniform, min: 0, max: 1}\n  epochs: {value: 3}\n",
-        "resources: {threads_per_trial: 1}\n",
-    );
+    let spec = FakeSpec::new(dir.path(), "shared")
+        .run_cap(9)
+        .sleep(0.3)
+        .params("  x: {distribution: uniform, min: 0, max: 1}\n  epochs: {value: 3}\n")
+        .top("resources: {threads_per_trial: 1}\n")
+        .write();
     let mut drivers: Vec<_> = (0..3)
         .map(|_| {
             rnnsweep()
@@ -121,21 +116,12 @@ fn three_drivers_share_a_postgres_study_and_recover_a_killed_ones_trial() {
 fn a_study_copies_from_sqlite_to_postgres_and_back_unchanged() {
     let Some(url) = database("copy") else { return };
     let dir = tempfile::tempdir().unwrap();
-    let spec = fake_spec(
-        dir.path(),
-        "laptop",
-        "grid",
-        10,
-        0.0,
-        "  x: {values: [0.2, 0.4, 0.6]}\n  fail_on: {value: 0.4}\n",
-    );
-    assert!(rnnsweep()
-        .arg("run")
-        .arg(&spec)
-        .output()
-        .unwrap()
-        .status
-        .success());
+    let spec = FakeSpec::new(dir.path(), "laptop")
+        .method("grid")
+        .run_cap(10)
+        .params("  x: {values: [0.2, 0.4, 0.6]}\n  fail_on: {value: 0.4}\n")
+        .write();
+    run_ok(rnnsweep().arg("run").arg(&spec));
     let db = dir.path().join("laptop.db");
     let back = dir.path().join("back.db");
     for (from, to) in [
@@ -145,30 +131,22 @@ fn a_study_copies_from_sqlite_to_postgres_and_back_unchanged() {
             format!("sqlite:///{}", back.display()),
         ),
     ] {
-        let o = rnnsweep()
-            .args([
-                "copy-study",
-                "--from",
-                &from,
-                "--to",
-                &to,
-                "--study",
-                "laptop",
-            ])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let o = run_ok(rnnsweep().args([
+            "copy-study",
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--study",
+            "laptop",
+        ]));
         assert_eq!(
             String::from_utf8_lossy(&o.stdout).trim(),
             "copied study `laptop`: 3 trials"
         );
     }
     let leaderboard = |loc: &str| {
-        let o = rnnsweep()
-            .args(["leaderboard", loc, "--format", "csv"])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let o = run_ok(rnnsweep().args(["leaderboard", loc, "--format", "csv"]));
         String::from_utf8(o.stdout).unwrap()
     };
     let original = leaderboard(&db.display().to_string());

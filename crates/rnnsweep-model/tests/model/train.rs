@@ -7,9 +7,8 @@ use candle_core::Device;
 use rnnsweep_model::artifact::TrainedModel;
 use rnnsweep_model::config::{DenseConfig, OptimizerName};
 use rnnsweep_model::data::{load_csv, Columns, Labels, Table};
-use rnnsweep_model::train::{
-    evaluate_examples, fit, prepare, Control, EpochReport, FitOptions, StopReason,
-};
+use rnnsweep_model::dataset::prepare;
+use rnnsweep_model::train::{evaluate_examples, fit, Control, EpochReport, FitOptions, StopReason};
 use rnnsweep_model::ModelConfig;
 
 fn sample(rows: usize) -> Table {

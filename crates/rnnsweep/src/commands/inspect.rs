@@ -1,11 +1,33 @@
-use std::io::Write;
+//! `rnnsweep data inspect`: a data file the way the model will see it.
 
 use anyhow::Context;
 use rnnsweep_model::data::{load_csv, Columns, Labels};
 use rnnsweep_model::dataset::{class_weights, longest, pad_sequences, Padding, Truncating};
 use rnnsweep_model::tokenizer::Tokenizer;
 
-use crate::cli::InspectArgs;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct InspectArgs {
+    /// CSV file with a header (`id,label,tweet` by default; `label` may be absent).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Keras `num_words`: keep word ids below this.
+    #[arg(long, default_value_t = 5000)]
+    pub max_words: usize,
+    /// Sequence length (default: the longest tokenized row).
+    #[arg(long)]
+    pub seq_len: Option<usize>,
+    /// Write `id,` and the post-padded id sequence, one line per row.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long, default_value = "id")]
+    pub id_column: String,
+    #[arg(long, default_value = "label")]
+    pub label_column: String,
+    #[arg(long, default_value = "tweet")]
+    pub text_column: String,
+}
 
 pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
     if args.max_words < 2 {
@@ -60,12 +82,13 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
 
     if let Some(out) = &args.out {
         let padded = pad_sequences(&sequences, len, Padding::Post, Truncating::Pre);
-        let file = std::fs::File::create(out)
+        let mut w = csv::WriterBuilder::new()
+            .has_headers(false)
+            .from_path(out)
             .with_context(|| format!("{}: cannot create", out.display()))?;
-        let mut w = std::io::BufWriter::new(file);
         for (r, row) in table.rows.iter().enumerate() {
             let ids: Vec<String> = padded.row(r).iter().map(u32::to_string).collect();
-            writeln!(w, "{},{}", row.id, ids.join(" "))?;
+            w.write_record([row.id.as_str(), &ids.join(" ")])?;
         }
         w.flush()
             .with_context(|| format!("{}: cannot write", out.display()))?;

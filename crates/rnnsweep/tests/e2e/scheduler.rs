@@ -1,13 +1,11 @@
 //! Parallel trials: device slots (with fake GPUs), several drivers on one study, SIGKILL at
 //! random moments, a user's own command.
 
-mod common;
-
 use std::collections::{BTreeMap, HashSet};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use rand::{Rng, SeedableRng};
 use rnnsweep_search::store::TrialState;
 
@@ -39,15 +37,7 @@ fn runs(log: &str) -> Vec<(i64, String, f64, f64)> {
 #[test]
 fn four_fake_gpus_each_run_their_own_trials_one_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = fake_spec_with(
-        dir.path(),
-        "gpus",
-        "random",
-        12,
-        0.15,
-        "  x: {distribution: uniform, min: 0.1, max: 1.0}\n  epochs: {value: 2}\n  crash_on: {value: 0.5}\n",
-        "resources: {devices: [cuda:0, cuda:1, cuda:2, cuda:3], trials_per_device: 1}\n",
-    );
+    let spec = FakeSpec::new(dir.path(), "gpus").run_cap(12).sleep(0.15).params("  x: {distribution: uniform, min: 0.1, max: 1.0}\n  epochs: {value: 2}\n  crash_on: {value: 0.5}\n").top("resources: {devices: [cuda:0, cuda:1, cuda:2, cuda:3], trials_per_device: 1}\n").write();
     let o = rnnsweep()
         .env("RNNSWEEP_FAKE_CUDA", "1")
         .arg("run")
@@ -103,22 +93,19 @@ fn four_fake_gpus_each_run_their_own_trials_one_at_a_time() {
 fn a_crashed_trial_frees_its_slot() {
     let dir = tempfile::tempdir().unwrap();
     // Every trial with x = 1 dies by SIGKILL mid-epoch; one GPU, so later trials need the slot.
-    let spec = fake_spec_with(
-        dir.path(),
-        "crashes",
-        "grid",
-        100,
-        0.05,
-        "  x: {values: [1, 2, 3, 4]}\n  crash_on: {value: 1}\n  epochs: {value: 1}\n",
-        "resources: {devices: [cuda:7]}\n",
+    let spec = FakeSpec::new(dir.path(), "crashes")
+        .method("grid")
+        .run_cap(100)
+        .sleep(0.05)
+        .params("  x: {values: [1, 2, 3, 4]}\n  crash_on: {value: 1}\n  epochs: {value: 1}\n")
+        .top("resources: {devices: [cuda:7]}\n")
+        .write();
+    run_ok(
+        rnnsweep()
+            .env("RNNSWEEP_FAKE_CUDA", "1")
+            .arg("run")
+            .arg(&spec),
     );
-    let o = rnnsweep()
-        .env("RNNSWEEP_FAKE_CUDA", "1")
-        .arg("run")
-        .arg(&spec)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
     let all = trials(&dir.path().join("crashes.db"), "crashes");
     assert_eq!(count(&all, TrialState::Complete), 3);
     let failed: Vec<_> = all.iter().filter(|t| t.state == TrialState::Fail).collect();
@@ -137,15 +124,11 @@ fn cuda_devices_need_a_cuda_build() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let spec = fake_spec_with(
-        dir.path(),
-        "nocuda",
-        "random",
-        1,
-        0.0,
-        "  x: {value: 1}\n",
-        "resources: {devices: [cuda:0]}\n",
-    );
+    let spec = FakeSpec::new(dir.path(), "nocuda")
+        .run_cap(1)
+        .params("  x: {value: 1}\n")
+        .top("resources: {devices: [cuda:0]}\n")
+        .write();
     let o = rnnsweep().arg("run").arg(&spec).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&o.stderr);
@@ -159,15 +142,12 @@ fn cuda_devices_need_a_cuda_build() {
 #[test]
 fn four_drivers_share_one_study_without_duplicates_or_lock_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = fake_spec_with(
-        dir.path(),
-        "shared",
-        "random",
-        16,
-        0.05,
-        "  x: {distribution: uniform, min: 0, max: 1}\n  epochs: {value: 2}\n",
-        "resources: {trials_per_device: 2, threads_per_trial: 1}\n",
-    );
+    let spec = FakeSpec::new(dir.path(), "shared")
+        .run_cap(16)
+        .sleep(0.05)
+        .params("  x: {distribution: uniform, min: 0, max: 1}\n  epochs: {value: 2}\n")
+        .top("resources: {trials_per_device: 2, threads_per_trial: 1}\n")
+        .write();
     let drivers: Vec<_> = (0..4)
         .map(|_| {
             rnnsweep()
@@ -201,15 +181,12 @@ fn four_drivers_share_one_study_without_duplicates_or_lock_errors() {
 #[test]
 fn a_study_survives_ten_sigkills_at_random_moments() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = fake_spec_with(
-        dir.path(),
-        "chaos",
-        "random",
-        10,
-        0.1,
-        "  x: {distribution: uniform, min: 0, max: 1}\n  epochs: {value: 3}\n",
-        "heartbeat_grace: 1s\nresources: {trials_per_device: 2, threads_per_trial: 1}\n",
-    );
+    let spec = FakeSpec::new(dir.path(), "chaos")
+        .run_cap(10)
+        .sleep(0.1)
+        .params("  x: {distribution: uniform, min: 0, max: 1}\n  epochs: {value: 3}\n")
+        .top("heartbeat_grace: 1s\nresources: {trials_per_device: 2, threads_per_trial: 1}\n")
+        .write();
     // heartbeat_grace given twice would be a YAML error: drop the helper's default.
     let text = std::fs::read_to_string(&spec)
         .unwrap()
@@ -228,8 +205,7 @@ fn a_study_survives_ten_sigkills_at_random_moments() {
         driver.kill().unwrap();
         driver.wait().unwrap();
     }
-    let o = rnnsweep().arg("run").arg(&spec).output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    run_ok(rnnsweep().arg("run").arg(&spec));
     let all = trials(&dir.path().join("chaos.db"), "chaos");
     let complete: Vec<_> = all
         .iter()
@@ -265,15 +241,12 @@ fn a_users_own_command_gets_its_parameters_as_a_placeholder() {
         "trial: {{command: [python3, {}, \"{{params_json}}\"]}}\n",
         fake_worker()
     );
-    let spec = fake_spec_with(
-        dir.path(),
-        "own",
-        "grid",
-        10,
-        0.0,
-        "  x: {values: [0.25, 0.75]}\n  epochs: {value: 2}\n",
-        &top,
-    );
+    let spec = FakeSpec::new(dir.path(), "own")
+        .method("grid")
+        .run_cap(10)
+        .params("  x: {values: [0.25, 0.75]}\n  epochs: {value: 2}\n")
+        .top(&top)
+        .write();
     let o = rnnsweep().arg("run").arg(&spec).output().unwrap();
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{stdout}");
@@ -305,22 +278,18 @@ fn a_users_own_command_gets_its_parameters_as_a_placeholder() {
 #[test]
 fn out_of_memory_on_a_gpu_is_retried_once_on_another() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = fake_spec_with(
-        dir.path(),
-        "oom",
-        "grid",
-        10,
-        0.0,
-        "  x: {values: [1]}\n  oom_on: {value: 0}\n  epochs: {value: 1}\n",
-        "resources: {devices: [cuda:0, cuda:1]}\n",
+    let spec = FakeSpec::new(dir.path(), "oom")
+        .method("grid")
+        .run_cap(10)
+        .params("  x: {values: [1]}\n  oom_on: {value: 0}\n  epochs: {value: 1}\n")
+        .top("resources: {devices: [cuda:0, cuda:1]}\n")
+        .write();
+    run_ok(
+        rnnsweep()
+            .env("RNNSWEEP_FAKE_CUDA", "1")
+            .arg("run")
+            .arg(&spec),
     );
-    let o = rnnsweep()
-        .env("RNNSWEEP_FAKE_CUDA", "1")
-        .arg("run")
-        .arg(&spec)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
     let all = trials(&dir.path().join("oom.db"), "oom");
     assert_eq!(all.len(), 2, "one retry");
     assert_eq!(

@@ -1,8 +1,4 @@
-use std::process::Command;
-
-fn rnnsweep() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_rnnsweep"))
-}
+use crate::common::*;
 
 #[test]
 fn inspect_prints_summary_and_writes_padded_ids() {
@@ -10,14 +6,13 @@ fn inspect_prints_summary_and_writes_padded_ids() {
     let csv = dir.path().join("in.csv");
     std::fs::write(&csv, "id,label,tweet\n10,0,b a\n11,1,c b\n12,0,a c b d\n").unwrap();
     let out = dir.path().join("ids.txt");
-    let o = rnnsweep()
-        .args(["data", "inspect", "--input"])
-        .arg(&csv)
-        .args(["--max-words", "4", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run_ok(
+        rnnsweep()
+            .args(["data", "inspect", "--input"])
+            .arg(&csv)
+            .args(["--max-words", "4", "--out"])
+            .arg(&out),
+    );
     let stdout = String::from_utf8(o.stdout).unwrap();
     assert!(stdout.contains("rows              3"), "{stdout}");
     assert!(stdout.contains("positives         1 (33.33 %)"), "{stdout}");

@@ -1,11 +1,9 @@
 //! Search efficiency: TPE, pruning (ASHA and median) on synthetic objectives, pruned trials
 //! stored as Optuna stores them.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use rnnsweep_search::store::TrialState;
 
 fn function_spec(
@@ -38,8 +36,7 @@ fn asha_prunes_at_rungs_and_stores_pruned_trials_as_optuna_does() {
         30,
         "early_terminate: {type: hyperband, min_iter: 1, eta: 3}\n",
     );
-    let o = rnnsweep().arg("run").arg(&spec).output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    run_ok(rnnsweep().arg("run").arg(&spec));
     let all = trials(&dir.path().join("asha.db"), "asha");
     let pruned: Vec<_> = all
         .iter()
@@ -84,8 +81,7 @@ fn median_pruning_stops_trials_worse_than_the_median() {
         20,
         "early_terminate: {type: median, warmup_epochs: 2, min_trials: 3}\n",
     );
-    let o = rnnsweep().arg("run").arg(&spec).output().unwrap();
-    assert!(o.status.success());
+    run_ok(rnnsweep().arg("run").arg(&spec));
     let all = trials(&dir.path().join("median.db"), "median");
     let pruned: Vec<_> = all
         .iter()
@@ -95,6 +91,49 @@ fn median_pruning_stops_trials_worse_than_the_median() {
     assert!(
         pruned.iter().all(|t| t.intermediate.len() > 2),
         "never during warm-up"
+    );
+    // Trials run one at a time here, so a trial was judged against the trials numbered before
+    // it: its best value so far (branin is minimised) was worse than their median at the
+    // epoch it stopped, and there were at least min_trials of them.
+    for t in &pruned {
+        let (epoch, _) = *t.intermediate.last().unwrap();
+        let best = t
+            .intermediate
+            .iter()
+            .filter_map(|(_, v)| *v)
+            .fold(f64::INFINITY, f64::min);
+        let mut before: Vec<f64> = all
+            .iter()
+            .filter(|o| o.number < t.number)
+            .filter_map(|o| {
+                o.intermediate
+                    .iter()
+                    .find(|(s, _)| *s == epoch)
+                    .and_then(|(_, v)| *v)
+            })
+            .collect();
+        assert!(
+            before.len() >= 3,
+            "trial {} pruned with {} others",
+            t.number,
+            before.len()
+        );
+        before.sort_by(f64::total_cmp);
+        let n = before.len();
+        let median = if n % 2 == 1 {
+            before[n / 2]
+        } else {
+            (before[n / 2 - 1] + before[n / 2]) / 2.0
+        };
+        assert!(
+            best > median,
+            "trial {} was pruned at epoch {epoch} with best {best} but the median was {median}",
+            t.number
+        );
+    }
+    assert!(
+        all.iter().any(|t| t.state == TrialState::Complete),
+        "not everything is pruned"
     );
 }
 
@@ -116,8 +155,7 @@ fn tpe_is_reproducible_and_finds_better_points_than_its_random_start() {
         "resources: {trials_per_device: 1}\n",
     );
     for s in [&a, &b] {
-        let o = rnnsweep().arg("run").arg(s).output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        run_ok(rnnsweep().arg("run").arg(s));
     }
     let ta = trials(&dir.path().join("tpe_a.db"), "tpe_a");
     let tb = trials(&dir.path().join("tpe_b.db"), "tpe_b");

@@ -1,5 +1,4 @@
 //! Helpers shared by the end-to-end tests: the binary, a stand-in worker, specs, study reads.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -34,39 +33,100 @@ pub fn fake_worker() -> String {
         .to_string()
 }
 
-/// A spec using the fake worker; `params` adds parameters (YAML lines).
-pub fn fake_spec(
-    dir: &Path,
-    name: &str,
-    method: &str,
+/// A spec whose trials run the stand-in worker: `FakeSpec::new(dir, "name").run_cap(4)
+/// .sleep(0.2).params("  x: {values: [1, 2]}\n").write()`. The study file is `<name>.db` in
+/// `dir`; every trial appends its start and end to `runs.log` there.
+pub struct FakeSpec<'a> {
+    dir: &'a Path,
+    name: &'a str,
+    method: &'a str,
     run_cap: usize,
     sleep: f64,
-    params: &str,
-) -> PathBuf {
-    fake_spec_with(dir, name, method, run_cap, sleep, params, "")
+    params: &'a str,
+    top: &'a str,
 }
 
-/// As [`fake_spec`], with extra top-level YAML (`resources`, `trial`).
-pub fn fake_spec_with(
-    dir: &Path,
-    name: &str,
-    method: &str,
-    run_cap: usize,
-    sleep: f64,
-    params: &str,
-    top: &str,
-) -> PathBuf {
-    std::fs::write(dir.join("train.csv"), "id,label,tweet\n1,0,a\n").unwrap();
-    let log = dir.join("runs.log");
-    let text = format!(
-        "name: {name}\nstorage: {name}.db\ndata: {{train: train.csv}}\nmethod: {method}\nseed: 3\nrun_cap: {run_cap}\nheartbeat_grace: 2s\n\
-         {trial}{top}parameters:\n  sleep: {{value: {sleep}}}\n  log: {{value: \"{log}\"}}\n{params}",
-        trial = if top.lines().any(|l| l.starts_with("trial:")) { String::new() } else { format!("trial: {{command: [python3, {}]}}\n", fake_worker()) },
-        log = log.display()
+impl<'a> FakeSpec<'a> {
+    pub fn new(dir: &'a Path, name: &'a str) -> Self {
+        Self {
+            dir,
+            name,
+            method: "random",
+            run_cap: 1,
+            sleep: 0.0,
+            params: "",
+            top: "",
+        }
+    }
+
+    pub fn method(mut self, method: &'a str) -> Self {
+        self.method = method;
+        self
+    }
+
+    pub fn run_cap(mut self, n: usize) -> Self {
+        self.run_cap = n;
+        self
+    }
+
+    /// Seconds each epoch of the stand-in worker sleeps.
+    pub fn sleep(mut self, seconds: f64) -> Self {
+        self.sleep = seconds;
+        self
+    }
+
+    /// More parameters (YAML lines under `parameters:`).
+    pub fn params(mut self, yaml: &'a str) -> Self {
+        self.params = yaml;
+        self
+    }
+
+    /// More top-level YAML (`resources`, `trial`, `heartbeat_grace`).
+    pub fn top(mut self, yaml: &'a str) -> Self {
+        self.top = yaml;
+        self
+    }
+
+    pub fn write(self) -> PathBuf {
+        let Self {
+            dir,
+            name,
+            method,
+            run_cap,
+            sleep,
+            params,
+            top,
+        } = self;
+        std::fs::write(dir.join("train.csv"), "id,label,tweet\n1,0,a\n").unwrap();
+        let log = dir.join("runs.log");
+        let trial = if top.lines().any(|l| l.starts_with("trial:")) {
+            String::new()
+        } else {
+            format!("trial: {{command: [python3, {}]}}\n", fake_worker())
+        };
+        let text = format!(
+            "name: {name}\nstorage: {name}.db\ndata: {{train: train.csv}}\nmethod: {method}\nseed: 3\nrun_cap: {run_cap}\nheartbeat_grace: 2s\n\
+             {trial}{top}parameters:\n  sleep: {{value: {sleep}}}\n  log: {{value: \"{log}\"}}\n{params}",
+            log = log.display()
+        );
+        let p = dir.join(format!("{name}.yaml"));
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+/// Runs the command and returns its output, failing the test with both streams if it failed.
+pub fn run_ok(cmd: &mut Command) -> std::process::Output {
+    let o = cmd.output().unwrap();
+    assert!(
+        o.status.success(),
+        "{:?} failed ({}):\n{}\n{}",
+        cmd,
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
     );
-    let p = dir.join(format!("{name}.yaml"));
-    std::fs::write(&p, text).unwrap();
-    p
+    o
 }
 
 pub fn trials(db: &Path, study: &str) -> Vec<TrialRecord> {

@@ -1,0 +1,68 @@
+//! `rnnsweep leaderboard`: a study's trials ranked, as a table, CSV or JSON.
+
+use anyhow::bail;
+use rnnsweep_model::metrics::{direction_of, Metric};
+use rnnsweep_search::leaderboard::{rank, render_csv, render_json, render_table};
+use rnnsweep_search::store::StorageLocation;
+use rnnsweep_search::study::Study;
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(clap::Args)]
+pub struct LeaderboardArgs {
+    /// The study: a file, `sqlite:///file.db` or `postgresql://…`.
+    pub db: StorageLocation,
+    #[arg(long)]
+    pub study: Option<String>,
+    /// Show the best N trials (default: all).
+    #[arg(long)]
+    pub top: Option<usize>,
+    /// Rank by this metric instead of the study's objective.
+    #[arg(long)]
+    pub metric: Option<String>,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+    /// Table columns, comma-separated (default: the objective, three metrics and the
+    /// parameters that vary; CSV and JSON always carry every column).
+    #[arg(long, value_delimiter = ',')]
+    pub columns: Vec<String>,
+}
+
+pub fn run(args: &LeaderboardArgs) -> anyhow::Result<()> {
+    let study = Study::open(&args.db, args.study.as_deref())?;
+    let objective = study.objective()?;
+    if let Some(m) = &args.metric {
+        if m != &objective && direction_of(m).is_none() {
+            bail!(
+                "--metric {m}: not a reported metric (one of: {})",
+                Metric::names()
+            );
+        }
+    }
+    let mut rows = rank(
+        &study.store.trials(study.id)?,
+        &objective,
+        study.direction,
+        args.metric.as_deref(),
+    );
+    if let Some(n) = args.top {
+        rows.truncate(n);
+    }
+    let label = args.metric.clone().unwrap_or(objective);
+    let text = match args.format {
+        Format::Table => {
+            render_table(&rows, &label, Some(&args.columns), None)
+                .map_err(|m| anyhow::anyhow!(m))?
+                + "\n"
+        }
+        Format::Csv => render_csv(&rows, &label),
+        Format::Json => render_json(&rows, &label) + "\n",
+    };
+    print!("{text}");
+    Ok(())
+}

@@ -1,0 +1,115 @@
+//! `rnnsweep train`: one configuration, trained and saved as a model folder.
+
+use std::path::PathBuf;
+
+use rnnsweep_model::artifact::TrainedModel;
+use rnnsweep_model::data::{load_csv, Columns, Labels};
+use rnnsweep_model::dataset::prepare;
+use rnnsweep_model::train::{
+    discard_foreign_checkpoint, fit, task_fingerprint, write_history, Control, FitOptions,
+};
+use rnnsweep_model::ModelConfig;
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// Labelled CSV (`id,label,tweet`).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Model configuration (YAML or JSON); defaults to the report's model.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Override a setting, e.g. `--set lstm_units=[64,64] --set optimizer.name=rmsprop`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Model directory to write (config, tokenizer, weights, history.csv).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// `cpu` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Keep a checkpoint after each epoch in OUT/checkpoint and resume from it if present.
+    #[arg(long)]
+    pub checkpoint: bool,
+}
+
+fn load_config(args: &TrainArgs) -> anyhow::Result<ModelConfig> {
+    let base = match &args.config {
+        Some(p) => ModelConfig::load(p)?,
+        None => ModelConfig::default(),
+    };
+    Ok(base.with_overrides(&args.overrides)?)
+}
+
+pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
+    let cfg = load_config(args)?;
+    let device = rnnsweep_model::device(&args.device)?;
+    let table = load_csv(&args.data, &Columns::default(), Labels::Required)?;
+    let data = prepare(&table, &cfg)?;
+    println!(
+        "{} rows: {} train / {} validation, sequence length {}, vocabulary {} ids, class weights {:.3}/{:.3}",
+        table.rows.len(),
+        data.train.labels.len(),
+        data.validation.labels.len(),
+        data.sequence_length,
+        data.tokenizer.id_limit() - 1,
+        data.class_weights[0],
+        data.class_weights[1]
+    );
+    println!(
+        "{:>5}  {:>10}  {:>9}  {:>8}  {:>7}  {:>9}  {:>6}  {:>6}  {:>7}  {:>7}  {:>7}",
+        "epoch",
+        "train_loss",
+        "train_acc",
+        "val_loss",
+        "val_acc",
+        "precision",
+        "recall",
+        "f1",
+        "spec",
+        "roc_auc",
+        "seconds"
+    );
+    let options = FitOptions {
+        checkpoint_dir: args.checkpoint.then(|| args.out.join("checkpoint")),
+        replay_history: true,
+        task: Some(task_fingerprint(&args.data)),
+    };
+    if let Some(dir) = &options.checkpoint_dir {
+        if let Some(w) = discard_foreign_checkpoint(dir, &cfg, options.task.as_ref())? {
+            eprintln!("warning: {w}");
+        }
+    }
+    let outcome = fit(&cfg, &data, &device, &options, |r| {
+        println!(
+            "{:>5}  {:>10.4}  {:>9.4}  {:>8.4}  {:>7.4}  {:>9.4}  {:>6.4}  {:>6.4}  {:>7.4}  {:>7.4}  {:>7.1}",
+            r.epoch,
+            r.train_loss,
+            r.train_accuracy,
+            r.val_loss,
+            r.val_accuracy,
+            r.val_precision,
+            r.val_recall,
+            r.val_f1,
+            r.val_specificity,
+            r.val_roc_auc,
+            r.seconds
+        );
+        Control::Continue
+    })?;
+    let model = TrainedModel::from_training(cfg, data, outcome.net);
+    model.save(&args.out)?;
+    write_history(&args.out.join("history.csv"), &outcome.history)?;
+    let best = &outcome.history[outcome
+        .best_epoch
+        .saturating_sub(1)
+        .min(outcome.history.len() - 1)];
+    println!(
+        "stopped: {:?}; kept epoch {} (val_loss {:.4}, val_f1 {:.4}); model written to {}",
+        outcome.stop,
+        outcome.best_epoch,
+        best.val_loss,
+        best.val_f1,
+        args.out.display()
+    );
+    Ok(())
+}

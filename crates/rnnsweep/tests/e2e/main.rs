@@ -1,0 +1,12 @@
+//! End-to-end tests: the built `rnnsweep` binary run as a user runs it (sweeps with a stand-in
+//! worker and with the built-in model, interrupts, crashes, resume, reports, PostgreSQL). One
+//! test binary, so candle is linked once.
+
+mod common;
+mod data_inspect;
+mod postgres;
+mod report;
+mod scheduler;
+mod search;
+mod sweep;
+mod train_predict;
