@@ -348,10 +348,11 @@ pub fn run_sweep(
                 Some(StopCause::RunCapReached) => {
                     let elsewhere = d
                         .store
-                        .trials(study)?
-                        .iter()
-                        .filter(|t| t.state == TrialState::Running)
-                        .count();
+                        .summary(study)?
+                        .counts
+                        .get(TrialState::Running.as_str())
+                        .copied()
+                        .unwrap_or(0);
                     if elsewhere == 0 {
                         return Ok(StopCause::RunCapReached);
                     }

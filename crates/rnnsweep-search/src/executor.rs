@@ -160,7 +160,10 @@ impl Worker {
         let stderr = std::thread::spawn(move || {
             let mut buf = Vec::new();
             let _ = stderr.read_to_end(&mut buf);
-            let _ = std::fs::File::create(&log_path).and_then(|mut f| f.write_all(&buf));
+            // Most workers print nothing there; an empty file per trial would only cost inodes.
+            if !buf.is_empty() {
+                let _ = std::fs::File::create(&log_path).and_then(|mut f| f.write_all(&buf));
+            }
             String::from_utf8_lossy(&buf).into_owned()
         });
         Ok(Self {

@@ -237,15 +237,9 @@ fn default_columns(rows: &[Row], objective_label: &str) -> Vec<Column> {
     );
     // Only the parameters that differ between trials say anything about the ranking.
     for p in param_names(rows) {
-        let mut seen: Vec<&Value> = Vec::new();
-        for r in rows {
-            if let Some(v) = r.params.get(&p) {
-                if !seen.contains(&v) {
-                    seen.push(v);
-                }
-            }
-        }
-        if seen.len() > 1 {
+        let mut values = rows.iter().filter_map(|r| r.params.get(&p));
+        let first = values.next();
+        if values.any(|v| Some(v) != first) {
             cols.push(Column::Param(p));
         }
     }

@@ -18,7 +18,6 @@ mod progress;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    rnnsweep_model::alloc::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RNNSWEEP_LOG")

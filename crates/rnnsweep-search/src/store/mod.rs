@@ -144,6 +144,8 @@ pub trait Store {
     ) -> Result<i64>;
     fn study_id(&self, name: &str) -> Result<Option<i64>>;
     fn studies(&self) -> Result<Vec<StudySummary>>;
+    /// One study's counts by state and best value, without loading its trials.
+    fn summary(&self, study_id: i64) -> Result<StudySummary>;
     fn study_user_attrs(&self, study_id: i64) -> Result<BTreeMap<String, Value>>;
     fn study_system_attrs(&self, study_id: i64) -> Result<BTreeMap<String, Value>>;
     fn set_study_system_attr(&mut self, study_id: i64, key: &str, value: &Value) -> Result<()>;
@@ -397,36 +399,11 @@ impl std::str::FromStr for StorageLocation {
     }
 }
 
-/// A study's counts by state and best value, from its trials.
-pub(crate) fn summarize(
-    study_id: i64,
-    name: String,
-    direction: &str,
-    trials: Vec<TrialRecord>,
-) -> Result<StudySummary> {
-    let direction = if direction == "MINIMIZE" {
-        Direction::Minimize
-    } else {
-        Direction::Maximize
-    };
-    let mut counts = BTreeMap::new();
-    for t in &trials {
-        *counts.entry(t.state.as_str().to_string()).or_insert(0) += 1;
-    }
-    let best = trials
-        .iter()
-        .filter(|t| t.state == TrialState::Complete)
-        .filter_map(|t| t.value)
-        .reduce(|a, b| match direction {
-            Direction::Minimize => a.min(b),
-            Direction::Maximize => a.max(b),
-        });
-    Ok(StudySummary {
-        study_id,
-        name,
-        direction,
-        counts,
-        best,
+/// The best of a study's objective values.
+pub(crate) fn best_of(values: impl Iterator<Item = f64>, direction: Direction) -> Option<f64> {
+    values.reduce(|a, b| match direction {
+        Direction::Minimize => a.min(b),
+        Direction::Maximize => a.max(b),
     })
 }
 

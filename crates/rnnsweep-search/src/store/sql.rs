@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::recovery::{given_up_history, requeue_attrs, stale_action, StaleAction};
 use super::{
-    direction_str, keys, summarize, value_type, Claim, ParamSource, Recovered, Result, Store,
+    best_of, direction_str, keys, value_type, Claim, ParamSource, Recovered, Result, Store,
     StoreError, StoredParam, StudySummary, TrialRecord, TrialState,
 };
 
@@ -230,13 +230,27 @@ fn put_trial_attrs(
     Ok(())
 }
 
-/// The study's trials, or only the one whose id is `only`.
+/// The study's trials, or only the one whose id is `only` (looked up by key, so reading one
+/// trial costs the same in a study of any size).
 fn load<C: Conn>(c: &mut C, study_id: i64, only: Option<i64>) -> Result<Vec<TrialRecord>> {
-    let args = [study_id.into(), only.unwrap_or(-1).into()];
+    let (args, which, detail_args, by_trial): (Vec<Arg>, &str, Vec<Arg>, &str) = match only {
+        Some(id) => (
+            vec![study_id.into(), id.into()],
+            "study_id = ?1 AND trial_id = ?2",
+            vec![id.into()],
+            "trial_id = ?1",
+        ),
+        None => (
+            vec![study_id.into()],
+            "study_id = ?1",
+            vec![study_id.into()],
+            "trial_id IN (SELECT trial_id FROM trials WHERE study_id = ?1)",
+        ),
+    };
     let mut trials: Vec<TrialRecord> = Vec::new();
     let mut index = std::collections::HashMap::new();
     let sql = format!(
-        "SELECT trial_id, number, state, {}, {} FROM trials WHERE study_id = ?1 AND (?2 < 0 OR trial_id = ?2) ORDER BY number",
+        "SELECT trial_id, number, state, {}, {} FROM trials WHERE {which} ORDER BY number",
         c.datetime_out("datetime_start"),
         c.datetime_out("datetime_complete")
     );
@@ -259,10 +273,10 @@ fn load<C: Conn>(c: &mut C, study_id: i64, only: Option<i64>) -> Result<Vec<Tria
             datetime_complete: cell(&r, 4).text(),
         });
     }
-    let by_study = "trial_id IN (SELECT trial_id FROM trials WHERE study_id = ?1 AND (?2 < 0 OR trial_id = ?2))";
+    let by_study = by_trial;
     // Each detail table's rows, paired with the index of the trial they belong to.
     let rows_of = |c: &mut C, sql: String| -> Result<Vec<(usize, Row)>> {
-        Ok(c.query(&sql, &args)?
+        Ok(c.query(&sql, &detail_args)?
             .into_iter()
             .filter_map(|r| index.get(&cell(&r, 0).int().unwrap_or(-1)).map(|&i| (i, r)))
             .collect())
@@ -437,6 +451,57 @@ fn insert_epoch(c: &mut impl Conn, trial_id: i64, epoch: i64, metrics: &Value) -
     Ok(())
 }
 
+/// Counts by state and the best value, read with three small queries.
+fn summary(c: &mut impl Conn, study_id: i64) -> Result<StudySummary> {
+    let head = one(c.query(
+        "SELECT s.study_name, d.direction FROM studies s JOIN study_directions d ON d.study_id = s.study_id AND d.objective = 0 WHERE s.study_id = ?1",
+        &[study_id.into()],
+    )?)
+    .ok_or_else(|| StoreError::Invalid {
+        path: c.location(),
+        message: format!("no study with id {study_id}"),
+    })?;
+    let direction = if cell(&head, 1).text().as_deref() == Some("MINIMIZE") {
+        Direction::Minimize
+    } else {
+        Direction::Maximize
+    };
+    let counts = c
+        .query(
+            "SELECT state, COUNT(*) FROM trials WHERE study_id = ?1 GROUP BY state",
+            &[study_id.into()],
+        )?
+        .iter()
+        .map(|r| {
+            (
+                cell(r, 0).text().unwrap_or_default(),
+                cell(r, 1).int().unwrap_or(0) as usize,
+            )
+        })
+        .collect();
+    let values = c.query(
+        "SELECT v.value, v.value_type FROM trial_values v JOIN trials t ON t.trial_id = v.trial_id WHERE t.study_id = ?1 AND t.state = 'COMPLETE' AND v.objective = 0",
+        &[study_id.into()],
+    )?;
+    let best = best_of(
+        values
+            .iter()
+            .filter_map(|r| match cell(r, 1).text().as_deref() {
+                Some("INF_POS") => Some(f64::INFINITY),
+                Some("INF_NEG") => Some(f64::NEG_INFINITY),
+                _ => cell(r, 0).real(),
+            }),
+        direction,
+    );
+    Ok(StudySummary {
+        study_id,
+        name: cell(&head, 0).text().unwrap_or_default(),
+        direction,
+        counts,
+        best,
+    })
+}
+
 fn study_id_of(c: &mut impl Conn, name: &str) -> Result<Option<i64>> {
     Ok(one(c.query(
         "SELECT study_id FROM studies WHERE study_name = ?1",
@@ -498,22 +563,17 @@ impl<C: Conn> Store for SqlStore<C> {
 
     fn studies(&self) -> Result<Vec<StudySummary>> {
         self.read(|c| {
-            let rows = c.query(
-                "SELECT s.study_id, s.study_name, d.direction FROM studies s JOIN study_directions d ON d.study_id = s.study_id AND d.objective = 0 ORDER BY s.study_id",
-                &[],
-            )?;
-            rows.iter()
-                .map(|r| {
-                    let id = cell(r, 0).int().unwrap_or(-1);
-                    summarize(
-                        id,
-                        cell(r, 1).text().unwrap_or_default(),
-                        &cell(r, 2).text().unwrap_or_default(),
-                        load(c, id, None)?,
-                    )
-                })
-                .collect()
+            let ids: Vec<i64> = c
+                .query("SELECT study_id FROM studies ORDER BY study_id", &[])?
+                .iter()
+                .filter_map(|r| cell(r, 0).int())
+                .collect();
+            ids.into_iter().map(|id| summary(c, id)).collect()
         })
+    }
+
+    fn summary(&self, study_id: i64) -> Result<StudySummary> {
+        self.read(|c| summary(c, study_id))
     }
 
     fn study_user_attrs(&self, study_id: i64) -> Result<BTreeMap<String, Value>> {
@@ -604,12 +664,13 @@ impl<C: Conn> Store for SqlStore<C> {
             lock(c, study_id)?;
             // Counting and finding the queue in SQL keeps a claim cheap in a study of 10,000
             // trials.
-            let r = one(c.query(
-                "SELECT COALESCE(SUM(CASE WHEN state IN ('COMPLETE', 'PRUNED', 'RUNNING') THEN 1 ELSE 0 END), 0), COALESCE(MAX(number) + 1, 0) FROM trials WHERE study_id = ?1",
+            let busy = one(c.query(
+                "SELECT COUNT(*) FROM trials WHERE study_id = ?1 AND state IN ('COMPLETE', 'PRUNED', 'RUNNING')",
                 &[study_id.into()],
             )?)
-            .unwrap_or_default();
-            let (busy, next) = (cell(&r, 0).int().unwrap_or(0), cell(&r, 1).int().unwrap_or(0));
+            .and_then(|r| cell(&r, 0).int())
+            .unwrap_or(0);
+            let next = next_number(c, study_id)?;
             if busy as usize >= run_cap {
                 return Ok(Claim::CapReached);
             }

@@ -15,7 +15,10 @@ const OPTUNA_SCHEMA: &str = include_str!("schema/sqlite.sql");
 
 /// rnnsweep's own tables, one entry per schema version; applied in order, recorded in
 /// `rnnsweep_meta`.
-const MIGRATIONS: &[&str] = &[include_str!("schema/sqlite-rnnsweep-1.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema/sqlite-rnnsweep-1.sql"),
+    include_str!("schema/sqlite-rnnsweep-2.sql"),
+];
 
 /// How long a connection waits for another process's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);

@@ -32,6 +32,9 @@ pub struct BestArgs {
 
 /// A study loaded for pictures and exports.
 pub fn run(args: &BestArgs) -> anyhow::Result<()> {
+    // A process that trains keeps freed memory for the next step; the sweep driver does not,
+    // since every worker it forks copies its page tables.
+    rnnsweep_model::alloc::keep_freed_memory();
     let study = Study::open(&args.db, args.study.as_deref())?;
     let best = study.best_trial()?;
     println!(

@@ -28,6 +28,9 @@ pub struct PredictArgs {
 }
 
 pub fn run(args: &PredictArgs) -> anyhow::Result<()> {
+    // A process that trains keeps freed memory for the next step; the sweep driver does not,
+    // since every worker it forks copies its page tables.
+    rnnsweep_model::alloc::keep_freed_memory();
     if !(0.0..=1.0).contains(&args.threshold) {
         anyhow::bail!("--threshold {}: must be between 0 and 1", args.threshold);
     }

@@ -9,7 +9,7 @@ use rnnsweep_search::dispatch::{run_sweep, StopCause, SweepOptions};
 use rnnsweep_search::executor::{install_signal_handlers, Interrupts};
 use rnnsweep_search::leaderboard::{rank, render_table};
 use rnnsweep_search::spec::Spec;
-use rnnsweep_search::store::StorageLocation;
+use rnnsweep_search::store::{StorageLocation, TrialState};
 use rnnsweep_search::study::Study;
 
 use crate::progress::Reporter;
@@ -123,11 +123,11 @@ fn sweep(
     );
     let (finished, best) = match store.study_id(&spec.name)? {
         Some(id) => {
-            let trials = store.trials(id)?;
-            let s = store.studies()?.into_iter().find(|s| s.study_id == id);
+            let s = store.summary(id)?;
+            let count = |state: TrialState| s.counts.get(state.as_str()).copied().unwrap_or(0);
             (
-                trials.iter().filter(|t| t.state.is_finished()).count(),
-                s.and_then(|s| s.best),
+                count(TrialState::Complete) + count(TrialState::Pruned),
+                s.best,
             )
         }
         None => (0, None),

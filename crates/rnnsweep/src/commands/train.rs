@@ -41,6 +41,9 @@ fn load_config(args: &TrainArgs) -> anyhow::Result<ModelConfig> {
 }
 
 pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
+    // A process that trains keeps freed memory for the next step; the sweep driver does not,
+    // since every worker it forks copies its page tables.
+    rnnsweep_model::alloc::keep_freed_memory();
     let cfg = load_config(args)?;
     let device = rnnsweep_model::device(&args.device)?;
     let table = load_csv(&args.data, &Columns::default(), Labels::Required)?;

@@ -110,6 +110,9 @@ fn train(task: &TrialTask) -> anyhow::Result<()> {
 }
 
 pub fn run() -> anyhow::Result<std::process::ExitCode> {
+    // A process that trains keeps freed memory for the next step; the sweep driver does not,
+    // since every worker it forks copies its page tables.
+    rnnsweep_model::alloc::keep_freed_memory();
     let path = std::env::var_os(TRIAL_ENV).with_context(|| {
         format!("{TRIAL_ENV} is not set: `rnnsweep worker` is started by `rnnsweep run`")
     })?;
