@@ -56,6 +56,46 @@ pub struct ModelConfig {
     pub seed: u64,
     /// Which LSTM implementation to run.
     pub lstm_impl: LstmImpl,
+    /// How rows are grouped into batches (left out of the stored form when it is the
+    /// default, so studies made before it existed keep their fingerprint).
+    #[serde(skip_serializing_if = "Batching::is_default")]
+    pub batching: Batching,
+}
+
+/// How an epoch's rows are grouped into batches.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Batching {
+    pub mode: BatchingMode,
+    /// `bucket`: how many batches' worth of shuffled rows are sorted by length together.
+    pub bucket_size: usize,
+}
+
+impl Default for Batching {
+    fn default() -> Self {
+        Self {
+            mode: BatchingMode::Shuffle,
+            bucket_size: 50,
+        }
+    }
+}
+
+impl Batching {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchingMode {
+    /// Rows in a seeded random order, cut into batches (Keras's `shuffle=True`).
+    #[default]
+    Shuffle,
+    /// Length bucketing: rows of similar length batched together (each batch is then padded
+    /// only to its own longest row), the batches in a seeded random order. Changes which rows
+    /// share a batch, so results differ from `shuffle`, as in Keras or PyTorch.
+    Bucket,
 }
 
 impl Default for ModelConfig {
@@ -91,6 +131,7 @@ impl Default for ModelConfig {
             class_weighting: true,
             seed: 6464,
             lstm_impl: LstmImpl::Auto,
+            batching: Batching::default(),
         }
     }
 }

@@ -21,6 +21,13 @@ pub struct Padded {
 }
 
 impl Padded {
+    /// Real (non-padding) tokens in each row.
+    pub fn lengths(&self) -> Vec<usize> {
+        (0..self.rows)
+            .map(|r| self.row(r).iter().filter(|&&id| id != 0).count())
+            .collect()
+    }
+
     pub fn row(&self, r: usize) -> &[u32] {
         &self.ids[r * self.len..(r + 1) * self.len]
     }
@@ -113,6 +120,35 @@ pub fn epoch_batches(
         .chunks(batch_size.max(1))
         .map(<[usize]>::to_vec)
         .collect()
+}
+
+/// Length bucketing: the rows in the same seeded order as [`epoch_batches`], then each pool of
+/// `bucket_size` batches sorted by length (ties keep that order) and cut into batches, and the
+/// batches in a seeded random order. Batches of similar lengths waste little on padding.
+pub fn bucket_batches(
+    rows: &[usize],
+    lengths: &[usize],
+    batch_size: usize,
+    bucket_size: usize,
+    seed: u64,
+    epoch: usize,
+) -> Vec<Vec<usize>> {
+    let batch_size = batch_size.max(1);
+    let mut order = rows.to_vec();
+    let mut rng = ChaCha8Rng::seed_from_u64(mix(seed, epoch as u64, 0xBA7C));
+    order.shuffle(&mut rng);
+    let mut batches: Vec<Vec<usize>> = Vec::new();
+    for pool in order.chunks(batch_size * bucket_size.max(1)) {
+        let mut pool = pool.to_vec();
+        pool.sort_by_key(|&r| std::cmp::Reverse(lengths[r]));
+        batches.extend(pool.chunks(batch_size).map(<[usize]>::to_vec));
+    }
+    batches.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(
+        seed,
+        epoch as u64,
+        0xB0C7,
+    )));
+    batches
 }
 
 /// Derives independent stream seeds from one user seed (SplitMix64 finaliser).
@@ -310,6 +346,33 @@ mod tests {
     #[test]
     fn batches_cover_every_row_once_and_repeat_per_seed() {
         let rows: Vec<usize> = (0..10).collect();
+        let lengths: Vec<usize> = rows.iter().map(|r| (r * 7) % 11).collect();
+        let buckets = bucket_batches(&rows, &lengths, 4, 2, 7, 0);
+        let mut all: Vec<usize> = buckets.concat();
+        all.sort_unstable();
+        assert_eq!(all, rows, "every row once");
+        assert_eq!(
+            buckets,
+            bucket_batches(&rows, &lengths, 4, 2, 7, 0),
+            "seeded"
+        );
+        assert_ne!(
+            buckets,
+            bucket_batches(&rows, &lengths, 4, 2, 7, 1),
+            "new order each epoch"
+        );
+        let spread = |bs: &[Vec<usize>]| -> usize {
+            bs.iter()
+                .map(|b| {
+                    let l: Vec<usize> = b.iter().map(|&r| lengths[r]).collect();
+                    l.iter().max().unwrap() - l.iter().min().unwrap()
+                })
+                .sum()
+        };
+        assert!(
+            spread(&buckets) < spread(&epoch_batches(&rows, 4, 7, 0)),
+            "bucketed batches mix fewer lengths"
+        );
         let b = epoch_batches(&rows, 4, 7, 0);
         assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), vec![4, 4, 2]);
         let mut flat: Vec<usize> = b.concat();

@@ -12,8 +12,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::config::BatchingMode;
 use crate::config::ModelConfig;
-use crate::dataset::{epoch_batches, mix, Examples, Padded, Prepared};
+use crate::dataset::{bucket_batches, epoch_batches, mix, Examples, Padded, Prepared};
 use crate::error::{ModelError, Result};
 use crate::metrics::{classify, direction_of, Direction, Metric};
 use crate::net::{bce_with_logits, IdBatch, Net};
@@ -398,10 +399,19 @@ pub fn fit(
         stop = StopReason::EarlyStopping;
     }
     let train_rows: Vec<usize> = (0..data.train.ids.rows).collect();
+    let lengths = data.train.ids.lengths();
     while stop == StopReason::Completed && history.len() < cfg.epochs {
         let epoch = history.len();
         let started = Instant::now();
-        let train = train_epoch(&net, &mut optimizer, cfg, data, &train_rows, epoch)?;
+        let train = train_epoch(
+            &net,
+            &mut optimizer,
+            cfg,
+            data,
+            &train_rows,
+            &lengths,
+            epoch,
+        )?;
         let report = evaluate_epoch(&net, data, cfg, epoch + 1, train, started)?;
         stopping.observe(&report, held_out, &net)?;
         history.push(report.clone());
@@ -435,13 +445,22 @@ fn train_epoch(
     cfg: &ModelConfig,
     data: &Prepared,
     rows: &[usize],
+    lengths: &[usize],
     epoch: usize,
 ) -> Result<(f64, f64)> {
     let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
-    for (b, batch_rows) in epoch_batches(rows, cfg.batch_size, cfg.seed, epoch)
-        .iter()
-        .enumerate()
-    {
+    let batches = match cfg.batching.mode {
+        BatchingMode::Shuffle => epoch_batches(rows, cfg.batch_size, cfg.seed, epoch),
+        BatchingMode::Bucket => bucket_batches(
+            rows,
+            lengths,
+            cfg.batch_size,
+            cfg.batching.bucket_size,
+            cfg.seed,
+            epoch,
+        ),
+    };
+    for (b, batch_rows) in batches.iter().enumerate() {
         let n = batch_rows.len();
         let ids = batch_ids(&data.train, batch_rows);
         let labels: Vec<f32> = batch_rows
@@ -525,22 +544,29 @@ pub fn train_batch(
     })
 }
 
-/// Logits in inference mode, `batch_size` rows at a time.
+/// Logits in inference mode, `batch_size` rows at a time, in the rows' order. Rows are batched
+/// longest first, so each batch (cut to its own longest row) carries little padding.
 pub fn predict_logits(net: &Net, ids: &Padded, batch_size: usize) -> Result<Vec<f32>> {
-    let mut logits = Vec::with_capacity(ids.rows);
-    let bs = batch_size.max(1);
-    for start in (0..ids.rows).step_by(bs) {
-        let n = bs.min(ids.rows - start);
-        let chunk = &ids.ids[start * ids.len..(start + n) * ids.len];
+    let lengths = ids.lengths();
+    let mut order: Vec<usize> = (0..ids.rows).collect();
+    order.sort_by_key(|&r| std::cmp::Reverse(lengths[r]));
+    let mut logits = vec![0f32; ids.rows];
+    for rows in order.chunks(batch_size.max(1)) {
+        let mut chunk = Vec::with_capacity(rows.len() * ids.len);
+        for &r in rows {
+            chunk.extend_from_slice(ids.row(r));
+        }
         let z = net.forward(
             &IdBatch {
-                ids: chunk,
-                batch: n,
+                ids: &chunk,
+                batch: rows.len(),
                 time: ids.len,
             },
             None,
         )?;
-        logits.extend(z.to_dtype(DType::F32)?.to_vec1::<f32>()?);
+        for (&r, z) in rows.iter().zip(z.to_dtype(DType::F32)?.to_vec1::<f32>()?) {
+            logits[r] = z;
+        }
     }
     Ok(logits)
 }

@@ -799,3 +799,101 @@ impl Dispatcher<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The dispatcher on its own: trials are a shell script, interrupts are set by the test
+    //! (no signals, no `rnnsweep` binary).
+    use super::*;
+    use crate::store::SqliteStore;
+
+    /// A spec whose trials run `worker.sh`: sleep, then one epoch and a final line.
+    fn spec(dir: &Path, run_cap: usize, sleep: f64) -> Spec {
+        let worker = dir.join("worker.sh");
+        std::fs::write(
+            &worker,
+            format!(
+                "sleep {sleep}\necho '{{\"type\":\"epoch\",\"epoch\":1,\"metrics\":{{\"val_f1\":0.5}}}}'\necho '{{\"type\":\"final\",\"metrics\":{{\"val_f1\":0.5}}}}'\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.join("t.csv"), "id,label,tweet\n1,0,a\n").unwrap();
+        let text = format!(
+            "name: unit\nstorage: unit.db\ndata: {{train: t.csv}}\nmethod: grid\nrun_cap: {run_cap}\ntrial: {{command: [sh, {}]}}\nparameters:\n  x: {{values: [1, 2, 3]}}\n",
+            worker.display()
+        );
+        Spec::parse(&text, &dir.join("s.yaml")).unwrap()
+    }
+
+    fn options(dir: &Path) -> SweepOptions {
+        SweepOptions {
+            exe: PathBuf::from("/nonexistent/rnnsweep"),
+            results_dir: dir.to_path_buf(),
+            force_new_space: false,
+            interrupts: Interrupts::default(),
+        }
+    }
+
+    fn states(store: &dyn Store) -> Vec<TrialState> {
+        let id = store.study_id("unit").unwrap().unwrap();
+        store.trials(id).unwrap().iter().map(|t| t.state).collect()
+    }
+
+    #[test]
+    fn a_sweep_runs_every_grid_point_and_records_each_trial_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = spec(dir.path(), 10, 0.0);
+        let mut store = SqliteStore::open(&dir.path().join("unit.db")).unwrap();
+        let mut finished = Vec::new();
+        let cause = run_sweep(&spec, &mut store, &options(dir.path()), &mut |e| {
+            if let SweepEvent::TrialFinished { number, state, .. } = e {
+                finished.push((*number, *state));
+            }
+        })
+        .unwrap();
+        assert_eq!(cause, StopCause::SpaceExhausted);
+        assert_eq!(finished.len(), 3);
+        assert!(finished.iter().all(|(_, s)| *s == TrialState::Complete));
+        assert_eq!(states(&store), vec![TrialState::Complete; 3]);
+    }
+
+    #[test]
+    fn a_terminate_stops_the_running_trial_and_queues_it_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = spec(dir.path(), 3, 30.0);
+        let mut store = SqliteStore::open(&dir.path().join("unit.db")).unwrap();
+        let options = options(dir.path());
+        let interrupts = options.interrupts.clone();
+        let started = Instant::now();
+        let cause = run_sweep(&spec, &mut store, &options, &mut |e| {
+            if let SweepEvent::TrialStarted { .. } = e {
+                interrupts.terminate();
+            }
+        })
+        .unwrap();
+        assert_eq!(cause, StopCause::InterruptedNow);
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the worker was stopped, not waited for"
+        );
+        assert_eq!(states(&store), vec![TrialState::Fail, TrialState::Waiting]);
+        assert_eq!(options.interrupts.signal(), libc::SIGTERM);
+    }
+
+    #[test]
+    fn a_first_interrupt_lets_the_running_trial_finish_and_starts_no_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = spec(dir.path(), 3, 0.2);
+        let mut store = SqliteStore::open(&dir.path().join("unit.db")).unwrap();
+        let options = options(dir.path());
+        let interrupts = options.interrupts.clone();
+        let cause = run_sweep(&spec, &mut store, &options, &mut |e| {
+            if let SweepEvent::TrialStarted { .. } = e {
+                interrupts.interrupt();
+            }
+        })
+        .unwrap();
+        assert_eq!(cause, StopCause::Interrupted);
+        assert_eq!(states(&store), vec![TrialState::Complete]);
+    }
+}

@@ -218,17 +218,6 @@ impl Distribution {
             _ => value.as_f64(),
         }
     }
-
-    /// The user's value back from Optuna's stored float.
-    pub fn from_internal(&self, internal: f64) -> Option<Value> {
-        match self {
-            Distribution::Constant(v) => Some(v.clone()),
-            Distribution::Categorical(c) => c.get(internal as usize).cloned(),
-            Distribution::IntUniform { .. } => Some(json!(internal as i64)),
-            Distribution::QLogUniform { q, .. } if *q == 1.0 => Some(json!(internal as i64)),
-            _ => Some(number(internal)),
-        }
-    }
 }
 
 fn log_uniform(rng: &mut ChaCha8Rng, min: f64, max: f64) -> f64 {
@@ -306,13 +295,14 @@ impl Space {
             .collect()
     }
 
-    /// The user's values of a stored trial (parameters not in this space are skipped).
+    /// The user's values of a stored trial, as this space holds them: each decoded by its
+    /// stored distribution (the one decoder, [`StoredParam::value`]), then taken into the
+    /// space (a list choice back from Optuna's JSON text, `64.0` as `64`). Parameters not in
+    /// this space, or whose value it does not contain, are skipped.
     pub fn decode(&self, stored: &BTreeMap<String, StoredParam>) -> Point {
         self.parameters
             .iter()
-            .filter_map(|(name, d)| {
-                Some((name.clone(), d.from_internal(stored.get(name)?.internal)?))
-            })
+            .filter_map(|(name, d)| Some((name.clone(), d.canonical(&stored.get(name)?.value())?)))
             .collect()
     }
 
@@ -513,7 +503,16 @@ mod tests {
     fn optuna_storage_form_round_trips() {
         let c = Distribution::Categorical(vec![json!("adam"), json!("sgd"), json!([64, 64])]);
         assert_eq!(c.to_internal(&json!("sgd")), Some(1.0));
-        assert_eq!(c.from_internal(2.0), Some(json!([64, 64])));
+        let stored = StoredParam {
+            internal: 2.0,
+            distribution_json: c.optuna_json(),
+        };
+        assert_eq!(
+            stored.value(),
+            json!("[64,64]"),
+            "Optuna's form of a list choice"
+        );
+        assert_eq!(c.canonical(&stored.value()), Some(json!([64, 64])));
         assert_eq!(
             c.optuna_json(),
             r#"{"attributes":{"choices":["adam","sgd","[64,64]"]},"name":"CategoricalDistribution"}"#

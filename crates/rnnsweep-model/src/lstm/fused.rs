@@ -15,6 +15,12 @@
 //!
 //! Masking is the reference layer's: on a padded step a row keeps its state, emits zeros and
 //! passes its gradients through untouched.
+//!
+//! Padding costs nothing when every row's real tokens are one run at the same end (post or
+//! pre padding, any lengths): the op then orders the rows by length, longest first, so the rows
+//! with a real token at step `t` are a prefix of the batch in both directions, and each step's
+//! multiply and gate pass touch only that prefix ([`Rows`]). Other masks (tokens with holes)
+//! run every row at every step, masked.
 
 use std::sync::Mutex;
 
@@ -30,8 +36,9 @@ use super::gates::{self, BackwardStep, ForwardStep};
 /// Output: `[T, B, 2U]` (every step, forward then backward units) or `[B, 2U]` (the final
 /// states).
 pub(crate) struct FusedBiLstm {
-    /// `[T, B]`, 1 for a real token.
+    /// `[T, B]`, 1 for a real token, in the op's row order (see `rows`).
     mask: Vec<u8>,
+    rows: Rows,
     time: usize,
     batch: usize,
     units: usize,
@@ -57,6 +64,82 @@ struct Dims {
     units: usize,
 }
 
+/// The op's row order and how many rows (a prefix) take part in each step.
+#[derive(Debug, Clone, PartialEq)]
+struct Rows {
+    /// `order[i]` is the caller's row at the op's row `i`.
+    order: Vec<usize>,
+    /// `[T]`: rows `0..active[t]` have a real token at step `t`; the others are padding.
+    active: Vec<usize>,
+    /// Whether the rows were reordered and cut to prefixes (false: every row, masked).
+    prefix: bool,
+}
+
+impl Rows {
+    /// Orders rows longest first when each row's real tokens are one run at the same end;
+    /// otherwise keeps them as they are and runs all of them at every step.
+    fn plan(mask: &[u8], time: usize, batch: usize) -> Self {
+        let real = |t: usize, r: usize| mask[t * batch + r] == 1;
+        let lengths: Vec<usize> = (0..batch)
+            .map(|r| (0..time).filter(|&t| real(t, r)).count())
+            .collect();
+        let post = (0..batch).all(|r| (0..time).all(|t| real(t, r) == (t < lengths[r])));
+        let pre = (0..batch).all(|r| (0..time).all(|t| real(t, r) == (t >= time - lengths[r])));
+        if !(post || pre) {
+            return Self {
+                order: (0..batch).collect(),
+                active: vec![batch; time],
+                prefix: false,
+            };
+        }
+        let mut order: Vec<usize> = (0..batch).collect();
+        order.sort_by(|&a, &b| lengths[b].cmp(&lengths[a]));
+        let active = (0..time)
+            .map(|t| {
+                let needed = if post { t + 1 } else { time - t };
+                order.iter().take_while(|&&r| lengths[r] >= needed).count()
+            })
+            .collect();
+        Self {
+            order,
+            active,
+            prefix: true,
+        }
+    }
+
+    /// `[steps, B, width]` from the caller's row order into the op's.
+    fn to_op(&self, data: &[f32], steps: usize, width: usize) -> Vec<f32> {
+        if !self.prefix {
+            return data.to_vec();
+        }
+        let batch = self.order.len();
+        let mut out = Vec::with_capacity(data.len());
+        for t in 0..steps {
+            for &r in &self.order {
+                let start = (t * batch + r) * width;
+                out.extend_from_slice(&data[start..start + width]);
+            }
+        }
+        out
+    }
+
+    /// `[steps, B, width]` from the op's row order back into the caller's.
+    fn to_caller(&self, data: Vec<f32>, steps: usize, width: usize) -> Vec<f32> {
+        if !self.prefix {
+            return data;
+        }
+        let batch = self.order.len();
+        let mut out = vec![0.0; data.len()];
+        for t in 0..steps {
+            for (i, &r) in self.order.iter().enumerate() {
+                let (src, dst) = ((t * batch + i) * width, (t * batch + r) * width);
+                out[dst..dst + width].copy_from_slice(&data[src..src + width]);
+            }
+        }
+        out
+    }
+}
+
 impl Dims {
     fn order(&self, reverse: bool) -> Box<dyn Iterator<Item = usize>> {
         if reverse {
@@ -76,8 +159,21 @@ impl FusedBiLstm {
         return_sequences: bool,
         keep_trace: bool,
     ) -> Self {
+        let rows = Rows::plan(&mask, time, batch);
+        let mask = if rows.prefix {
+            // In the op's order a step's real rows are its active prefix.
+            (0..time)
+                .flat_map(|t| {
+                    let n = rows.active[t];
+                    std::iter::repeat_n(1, n).chain(std::iter::repeat_n(0, batch - n))
+                })
+                .collect()
+        } else {
+            mask
+        };
         Self {
             mask,
+            rows,
             time,
             batch,
             units,
@@ -193,6 +289,7 @@ fn matmul(
 fn forward_direction(
     dims: &Dims,
     mask: &[u8],
+    active: &[usize],
     projection: &[f32],
     recurrent: &[f32],
     reverse: bool,
@@ -217,35 +314,38 @@ fn forward_direction(
     let mut h = vec![0.0; step_state];
     let mut c = vec![0.0; step_state];
     for t in dims.order(reverse) {
-        let step_mask = &mask[t * batch..(t + 1) * batch];
+        let n = active[t];
+        let step_mask = &mask[t * batch..t * batch + n];
         let state = t * step_state..(t + 1) * step_state;
         trace_h[state.clone()].copy_from_slice(&h);
         if step_mask.iter().all(|&m| m == 0) {
             continue;
         }
-        let z = &mut gates[t * step_gates..(t + 1) * step_gates];
+        // Only the step's active rows: a prefix of the batch (all of it when masked).
+        let rows = t * step_state..t * step_state + n * units;
+        let z = &mut gates[t * step_gates..t * step_gates + n * gate_width];
         matmul(
-            (batch, gate_width, units),
+            (n, gate_width, units),
             z,
             (gate_width, 1),
             true,
-            &trace_h[state.clone()],
+            &trace_h[rows.clone()],
             (units, 1),
             kernel,
             (gate_width, 1),
         );
         let out_step = if sequences {
-            &mut out[state.clone()]
+            &mut out[rows.clone()]
         } else {
             // Only the final state is wanted; the scratch output row is overwritten each step.
-            &mut out[..]
+            &mut out[..n * units]
         };
         gates::forward_step(ForwardStep {
             gates: z,
-            c: &mut c,
-            h: &mut h,
-            c_prev: &mut c_prev[state.clone()],
-            tanh_c: &mut tanh_c[state],
+            c: &mut c[..n * units],
+            h: &mut h[..n * units],
+            c_prev: &mut c_prev[rows.clone()],
+            tanh_c: &mut tanh_c[rows],
             out: out_step,
             mask: step_mask,
             units,
@@ -274,6 +374,7 @@ struct OutputGradient<'a> {
 fn backward_direction(
     dims: &Dims,
     mask: &[u8],
+    active: &[usize],
     trace: &Trace,
     recurrent: &[f32],
     reverse: bool,
@@ -308,19 +409,20 @@ fn backward_direction(
         }
     }
     for t in dims.order(!reverse) {
-        let step_mask = &mask[t * batch..(t + 1) * batch];
+        let n = active[t];
+        let step_mask = &mask[t * batch..t * batch + n];
         if step_mask.iter().all(|&m| m == 0) {
             continue;
         }
-        let state = t * step_state..(t + 1) * step_state;
-        let dz_step = &mut dz[t * step_gates..(t + 1) * step_gates];
+        let rows = t * step_state..t * step_state + n * units;
+        let dz_step = &mut dz[t * step_gates..t * step_gates + n * gate_width];
         let d_out = sequences.then(|| (&d_output[t * batch * 2 * units..], 2 * units, offset));
         gates::backward_step(BackwardStep {
-            gates: &trace.gates[t * step_gates..(t + 1) * step_gates],
-            c_prev: &trace.c_prev[state.clone()],
-            tanh_c: &trace.tanh_c[state],
-            dh: &dh,
-            dc: &mut dc,
+            gates: &trace.gates[t * step_gates..t * step_gates + n * gate_width],
+            c_prev: &trace.c_prev[rows.clone()],
+            tanh_c: &trace.tanh_c[rows],
+            dh: &dh[..n * units],
+            dc: &mut dc[..n * units],
             d_out,
             dz: dz_step,
             mask: step_mask,
@@ -328,9 +430,13 @@ fn backward_direction(
         });
         // dh before the step = dz·Rᵀ on real rows; padded rows pass theirs through.
         let all_real = step_mask.iter().all(|&m| m == 1);
-        let target = if all_real { &mut dh } else { &mut dh_before };
+        let target = if all_real {
+            &mut dh[..n * units]
+        } else {
+            &mut dh_before[..n * units]
+        };
         matmul(
-            (batch, units, gate_width),
+            (n, units, gate_width),
             target,
             (units, 1),
             false,
@@ -350,16 +456,38 @@ fn backward_direction(
     }
     let mut d_recurrent = vec![0.0; (units + 1) * gate_width];
     let (d_kernel, d_bias) = d_recurrent.split_at_mut(units * gate_width);
-    matmul(
-        (units, gate_width, time * batch),
-        d_kernel,
-        (gate_width, 1),
-        false,
-        &trace.h_prev,
-        (1, units),
-        &dz,
-        (gate_width, 1),
-    );
+    if active.iter().all(|&n| n == batch) {
+        matmul(
+            (units, gate_width, time * batch),
+            d_kernel,
+            (gate_width, 1),
+            false,
+            &trace.h_prev,
+            (1, units),
+            &dz,
+            (gate_width, 1),
+        );
+    } else {
+        // Σₜ over each step's active rows only (the padded rows' dz is zero): packed into one
+        // multiply, which is faster than one per step and sums in the same order as the full one.
+        let real: usize = active.iter().sum();
+        let mut h_packed = Vec::with_capacity(real * units);
+        let mut dz_packed = Vec::with_capacity(real * gate_width);
+        for (t, &n) in active.iter().enumerate() {
+            h_packed.extend_from_slice(&trace.h_prev[t * step_state..t * step_state + n * units]);
+            dz_packed.extend_from_slice(&dz[t * step_gates..t * step_gates + n * gate_width]);
+        }
+        matmul(
+            (units, gate_width, real),
+            d_kernel,
+            (gate_width, 1),
+            false,
+            &h_packed,
+            (1, units),
+            &dz_packed,
+            (gate_width, 1),
+        );
+    }
     for row in dz.chunks_exact(gate_width) {
         for (db, d) in d_bias.iter_mut().zip(row) {
             *db += d;
@@ -392,15 +520,22 @@ impl CustomOp3 for FusedBiLstm {
         let recurrent = contiguous("the recurrent kernels", s3, l3)?;
         let (r_forward, r_backward) = recurrent.split_at(recurrent.len() / 2);
         let seq = self.return_sequences;
-        let mask = &self.mask;
+        let (mask, rows) = (&self.mask, &self.rows);
+        let gate_width = 4 * units;
         let ((trace_f, out_f, last_f), (trace_b, out_b, last_b)) = rayon::join(
-            || forward_direction(&dims, mask, z_forward, r_forward, false, seq),
-            || forward_direction(&dims, mask, z_backward, r_backward, true, seq),
+            || {
+                let z = rows.to_op(z_forward, time, gate_width);
+                forward_direction(&dims, mask, &rows.active, &z, r_forward, false, seq)
+            },
+            || {
+                let z = rows.to_op(z_backward, time, gate_width);
+                forward_direction(&dims, mask, &rows.active, &z, r_backward, true, seq)
+            },
         );
-        let (forward_half, backward_half, shape): (_, _, Shape) = if seq {
-            (out_f, out_b, (time, batch, 2 * units).into())
+        let (forward_half, backward_half, shape, steps): (_, _, Shape, _) = if seq {
+            (out_f, out_b, (time, batch, 2 * units).into(), time)
         } else {
-            (last_f, last_b, (batch, 2 * units).into())
+            (last_f, last_b, (batch, 2 * units).into(), 1)
         };
         let mut merged = Vec::with_capacity(forward_half.len() * 2);
         for (f, b) in forward_half
@@ -410,6 +545,7 @@ impl CustomOp3 for FusedBiLstm {
             merged.extend_from_slice(f);
             merged.extend_from_slice(b);
         }
+        let merged = rows.to_caller(merged, steps, 2 * units);
         if self.keep_trace {
             let mut slot = self
                 .trace
@@ -443,18 +579,43 @@ impl CustomOp3 for FusedBiLstm {
         let Dims { time, batch, units } = dims;
         let d_output = d_output.to_dtype(DType::F32)?;
         let seq = self.return_sequences;
-        let mask = &self.mask;
+        let (mask, rows) = (&self.mask, &self.rows);
+        let active = &rows.active;
         let ((dz_f, dr_f), (dz_b, dr_b)) = with_data(recurrent, |r| {
             let (r_forward, r_backward) = r.split_at(r.len() / 2);
             with_data(&d_output, |d| {
+                let d = rows.to_op(d, if seq { time } else { 1 }, 2 * units);
+                let d = d.as_slice();
                 let gradient = |offset| OutputGradient {
                     data: d,
                     sequences: seq,
                     offset,
                 };
                 rayon::join(
-                    || backward_direction(&dims, mask, &trace_f, r_forward, false, gradient(0)),
-                    || backward_direction(&dims, mask, &trace_b, r_backward, true, gradient(units)),
+                    || {
+                        let (dz, dr) = backward_direction(
+                            &dims,
+                            mask,
+                            active,
+                            &trace_f,
+                            r_forward,
+                            false,
+                            gradient(0),
+                        );
+                        (rows.to_caller(dz, time, 4 * units), dr)
+                    },
+                    || {
+                        let (dz, dr) = backward_direction(
+                            &dims,
+                            mask,
+                            active,
+                            &trace_b,
+                            r_backward,
+                            true,
+                            gradient(units),
+                        );
+                        (rows.to_caller(dz, time, 4 * units), dr)
+                    },
                 )
             })
         })??;
@@ -477,6 +638,38 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     use super::super::{time_major_mask, BiLstm, BiOutput, LstmWeights, StepMask};
+
+    #[test]
+    fn rows_are_ordered_longest_first_and_steps_cut_to_their_real_prefix() {
+        // Post padding, lengths 2, 0, 3, 1 (time-major mask, batch 4).
+        let lengths = [2usize, 0, 3, 1];
+        let post: Vec<u8> = (0..3)
+            .flat_map(|t| lengths.map(|l| u8::from(t < l)))
+            .collect();
+        let rows = super::Rows::plan(&post, 3, 4);
+        assert!(rows.prefix);
+        assert_eq!(rows.order, vec![2, 0, 3, 1]);
+        assert_eq!(rows.active, vec![3, 2, 1]);
+        // Pre padding: the same rows end at the last step.
+        let pre: Vec<u8> = (0..3)
+            .flat_map(|t| lengths.map(|l| u8::from(t >= 3 - l)))
+            .collect();
+        let rows = super::Rows::plan(&pre, 3, 4);
+        assert_eq!(
+            (rows.order.clone(), rows.active.clone()),
+            (vec![2, 0, 3, 1], vec![1, 2, 3])
+        );
+        // Reordering and back leaves data as it was.
+        let data: Vec<f32> = (0..24).map(|x| x as f32).collect();
+        assert_eq!(rows.to_caller(rows.to_op(&data, 3, 2), 3, 2), data);
+        // A hole, or post and pre padding mixed: every row runs at every step, masked.
+        let holes = vec![1, 1, 0, 1, 1, 1];
+        let rows = super::Rows::plan(&holes, 3, 2);
+        assert!(!rows.prefix);
+        assert_eq!(rows.active, vec![2, 2, 2]);
+        let mixed = vec![1, 0, 0, 0, 0, 1];
+        assert!(!super::Rows::plan(&mixed, 3, 2).prefix);
+    }
 
     #[derive(Clone, Copy, Debug)]
     enum Padding {
@@ -680,6 +873,7 @@ mod tests {
             (7, 4, 6, 17),
             (9, 6, 10, 33),
             (4, 2, 3, 16),
+            (37, 64, 12, 16),
         ];
         let mut seed = 0;
         for &(time, batch, input, units) in &shapes {
