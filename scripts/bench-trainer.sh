@@ -13,6 +13,13 @@
 # run), ROWS (31962), WARMUP (3), REFERENCE=1 also times rnnsweep's reference layer,
 # VENV (.venv-bench: created with PyTorch from the package index when missing). The raw JSON
 # lines are kept in results/bench-trainer-<time>.jsonl.
+#
+# Real lengths: LENGTHS_CSV=path/to/tweets.csv takes the token count of every row of that file
+# (the report's tokenizer, 5,000 words, cut at 37) and adds, beside the full-length runs,
+# rnnsweep on rows of those lengths (`-real`: shuffled batches; `-real-bucket`: length
+# bucketing) and PyTorch with pack_padded_sequence (`pytorch-packed`), then times one whole
+# trial epoch (`rnnsweep train`, validation included) on the file as it is and on the same rows
+# made full length (each tweet repeated to 37+ tokens). Nothing needs the file by default.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +44,22 @@ PY="$VENV/bin/python"
 
 mkdir -p results
 RESULTS="results/bench-trainer-$(date +%Y%m%d-%H%M%S).jsonl"
+real=()
+if [ -n "${LENGTHS_CSV:-}" ]; then
+    cargo build --release -q -p rnnsweep
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+    target/release/rnnsweep data inspect --input "$LENGTHS_CSV" --max-words 5000 --seq-len 37 \
+        --out "$work/ids.csv" >/dev/null
+    python3 - "$work/ids.csv" "$work/lengths.txt" <<'PY'
+import csv, sys
+with open(sys.argv[1], newline="") as f, open(sys.argv[2], "w") as out:
+    for row in csv.reader(f):
+        out.write(f"{sum(1 for t in row[1].split() if t != '0')}\n")
+PY
+    real=(--lengths "$work/lengths.txt")
+    python3 -c "import sys; l=[int(x) for x in open(sys.argv[1])]; print(f'{len(l)} rows, mean length {sum(l)/len(l):.1f} of 37', file=sys.stderr)" "$work/lengths.txt"
+fi
 for threads in $THREADS; do
     RAYON_NUM_THREADS=$threads "$BENCH" --peak >> "$RESULTS"
 done
@@ -53,8 +76,48 @@ for units in "${UNITS[@]}"; do
             MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1073741824 \
                 "$PY" scripts/bench_trainer_torch.py "${common[@]}" --threads "$threads" \
                 | sed 's/"pytorch"/"pytorch-kept-memory"/' >> "$RESULTS"
+            if [ ${#real[@]} -gt 0 ]; then
+                for batching in shuffle bucket; do
+                    RAYON_NUM_THREADS=$threads "$BENCH" "${common[@]}" "${real[@]}" \
+                        --batching "$batching" >> "$RESULTS"
+                done
+                MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1073741824 \
+                    "$PY" scripts/bench_trainer_torch.py "${common[@]}" "${real[@]}" --packed \
+                    --threads "$threads" \
+                    | sed 's/"pytorch-packed"/"pytorch-packed-kept-memory"/' >> "$RESULTS"
+            fi
         done
     done
 done
 python3 scripts/bench_trainer_table.py "$RESULTS"
 echo "raw results: $RESULTS" >&2
+
+if [ ${#real[@]} -gt 0 ]; then
+    # One whole trial epoch (train + validation metrics), 1 thread, on the file and on the
+    # same rows made full length.
+    python3 - "$LENGTHS_CSV" "$work/full.csv" <<'PY'
+import csv, sys
+with open(sys.argv[1], newline="", encoding="utf-8", errors="replace") as f, open(sys.argv[2], "w", newline="") as out:
+    rows = csv.DictReader(f)
+    w = csv.writer(out)
+    w.writerow(["id", "label", "tweet"])
+    for r in rows:
+        words = r["tweet"].split() or ["x"]
+        w.writerow([r["id"], r["label"], " ".join((words * (37 // len(words) + 2))[:40])])
+PY
+    for units in "${UNITS[@]}"; do
+        for data in "$LENGTHS_CSV" "$work/full.csv"; do
+            for batching in shuffle bucket; do
+                out="$work/model-$units-$batching"
+                RAYON_NUM_THREADS=1 target/release/rnnsweep train --data "$data" --out "$out" \
+                    --set "lstm_units=[$units,$units]" --set "dense=[{units: 128, activation: relu}]" \
+                    --set embedding_dim=88 --set sequence_length=37 --set epochs=1 \
+                    --set batch_size=256 --set batching.mode=$batching >/dev/null
+                seconds=$(python3 -c "import csv,sys; print(list(csv.DictReader(open(sys.argv[1])))[0]['seconds'])" "$out/history.csv")
+                label=$([ "$data" = "$LENGTHS_CSV" ] && echo "real tweets" || echo "same rows, full length")
+                echo "| $units | $label | $batching | $seconds |"
+            done
+        done
+    done | { echo; echo "Whole trial epoch (train + validation), 1 thread:"; echo; \
+             echo "| U | rows | batching | seconds |"; echo "|---|---|---|---|"; cat; }
+fi

@@ -26,13 +26,15 @@ def main(path):
     print("matmul peak (2048³, candle's gemm): "
           + ", ".join(f"{t} thread(s) {g:.0f} GFLOP/s" for t, g in sorted(peak.items())))
     print()
-    print("| U | threads | trainer | runs | ms/batch (median run) | ms/batch (best run) | samples/s (median) | GFLOP/s (median) | % of peak | rnnsweep ÷ this |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| U | threads | trainer | runs | ms/batch (median run) | ms/batch (best run) | samples/s (median) | GFLOP/s (median) | % of peak | ÷ pytorch | ÷ pytorch-kept-memory | ÷ pytorch-packed-kept-memory |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for units, threads in sorted({(u, t) for u, t, _ in runs}):
         flops = training_flops_per_sample(units)
-        ours = runs.get((units, threads, "rnnsweep-fused"))
-        ours_rate = statistics.median(r["samples_per_s"] for r in ours) if ours else None
-        for trainer in ("rnnsweep-fused", "rnnsweep-reference", "pytorch", "pytorch-kept-memory"):
+        def median_rate(trainer):
+            rs = runs.get((units, threads, trainer))
+            return statistics.median(r["samples_per_s"] for r in rs) if rs else None
+
+        for trainer in TRAINERS:
             rs = runs.get((units, threads, trainer))
             if not rs:
                 continue
@@ -40,11 +42,36 @@ def main(path):
             rate = statistics.median(r["samples_per_s"] for r in rs)
             ms = statistics.median(1e3 * r["seconds"] / r["batches"] for r in rs)
             best = min(1e3 * r["seconds"] / r["batches"] for r in rs)
+            # GFLOP/s only where every row is full length (the FLOP count assumes it).
+            full = "real" not in trainer and "packed" not in trainer
             gflops = rate * flops / 1e9
             pct = 100 * gflops / peak[threads] if threads in peak else float("nan")
-            ratio = f"{ours_rate / rate:.2f}×" if ours_rate and trainer != "rnnsweep-fused" else ""
-            print(f"| {units} | {threads} | {trainer} | {len(rs)} | {ms:.1f} | {best:.1f} | {rate:.0f} | {gflops:.1f} | {pct:.0f} % | {ratio} |")
+            ratios = []
+            for other in ("pytorch", "pytorch-kept-memory", "pytorch-packed-kept-memory"):
+                theirs = median_rate(other)
+                # Full-length PyTorch is the cost a masked model pays, the baseline for every
+                # row; packed PyTorch trains the real-length rows, so only those compare to it.
+                comparable = "packed" not in other or "real" in trainer
+                ratios.append(
+                    f"{rate / theirs:.2f}×"
+                    if trainer.startswith("rnnsweep") and theirs and comparable
+                    else ""
+                )
+            print(f"| {units} | {threads} | {trainer} | {len(rs)} | {ms:.1f} | {best:.1f} | {rate:.0f} | "
+                  + (f"{gflops:.1f} | {pct:.0f} % | " if full else "- | - | ")
+                  + " | ".join(ratios) + " |")
 
+
+TRAINERS = (
+    "rnnsweep-fused",
+    "rnnsweep-fused-real",
+    "rnnsweep-fused-real-bucket",
+    "rnnsweep-reference",
+    "pytorch",
+    "pytorch-kept-memory",
+    "pytorch-packed",
+    "pytorch-packed-kept-memory",
+)
 
 if __name__ == "__main__":
     main(sys.argv[1])

@@ -2,7 +2,9 @@
 crates/rnnsweep-model/examples/bench_trainer.rs, timed the same way. Prints one JSON line.
 
 Embedding(5000, 88) -> BiLSTM(U) -> BiLSTM(U) -> Dense(128, relu) -> Dense(1), Adam (Keras's
-defaults: lr 1e-3, eps 1e-7), class-weighted binary cross-entropy, synthetic ids with no padding.
+defaults: lr 1e-3, eps 1e-7), class-weighted binary cross-entropy, synthetic ids with no padding;
+or, with --lengths FILE --packed, rows of those real lengths run through pack_padded_sequence
+(PyTorch's way to skip padding).
 """
 
 import argparse
@@ -24,9 +26,18 @@ class Model(nn.Module):
         self.dense = nn.Linear(2 * units, 128)
         self.output = nn.Linear(128, 1)
 
-    def forward(self, ids):
-        x, _ = self.lstm1(self.embedding(ids))
-        _, (h, _) = self.lstm2(x)
+    def forward(self, ids, lengths=None):
+        x = self.embedding(ids)
+        if lengths is None:
+            x, _ = self.lstm1(x)
+            _, (h, _) = self.lstm2(x)
+        else:
+            packed = nn.utils.rnn.pack_padded_sequence(
+                x, lengths, batch_first=True, enforce_sorted=False
+            )
+            out, _ = self.lstm1(packed)
+            # h comes back in the batch's own row order.
+            _, (h, _) = self.lstm2(out)
         last = torch.cat([h[0], h[1]], dim=1)
         return self.output(torch.relu(self.dense(last))).squeeze(1)
 
@@ -40,10 +51,19 @@ def main():
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--lengths", help="one token count per line; sets the rows")
+    p.add_argument("--packed", action="store_true", help="pack_padded_sequence by real length")
     a = p.parse_args()
+    lengths = None
+    if a.lengths:
+        with open(a.lengths) as f:
+            lengths = torch.tensor([min(max(int(x), 1), a.time) for x in f if x.strip()])
+        a.rows = len(lengths)
     torch.set_num_threads(a.threads)
     torch.manual_seed(7)
     ids = torch.randint(1, VOCAB, (a.rows, a.time))
+    if lengths is not None:
+        ids[torch.arange(a.time)[None, :] >= lengths[:, None]] = 0
     labels = (torch.rand(a.rows) < 0.07).float()
     # rnnsweep's class weights: max(count) / count per class.
     positives = max(float(labels.sum()), 1.0)
@@ -57,7 +77,8 @@ def main():
 
     def step(start, n):
         optimizer.zero_grad(set_to_none=True)
-        logits = model(ids[start : start + n])
+        rows = slice(start, start + n)
+        logits = model(ids[rows], lengths[rows] if a.packed else None)
         loss = (loss_fn(logits, labels[start : start + n]) * weights[start : start + n]).mean()
         loss.backward()
         optimizer.step()
@@ -78,7 +99,7 @@ def main():
     print(
         json.dumps(
             {
-                "trainer": "pytorch",
+                "trainer": "pytorch-packed" if a.packed else "pytorch",
                 "units": a.units,
                 "threads": torch.get_num_threads(),
                 "batches": len(per_batch),

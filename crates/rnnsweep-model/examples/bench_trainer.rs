@@ -1,9 +1,12 @@
 //! Times rnnsweep's training step on the benchmark model of `scripts/bench-trainer.sh`:
 //! Embedding(5000, 88) → BiLSTM(U) → BiLSTM(U) → Dense(128, relu) → Dense(1), Adam, on
-//! synthetic ids with no padding (as PyTorch's `nn.LSTM` without packing sees them).
+//! synthetic ids: with no padding (as PyTorch's `nn.LSTM` without packing sees them), or with
+//! the real lengths of a data file, post-padded to `--time`.
 //!
 //! `bench_trainer --units U [--impl fused|reference] [--rows N] [--time T] [--batch B]
-//! [--warmup K] [--epochs E]` prints one JSON line; `bench_trainer --peak` prints the f32 matrix
+//! [--warmup K] [--epochs E] [--lengths FILE] [--batching shuffle|bucket]` prints one JSON line;
+//! `--lengths` takes one token count per line (its line count sets the rows), `--batching
+//! bucket` groups rows of similar length. `bench_trainer --peak` prints the f32 matrix
 //! multiply rate (2048³, candle's `gemm`) that "% of peak" is measured against. Threads come
 //! from `RAYON_NUM_THREADS`.
 
@@ -14,7 +17,7 @@ use candle_nn::Optimizer;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rnnsweep_model::config::{Activation, DenseConfig, LstmImpl, ModelConfig};
-use rnnsweep_model::dataset::class_weights;
+use rnnsweep_model::dataset::{bucket_batches, class_weights};
 use rnnsweep_model::net::{IdBatch, Net};
 use rnnsweep_model::optim::KerasOptimizer;
 use rnnsweep_model::train::train_batch;
@@ -27,6 +30,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut units = 128;
     let mut lstm_impl = LstmImpl::Fused;
     let (mut rows, mut time, mut batch, mut warmup, mut epochs) = (31_962, 37, 256, 3, 1);
+    let mut lengths: Option<Vec<usize>> = None;
+    let mut bucket = false;
     let mut args = std::env::args().skip(1).peekable();
     if args.peek().map(String::as_str) == Some("--peak") {
         return matmul_peak();
@@ -40,6 +45,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--batch" => batch = value.parse()?,
             "--warmup" => warmup = value.parse()?,
             "--epochs" => epochs = value.parse()?,
+            "--lengths" => {
+                let text = std::fs::read_to_string(&value)?;
+                lengths = Some(
+                    text.lines()
+                        .map(|l| l.trim().parse::<usize>())
+                        .collect::<Result<_, _>>()?,
+                );
+            }
+            "--batching" => {
+                bucket = match value.as_str() {
+                    "shuffle" => false,
+                    "bucket" => true,
+                    other => return Err(format!("--batching {other}: shuffle or bucket").into()),
+                }
+            }
             "--impl" => {
                 lstm_impl = match value.as_str() {
                     "fused" => LstmImpl::Fused,
@@ -65,9 +85,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         lstm_impl,
         ..ModelConfig::default()
     };
+    if let Some(l) = &lengths {
+        rows = l.len();
+    }
+    // Real lengths are capped at `time` and kept ≥ 1 (as packed PyTorch needs).
+    let row_lengths: Vec<usize> = match &lengths {
+        Some(l) => l.iter().map(|&n| n.clamp(1, time)).collect(),
+        None => vec![time; rows],
+    };
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let ids: Vec<u32> = (0..rows * time)
-        .map(|_| rng.random_range(1..VOCAB as u32))
+        .map(|i| {
+            if i % time < row_lengths[i / time] {
+                rng.random_range(1..VOCAB as u32)
+            } else {
+                0
+            }
+        })
         .collect();
     let labels: Vec<u8> = (0..rows).map(|_| u8::from(rng.random_bool(0.07))).collect();
     // The trainer's own class weights, as `fit` would use them.
@@ -81,34 +115,40 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let net = Net::new(&cfg, VOCAB, &Device::Cpu)?;
     let vars = net.trainable().into_iter().map(|(_, v)| v).collect();
     let mut optimizer = KerasOptimizer::new(vars, cfg.optimizer.clone())?;
-    let batches: Vec<(usize, usize)> = (0..rows)
-        .step_by(batch)
-        .map(|start| (start, batch.min(rows - start)))
-        .collect();
-    let mut step = |(start, n): (usize, usize), rng: &mut ChaCha8Rng| {
-        let batch_ids = &ids[start * time..(start + n) * time];
+    let all: Vec<usize> = (0..rows).collect();
+    let batches: Vec<Vec<usize>> = if bucket {
+        bucket_batches(&all, &row_lengths, batch, 50, 7, 0)
+    } else {
+        all.chunks(batch).map(<[usize]>::to_vec).collect()
+    };
+    let mut step = |rows_of_batch: &[usize], rng: &mut ChaCha8Rng| {
+        let mut batch_ids = Vec::with_capacity(rows_of_batch.len() * time);
+        for &r in rows_of_batch {
+            batch_ids.extend_from_slice(&ids[r * time..(r + 1) * time]);
+        }
+        let pick = |v: &[f32]| rows_of_batch.iter().map(|&r| v[r]).collect::<Vec<f32>>();
         let id_batch = IdBatch {
-            ids: batch_ids,
-            batch: n,
+            ids: &batch_ids,
+            batch: rows_of_batch.len(),
             time,
         };
         train_batch(
             &net,
             &mut optimizer,
             &id_batch,
-            &labels[start..start + n],
-            &weights[start..start + n],
+            &pick(&labels),
+            &pick(&weights),
             rng,
         )
     };
-    for &b in batches.iter().cycle().take(warmup) {
+    for b in batches.iter().cycle().take(warmup) {
         step(b, &mut rng)?;
     }
     let mut per_batch = Vec::new();
     let mut loss = 0.0;
     let started = Instant::now();
     for _ in 0..epochs {
-        for &b in &batches {
+        for b in &batches {
             let t = Instant::now();
             loss = step(b, &mut rng)?.loss;
             per_batch.push(t.elapsed().as_secs_f64() * 1e3);
@@ -117,8 +157,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let seconds = started.elapsed().as_secs_f64();
     let samples = rows * epochs;
     per_batch.sort_by(f64::total_cmp);
+    let variant = match (&lengths, bucket) {
+        (None, _) => "",
+        (Some(_), false) => "-real",
+        (Some(_), true) => "-real-bucket",
+    };
     println!(
-        "{{\"trainer\": \"rnnsweep-{}\", \"units\": {units}, \"threads\": {}, \"batches\": {}, \
+        "{{\"trainer\": \"rnnsweep-{}{variant}\", \"units\": {units}, \"threads\": {}, \"batches\": {}, \
          \"seconds\": {seconds:.3}, \"samples_per_s\": {:.1}, \"ms_per_batch_median\": {:.2}, \
          \"ms_per_batch_min\": {:.2}, \"last_loss\": {loss:.5}}}",
         if net.fused_lstm { "fused" } else { "reference" },
