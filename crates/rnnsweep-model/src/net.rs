@@ -617,6 +617,44 @@ mod tests {
     }
 
     #[test]
+    fn predictions_batched_longest_first_come_back_in_row_order() {
+        let net = small_net(true);
+        // Five rows of lengths 1, 4, 0, 2, 3 (post padding, length 4).
+        let ids: Vec<u32> = vec![
+            7, 0, 0, 0, //
+            1, 2, 3, 4, //
+            0, 0, 0, 0, //
+            5, 6, 0, 0, //
+            8, 9, 1, 0,
+        ];
+        let padded = crate::dataset::Padded {
+            ids: ids.clone(),
+            rows: 5,
+            len: 4,
+        };
+        let together = crate::train::predict_logits(&net, &padded, 2).unwrap();
+        for r in 0..5 {
+            let alone = net
+                .forward(
+                    &IdBatch {
+                        ids: &ids[r * 4..(r + 1) * 4],
+                        batch: 1,
+                        time: 4,
+                    },
+                    None,
+                )
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()[0];
+            assert!(
+                (together[r] - alone).abs() < 1e-5,
+                "row {r}: {} batched, {alone} alone",
+                together[r]
+            );
+        }
+    }
+
+    #[test]
     fn padding_more_does_not_change_eval_logits() {
         let net = small_net(true);
         let short = [1u32, 2, 3, 4, 5, 0];
