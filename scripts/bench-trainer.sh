@@ -76,6 +76,11 @@ for units in "${UNITS[@]}"; do
             MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1073741824 \
                 "$PY" scripts/bench_trainer_torch.py "${common[@]}" --threads "$threads" \
                 | sed 's/"pytorch"/"pytorch-kept-memory"/' >> "$RESULTS"
+            # Inference (the predict path, batch 1024) against PyTorch's inference_mode.
+            RAYON_NUM_THREADS=$threads "$BENCH" "${common[@]}" --inference >> "$RESULTS"
+            MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1073741824 \
+                "$PY" scripts/bench_trainer_torch.py "${common[@]}" --inference --threads "$threads" \
+                | sed 's/"pytorch-infer"/"pytorch-infer-kept-memory"/' >> "$RESULTS"
             if [ ${#real[@]} -gt 0 ]; then
                 for batching in shuffle bucket; do
                     RAYON_NUM_THREADS=$threads "$BENCH" "${common[@]}" "${real[@]}" \

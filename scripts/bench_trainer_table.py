@@ -60,6 +60,26 @@ def main(path):
             print(f"| {units} | {threads} | {trainer} | {len(rs)} | {ms:.1f} | {best:.1f} | {rate:.0f} | "
                   + (f"{gflops:.1f} | {pct:.0f} % | " if full else "- | - | ")
                   + " | ".join(ratios) + " |")
+    inference_table(runs)
+
+
+def inference_table(runs):
+    keys = sorted({(u, t) for u, t, tr in runs if tr.endswith("-infer") or tr.endswith("-infer-kept-memory")})
+    if not keys:
+        return
+    print()
+    print("Inference (the predict path, batches of 1024; PyTorch in inference_mode with the same allocator setting):")
+    print()
+    print("| U | threads | rnnsweep samples/s | PyTorch samples/s | rnnsweep ÷ PyTorch |")
+    print("|---|---|---|---|---|")
+    for units, threads in keys:
+        ours = runs.get((units, threads, "rnnsweep-fused-infer"))
+        theirs = runs.get((units, threads, "pytorch-infer-kept-memory"))
+        if not (ours and theirs):
+            continue
+        a = statistics.median(r["samples_per_s"] for r in ours)
+        b = statistics.median(r["samples_per_s"] for r in theirs)
+        print(f"| {units} | {threads} | {a:.0f} | {b:.0f} | {a / b:.2f}× |")
 
 
 TRAINERS = (

@@ -53,6 +53,7 @@ def main():
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--lengths", help="one token count per line; sets the rows")
     p.add_argument("--packed", action="store_true", help="pack_padded_sequence by real length")
+    p.add_argument("--inference", action="store_true", help="time prediction (inference_mode)")
     a = p.parse_args()
     lengths = None
     if a.lengths:
@@ -71,6 +72,33 @@ def main():
     most = max(positives, negatives)
     weights = torch.where(labels > 0.5, most / positives, most / negatives).float()
     model = Model(a.units)
+    if a.inference:
+        model.eval()
+        batch = 1024
+
+        def predict():
+            with torch.inference_mode():
+                for s in range(0, a.rows, batch):
+                    model(ids[s : s + batch])
+
+        predict()
+        started = time.perf_counter()
+        for _ in range(a.epochs):
+            predict()
+        seconds = time.perf_counter() - started
+        print(
+            json.dumps(
+                {
+                    "trainer": "pytorch-infer",
+                    "units": a.units,
+                    "threads": torch.get_num_threads(),
+                    "batches": -(-a.rows // batch) * a.epochs,
+                    "seconds": round(seconds, 3),
+                    "samples_per_s": round(a.rows * a.epochs / seconds, 1),
+                }
+            )
+        )
+        return
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
     loss_fn = nn.BCEWithLogitsLoss(reduction="none")
     batches = [(s, min(a.batch, a.rows - s)) for s in range(0, a.rows, a.batch)]

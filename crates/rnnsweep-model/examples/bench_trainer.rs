@@ -6,7 +6,8 @@
 //! `bench_trainer --units U [--impl fused|reference] [--rows N] [--time T] [--batch B]
 //! [--warmup K] [--epochs E] [--lengths FILE] [--batching shuffle|bucket]` prints one JSON line;
 //! `--lengths` takes one token count per line (its line count sets the rows), `--batching
-//! bucket` groups rows of similar length. `bench_trainer --peak` prints the f32 matrix
+//! bucket` groups rows of similar length; `--inference` times prediction instead (the `predict`
+//! path: no dropout, batches of `--batch`, 1024 by default there). `bench_trainer --peak` prints the f32 matrix
 //! multiply rate (2048³, candle's `gemm`) that "% of peak" is measured against. Threads come
 //! from `RAYON_NUM_THREADS`.
 
@@ -32,11 +33,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut rows, mut time, mut batch, mut warmup, mut epochs) = (31_962, 37, 256, 3, 1);
     let mut lengths: Option<Vec<usize>> = None;
     let mut bucket = false;
+    let mut inference = false;
     let mut args = std::env::args().skip(1).peekable();
     if args.peek().map(String::as_str) == Some("--peak") {
         return matmul_peak();
     }
     while let Some(flag) = args.next() {
+        if flag == "--inference" {
+            inference = true;
+            batch = 1024;
+            continue;
+        }
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--units" => units = value.parse()?,
@@ -113,6 +120,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let labels: Vec<f32> = labels.into_iter().map(f32::from).collect();
 
     let net = Net::new(&cfg, VOCAB, &Device::Cpu)?;
+    if inference {
+        let padded = rnnsweep_model::dataset::Padded {
+            ids: ids.clone(),
+            rows,
+            len: time,
+        };
+        rnnsweep_model::train::predict_logits(&net, &padded, batch)?;
+        let started = Instant::now();
+        for _ in 0..epochs {
+            rnnsweep_model::train::predict_logits(&net, &padded, batch)?;
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let batches = rows.div_ceil(batch) * epochs;
+        println!(
+            "{{\"trainer\": \"rnnsweep-{}-infer\", \"units\": {units}, \"threads\": {}, \"batches\": {batches}, \
+             \"seconds\": {seconds:.3}, \"samples_per_s\": {:.1}}}",
+            if net.fused_lstm { "fused" } else { "reference" },
+            candle_core::utils::get_num_threads(),
+            (rows * epochs) as f64 / seconds,
+        );
+        return Ok(());
+    }
     let vars = net.trainable().into_iter().map(|(_, v)| v).collect();
     let mut optimizer = KerasOptimizer::new(vars, cfg.optimizer.clone())?;
     let all: Vec<usize> = (0..rows).collect();
