@@ -1,5 +1,6 @@
 //! A trained model on disk: `config.json` (with the sequence length resolved),
-//! `tokenizer.json` and `model.safetensors` (weights and BatchNorm moving statistics).
+//! `tokenizer.json`, `model.safetensors` (weights and BatchNorm moving statistics) and
+//! `threshold.json` (the decision threshold, fixed or chosen on the calibration rows).
 
 use std::path::Path;
 
@@ -16,12 +17,24 @@ use crate::train::predict_padded;
 pub const CONFIG_FILE: &str = "config.json";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const THRESHOLD_FILE: &str = "threshold.json";
+
+/// `threshold.json`.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredThreshold {
+    /// Probabilities at or above it are labelled 1.
+    pub value: f64,
+    pub mode: crate::threshold::ThresholdMode,
+    /// Training rows it was chosen on (0 for a fixed threshold).
+    pub calibration_rows: usize,
+}
 
 pub struct TrainedModel {
     /// `sequence_length` is always `Some` here.
     pub config: ModelConfig,
     pub tokenizer: Tokenizer,
     pub net: Net,
+    pub threshold: StoredThreshold,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
@@ -33,8 +46,18 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
 
 impl TrainedModel {
     /// The model a training run produced, with the sequence length it was trained at.
-    pub fn from_training(config: ModelConfig, data: crate::dataset::Prepared, net: Net) -> Self {
+    pub fn from_training(
+        config: ModelConfig,
+        data: crate::dataset::Prepared,
+        net: Net,
+        threshold: f64,
+    ) -> Self {
         Self {
+            threshold: StoredThreshold {
+                value: threshold,
+                mode: config.threshold.mode,
+                calibration_rows: data.calibration.ids.rows,
+            },
             config: ModelConfig {
                 sequence_length: Some(data.sequence_length),
                 ..config
@@ -54,6 +77,13 @@ impl TrainedModel {
         let config_path = dir.join(CONFIG_FILE);
         std::fs::write(&config_path, config).map_err(io(&config_path))?;
         self.tokenizer.save(&dir.join(TOKENIZER_FILE))?;
+        let threshold_path = dir.join(THRESHOLD_FILE);
+        let threshold =
+            serde_json::to_string_pretty(&self.threshold).map_err(|e| ModelError::Artifact {
+                path: threshold_path.display().to_string(),
+                message: e.to_string(),
+            })?;
+        std::fs::write(&threshold_path, threshold).map_err(io(&threshold_path))?;
         let state = self
             .net
             .state()?
@@ -89,10 +119,25 @@ impl TrainedModel {
                 message: format!("unreadable weights: {e}"),
             })?;
         net.load_state(&state, &shown)?;
+        let threshold_path = dir.join(THRESHOLD_FILE);
+        // Models saved before thresholds were chosen have no file: their fixed value holds.
+        let threshold = match std::fs::read_to_string(&threshold_path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| ModelError::Artifact {
+                path: threshold_path.display().to_string(),
+                message: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => StoredThreshold {
+                value: config.threshold.value,
+                mode: config.threshold.mode,
+                calibration_rows: 0,
+            },
+            Err(e) => return Err(io(&threshold_path)(e)),
+        };
         Ok(Self {
             config,
             tokenizer,
             net,
+            threshold,
         })
     }
 

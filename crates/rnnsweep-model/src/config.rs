@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
 pub use crate::optim::{OptimizerConfig, OptimizerName};
+pub use crate::pooling::Pooling;
+pub use crate::threshold::{Threshold, ThresholdMode};
+pub use crate::tokenizer::TokenizerOptions;
 
 /// Keras `pad_sequences` options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -60,6 +63,59 @@ pub struct ModelConfig {
     /// default, so studies made before it existed keep their fingerprint).
     #[serde(skip_serializing_if = "Batching::is_default")]
     pub batching: Batching,
+    // The keys below are left out of the stored form at their defaults for the same reason.
+    /// How the last LSTM layer's outputs become one vector per row.
+    #[serde(skip_serializing_if = "Pooling::is_default")]
+    pub pooling: Pooling,
+    /// Drops a token's whole embedding vector with this probability in training (the rest
+    /// are scaled by 1/(1−p)); the step still counts as a real one.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub embedding_dropout: f64,
+    /// How the embedding table is updated each step (see [`EmbeddingUpdate`]).
+    #[serde(skip_serializing_if = "EmbeddingUpdate::is_default")]
+    pub embedding_update: EmbeddingUpdate,
+    /// Keras `Tokenizer` options besides `num_words` (which is `max_words`).
+    #[serde(skip_serializing_if = "TokenizerOptions::is_default")]
+    pub tokenizer: TokenizerOptions,
+    /// How probabilities become labels, in validation metrics and in `predict`.
+    #[serde(skip_serializing_if = "Threshold::is_default")]
+    pub threshold: Threshold,
+    /// Share of the training rows (stratified) held out to choose the threshold, when the
+    /// threshold mode chooses one. Never taken from the validation rows.
+    #[serde(skip_serializing_if = "is_default_calibration_split")]
+    pub calibration_split: f64,
+}
+
+const DEFAULT_CALIBRATION_SPLIT: f64 = 0.1;
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
+}
+
+fn is_default_calibration_split(x: &f64) -> bool {
+    *x == DEFAULT_CALIBRATION_SPLIT
+}
+
+/// How the embedding table learns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbeddingUpdate {
+    /// The whole table's gradient (zero for words not in the batch) goes through the
+    /// optimizer every step, as Keras does: momentum keeps moving rows not in the batch.
+    #[default]
+    Dense,
+    /// Only the rows of words in the batch get a gradient and an optimizer update; their
+    /// optimizer state advances only then (TensorFlow Addons' `LazyAdam`, PyTorch's
+    /// `SparseAdam`). A step then costs the batch's words, not the vocabulary. Equal to
+    /// `dense` for plain SGD; with momentum-style optimizers rows absent from a batch keep
+    /// their weights (and weight decay, if set, touches only the batch's rows).
+    Sparse,
+}
+
+impl EmbeddingUpdate {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// How an epoch's rows are grouped into batches.
@@ -132,6 +188,12 @@ impl Default for ModelConfig {
             seed: 6464,
             lstm_impl: LstmImpl::Auto,
             batching: Batching::default(),
+            pooling: Pooling::Last,
+            embedding_dropout: 0.0,
+            embedding_update: EmbeddingUpdate::Dense,
+            tokenizer: TokenizerOptions::default(),
+            threshold: Threshold::default(),
+            calibration_split: DEFAULT_CALIBRATION_SPLIT,
         }
     }
 }
@@ -249,6 +311,12 @@ impl ModelConfig {
             }
             input = 2 * units;
         }
+        parameters += self.pooling.parameters(input);
+        if self.pooling == Pooling::Attention {
+            let a = self.pooling.parameters(input) - 1;
+            flops += 2.0 * a as f64 * sequence_length as f64;
+        }
+        input = self.pooling.output_features(input);
         for d in &self.dense {
             parameters += input * d.units + d.units;
             flops += 2.0 * (input * d.units) as f64;
@@ -366,6 +434,7 @@ impl ModelConfig {
             ("batch_norm_momentum", self.batch_norm_momentum),
             ("lstm_dropout", self.lstm_dropout),
             ("dense_dropout", self.dense_dropout),
+            ("embedding_dropout", self.embedding_dropout),
         ] {
             if !(0.0..1.0).contains(&p) {
                 return bad(field, format!("{p} is not in [0, 1)"));
@@ -377,6 +446,14 @@ impl ModelConfig {
                 format!("{} is not in (0, 1)", self.validation_split),
             );
         }
+        if !(self.calibration_split > 0.0 && self.calibration_split < 1.0) {
+            return bad(
+                "calibration_split",
+                format!("{} is not in (0, 1)", self.calibration_split),
+            );
+        }
+        self.threshold.validate()?;
+        self.tokenizer.validate()?;
         if self.batch_size == 0 {
             return bad("batch_size", "must be at least 1".into());
         }

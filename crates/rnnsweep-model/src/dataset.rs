@@ -166,6 +166,9 @@ pub fn mix(seed: u64, a: u64, b: u64) -> u64 {
 pub struct Examples {
     pub ids: Padded,
     pub labels: Vec<u8>,
+    /// Each example's row in the table it came from (the training file, or the
+    /// validation file when there is one), for ids in prediction files.
+    pub source_rows: Vec<usize>,
 }
 
 impl Examples {
@@ -181,6 +184,7 @@ impl Examples {
                 len: all.len,
             },
             labels: rows.iter().map(|&r| labels[r]).collect(),
+            source_rows: rows.to_vec(),
         }
     }
 }
@@ -192,19 +196,47 @@ pub struct Prepared {
     pub sequence_length: usize,
     pub train: Examples,
     pub validation: Examples,
+    /// Training rows held out to choose the decision threshold (empty when it is fixed).
+    pub calibration: Examples,
     pub class_weights: [f32; 2],
+}
+
+impl Examples {
+    fn empty(len: usize) -> Self {
+        Self {
+            ids: Padded {
+                ids: Vec::new(),
+                rows: 0,
+                len,
+            },
+            labels: Vec::new(),
+            source_rows: Vec::new(),
+        }
+    }
 }
 
 /// Fits the tokenizer on every row of the file (as the report did), pads, and makes the
 /// stratified split.
 pub fn prepare(table: &Table, cfg: &ModelConfig) -> Result<Prepared> {
-    if !table.labelled {
-        return Err(ModelError::Config {
-            at: table.path.display().to_string(),
-            message: "training needs a label column".into(),
-        });
+    prepare_with(table, None, cfg)
+}
+
+/// Like [`prepare`], with the validation rows from their own file when `validation` is given
+/// (the tokenizer is then fitted on the training file only, and `validation_split` unused).
+pub fn prepare_with(
+    table: &Table,
+    validation: Option<&Table>,
+    cfg: &ModelConfig,
+) -> Result<Prepared> {
+    for t in std::iter::once(table).chain(validation) {
+        if !t.labelled {
+            return Err(ModelError::Config {
+                at: t.path.display().to_string(),
+                message: "training needs a label column".into(),
+            });
+        }
     }
-    let tokenizer = Tokenizer::fit(Some(cfg.max_words), table.texts());
+    let tokenizer = Tokenizer::fit_with(Some(cfg.max_words), &cfg.tokenizer, table.texts());
     let sequences = tokenizer.texts_to_sequences(table.texts());
     let sequence_length = cfg
         .sequence_length
@@ -212,17 +244,64 @@ pub fn prepare(table: &Table, cfg: &ModelConfig) -> Result<Prepared> {
         .max(1);
     let padded = pad_sequences(&sequences, sequence_length, cfg.padding, cfg.truncating);
     let labels = table.labels();
-    let split = stratified_split(&labels, cfg.validation_split, mix(cfg.seed, 0, 0x5917));
-    if split.train.is_empty() || split.validation.is_empty() {
-        return Err(ModelError::Config {
-            at: "validation_split".into(),
-            message: format!(
-                "{} rows cannot be split into training and validation sets",
-                labels.len()
-            ),
-        });
-    }
-    let train = Examples::select(&padded, &labels, &split.train);
+    let (train_rows, validation) = match validation {
+        Some(v) => {
+            let sequences = tokenizer.texts_to_sequences(v.texts());
+            let padded = pad_sequences(&sequences, sequence_length, cfg.padding, cfg.truncating);
+            let rows: Vec<usize> = (0..padded.rows).collect();
+            if rows.is_empty() {
+                return Err(ModelError::Config {
+                    at: v.path.display().to_string(),
+                    message: "the validation file has no rows".into(),
+                });
+            }
+            (
+                (0..labels.len()).collect(),
+                Examples::select(&padded, &v.labels(), &rows),
+            )
+        }
+        None => {
+            let split = stratified_split(&labels, cfg.validation_split, mix(cfg.seed, 0, 0x5917));
+            if split.train.is_empty() || split.validation.is_empty() {
+                return Err(ModelError::Config {
+                    at: "validation_split".into(),
+                    message: format!(
+                        "{} rows cannot be split into training and validation sets",
+                        labels.len()
+                    ),
+                });
+            }
+            (
+                split.train,
+                Examples::select(&padded, &labels, &split.validation),
+            )
+        }
+    };
+    let (train_rows, calibration) = if cfg.threshold.needs_calibration() {
+        let train_labels: Vec<u8> = train_rows.iter().map(|&r| labels[r]).collect();
+        let inner = stratified_split(
+            &train_labels,
+            cfg.calibration_split,
+            mix(cfg.seed, 0, 0xCA1B),
+        );
+        if inner.train.is_empty() || inner.validation.is_empty() {
+            return Err(ModelError::Config {
+                at: "calibration_split".into(),
+                message: format!(
+                    "{} training rows cannot give up a calibration slice",
+                    train_rows.len()
+                ),
+            });
+        }
+        let pick = |k: &[usize]| k.iter().map(|&i| train_rows[i]).collect::<Vec<_>>();
+        (
+            pick(&inner.train),
+            Examples::select(&padded, &labels, &pick(&inner.validation)),
+        )
+    } else {
+        (train_rows, Examples::empty(sequence_length))
+    };
+    let train = Examples::select(&padded, &labels, &train_rows);
     let class_weights = if cfg.class_weighting {
         class_weights(&train.labels)
     } else {
@@ -231,21 +310,29 @@ pub fn prepare(table: &Table, cfg: &ModelConfig) -> Result<Prepared> {
     Ok(Prepared {
         tokenizer,
         sequence_length,
-        validation: Examples::select(&padded, &labels, &split.validation),
+        validation,
+        calibration,
         train,
         class_weights,
     })
 }
 
-/// Like [`prepare`], but every row trains and none is held out (the final model after a
-/// search, trained on the whole file for a fixed number of epochs).
-pub fn prepare_all(table: &Table, cfg: &ModelConfig) -> Result<Prepared> {
-    let mut p = prepare(table, cfg)?;
+/// Like [`prepare`], but every row trains and none is held out for validation (the final
+/// model after a search, trained on the whole file for a fixed number of epochs). The
+/// calibration slice, if the threshold needs one, is still held out.
+pub fn prepare_all(
+    table: &Table,
+    validation: Option<&Table>,
+    cfg: &ModelConfig,
+) -> Result<Prepared> {
+    let mut p = prepare_with(table, validation, cfg)?;
     let rows = p.train.ids.rows + p.validation.ids.rows;
     let mut ids = p.train.ids.ids.clone();
     ids.extend_from_slice(&p.validation.ids.ids);
     let mut labels = p.train.labels.clone();
     labels.extend_from_slice(&p.validation.labels);
+    let mut source_rows = p.train.source_rows.clone();
+    source_rows.extend_from_slice(&p.validation.source_rows);
     p.train = Examples {
         ids: Padded {
             ids,
@@ -253,15 +340,9 @@ pub fn prepare_all(table: &Table, cfg: &ModelConfig) -> Result<Prepared> {
             len: p.sequence_length,
         },
         labels,
+        source_rows,
     };
-    p.validation = Examples {
-        ids: Padded {
-            ids: Vec::new(),
-            rows: 0,
-            len: p.sequence_length,
-        },
-        labels: Vec::new(),
-    };
+    p.validation = Examples::empty(p.sequence_length);
     if cfg.class_weighting {
         p.class_weights = class_weights(&p.train.labels);
     }

@@ -17,6 +17,8 @@ pub mod lstm;
 pub mod metrics;
 pub mod net;
 pub mod optim;
+pub mod pooling;
+pub mod threshold;
 pub mod tokenizer;
 pub mod train;
 

@@ -33,10 +33,12 @@ pub enum Metric {
     ValRocAuc,
     /// Average precision, exact with ties, as scikit-learn computes it (threshold-free).
     ValPrAuc,
+    /// F1 at threshold 0.5 whatever the model's threshold (`val_f1` is at the model's).
+    ValF1AtHalf,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 10] = [
+    pub const ALL: [Metric; 11] = [
         Metric::TrainLoss,
         Metric::TrainAccuracy,
         Metric::ValLoss,
@@ -47,6 +49,7 @@ impl Metric {
         Metric::ValSpecificity,
         Metric::ValRocAuc,
         Metric::ValPrAuc,
+        Metric::ValF1AtHalf,
     ];
 
     pub fn name(self) -> &'static str {
@@ -61,6 +64,7 @@ impl Metric {
             Metric::ValSpecificity => "val_specificity",
             Metric::ValRocAuc => "val_roc_auc",
             Metric::ValPrAuc => "val_pr_auc",
+            Metric::ValF1AtHalf => "val_f1_at_0.5",
         }
     }
 
@@ -77,6 +81,7 @@ impl Metric {
             Metric::ValSpecificity => "specificity",
             Metric::ValRocAuc => "roc_auc",
             Metric::ValPrAuc => "pr_auc",
+            Metric::ValF1AtHalf => "f1@0.5",
         }
     }
 

@@ -7,11 +7,12 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::config::{Activation, LstmImpl, ModelConfig};
+use crate::config::{Activation, EmbeddingUpdate, LstmImpl, ModelConfig};
 use crate::dataset::mix;
 use crate::error::{ModelError, Result};
 use crate::init;
 use crate::lstm::{time_major_mask, BiLstm, BiOutput, StepMask};
+use crate::pooling::{pool, Attention, Pooling};
 
 /// Keras BatchNormalization's epsilon.
 const BN_EPSILON: f64 = 1e-3;
@@ -219,8 +220,15 @@ pub struct Net {
     pub recurrent: Vec<(BiLstm, Option<BatchNorm>)>,
     pub dense: Vec<Dense>,
     pub output: Dense,
+    pub pooling: Pooling,
+    /// `Some` for attention pooling.
+    pub attention: Option<Attention>,
     pub lstm_dropout: f64,
     pub dense_dropout: f64,
+    pub embedding_dropout: f64,
+    /// Training steps hand back the batch's embedding rows as their own variable (see
+    /// [`EmbeddingRows`]) instead of differentiating the whole table.
+    pub sparse_embedding: bool,
     /// Whether the LSTM layers run the fused CPU kernel (see [`crate::lstm`]).
     pub fused_lstm: bool,
     pub device: Device,
@@ -249,6 +257,7 @@ impl Net {
         )?)?;
         let mut input = cfg.embedding_dim;
         let mut recurrent = Vec::new();
+        let last_features = 2 * cfg.lstm_units.last().copied().unwrap_or(0);
         for &units in &cfg.lstm_units {
             let lstm = BiLstm::new(&mut rng, input, units, device)?;
             let bn = if cfg.batch_norm {
@@ -259,6 +268,7 @@ impl Net {
             recurrent.push((lstm, bn));
             input = 2 * units;
         }
+        input = cfg.pooling.output_features(input);
         let mut dense = Vec::new();
         for d in &cfg.dense {
             dense.push(Dense::new(
@@ -272,13 +282,22 @@ impl Net {
             input = d.units;
         }
         let output = Dense::new(&mut rng, input, 1, Activation::Linear, 0.0, device)?;
+        // Drawn last, so adding attention leaves every other initial weight as it was.
+        let attention = match cfg.pooling {
+            Pooling::Attention => Some(Attention::new(&mut rng, last_features, device)?),
+            _ => None,
+        };
         Ok(Self {
             embedding,
             recurrent,
             dense,
             output,
+            pooling: cfg.pooling,
+            attention,
             lstm_dropout: cfg.lstm_dropout,
             dense_dropout: cfg.dense_dropout,
+            embedding_dropout: cfg.embedding_dropout,
+            sparse_embedding: cfg.embedding_update == EmbeddingUpdate::Sparse,
             fused_lstm,
             device: device.clone(),
         })
@@ -286,15 +305,26 @@ impl Net {
 
     /// Logits `[batch]`. `dropout_rng` is `Some` in training (dropout on, batch statistics).
     pub fn forward(&self, batch: &IdBatch, dropout_rng: Option<&mut ChaCha8Rng>) -> Result<Tensor> {
+        Ok(self.forward_rows(batch, dropout_rng)?.0)
+    }
+
+    /// [`Net::forward`], also handing back the batch's embedding rows when the embedding is
+    /// updated sparsely in training (their gradient is the table's, row by row).
+    pub fn forward_rows(
+        &self,
+        batch: &IdBatch,
+        dropout_rng: Option<&mut ChaCha8Rng>,
+    ) -> Result<(Tensor, Option<EmbeddingRows>)> {
         let mut rng = dropout_rng;
         // Columns that are padding in every row change nothing (masked steps keep the state),
         // so they are cut off: with post padding most batches are shorter than the longest row.
         let trimmed = trim_padding_columns(batch);
         let b = trimmed.batch;
+        let (embedded, rows) = self.embed(&trimmed, rng.as_deref_mut())?;
         let mut x = if self.fused_lstm {
-            self.recurrent_fused(&trimmed, rng.as_deref_mut())?
+            self.recurrent_fused(&trimmed, embedded, rng.as_deref_mut())?
         } else {
-            self.recurrent_reference(&trimmed, rng.as_deref_mut())?
+            self.recurrent_reference(&trimmed, embedded, rng.as_deref_mut())?
         };
         for (k, d) in self.dense.iter().enumerate() {
             if k > 0 {
@@ -307,14 +337,65 @@ impl Net {
             }
             x = d.forward(&x)?;
         }
-        Ok(self.output.forward(&x)?.squeeze(1)?)
+        Ok((self.output.forward(&x)?.squeeze(1)?, rows))
+    }
+
+    /// The embedded batch, time-major `[time, batch, E]`, with embedding dropout in training.
+    fn embed(
+        &self,
+        trimmed: &Trimmed,
+        rng: Option<&mut ChaCha8Rng>,
+    ) -> Result<(Tensor, Option<EmbeddingRows>)> {
+        let (b, t) = (trimmed.batch, trimmed.time);
+        let time_major_ids: Vec<u32> = (0..t)
+            .flat_map(|s| (0..b).map(move |r| trimmed.ids[r * t + s]))
+            .collect();
+        let table = self.embedding.as_tensor();
+        let e = table.dim(1)?;
+        let (x, rows) = if self.sparse_embedding && rng.is_some() {
+            let mut unique = time_major_ids.clone();
+            unique.sort_unstable();
+            unique.dedup();
+            let position: HashMap<u32, u32> = unique
+                .iter()
+                .enumerate()
+                .map(|(k, &id)| (id, k as u32))
+                .collect();
+            let compact: Vec<u32> = time_major_ids.iter().map(|id| position[id]).collect();
+            let gathered = table
+                .detach()
+                .index_select(&Tensor::new(unique.as_slice(), &self.device)?, 0)?;
+            let rows = Var::from_tensor(&gathered)?;
+            let x = rows
+                .as_tensor()
+                .index_select(&Tensor::from_vec(compact, t * b, &self.device)?, 0)?;
+            (x, Some(EmbeddingRows { ids: unique, rows }))
+        } else {
+            let lookup = Tensor::from_vec(time_major_ids, t * b, &self.device)?;
+            (table.index_select(&lookup, 0)?, None)
+        };
+        let mut x = x.reshape((t, b, e))?;
+        if let Some(r) = rng {
+            if self.embedding_dropout > 0.0 {
+                // One draw per token (batch-major), the same whichever LSTM path runs.
+                let keep = keep_mask(r, b, t, self.embedding_dropout, &self.device)?;
+                x = x.broadcast_mul(&keep.t()?.unsqueeze(2)?)?;
+            }
+        }
+        Ok((x, rows))
+    }
+
+    /// Turns the last layer's `[time, batch, 2U]` outputs into `[batch, F]`.
+    fn pool_sequence(&self, sequence: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        pool(sequence, mask, self.pooling, self.attention.as_ref())
     }
 
     /// The LSTM stack with the reference layer, on time-major lists of steps. Returns the
-    /// last layer's final states `[batch, 2U]`.
+    /// pooled last layer `[batch, F]`.
     fn recurrent_reference(
         &self,
         trimmed: &Trimmed,
+        embedded: Tensor,
         mut rng: Option<&mut ChaCha8Rng>,
     ) -> Result<Tensor> {
         let train = rng.is_some();
@@ -322,22 +403,32 @@ impl Net {
         let ids = &trimmed.ids;
         let masks = StepMask::from_ids(ids, b, t, DType::F32, &self.device)?;
         let mut steps: Vec<Tensor> = (0..t)
-            .map(|s| {
-                let column: Vec<u32> = (0..b).map(|r| ids[r * t + s]).collect();
-                let ids = Tensor::from_vec(column, b, &self.device)?;
-                self.embedding.as_tensor().index_select(&ids, 0)
-            })
+            .map(|s| embedded.get(s))
             .collect::<candle_core::Result<_>>()?;
         let layers = self.recurrent.len();
+        let pooled = self.pooling.needs_sequence();
         for (k, (lstm, bn)) in self.recurrent.iter().enumerate() {
             let last = k + 1 == layers;
             let dropout = self.lstm_dropout_masks(rng.as_deref_mut(), b, steps[0].dim(1)?)?;
-            match lstm.run(&steps, &masks, !last, dropout.as_ref().map(|(f, w)| (f, w)))? {
+            let sequences = !last || pooled;
+            match lstm.run(
+                &steps,
+                &masks,
+                sequences,
+                dropout.as_ref().map(|(f, w)| (f, w)),
+            )? {
                 BiOutput::Sequence(seq) => {
                     steps = match bn {
                         Some(bn) => bn.apply(&seq, Some(&masks), train)?,
                         None => seq,
                     };
+                    if last {
+                        let mask = Tensor::stack(
+                            &masks.iter().map(|m| m.tensor.clone()).collect::<Vec<_>>(),
+                            0,
+                        )?;
+                        return self.pool_sequence(&Tensor::stack(&steps, 0)?, &mask);
+                    }
                 }
                 BiOutput::Last(x) => {
                     return Ok(match bn {
@@ -355,6 +446,7 @@ impl Net {
     fn recurrent_fused(
         &self,
         trimmed: &Trimmed,
+        embedded: Tensor,
         mut rng: Option<&mut ChaCha8Rng>,
     ) -> Result<Tensor> {
         let train = rng.is_some();
@@ -367,21 +459,15 @@ impl Net {
             (t, b, 1),
             &self.device,
         )?;
-        let time_major_ids: Vec<u32> = (0..t)
-            .flat_map(|s| (0..b).map(move |r| ids[r * t + s]))
-            .collect();
-        let lookup = Tensor::from_vec(time_major_ids, t * b, &self.device)?;
-        let embedding = self.embedding.as_tensor();
-        let mut x = embedding
-            .index_select(&lookup, 0)?
-            .reshape((t, b, embedding.dim(1)?))?;
+        let mut x = embedded;
         let layers = self.recurrent.len();
+        let pooled = self.pooling.needs_sequence();
         for (k, (lstm, bn)) in self.recurrent.iter().enumerate() {
             let last = k + 1 == layers;
             let dropout = self.lstm_dropout_masks(rng.as_deref_mut(), b, x.dim(2)?)?;
             let dropout = dropout.as_ref().map(|(f, w)| (f, w));
-            let out = lstm.run_fused(&x, &mask, !last, dropout, train)?;
-            if last {
+            let out = lstm.run_fused(&x, &mask, !last || pooled, dropout, train)?;
+            if last && !pooled {
                 return match bn {
                     Some(bn) => bn
                         .apply_sequence(&out.unsqueeze(0)?, None, train)?
@@ -394,6 +480,9 @@ impl Net {
                 Some(bn) => bn.apply_sequence(&out, Some((&mask_tensor, real)), train)?,
                 None => out,
             };
+            if last {
+                return self.pool_sequence(&x, &mask_tensor);
+            }
         }
         Err(no_lstm_layer())
     }
@@ -443,6 +532,11 @@ impl Net {
         }
         out.push(("output.kernel".into(), self.output.kernel.clone()));
         out.push(("output.bias".into(), self.output.bias.clone()));
+        if let Some(a) = &self.attention {
+            for (name, v) in a.vars() {
+                out.push((format!("pool.attention.{name}"), v.clone()));
+            }
+        }
         out
     }
 
@@ -491,6 +585,15 @@ impl Net {
         }
         Ok(())
     }
+}
+
+/// The embedding rows of one training batch's words, as their own variable: the loss's
+/// gradient with respect to `rows` is the table's gradient, which is zero everywhere else.
+#[derive(Debug, Clone)]
+pub struct EmbeddingRows {
+    /// Distinct word ids of the batch, ascending; `rows` row k is word `ids[k]`.
+    pub ids: Vec<u32>,
+    pub rows: Var,
 }
 
 struct Trimmed {
@@ -557,6 +660,7 @@ pub fn bce_with_logits(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{EmbeddingUpdate, LstmImpl};
 
     fn t(v: &[f32]) -> Tensor {
         Tensor::new(v, &Device::Cpu).unwrap()
@@ -805,5 +909,223 @@ mod tests {
         let want = 0.1 * w.iter().map(|x| x * x).sum::<f32>();
         let got: f32 = net.l2_penalty().unwrap().to_scalar().unwrap();
         assert!((got - want).abs() < 1e-6);
+    }
+
+    fn pooled_net(pooling: Pooling, lstm_impl: LstmImpl, update: EmbeddingUpdate) -> Net {
+        let cfg = ModelConfig {
+            embedding_dim: 5,
+            lstm_units: vec![4, 3],
+            dense: vec![crate::config::DenseConfig {
+                units: 4,
+                activation: Activation::Tanh,
+                l2: 0.0,
+            }],
+            batch_norm: true,
+            embedding_dropout: 0.2,
+            pooling,
+            lstm_impl,
+            embedding_update: update,
+            seed: 21,
+            ..ModelConfig::default()
+        };
+        Net::new(&cfg, 12, &Device::Cpu).unwrap()
+    }
+
+    /// Rows of lengths 4, 2, 0 and 3 with post padding, plus a pre-padded one.
+    const IDS: [u32; 25] = [
+        3, 1, 4, 1, 5, //
+        9, 2, 0, 0, 0, //
+        0, 0, 0, 0, 0, //
+        6, 5, 3, 0, 0, //
+        0, 0, 11, 7, 8,
+    ];
+
+    /// Logits and every weight's gradient of one training forward pass with a fixed seed.
+    fn logits_and_grads(net: &Net) -> (Vec<f32>, Vec<(String, Vec<f32>)>) {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let batch = IdBatch {
+            ids: &IDS,
+            batch: 5,
+            time: 5,
+        };
+        let (logits, rows) = net.forward_rows(&batch, Some(&mut rng)).unwrap();
+        let weights = Tensor::new(&[0.3f32, -1.1, 0.7, 2.0, -0.4], &Device::Cpu).unwrap();
+        let grads = logits
+            .mul(&weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let mut out: Vec<(String, Vec<f32>)> = net
+            .trainable()
+            .into_iter()
+            .filter(|(name, _)| name != "embedding" || rows.is_none())
+            .map(|(name, v)| {
+                let g = grads
+                    .get(v.as_tensor())
+                    .map(|g| g.flatten_all().unwrap().to_vec1().unwrap())
+                    .unwrap_or_else(|| vec![0.0; v.elem_count()]);
+                (name, g)
+            })
+            .collect();
+        if let Some(r) = rows {
+            // The row gradient scattered into a table of zeros: the dense gradient.
+            let (vocab, e) = net.embedding.as_tensor().dims2().unwrap();
+            let g: Vec<f32> = grads
+                .get(r.rows.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let mut table = vec![0f32; vocab * e];
+            for (k, &id) in r.ids.iter().enumerate() {
+                table[id as usize * e..(id as usize + 1) * e]
+                    .copy_from_slice(&g[k * e..(k + 1) * e]);
+            }
+            out.insert(0, ("embedding".into(), table));
+        }
+        (logits.to_vec1().unwrap(), out)
+    }
+
+    fn assert_close(what: &str, a: &[f32], b: &[f32], tolerance: f32) {
+        let scale = b.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+        for (k, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (x - y).abs() <= tolerance * scale,
+                "{what}[{k}]: {x} vs {y} (scale {scale})"
+            );
+        }
+        assert_eq!(a.len(), b.len(), "{what}");
+    }
+
+    #[test]
+    fn every_pooling_gives_the_same_logits_and_gradients_on_both_lstm_paths() {
+        for pooling in [
+            Pooling::Last,
+            Pooling::Max,
+            Pooling::Mean,
+            Pooling::MaxMean,
+            Pooling::Attention,
+        ] {
+            let reference = pooled_net(pooling, LstmImpl::Reference, EmbeddingUpdate::Dense);
+            let fused = pooled_net(pooling, LstmImpl::Fused, EmbeddingUpdate::Dense);
+            let (lr, gr) = logits_and_grads(&reference);
+            let (lf, gf) = logits_and_grads(&fused);
+            assert_close(&format!("{pooling:?} logits"), &lf, &lr, 1e-4);
+            for ((name, a), (_, b)) in gf.iter().zip(&gr) {
+                assert_close(&format!("{pooling:?} d{name}"), a, b, 1e-3);
+            }
+            assert!(
+                gr.iter().all(|(_, g)| g.iter().any(|v| *v != 0.0)),
+                "{pooling:?}: every weight gets a gradient"
+            );
+            let eval = |net: &Net| -> Vec<f32> {
+                net.forward(
+                    &IdBatch {
+                        ids: &IDS,
+                        batch: 5,
+                        time: 5,
+                    },
+                    None,
+                )
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+            };
+            assert_close(
+                &format!("{pooling:?} eval"),
+                &eval(&fused),
+                &eval(&reference),
+                1e-4,
+            );
+            assert!(eval(&fused)[2].is_finite(), "an empty row stays finite");
+        }
+    }
+
+    #[test]
+    fn the_sparse_embedding_gradient_is_the_dense_one_row_by_row() {
+        for pooling in [Pooling::Last, Pooling::Attention] {
+            let dense = pooled_net(pooling, LstmImpl::Fused, EmbeddingUpdate::Dense);
+            let sparse = pooled_net(pooling, LstmImpl::Fused, EmbeddingUpdate::Sparse);
+            let (ld, gd) = logits_and_grads(&dense);
+            let (ls, gs) = logits_and_grads(&sparse);
+            assert_eq!(ld, ls);
+            assert_eq!(gd[0].0, "embedding");
+            assert_close("embedding gradient", &gs[0].1, &gd[0].1, 1e-6);
+        }
+    }
+
+    /// Trains two nets, one updating the embedding sparsely, on the same batches.
+    fn embeddings_after(
+        optimizer: crate::optim::OptimizerName,
+        steps: usize,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let tables: Vec<Vec<f32>> = [EmbeddingUpdate::Dense, EmbeddingUpdate::Sparse]
+            .into_iter()
+            .map(|update| {
+                let net = pooled_net(Pooling::Mean, LstmImpl::Fused, update);
+                let config = crate::optim::OptimizerConfig {
+                    name: optimizer,
+                    learning_rate: Some(0.1),
+                    ..Default::default()
+                };
+                let vars = net.trainable().into_iter().map(|(_, v)| v).collect();
+                let mut opt =
+                    <crate::optim::KerasOptimizer as candle_nn::Optimizer>::new(vars, config)
+                        .unwrap();
+                for step in 0..steps {
+                    // Batches that leave different words out, so lazy and dense could differ.
+                    let rows = if step % 2 == 0 { 0..3 } else { 2..5 };
+                    let ids = &IDS[rows.start * 5..rows.end * 5];
+                    let mut rng = ChaCha8Rng::seed_from_u64(step as u64);
+                    crate::train::train_batch(
+                        &net,
+                        &mut opt,
+                        &IdBatch {
+                            ids,
+                            batch: 3,
+                            time: 5,
+                        },
+                        &[1.0, 0.0, 1.0],
+                        &[1.0, 1.0, 2.0],
+                        &mut rng,
+                    )
+                    .unwrap();
+                }
+                net.embedding
+                    .as_tensor()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap()
+            })
+            .collect();
+        (tables[0].clone(), tables[1].clone())
+    }
+
+    #[test]
+    fn a_sparse_embedding_update_equals_the_dense_one() {
+        // Plain SGD: a zero gradient changes nothing, so lazy is exact at every step.
+        let (dense, sparse) = embeddings_after(crate::optim::OptimizerName::Sgd, 4);
+        assert_close("sgd", &sparse, &dense, 1e-6);
+        // Adam's first step: untouched rows have zero moments, so they do not move either.
+        let (dense, sparse) = embeddings_after(crate::optim::OptimizerName::Adam, 1);
+        assert_close("adam, one step", &sparse, &dense, 1e-6);
+        // Later, dense Adam's momentum moves rows absent from the batch; lazy Adam does not.
+        let (dense, sparse) = embeddings_after(crate::optim::OptimizerName::Adam, 2);
+        let e = 5;
+        let moved = |t: &[f32], id: usize, other: &[f32]| {
+            t[id * e..(id + 1) * e]
+                .iter()
+                .zip(&other[id * e..(id + 1) * e])
+                .any(|(a, b)| a != b)
+        };
+        // Word 4 is only in the first batch: after step 2 the tables differ there only.
+        assert!(moved(&dense, 4, &sparse));
+        // Word 10 is in no batch: neither moved it.
+        let (fresh, _) = embeddings_after(crate::optim::OptimizerName::Adam, 0);
+        assert!(!moved(&dense, 10, &fresh) && !moved(&sparse, 10, &fresh));
     }
 }

@@ -202,121 +202,7 @@ impl candle_nn::Optimizer for KerasOptimizer {
     }
 
     fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
-        let s = self.settings;
-        let lr = s.learning_rate;
-        let step = (self.iterations + 1) as f64;
-        // Nadam's momentum schedule, advanced once per step for all variables.
-        let (u_t, u_t1, u_prod_t, u_prod_t1) = {
-            let u_t = s.beta_1 * (1.0 - 0.5 * 0.96f64.powf(step * 0.004));
-            let u_t1 = s.beta_1 * (1.0 - 0.5 * 0.96f64.powf((step + 1.0) * 0.004));
-            let u_prod_t = self.u_product * u_t;
-            (u_t, u_t1, u_prod_t, u_prod_t * u_t1)
-        };
-        for (var, slots) in self.vars.iter().zip(self.slots.iter_mut()) {
-            let Some(g) = grads.get(var.as_tensor()) else {
-                continue;
-            };
-            // Updates must not record ops: slots built from tracked tensors would keep every
-            // step's whole graph alive (gigabytes per epoch).
-            let g = &g.detach();
-            let mut w = var.as_tensor().detach();
-            if s.weight_decay > 0.0 {
-                w = (&w - (&w * (s.weight_decay * lr))?)?;
-            }
-            let new_w = match s.name {
-                OptimizerName::Sgd => {
-                    if s.momentum != 0.0 {
-                        let m = ((&slots[0] * s.momentum)? - (g * lr)?)?;
-                        let w = if s.nesterov {
-                            (&w + ((&m * s.momentum)? - (g * lr)?)?)?
-                        } else {
-                            (&w + &m)?
-                        };
-                        slots[0] = m;
-                        w
-                    } else {
-                        (&w - (g * lr)?)?
-                    }
-                }
-                OptimizerName::Adam | OptimizerName::Adamw => {
-                    let alpha =
-                        lr * (1.0 - s.beta_2.powf(step)).sqrt() / (1.0 - s.beta_1.powf(step));
-                    let m = (&slots[0] + ((g - &slots[0])? * (1.0 - s.beta_1))?)?;
-                    let v = (&slots[1] + ((g.sqr()? - &slots[1])? * (1.0 - s.beta_2))?)?;
-                    let w = (&w - ((&m * alpha)? / (v.sqrt()? + s.epsilon)?)?)?;
-                    slots[0] = m;
-                    slots[1] = v;
-                    w
-                }
-                OptimizerName::Adamax => {
-                    let m = (&slots[0] + ((g - &slots[0])? * (1.0 - s.beta_1))?)?;
-                    let u = (&slots[1] * s.beta_2)?.maximum(&g.abs()?)?;
-                    let w =
-                        (&w - ((&m * (lr / (1.0 - s.beta_1.powf(step))))? / (&u + s.epsilon)?)?)?;
-                    slots[0] = m;
-                    slots[1] = u;
-                    w
-                }
-                OptimizerName::Nadam => {
-                    let m = (&slots[0] + ((g - &slots[0])? * (1.0 - s.beta_1))?)?;
-                    let v = (&slots[1] + ((g.sqr()? - &slots[1])? * (1.0 - s.beta_2))?)?;
-                    let m_hat = ((&m * (u_t1 / (1.0 - u_prod_t1)))?
-                        + (g * ((1.0 - u_t) / (1.0 - u_prod_t)))?)?;
-                    let v_hat = (&v / (1.0 - s.beta_2.powf(step)))?;
-                    let w = (&w - ((m_hat * lr)? / (v_hat.sqrt()? + s.epsilon)?)?)?;
-                    slots[0] = m;
-                    slots[1] = v;
-                    w
-                }
-                OptimizerName::Rmsprop => {
-                    // Slots: velocity, then momentum (if momentum > 0), then the mean gradient
-                    // (if centered).
-                    let velocity = ((&slots[0] * s.rho)? + (g.sqr()? * (1.0 - s.rho))?)?;
-                    let denominator = if s.centered {
-                        let k = 1 + usize::from(s.momentum > 0.0);
-                        let avg = ((&slots[k] * s.rho)? + (g * (1.0 - s.rho))?)?;
-                        let d = ((&velocity - avg.sqr()?)? + s.epsilon)?;
-                        slots[k] = avg;
-                        d
-                    } else {
-                        (&velocity + s.epsilon)?
-                    };
-                    let increment = ((g * lr)? / denominator.sqrt()?)?;
-                    slots[0] = velocity;
-                    if s.momentum > 0.0 {
-                        let m = ((&slots[1] * s.momentum)? + increment)?;
-                        let w = (&w - &m)?;
-                        slots[1] = m;
-                        w
-                    } else {
-                        (&w - increment)?
-                    }
-                }
-                OptimizerName::Adagrad => {
-                    let acc = (&slots[0] + g.sqr()?)?;
-                    let w = (&w - ((g * lr)? / (&acc + s.epsilon)?.sqrt()?)?)?;
-                    slots[0] = acc;
-                    w
-                }
-                OptimizerName::Adadelta => {
-                    let acc_grad = ((&slots[0] * s.rho)? + (g.sqr()? * (1.0 - s.rho))?)?;
-                    let delta = ((&slots[1] + s.epsilon)?.sqrt()? * g)?
-                        .div(&(&acc_grad + s.epsilon)?.sqrt()?)?;
-                    let acc_delta = ((&slots[1] * s.rho)? + (delta.sqr()? * (1.0 - s.rho))?)?;
-                    let w = (&w - (delta * lr)?)?;
-                    slots[0] = acc_grad;
-                    slots[1] = acc_delta;
-                    w
-                }
-            };
-            var.set(&new_w)?;
-            for slot in slots.iter_mut() {
-                *slot = slot.detach();
-            }
-        }
-        self.iterations += 1;
-        self.u_product = u_prod_t;
-        Ok(())
+        self.step_with_rows(grads, None)
     }
 
     fn learning_rate(&self) -> f64 {
@@ -329,6 +215,52 @@ impl candle_nn::Optimizer for KerasOptimizer {
 }
 
 impl KerasOptimizer {
+    /// One step: every variable with a gradient in `grads` is updated whole; `rows`, if
+    /// given, is a sparse gradient for some rows of one variable (the embedding table), and
+    /// only those rows and their optimizer state change.
+    pub fn step_with_rows(
+        &mut self,
+        grads: &GradStore,
+        rows: Option<(&Var, &[u32], &Tensor)>,
+    ) -> candle_core::Result<()> {
+        let s = self.settings;
+        let step = (self.iterations + 1) as f64;
+        // Nadam's momentum schedule, advanced once per step for all variables.
+        let constants = {
+            let u_t = s.beta_1 * (1.0 - 0.5 * 0.96f64.powf(step * 0.004));
+            let u_t1 = s.beta_1 * (1.0 - 0.5 * 0.96f64.powf((step + 1.0) * 0.004));
+            let u_prod_t = self.u_product * u_t;
+            StepConstants {
+                step,
+                u_t,
+                u_t1,
+                u_prod_t,
+                u_prod_t1: u_prod_t * u_t1,
+            }
+        };
+        for (var, slots) in self.vars.iter().zip(self.slots.iter_mut()) {
+            if let Some((table, ids, g)) = rows {
+                if table.as_tensor().id() == var.as_tensor().id() {
+                    update_rows(&s, &constants, var, ids, &g.detach(), slots)?;
+                    continue;
+                }
+            }
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
+            // Updates must not record ops: slots built from tracked tensors would keep every
+            // step's whole graph alive (gigabytes per epoch).
+            let new_w = update(&s, &constants, var.as_tensor().detach(), &g.detach(), slots)?;
+            var.set(&new_w)?;
+            for slot in slots.iter_mut() {
+                *slot = slot.detach();
+            }
+        }
+        self.iterations += 1;
+        self.u_product = constants.u_prod_t;
+        Ok(())
+    }
+
     pub fn settings(&self) -> &Settings {
         &self.settings
     }
@@ -375,6 +307,152 @@ impl KerasOptimizer {
         self.u_product = scalars.u_product;
         Ok(())
     }
+}
+
+/// What one step shares across variables: its number and Nadam's momentum schedule.
+#[derive(Debug, Clone, Copy)]
+struct StepConstants {
+    step: f64,
+    u_t: f64,
+    u_t1: f64,
+    u_prod_t: f64,
+    u_prod_t1: f64,
+}
+
+/// One variable's update (or some rows of it, with their rows of the slots): Keras's rule
+/// for `s.name`, decoupled weight decay first. Returns the new weights; `slots` are advanced.
+fn update(
+    s: &Settings,
+    c: &StepConstants,
+    w: Tensor,
+    g: &Tensor,
+    slots: &mut [Tensor],
+) -> candle_core::Result<Tensor> {
+    let lr = s.learning_rate;
+    let StepConstants {
+        step,
+        u_t,
+        u_t1,
+        u_prod_t,
+        u_prod_t1,
+    } = *c;
+    let mut w = w;
+    if s.weight_decay > 0.0 {
+        w = (&w - (&w * (s.weight_decay * lr))?)?;
+    }
+    Ok(match s.name {
+        OptimizerName::Sgd => {
+            if s.momentum != 0.0 {
+                let m = ((&slots[0] * s.momentum)? - (g * lr)?)?;
+                let w = if s.nesterov {
+                    (&w + ((&m * s.momentum)? - (g * lr)?)?)?
+                } else {
+                    (&w + &m)?
+                };
+                slots[0] = m;
+                w
+            } else {
+                (&w - (g * lr)?)?
+            }
+        }
+        OptimizerName::Adam | OptimizerName::Adamw => {
+            let alpha = lr * (1.0 - s.beta_2.powf(step)).sqrt() / (1.0 - s.beta_1.powf(step));
+            let m = (&slots[0] + ((g - &slots[0])? * (1.0 - s.beta_1))?)?;
+            let v = (&slots[1] + ((g.sqr()? - &slots[1])? * (1.0 - s.beta_2))?)?;
+            let w = (&w - ((&m * alpha)? / (v.sqrt()? + s.epsilon)?)?)?;
+            slots[0] = m;
+            slots[1] = v;
+            w
+        }
+        OptimizerName::Adamax => {
+            let m = (&slots[0] + ((g - &slots[0])? * (1.0 - s.beta_1))?)?;
+            let u = (&slots[1] * s.beta_2)?.maximum(&g.abs()?)?;
+            let w = (&w - ((&m * (lr / (1.0 - s.beta_1.powf(step))))? / (&u + s.epsilon)?)?)?;
+            slots[0] = m;
+            slots[1] = u;
+            w
+        }
+        OptimizerName::Nadam => {
+            let m = (&slots[0] + ((g - &slots[0])? * (1.0 - s.beta_1))?)?;
+            let v = (&slots[1] + ((g.sqr()? - &slots[1])? * (1.0 - s.beta_2))?)?;
+            let m_hat =
+                ((&m * (u_t1 / (1.0 - u_prod_t1)))? + (g * ((1.0 - u_t) / (1.0 - u_prod_t)))?)?;
+            let v_hat = (&v / (1.0 - s.beta_2.powf(step)))?;
+            let w = (&w - ((m_hat * lr)? / (v_hat.sqrt()? + s.epsilon)?)?)?;
+            slots[0] = m;
+            slots[1] = v;
+            w
+        }
+        OptimizerName::Rmsprop => {
+            // Slots: velocity, then momentum (if momentum > 0), then the mean gradient
+            // (if centered).
+            let velocity = ((&slots[0] * s.rho)? + (g.sqr()? * (1.0 - s.rho))?)?;
+            let denominator = if s.centered {
+                let k = 1 + usize::from(s.momentum > 0.0);
+                let avg = ((&slots[k] * s.rho)? + (g * (1.0 - s.rho))?)?;
+                let d = ((&velocity - avg.sqr()?)? + s.epsilon)?;
+                slots[k] = avg;
+                d
+            } else {
+                (&velocity + s.epsilon)?
+            };
+            let increment = ((g * lr)? / denominator.sqrt()?)?;
+            slots[0] = velocity;
+            if s.momentum > 0.0 {
+                let m = ((&slots[1] * s.momentum)? + increment)?;
+                let w = (&w - &m)?;
+                slots[1] = m;
+                w
+            } else {
+                (&w - increment)?
+            }
+        }
+        OptimizerName::Adagrad => {
+            let acc = (&slots[0] + g.sqr()?)?;
+            let w = (&w - ((g * lr)? / (&acc + s.epsilon)?.sqrt()?)?)?;
+            slots[0] = acc;
+            w
+        }
+        OptimizerName::Adadelta => {
+            let acc_grad = ((&slots[0] * s.rho)? + (g.sqr()? * (1.0 - s.rho))?)?;
+            let delta =
+                ((&slots[1] + s.epsilon)?.sqrt()? * g)?.div(&(&acc_grad + s.epsilon)?.sqrt()?)?;
+            let acc_delta = ((&slots[1] * s.rho)? + (delta.sqr()? * (1.0 - s.rho))?)?;
+            let w = (&w - (delta * lr)?)?;
+            slots[0] = acc_grad;
+            slots[1] = acc_delta;
+            w
+        }
+    })
+}
+
+/// [`update`] on the rows `ids` of `var` and of its slots, written back in place: the cost is
+/// the rows', not the table's.
+fn update_rows(
+    s: &Settings,
+    c: &StepConstants,
+    var: &Var,
+    ids: &[u32],
+    g: &Tensor,
+    slots: &mut [Tensor],
+) -> candle_core::Result<()> {
+    let table = var.as_tensor();
+    let device = table.device();
+    let (k, e) = g.dims2()?;
+    let pick = Tensor::from_vec(ids.to_vec(), k, device)?;
+    let w = table.detach().index_select(&pick, 0)?;
+    let mut slot_rows: Vec<Tensor> = slots
+        .iter()
+        .map(|slot| slot.index_select(&pick, 0))
+        .collect::<candle_core::Result<_>>()?;
+    let new_w = update(s, c, w, g, &mut slot_rows)?;
+    // `scatter_set` along rows wants the row index repeated across each row's columns.
+    let at = pick.unsqueeze(1)?.broadcast_as((k, e))?.contiguous()?;
+    table.scatter_set(&at, &new_w.contiguous()?, 0)?;
+    for (slot, rows) in slots.iter_mut().zip(slot_rows) {
+        slot.scatter_set(&at, &rows.detach().contiguous()?, 0)?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -26,17 +26,77 @@ pub enum TokenizerError {
 /// Splits a text the way `keras.preprocessing.text.text_to_word_sequence` does with defaults:
 /// lower-case, filter characters to spaces, split on the single space only, drop empties.
 pub fn words(text: &str) -> impl Iterator<Item = String> + '_ {
-    let lowered: String = text
-        .to_lowercase()
-        .chars()
-        .map(|c| if KERAS_FILTERS.contains(c) { ' ' } else { c })
-        .collect();
-    lowered
-        .split(' ')
-        .filter(|w| !w.is_empty())
-        .map(str::to_string)
-        .collect::<Vec<_>>()
-        .into_iter()
+    TokenizerOptions::default().tokens(text).into_iter()
+}
+
+/// Keras `Tokenizer`'s options besides `num_words`, with Keras's defaults and meanings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenizerOptions {
+    /// Every character (spaces and punctuation included, `filters` not applied) is a token.
+    pub char_level: bool,
+    pub lower: bool,
+    /// Characters replaced by `split` before splitting (word level only).
+    pub filters: String,
+    /// The separator words are split on.
+    pub split: String,
+    /// A token for words not in the vocabulary or past `num_words`; it takes index 1.
+    /// Without it such words are dropped.
+    pub oov_token: Option<String>,
+}
+
+impl Default for TokenizerOptions {
+    fn default() -> Self {
+        Self {
+            char_level: false,
+            lower: true,
+            filters: KERAS_FILTERS.to_string(),
+            split: " ".to_string(),
+            oov_token: None,
+        }
+    }
+}
+
+impl TokenizerOptions {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    pub fn validate(&self) -> Result<(), crate::error::ModelError> {
+        if self.split.is_empty() && !self.char_level {
+            return Err(crate::error::ModelError::Config {
+                at: "tokenizer.split".into(),
+                message: "an empty separator splits nothing (Python's str.split refuses it too)"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// A text's tokens: Keras's `fit_on_texts`/`texts_to_sequences` split.
+    pub fn tokens(&self, text: &str) -> Vec<String> {
+        let text = if self.lower {
+            text.to_lowercase()
+        } else {
+            text.to_string()
+        };
+        if self.char_level {
+            return text.chars().map(String::from).collect();
+        }
+        let mut filtered = String::with_capacity(text.len());
+        for c in text.chars() {
+            if self.filters.contains(c) {
+                filtered.push_str(&self.split);
+            } else {
+                filtered.push(c);
+            }
+        }
+        filtered
+            .split(self.split.as_str())
+            .filter(|w| !w.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
 }
 
 /// A fitted vocabulary. Index 0 is reserved for padding; words are numbered from 1 by
@@ -47,18 +107,30 @@ pub struct Tokenizer {
     pub num_words: Option<usize>,
     /// Every word seen in `fit`, in index order (`vocabulary[0]` has index 1).
     pub vocabulary: Vec<String>,
-    /// Occurrence counts, parallel to `vocabulary`.
+    /// Occurrence counts, parallel to `vocabulary` (0 for the `oov_token`).
     pub counts: Vec<u64>,
+    /// Absent in tokenizers saved before there were options: Keras's defaults.
+    #[serde(default, skip_serializing_if = "TokenizerOptions::is_default")]
+    pub options: TokenizerOptions,
     #[serde(skip)]
     index: HashMap<String, u32>,
 }
 
 impl Tokenizer {
+    /// Keras `Tokenizer(num_words)` with the default options, fitted on `texts`.
     pub fn fit<'a>(num_words: Option<usize>, texts: impl IntoIterator<Item = &'a str>) -> Self {
+        Self::fit_with(num_words, &TokenizerOptions::default(), texts)
+    }
+
+    pub fn fit_with<'a>(
+        num_words: Option<usize>,
+        options: &TokenizerOptions,
+        texts: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
         let mut position: HashMap<String, usize> = HashMap::new();
         let mut seen: Vec<(String, u64)> = Vec::new();
         for text in texts {
-            for word in words(text) {
+            for word in options.tokens(text) {
                 match position.get(&word) {
                     Some(&i) => seen[i].1 += 1,
                     None => {
@@ -70,11 +142,17 @@ impl Tokenizer {
         }
         // Stable: equal counts keep first-seen order, as Python's list.sort does.
         seen.sort_by_key(|w| std::cmp::Reverse(w.1));
+        // Keras puts the OOV token first (index 1). Should it also occur as a word, that later
+        // entry wins the index, as in Keras's `dict(zip(...))`.
+        if let Some(oov) = &options.oov_token {
+            seen.insert(0, (oov.clone(), 0));
+        }
         let (vocabulary, counts) = seen.into_iter().unzip();
         let mut tokenizer = Self {
             num_words,
             vocabulary,
             counts,
+            options: options.clone(),
             index: HashMap::new(),
         };
         tokenizer.rebuild_index();
@@ -102,12 +180,21 @@ impl Tokenizer {
     }
 
     /// Keras `texts_to_sequences` for one text: unknown words and words at or past
-    /// `num_words` are dropped.
+    /// `num_words` become the OOV token's index, or are dropped without one.
     pub fn text_to_sequence(&self, text: &str) -> Vec<u32> {
         let limit = self.num_words.unwrap_or(usize::MAX);
-        words(text)
-            .filter_map(|w| self.word_index(&w))
-            .filter(|&i| (i as usize) < limit)
+        let oov = self
+            .options
+            .oov_token
+            .as_deref()
+            .and_then(|t| self.word_index(t));
+        self.options
+            .tokens(text)
+            .iter()
+            .filter_map(|w| match self.word_index(w) {
+                Some(i) if (i as usize) < limit => Some(i),
+                _ => oov,
+            })
             .collect()
     }
 
@@ -205,6 +292,37 @@ mod tests {
         assert_eq!(t.word_index("d"), Some(4));
         let all = Tokenizer::fit(Some(100), ["x y"]);
         assert_eq!(all.id_limit(), 3);
+    }
+
+    #[test]
+    fn oov_token_takes_index_one_and_stands_for_unknown_and_cut_words() {
+        let options = TokenizerOptions {
+            oov_token: Some("<unk>".into()),
+            ..TokenizerOptions::default()
+        };
+        let t = Tokenizer::fit_with(Some(3), &options, ["b a", "c b", "a c b d"]);
+        assert_eq!(t.vocabulary, vec!["<unk>", "b", "a", "c", "d"]);
+        // b=2 is kept (< 3); a=3, c=4, d=5 and unknown words become 1.
+        assert_eq!(t.text_to_sequence("d c b a zzz"), vec![1, 1, 2, 1, 1]);
+    }
+
+    #[test]
+    fn char_level_keeps_every_character_and_lower_false_keeps_case() {
+        let options = TokenizerOptions {
+            char_level: true,
+            lower: false,
+            ..TokenizerOptions::default()
+        };
+        let t = Tokenizer::fit_with(None, &options, ["aB a!"]);
+        // a=2, then B, ' ', '!' once each in first-seen order; filters do not apply.
+        assert_eq!(t.vocabulary, vec!["a", "B", " ", "!"]);
+        assert_eq!(t.text_to_sequence("Ba?"), vec![2, 1]);
+        let split = TokenizerOptions {
+            filters: String::new(),
+            split: ",".into(),
+            ..TokenizerOptions::default()
+        };
+        assert_eq!(split.tokens("A b,,C!"), vec!["a b", "c!"]);
     }
 
     #[test]

@@ -35,7 +35,14 @@ pub struct EpochReport {
     pub val_specificity: f64,
     pub val_roc_auc: f64,
     pub val_pr_auc: f64,
-    /// `[tn, fp, fn, tp]` on the validation set at threshold 0.5.
+    /// F1 at 0.5, whatever the threshold (absent in reports from before thresholds).
+    #[serde(default = "nan", rename = "val_f1_at_0.5")]
+    pub val_f1_at_half: f64,
+    /// The decision threshold the validation metrics above were computed at: the
+    /// configuration's fixed value, or the one chosen on the calibration rows after this epoch.
+    #[serde(default = "half")]
+    pub threshold: f64,
+    /// `[tn, fp, fn, tp]` on the validation set at `threshold`.
     pub confusion: [u64; 4],
     pub seconds: f64,
 }
@@ -57,8 +64,17 @@ impl EpochReport {
             Metric::ValSpecificity => self.val_specificity,
             Metric::ValRocAuc => self.val_roc_auc,
             Metric::ValPrAuc => self.val_pr_auc,
+            Metric::ValF1AtHalf => self.val_f1_at_half,
         }
     }
+}
+
+fn nan() -> f64 {
+    f64::NAN
+}
+
+fn half() -> f64 {
+    0.5
 }
 
 /// Writes a run's per-epoch history as CSV (`history.csv` in a model folder).
@@ -73,11 +89,12 @@ pub fn write_history(path: &Path, history: &[EpochReport]) -> Result<()> {
     })?;
     let mut header: Vec<&str> = vec!["epoch"];
     header.extend(Metric::ALL.map(Metric::name));
-    header.extend(["tn", "fp", "fn", "tp", "seconds"]);
+    header.extend(["threshold", "tn", "fp", "fn", "tp", "seconds"]);
     w.write_record(&header).map_err(|e| io(e.into()))?;
     for r in history {
         let mut row = vec![r.epoch.to_string()];
         row.extend(Metric::ALL.map(|m| r.get(m).to_string()));
+        row.push(r.threshold.to_string());
         row.extend(r.confusion.map(|c| c.to_string()));
         row.push(format!("{:.3}", r.seconds));
         w.write_record(&row).map_err(|e| io(e.into()))?;
@@ -108,6 +125,8 @@ pub struct FitOutcome {
     /// 1-based epoch whose weights the returned net holds.
     pub best_epoch: usize,
     pub stop: StopReason,
+    /// The decision threshold for the returned net ([`choose_threshold`]).
+    pub threshold: f64,
 }
 
 /// Where and whether to checkpoint.
@@ -344,7 +363,9 @@ fn evaluate_epoch(
     } else {
         (Vec::new(), f64::NAN)
     };
-    let mut c = classify(&val_probs, &data.validation.labels, 0.5);
+    let threshold = choose_threshold(net, data, cfg)?;
+    let mut c = classify(&val_probs, &data.validation.labels, threshold as f32);
+    let at_half = classify(&val_probs, &data.validation.labels, 0.5).f1;
     if !held_out {
         let nan = f64::NAN;
         (c.accuracy, c.precision, c.recall, c.f1, c.specificity) = (nan, nan, nan, nan, nan);
@@ -361,9 +382,21 @@ fn evaluate_epoch(
         val_specificity: c.specificity,
         val_roc_auc: c.roc_auc,
         val_pr_auc: c.pr_auc,
+        val_f1_at_half: if held_out { at_half } else { f64::NAN },
+        threshold,
         confusion: c.confusion,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The configuration's threshold for the net as it is now: fixed, or chosen on the
+/// calibration rows (which neither train nor validate).
+pub fn choose_threshold(net: &Net, data: &Prepared, cfg: &ModelConfig) -> Result<f64> {
+    if !cfg.threshold.needs_calibration() || data.calibration.ids.rows == 0 {
+        return Ok(cfg.threshold.value);
+    }
+    let probs = predict_padded(net, &data.calibration.ids, cfg.batch_size)?;
+    Ok(cfg.threshold.choose(&probs, &data.calibration.labels))
 }
 
 /// Trains a configuration: epochs of seeded mini-batches, validation metrics after each,
@@ -423,11 +456,13 @@ pub fn fit(
         }
     }
     let best_epoch = stopping.restore(&net, history.len())?;
+    let threshold = choose_threshold(&net, data, cfg)?;
     Ok(FitOutcome {
         net,
         history,
         best_epoch,
         stop,
+        threshold,
     })
 }
 
@@ -518,7 +553,7 @@ pub fn train_batch(
     rng: &mut ChaCha8Rng,
 ) -> Result<BatchStep> {
     let n = batch.batch;
-    let logits = net.forward(batch, Some(rng))?;
+    let (logits, rows) = net.forward_rows(batch, Some(rng))?;
     let y = Tensor::from_vec(labels.to_vec(), n, &net.device)?;
     let w = Tensor::from_vec(weights.to_vec(), n, &net.device)?;
     // Keras's sample-weighted "sum over batch size" reduction.
@@ -531,7 +566,16 @@ pub fn train_batch(
             correct: 0,
         });
     }
-    optimizer.backward_step(&loss)?;
+    let grads = loss.backward()?;
+    let row_grads = match &rows {
+        Some(r) => grads.get(r.rows.as_tensor()).cloned(),
+        None => None,
+    };
+    let sparse = rows
+        .as_ref()
+        .zip(row_grads.as_ref())
+        .map(|(r, g)| (&net.embedding, r.ids.as_slice(), g));
+    optimizer.step_with_rows(&grads, sparse)?;
     let logits: Vec<f32> = logits.to_dtype(DType::F32)?.to_vec1()?;
     let correct = logits
         .iter()

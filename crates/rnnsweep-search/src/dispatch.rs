@@ -496,6 +496,7 @@ impl Dispatcher<'_> {
             params: params.clone(),
             config,
             train_file: spec.train_file.clone(),
+            validation_file: spec.validation_file.clone(),
             columns: spec.columns.clone(),
             checkpoint_dir: trial_dir(
                 &self.options.results_dir,

@@ -442,8 +442,8 @@ mod tests {
         );
         let lines: Vec<&str> = csv.lines().collect();
         // The objective once: pandas.read_csv must see unique column names.
-        assert_eq!(lines[0], "rank,trial,state,val_f1,val_accuracy,val_precision,val_recall,val_specificity,val_roc_auc,val_pr_auc,optimizer,epochs,duration_s,device");
-        assert_eq!(lines[1], "1,1,COMPLETE,0.7,,,,,,,sgd,3,,cpu");
+        assert_eq!(lines[0], "rank,trial,state,val_f1,val_accuracy,val_precision,val_recall,val_specificity,val_roc_auc,val_pr_auc,val_f1_at_0.5,optimizer,epochs,duration_s,device");
+        assert_eq!(lines[1], "1,1,COMPLETE,0.7,,,,,,,,sgd,3,,cpu");
         assert_eq!(lines.len(), 3);
     }
 

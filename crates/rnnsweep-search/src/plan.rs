@@ -3,8 +3,7 @@
 
 use std::fmt::Write as _;
 
-use rnnsweep_model::data::{load_csv, Labels};
-use rnnsweep_model::dataset::prepare;
+use rnnsweep_model::dataset::prepare_with;
 use rnnsweep_model::ModelConfig;
 
 use crate::devices::DevicePool;
@@ -37,8 +36,8 @@ struct DataShape {
 
 fn data_shape(spec: &Spec) -> Result<DataShape, PlanError> {
     let cfg = ModelConfig::from_value(spec.training.clone(), "training")?;
-    let table = load_csv(&spec.train_file, &spec.columns, Labels::Required)?;
-    let data = prepare(&table, &cfg)?;
+    let (table, validation) = spec.tables()?;
+    let data = prepare_with(&table, validation.as_ref(), &cfg)?;
     Ok(DataShape {
         train_rows: data.train.labels.len(),
         validation_rows: data.validation.labels.len(),

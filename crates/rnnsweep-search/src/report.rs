@@ -558,19 +558,31 @@ pub fn roc_pr(
     })
 }
 
-/// Reads a worker's `probability,label` file.
+/// Reads a worker's predictions file: `id,probability,label` (or the older
+/// `probability,label`).
 pub fn read_predictions(path: &Path) -> Result<(Vec<f32>, Vec<u8>), ReportError> {
-    let text = std::fs::read_to_string(path).map_err(err(path))?;
+    let bad = |message: String| ReportError {
+        path: path.display().to_string(),
+        message,
+    };
+    let mut reader = csv::Reader::from_path(path).map_err(|e| bad(e.to_string()))?;
+    let headers = reader.headers().map_err(|e| bad(e.to_string()))?.clone();
+    let column = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h == name)
+            .ok_or_else(|| bad(format!("line 1: no `{name}` column")))
+    };
+    let (p_at, y_at) = (column("probability")?, column("label")?);
     let mut probs = Vec::new();
     let mut labels = Vec::new();
-    for (i, line) in text.lines().enumerate().skip(1) {
-        let bad = || ReportError {
-            path: path.display().to_string(),
-            message: format!("line {}: expected `probability,label`", i + 1),
-        };
-        let (p, y) = line.split_once(',').ok_or_else(bad)?;
-        probs.push(p.trim().parse().map_err(|_| bad())?);
-        labels.push(y.trim().parse().map_err(|_| bad())?);
+    for (i, record) in reader.records().enumerate() {
+        let line = i + 2;
+        let record = record.map_err(|e| bad(format!("line {line}: {e}")))?;
+        let field = |k: usize| record.get(k).unwrap_or("").trim();
+        let wrong = || bad(format!("line {line}: expected a probability and a 0/1 label"));
+        probs.push(field(p_at).parse().map_err(|_| wrong())?);
+        labels.push(field(y_at).parse().map_err(|_| wrong())?);
     }
     Ok((probs, labels))
 }
@@ -632,12 +644,17 @@ fn csv_text(w: csv::Writer<Vec<u8>>) -> String {
     String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
 }
 
-/// Writes a worker's `probability,label` file (read back by [`read_predictions`]).
-pub fn write_predictions(path: &Path, probs: &[f32], labels: &[u8]) -> Result<(), ReportError> {
+/// Writes a worker's `id,probability,label` file (read back by [`read_predictions`]).
+pub fn write_predictions(
+    path: &Path,
+    ids: &[&str],
+    probs: &[f32],
+    labels: &[u8],
+) -> Result<(), ReportError> {
     let mut w = csv_writer();
-    let _ = w.write_record(["probability", "label"]);
-    for (p, y) in probs.iter().zip(labels) {
-        let _ = w.write_record([p.to_string(), y.to_string()]);
+    let _ = w.write_record(["id", "probability", "label"]);
+    for ((id, p), y) in ids.iter().zip(probs).zip(labels) {
+        let _ = w.write_record([id.to_string(), p.to_string(), y.to_string()]);
     }
     std::fs::write(path, csv_text(w)).map_err(err(path))
 }

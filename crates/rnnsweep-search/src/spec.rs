@@ -85,6 +85,9 @@ struct RawSpec {
 #[serde(deny_unknown_fields)]
 struct RawData {
     train: String,
+    /// Validation rows from their own file instead of `validation_split`.
+    #[serde(default)]
+    validation: Option<String>,
     #[serde(default)]
     columns: Columns,
     #[serde(default)]
@@ -191,6 +194,8 @@ pub struct Spec {
     pub name: String,
     pub storage: StorageLocation,
     pub train_file: PathBuf,
+    /// `data.validation`: validation rows from this file (same columns) instead of a split.
+    pub validation_file: Option<PathBuf>,
     pub columns: Columns,
     pub method: Method,
     pub seed: u64,
@@ -286,6 +291,25 @@ pub fn locate(text: &str, path: &[&str]) -> Option<(usize, usize)> {
 }
 
 impl Spec {
+    /// The labelled training table and, with `data.validation`, the validation table.
+    pub fn tables(
+        &self,
+    ) -> Result<
+        (
+            rnnsweep_model::data::Table,
+            Option<rnnsweep_model::data::Table>,
+        ),
+        rnnsweep_model::ModelError,
+    > {
+        use rnnsweep_model::data::{load_csv, Labels};
+        let train = load_csv(&self.train_file, &self.columns, Labels::Required)?;
+        let validation = match &self.validation_file {
+            Some(path) => Some(load_csv(path, &self.columns, Labels::Required)?),
+            None => None,
+        };
+        Ok((train, validation))
+    }
+
     pub fn load(path: &Path) -> Result<Self, SpecError> {
         let text = std::fs::read_to_string(path).map_err(|e| SpecError {
             at: path.display().to_string(),
@@ -310,6 +334,7 @@ impl Spec {
         let (max_duration, heartbeat_grace) = r.durations(&raw)?;
         let data = r.data(&raw, function.as_ref())?;
         let train_file = r.base_dir.join(&data.train);
+        let validation_file = data.validation.as_ref().map(|v| r.base_dir.join(v));
         let training = r.training(&raw, &data)?;
         let parameters = r.parameters(&raw, method, &training, function.as_ref())?;
         let storage = r.storage(&raw)?;
@@ -323,6 +348,7 @@ impl Spec {
             storage,
             name: raw.name,
             train_file,
+            validation_file,
             columns: data.columns,
             method,
             seed: raw.seed,
@@ -526,6 +552,7 @@ impl Reader<'_> {
             (Some(d), _) => d.clone(),
             (None, Some(_)) => RawData {
                 train: String::new(),
+                validation: None,
                 columns: Columns::default(),
                 validation_split: None,
                 max_words: None,
@@ -538,6 +565,12 @@ impl Reader<'_> {
                 ))
             }
         };
+        if data.validation.is_some() && data.validation_split.is_some() {
+            return Err(self.err(
+                &["data", "validation_split"],
+                "give either `validation` (a file) or `validation_split`, not both".into(),
+            ));
+        }
         Ok(data)
     }
 
@@ -918,7 +951,7 @@ parameters:
         );
         assert_eq!(
             message(&GOOD.replace("  epochs: 3", "  epoch: 3")),
-            "exp/s.yaml:11:3: training: unknown field `epoch`, expected one of `max_words`, `embedding_dim`, `lstm_units`, `lstm_dropout`, `batch_norm`, `batch_norm_momentum`, `dense`, `dense_dropout`, `optimizer`, `batch_size`, `epochs`, `early_stopping`, `sequence_length`, `padding`, `truncating`, `validation_split`, `class_weighting`, `seed`, `lstm_impl`, `batching`"
+            "exp/s.yaml:11:3: training: unknown field `epoch`, expected one of `max_words`, `embedding_dim`, `lstm_units`, `lstm_dropout`, `batch_norm`, `batch_norm_momentum`, `dense`, `dense_dropout`, `optimizer`, `batch_size`, `epochs`, `early_stopping`, `sequence_length`, `padding`, `truncating`, `validation_split`, `class_weighting`, `seed`, `lstm_impl`, `batching`, `pooling`, `embedding_dropout`, `embedding_update`, `tokenizer`, `threshold`, `calibration_split`"
         );
     }
 

@@ -7,8 +7,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use rnnsweep_model::artifact::TrainedModel;
-use rnnsweep_model::data::{load_csv, Labels};
-use rnnsweep_model::dataset::{prepare, prepare_all};
+use rnnsweep_model::dataset::{prepare_all, prepare_with};
 use rnnsweep_model::metrics::Direction;
 use rnnsweep_model::train::{fit, Control, EpochReport, FitOptions};
 use serde_json::Value;
@@ -75,7 +74,7 @@ impl RetrainPlan {
             on_epoch,
         )?;
         Ok((
-            TrainedModel::from_training(self.config, self.data, outcome.net),
+            TrainedModel::from_training(self.config, self.data, outcome.net, outcome.threshold),
             outcome.history,
         ))
     }
@@ -229,13 +228,13 @@ impl Study {
             .collect();
         let mut cfg = build_config(&spec.training, &params)
             .map_err(|m| self.invalid(format!("best trial's configuration: {m}")))?;
-        let table = load_csv(&spec.train_file, &spec.columns, Labels::Required)?;
+        let (table, validation) = spec.tables()?;
         let device = rnnsweep_model::device(&options.device)?;
         let data = if options.keep_validation {
             if let Some(n) = options.epochs {
                 cfg.epochs = n;
             }
-            prepare(&table, &cfg)?
+            prepare_with(&table, validation.as_ref(), &cfg)?
         } else {
             let kept = best
                 .user_attrs
@@ -243,7 +242,7 @@ impl Study {
                 .and_then(Value::as_u64)
                 .map(|v| v as usize);
             cfg.epochs = options.epochs.or(kept).unwrap_or(cfg.epochs).max(1);
-            prepare_all(&table, &cfg)?
+            prepare_all(&table, validation.as_ref(), &cfg)?
         };
         Ok(RetrainPlan {
             trial: best,

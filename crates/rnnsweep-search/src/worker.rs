@@ -29,6 +29,9 @@ pub struct TrialTask {
     /// The full model configuration (absent for a user's command or a synthetic function).
     pub config: Option<rnnsweep_model::ModelConfig>,
     pub train_file: PathBuf,
+    /// Validation rows from their own file (`data.validation`).
+    #[serde(default)]
+    pub validation_file: Option<PathBuf>,
     pub columns: Columns,
     /// Where to keep (and resume from) the per-epoch checkpoint.
     pub checkpoint_dir: PathBuf,

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use candle_core::Device;
+use rnnsweep_model::metrics::classify;
 use rnnsweep_model::artifact::TrainedModel;
 use rnnsweep_model::config::{DenseConfig, OptimizerName};
 use rnnsweep_model::data::{load_csv, Columns, Labels, Table};
@@ -198,25 +199,42 @@ fn non_finite_loss_is_an_error_not_a_panic() {
 }
 
 #[test]
-fn a_saved_model_predicts_what_the_trained_one_did() {
+fn a_saved_model_predicts_what_the_trained_one_did_at_the_threshold_chosen_on_training_rows() {
+    use rnnsweep_model::config::{Threshold, ThresholdMode};
+    use rnnsweep_model::train::predict_padded;
     let table = sample(400);
-    let cfg = small(1);
+    let cfg = ModelConfig {
+        threshold: Threshold {
+            mode: ThresholdMode::MaxF1,
+            ..Threshold::default()
+        },
+        calibration_split: 0.25,
+        ..small(1)
+    };
     let data = prepare(&table, &cfg).unwrap();
+    // 10 % validation (40 rows), then a quarter of the other 360 for calibration.
+    assert_eq!(data.validation.labels.len(), 40);
+    assert_eq!(data.calibration.labels.len(), 90);
+    assert_eq!(data.train.labels.len(), 270);
     let out = fit(&cfg, &data, &Device::Cpu, &FitOptions::default(), |_| {
         Control::Continue
     })
     .unwrap();
-    let model = TrainedModel {
-        config: ModelConfig {
-            sequence_length: Some(data.sequence_length),
-            ..cfg
-        },
-        tokenizer: data.tokenizer.clone(),
-        net: out.net,
-    };
+    let calibration = predict_padded(&out.net, &data.calibration.ids, 64).unwrap();
+    let chosen = cfg.threshold.choose(&calibration, &data.calibration.labels);
+    assert_eq!(out.threshold, chosen);
+    let last = out.history.last().unwrap();
+    assert_eq!(last.threshold, chosen, "validation metrics use the model's threshold");
+    let validation = predict_padded(&out.net, &data.validation.ids, 64).unwrap();
+    let at = |t: f64| classify(&validation, &data.validation.labels, t as f32).f1;
+    assert_eq!(last.val_f1, at(chosen));
+    assert_eq!(last.val_f1_at_half, at(0.5));
+    let model = TrainedModel::from_training(cfg, data, out.net, out.threshold);
     let dir = tempfile::tempdir().unwrap();
     model.save(dir.path()).unwrap();
     let loaded = TrainedModel::load(dir.path(), &Device::Cpu).unwrap();
+    assert_eq!(loaded.threshold.value, chosen);
+    assert_eq!(loaded.threshold.calibration_rows, 90);
     let before = model.predict(&table).unwrap();
     let after = loaded.predict(&table).unwrap();
     assert_eq!(before, after);

@@ -18,8 +18,10 @@ pub struct PredictArgs {
     /// Where to write `id,probability,label`.
     #[arg(long)]
     pub out: PathBuf,
-    #[arg(long, default_value_t = 0.5)]
-    pub threshold: f32,
+    /// Overrides the model's own threshold (`threshold.json`: fixed, or chosen on its
+    /// calibration rows when it was trained).
+    #[arg(long)]
+    pub threshold: Option<f32>,
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Print the N rows most likely to be hateful, with their text.
@@ -31,11 +33,12 @@ pub fn run(args: &PredictArgs) -> anyhow::Result<()> {
     // A process that trains keeps freed memory for the next step; the sweep driver does not,
     // since every worker it forks copies its page tables.
     rnnsweep_model::alloc::keep_freed_memory();
-    if !(0.0..=1.0).contains(&args.threshold) {
-        anyhow::bail!("--threshold {}: must be between 0 and 1", args.threshold);
+    if let Some(t) = args.threshold.filter(|t| !(0.0..=1.0).contains(t)) {
+        anyhow::bail!("--threshold {t}: must be between 0 and 1");
     }
     let device = rnnsweep_model::device(&args.device)?;
     let model = TrainedModel::load(&args.model, &device)?;
+    let threshold = args.threshold.unwrap_or(model.threshold.value as f32);
     let table = load_csv(&args.input, &Columns::default(), Labels::Optional)?;
     let probs = model.predict(&table)?;
     let file = std::fs::File::create(&args.out)
@@ -44,7 +47,7 @@ pub fn run(args: &PredictArgs) -> anyhow::Result<()> {
     w.write_record(["id", "probability", "label"])?;
     let mut flagged = 0;
     for (row, p) in table.rows.iter().zip(&probs) {
-        let label = u8::from(*p >= args.threshold);
+        let label = u8::from(*p >= threshold);
         flagged += usize::from(label);
         w.write_record([row.id.as_str(), &format!("{p:.6}"), &label.to_string()])?;
     }
@@ -52,7 +55,7 @@ pub fn run(args: &PredictArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "{} rows scored, {} labelled 1; written to {}",
+        "{} rows scored, {} labelled 1 (threshold {threshold:.4}); written to {}",
         probs.len(),
         flagged,
         args.out.display()
@@ -83,11 +86,11 @@ pub fn run(args: &PredictArgs) -> anyhow::Result<()> {
         writeln!(out)?;
     }
     if table.labelled {
-        let c = rnnsweep_model::metrics::classify(&probs, &table.labels(), args.threshold);
+        let c = rnnsweep_model::metrics::classify(&probs, &table.labels(), threshold);
         writeln!(
             out,
-            "accuracy {:.4}  precision {:.4}  recall {:.4}  f1 {:.4}  specificity {:.4}  roc_auc {:.4}",
-            c.accuracy, c.precision, c.recall, c.f1, c.specificity, c.roc_auc
+            "accuracy {:.4}  precision {:.4}  recall {:.4}  f1 {:.4}  specificity {:.4}  roc_auc {:.4}  average_precision {:.4}",
+            c.accuracy, c.precision, c.recall, c.f1, c.specificity, c.roc_auc, c.pr_auc
         )?;
     }
     Ok(())

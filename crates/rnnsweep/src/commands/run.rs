@@ -97,6 +97,13 @@ fn sweep(
             }
         );
     }
+    if let Some(v) = spec.validation_file.as_ref().filter(|v| !v.is_file()) {
+        bail!(
+            "{}: data.validation: {}: no such file",
+            spec.path.display(),
+            v.display()
+        );
+    }
     if dry_run {
         say!("{}", rnnsweep_search::plan::describe(spec)?);
         return Ok(ExitCode::SUCCESS);

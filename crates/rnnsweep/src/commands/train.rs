@@ -99,7 +99,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         );
         Control::Continue
     })?;
-    let model = TrainedModel::from_training(cfg, data, outcome.net);
+    let model = TrainedModel::from_training(cfg, data, outcome.net, outcome.threshold);
     model.save(&args.out)?;
     write_history(&args.out.join("history.csv"), &outcome.history)?;
     let best = &outcome.history[outcome
@@ -107,11 +107,12 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         .saturating_sub(1)
         .min(outcome.history.len() - 1)];
     println!(
-        "stopped: {:?}; kept epoch {} (val_loss {:.4}, val_f1 {:.4}); model written to {}",
+        "stopped: {:?}; kept epoch {} (val_loss {:.4}, val_f1 {:.4} at threshold {:.4}); model written to {}",
         outcome.stop,
         outcome.best_epoch,
         best.val_loss,
         best.val_f1,
+        outcome.threshold,
         args.out.display()
     );
     Ok(())

@@ -6,7 +6,7 @@ use std::io::Write;
 
 use anyhow::Context;
 use rnnsweep_model::data::{load_csv, Labels};
-use rnnsweep_model::dataset::prepare;
+use rnnsweep_model::dataset::prepare_with;
 use rnnsweep_model::train::{evaluate_examples, fit, Control, EpochReport, FitOptions};
 use rnnsweep_search::spec::FunctionTrial;
 use rnnsweep_search::worker::{TrialTask, WorkerMessage, TRIAL_ENV, VAL_PREDICTIONS_FILE};
@@ -65,11 +65,22 @@ fn train(task: &TrialTask) -> anyhow::Result<()> {
     cfg.validate()?;
     let device = rnnsweep_model::device(&task.device)?;
     let table = load_csv(&task.train_file, &task.columns, Labels::Required)?;
-    let data = prepare(&table, &cfg)?;
+    let validation = match &task.validation_file {
+        Some(path) => Some(load_csv(path, &task.columns, Labels::Required)?),
+        None => None,
+    };
+    let data = prepare_with(&table, validation.as_ref(), &cfg)?;
+    let mut fingerprint = rnnsweep_model::train::task_fingerprint(&task.train_file);
+    if let Some(path) = &task.validation_file {
+        fingerprint = serde_json::json!({
+            "train": fingerprint,
+            "validation": rnnsweep_model::train::task_fingerprint(path),
+        });
+    }
     let options = FitOptions {
         checkpoint_dir: Some(task.checkpoint_dir.clone()),
         replay_history: true,
-        task: Some(rnnsweep_model::train::task_fingerprint(&task.train_file)),
+        task: Some(fingerprint),
     };
     if let Some(w) = rnnsweep_model::train::discard_foreign_checkpoint(
         &task.checkpoint_dir,
@@ -87,8 +98,16 @@ fn train(task: &TrialTask) -> anyhow::Result<()> {
     })?;
     // The kept model's validation predictions, for confusion matrices and ROC/PR plots.
     let (probs, _) = evaluate_examples(&outcome.net, &data.validation, cfg.batch_size)?;
+    let source = validation.as_ref().unwrap_or(&table);
+    let ids: Vec<&str> = data
+        .validation
+        .source_rows
+        .iter()
+        .map(|&r| source.rows.get(r).map_or("", |row| row.id.as_str()))
+        .collect();
     rnnsweep_search::report::write_predictions(
         &task.trial_dir.join(VAL_PREDICTIONS_FILE),
+        &ids,
         &probs,
         &data.validation.labels,
     )?;
