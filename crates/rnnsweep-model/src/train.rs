@@ -159,6 +159,18 @@ pub fn task_fingerprint(data_file: &Path) -> serde_json::Value {
     })
 }
 
+/// [`task_fingerprint`] of the training file and, when validation rows come from their own
+/// file, of that file too.
+pub fn data_fingerprint(train: &Path, validation: Option<&Path>) -> serde_json::Value {
+    match validation {
+        None => task_fingerprint(train),
+        Some(v) => serde_json::json!({
+            "train": task_fingerprint(train),
+            "validation": task_fingerprint(v),
+        }),
+    }
+}
+
 /// Removes a checkpoint in `dir` that was written for another configuration or task, and
 /// says so (one line naming the folder); `None` when there is none or it belongs here.
 pub fn discard_foreign_checkpoint(

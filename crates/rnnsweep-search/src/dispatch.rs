@@ -458,8 +458,13 @@ impl Dispatcher<'_> {
             .and_then(Value::as_i64);
         let started = Instant::now();
         let device_label = lease.device.to_string();
+        let seed = trial.system_attrs.get(keys::SEED).and_then(Value::as_u64);
         let config = match build_config(&spec.training, &params) {
-            Ok(c) => Some(c),
+            // A `confirm` run: the same configuration with its own seed.
+            Ok(c) => Some(rnnsweep_model::ModelConfig {
+                seed: seed.unwrap_or(c.seed),
+                ..c
+            }),
             // A user's command (or a synthetic function) reads its own parameters.
             Err(_) if !spec.trial.trains_model() => None,
             Err(m) => {
@@ -637,7 +642,9 @@ impl Dispatcher<'_> {
                     epoch,
                     value,
                 });
-                if let Some(pruner) = &self.pruner {
+                // A `confirm` run measures seed noise: stopping it early would bias the mean.
+                let repeat = crate::confirm::repeat_of(&r.trial).is_some();
+                if let Some(pruner) = self.pruner.as_ref().filter(|_| !repeat) {
                     // The other trials' values at this epoch, as every driver has recorded
                     // them: one small query, however large the study.
                     let others = self.store.values_at(self.study, epoch)?;

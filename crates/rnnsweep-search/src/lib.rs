@@ -5,6 +5,7 @@
 //!
 //! The model crate is used only through its configuration type and public training API.
 
+pub mod confirm;
 pub mod devices;
 pub mod dispatch;
 pub mod executor;

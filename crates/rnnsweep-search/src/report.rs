@@ -580,7 +580,11 @@ pub fn read_predictions(path: &Path) -> Result<(Vec<f32>, Vec<u8>), ReportError>
         let line = i + 2;
         let record = record.map_err(|e| bad(format!("line {line}: {e}")))?;
         let field = |k: usize| record.get(k).unwrap_or("").trim();
-        let wrong = || bad(format!("line {line}: expected a probability and a 0/1 label"));
+        let wrong = || {
+            bad(format!(
+                "line {line}: expected a probability and a 0/1 label"
+            ))
+        };
         probs.push(field(p_at).parse().map_err(|_| wrong())?);
         labels.push(field(y_at).parse().map_err(|_| wrong())?);
     }

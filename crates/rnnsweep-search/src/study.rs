@@ -204,8 +204,15 @@ impl Study {
     }
 
     /// The best finished trial by the study's objective.
+    /// The best trial: by the mean over seeds when `confirm` has repeated some
+    /// configurations (the original trial of the best confirmed one), else by its value.
     pub fn best_trial(&self) -> Result<TrialRecord, StudyError> {
         let trials = self.store.trials(self.id)?;
+        if let Some(top) = crate::confirm::confirmed_ranking(&trials, self.direction).first() {
+            if let Some(t) = trials.iter().find(|t| t.number == top.trial) {
+                return Ok(t.clone());
+            }
+        }
         let objective = self.objective()?;
         let ranked = rank(&trials, &objective, self.direction, None);
         ranked
@@ -265,6 +272,48 @@ impl Study {
             .map_err(|m| self.invalid(m))?;
         let attrs = BTreeMap::from([(keys::FIXED_PARAMS.to_string(), given)]);
         Ok(self.store.enqueue(self.id, &attrs)?)
+    }
+
+    /// Queues `repeats` runs with fresh seeds of each of the `top` best trials' configurations
+    /// (less the repeats already there); returns (repeated trial, new trial numbers).
+    pub fn confirm(
+        &mut self,
+        top: usize,
+        repeats: usize,
+    ) -> Result<Vec<(i64, Vec<i64>)>, StudyError> {
+        let trials = self.store.trials(self.id)?;
+        let base_seed = self
+            .stored_spec()
+            .ok()
+            .and_then(|s| s.training.get("seed").and_then(Value::as_u64))
+            .unwrap_or(0);
+        let plan =
+            crate::confirm::repeats_to_queue(&trials, self.direction, top, repeats, base_seed);
+        let mut out = Vec::new();
+        for (number, seeds) in plan {
+            let Some(original) = trials.iter().find(|t| t.number == number) else {
+                continue;
+            };
+            let values: serde_json::Map<String, Value> = original
+                .params
+                .iter()
+                .map(|(k, p)| (k.clone(), p.value()))
+                .collect();
+            let mut queued = Vec::new();
+            for seed in seeds {
+                let attrs = BTreeMap::from([
+                    (
+                        keys::FIXED_PARAMS.to_string(),
+                        Value::Object(values.clone()),
+                    ),
+                    (keys::CONFIRM_OF.to_string(), Value::from(number)),
+                    (keys::SEED.to_string(), Value::from(seed)),
+                ]);
+                queued.push(self.store.enqueue(self.id, &attrs)?);
+            }
+            out.push((number, queued));
+        }
+        Ok(out)
     }
 
     /// Queues failed trials again with their values, as Optuna's `RetryFailedTrialCallback`

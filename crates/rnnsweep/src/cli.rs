@@ -46,6 +46,8 @@ enum Command {
     Plot(plot::PlotArgs),
     /// Every trial (or every epoch) as CSV or JSON.
     Export(export::ExportArgs),
+    /// Train the best configurations again with fresh seeds; rank by the mean.
+    Confirm(confirm::ConfirmArgs),
     /// The best trial's parameters; with --retrain, the final model.
     Best(best::BestArgs),
     /// Copy a study between SQLite and PostgreSQL (either way).
@@ -76,6 +78,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Show(args) => show::run(&args).map(ok)?,
         Command::Enqueue(args) => enqueue::run(&args).map(ok)?,
         Command::Retry(args) => retry::run(&args).map(ok)?,
+        Command::Confirm(args) => confirm::run(&args)?,
         Command::Plot(args) => plot::run(&args).map(ok)?,
         Command::Export(args) => export::run(&args).map(ok)?,
         Command::Best(args) => best::run(&args).map(ok)?,

@@ -14,6 +14,7 @@ mod cli;
 mod commands;
 mod exit;
 mod progress;
+mod sweeping;
 
 use std::process::ExitCode;
 

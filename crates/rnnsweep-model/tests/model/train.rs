@@ -4,11 +4,11 @@
 use std::path::PathBuf;
 
 use candle_core::Device;
-use rnnsweep_model::metrics::classify;
 use rnnsweep_model::artifact::TrainedModel;
 use rnnsweep_model::config::{DenseConfig, OptimizerName};
 use rnnsweep_model::data::{load_csv, Columns, Labels, Table};
 use rnnsweep_model::dataset::prepare;
+use rnnsweep_model::metrics::classify;
 use rnnsweep_model::train::{evaluate_examples, fit, Control, EpochReport, FitOptions, StopReason};
 use rnnsweep_model::ModelConfig;
 
@@ -224,7 +224,10 @@ fn a_saved_model_predicts_what_the_trained_one_did_at_the_threshold_chosen_on_tr
     let chosen = cfg.threshold.choose(&calibration, &data.calibration.labels);
     assert_eq!(out.threshold, chosen);
     let last = out.history.last().unwrap();
-    assert_eq!(last.threshold, chosen, "validation metrics use the model's threshold");
+    assert_eq!(
+        last.threshold, chosen,
+        "validation metrics use the model's threshold"
+    );
     let validation = predict_padded(&out.net, &data.validation.ids, 64).unwrap();
     let at = |t: f64| classify(&validation, &data.validation.labels, t as f32).f1;
     assert_eq!(last.val_f1, at(chosen));

@@ -255,6 +255,10 @@ pub mod keys {
     pub const SPACE: &str = "rnnsweep:space";
     pub const AVOID_DEVICE: &str = "rnnsweep:avoid_device";
     pub const OOM_RETRY: &str = "rnnsweep:oom_retry";
+    /// On a `confirm` run: the number of the trial whose configuration it repeats.
+    pub const CONFIRM_OF: &str = "rnnsweep:confirm_of";
+    /// On a `confirm` run: the model seed it trains with instead of the configuration's.
+    pub const SEED: &str = "rnnsweep:seed";
 
     // Study user attributes (shown by optuna-dashboard).
     /// The spec's text.

@@ -2,6 +2,7 @@
 
 use anyhow::bail;
 use rnnsweep_model::metrics::{direction_of, Metric};
+use rnnsweep_search::confirm::{confirmed_ranking, render_confirmed};
 use rnnsweep_search::leaderboard::{rank, render_csv, render_json, render_table};
 use rnnsweep_search::store::StorageLocation;
 use rnnsweep_search::study::Study;
@@ -31,6 +32,10 @@ pub struct LeaderboardArgs {
     /// parameters that vary; CSV and JSON always carry every column).
     #[arg(long, value_delimiter = ',')]
     pub columns: Vec<String>,
+    /// Rank configurations by the mean objective over their runs with different seeds
+    /// (`rnnsweep confirm`), with ± sd.
+    #[arg(long)]
+    pub confirmed: bool,
 }
 
 pub fn run(args: &LeaderboardArgs) -> anyhow::Result<()> {
@@ -44,12 +49,54 @@ pub fn run(args: &LeaderboardArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let mut rows = rank(
-        &study.store.trials(study.id)?,
-        &objective,
-        study.direction,
-        args.metric.as_deref(),
-    );
+    let trials = study.store.trials(study.id)?;
+    if args.confirmed {
+        let mut ranked = confirmed_ranking(&trials, study.direction);
+        if ranked.is_empty() {
+            bail!(
+                "study `{}` has no confirmed configurations yet: run `rnnsweep confirm {} --top K --repeats R`",
+                study.name,
+                args.db
+            );
+        }
+        if let Some(n) = args.top {
+            ranked.truncate(n);
+        }
+        let text = match args.format {
+            Format::Table => render_confirmed(&ranked, &objective) + "\n",
+            Format::Csv | Format::Json => {
+                let rows: Vec<serde_json::Value> = ranked
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        serde_json::json!({
+                            "rank": i + 1, "trial": c.trial, "mean": c.mean, "sd": c.sd,
+                            "runs": c.values.len(), "values": c.values, "params": c.params,
+                        })
+                    })
+                    .collect();
+                if matches!(args.format, Format::Json) {
+                    serde_json::to_string_pretty(&rows)? + "\n"
+                } else {
+                    let mut w = csv::Writer::from_writer(Vec::new());
+                    w.write_record(["rank", "trial", "mean", "sd", "runs"])?;
+                    for (i, c) in ranked.iter().enumerate() {
+                        w.write_record([
+                            (i + 1).to_string(),
+                            c.trial.to_string(),
+                            c.mean.to_string(),
+                            c.sd.to_string(),
+                            c.values.len().to_string(),
+                        ])?;
+                    }
+                    String::from_utf8(w.into_inner()?)?
+                }
+            }
+        };
+        print!("{text}");
+        return Ok(());
+    }
+    let mut rows = rank(&trials, &objective, study.direction, args.metric.as_deref());
     if let Some(n) = args.top {
         rows.truncate(n);
     }

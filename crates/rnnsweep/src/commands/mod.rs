@@ -2,6 +2,7 @@
 //! each other; what they share lives in the library crates.
 
 pub mod best;
+pub mod confirm;
 pub mod copy_study;
 pub mod enqueue;
 pub mod export;

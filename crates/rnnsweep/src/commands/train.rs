@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use rnnsweep_model::artifact::TrainedModel;
 use rnnsweep_model::data::{load_csv, Columns, Labels};
-use rnnsweep_model::dataset::prepare;
+use rnnsweep_model::dataset::prepare_with;
 use rnnsweep_model::train::{
-    discard_foreign_checkpoint, fit, task_fingerprint, write_history, Control, FitOptions,
+    data_fingerprint, discard_foreign_checkpoint, fit, write_history, Control, FitOptions,
 };
 use rnnsweep_model::ModelConfig;
 
@@ -15,6 +15,9 @@ pub struct TrainArgs {
     /// Labelled CSV (`id,label,tweet`).
     #[arg(long)]
     pub data: PathBuf,
+    /// Validation rows from this file (same columns) instead of `validation_split`.
+    #[arg(long)]
+    pub validation: Option<PathBuf>,
     /// Model configuration (YAML or JSON); defaults to the report's model.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -47,7 +50,11 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     let cfg = load_config(args)?;
     let device = rnnsweep_model::device(&args.device)?;
     let table = load_csv(&args.data, &Columns::default(), Labels::Required)?;
-    let data = prepare(&table, &cfg)?;
+    let validation = match &args.validation {
+        Some(path) => Some(load_csv(path, &Columns::default(), Labels::Required)?),
+        None => None,
+    };
+    let data = prepare_with(&table, validation.as_ref(), &cfg)?;
     println!(
         "{} rows: {} train / {} validation, sequence length {}, vocabulary {} ids, class weights {:.3}/{:.3}",
         table.rows.len(),
@@ -75,7 +82,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     let options = FitOptions {
         checkpoint_dir: args.checkpoint.then(|| args.out.join("checkpoint")),
         replay_history: true,
-        task: Some(task_fingerprint(&args.data)),
+        task: Some(data_fingerprint(&args.data, args.validation.as_deref())),
     };
     if let Some(dir) = &options.checkpoint_dir {
         if let Some(w) = discard_foreign_checkpoint(dir, &cfg, options.task.as_ref())? {

@@ -70,17 +70,13 @@ fn train(task: &TrialTask) -> anyhow::Result<()> {
         None => None,
     };
     let data = prepare_with(&table, validation.as_ref(), &cfg)?;
-    let mut fingerprint = rnnsweep_model::train::task_fingerprint(&task.train_file);
-    if let Some(path) = &task.validation_file {
-        fingerprint = serde_json::json!({
-            "train": fingerprint,
-            "validation": rnnsweep_model::train::task_fingerprint(path),
-        });
-    }
     let options = FitOptions {
         checkpoint_dir: Some(task.checkpoint_dir.clone()),
         replay_history: true,
-        task: Some(fingerprint),
+        task: Some(rnnsweep_model::train::data_fingerprint(
+            &task.train_file,
+            task.validation_file.as_deref(),
+        )),
     };
     if let Some(w) = rnnsweep_model::train::discard_foreign_checkpoint(
         &task.checkpoint_dir,

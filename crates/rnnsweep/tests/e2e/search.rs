@@ -203,3 +203,97 @@ fn function_specs_are_checked() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+#[test]
+fn confirm_repeats_the_best_configurations_with_new_seeds_and_best_ranks_by_their_mean() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = real_spec(dir.path());
+    run_ok(rnnsweep().arg("run").arg(&spec));
+    let db = dir.path().join("out/real.db");
+    let before = trials(&db, "real");
+    // val_loss is minimised: the two lowest are the top 2.
+    let mut by_value: Vec<_> = before
+        .iter()
+        .map(|t| (t.value.unwrap(), t.number))
+        .collect();
+    by_value.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let top: Vec<i64> = by_value.iter().take(2).map(|v| v.1).collect();
+    let out = run_ok(
+        rnnsweep()
+            .args(["confirm"])
+            .arg(&db)
+            .args(["--top", "2", "--repeats", "2"]),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let all = trials(&db, "real");
+    assert_eq!(all.len(), 7, "3 trials + 2 × 2 repeats");
+    let mut seeds = std::collections::BTreeSet::new();
+    for t in all.iter().filter(|t| t.number >= 3) {
+        let of = t.system_attrs["rnnsweep:confirm_of"].as_i64().unwrap();
+        assert!(top.contains(&of), "trial {} repeats {of}", t.number);
+        assert_eq!(t.state, TrialState::Complete);
+        let original = &all[of as usize];
+        assert_eq!(t.params, original.params, "the same configuration");
+        assert_ne!(t.value, original.value, "another seed gives another result");
+        assert!(seeds.insert(t.system_attrs["rnnsweep:seed"].as_u64().unwrap()));
+        // Validation predictions name the rows they score.
+        let folder =
+            std::path::PathBuf::from(t.system_attrs["rnnsweep:trial_dir"].as_str().unwrap());
+        let predictions = std::fs::read_to_string(folder.join("val_predictions.csv")).unwrap();
+        assert!(
+            predictions.starts_with("id,probability,label\n"),
+            "{predictions}"
+        );
+        assert_eq!(predictions.lines().count(), 61, "60 validation rows of 600");
+    }
+    // The mean over the original and its repeats, by hand.
+    let mean = |n: i64| {
+        let v: Vec<f64> = all
+            .iter()
+            .filter(|t| {
+                t.number == n
+                    || t.system_attrs
+                        .get("rnnsweep:confirm_of")
+                        .and_then(|v| v.as_i64())
+                        == Some(n)
+            })
+            .map(|t| t.value.unwrap())
+            .collect();
+        assert_eq!(v.len(), 3);
+        v.iter().sum::<f64>() / 3.0
+    };
+    let best = if mean(top[0]) <= mean(top[1]) {
+        top[0]
+    } else {
+        top[1]
+    };
+    let csv =
+        run_ok(
+            rnnsweep()
+                .arg("leaderboard")
+                .arg(&db)
+                .args(["--confirmed", "--format", "csv"]),
+        );
+    let csv = String::from_utf8_lossy(&csv.stdout);
+    let first: Vec<&str> = csv.lines().nth(1).unwrap().split(',').collect();
+    assert_eq!(first[1], best.to_string(), "{csv}");
+    assert!((first[2].parse::<f64>().unwrap() - mean(best)).abs() < 1e-12);
+    assert_eq!(first[4], "3");
+    assert!(stdout.contains("ranked by the mean over seeds"), "{stdout}");
+    let shown = run_ok(rnnsweep().arg("best").arg(&db));
+    assert!(
+        String::from_utf8_lossy(&shown.stdout).starts_with(&format!("best trial {best} ")),
+        "{}",
+        String::from_utf8_lossy(&shown.stdout)
+    );
+    // Asking again queues nothing new.
+    let again =
+        run_ok(
+            rnnsweep()
+                .args(["confirm"])
+                .arg(&db)
+                .args(["--top", "2", "--repeats", "2"]),
+        );
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to queue"));
+    assert_eq!(trials(&db, "real").len(), 7);
+}

@@ -1,0 +1,148 @@
+//! A study's sweep run in the terminal (for `run`, `resume` and `confirm`): the spec's
+//! resources overridden from the command line, live progress, the final table and the exit
+//! code.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use rnnsweep_search::dispatch::{run_sweep, StopCause, SweepOptions};
+use rnnsweep_search::executor::{install_signal_handlers, Interrupts};
+use rnnsweep_search::leaderboard::{rank, render_table};
+use rnnsweep_search::spec::Spec;
+use rnnsweep_search::store::TrialState;
+use rnnsweep_search::study::Study;
+
+use crate::progress::Reporter;
+
+/// Overrides of the spec's `resources`.
+#[derive(clap::Args)]
+pub struct ExecArgs {
+    /// Devices for the trials, e.g. `cpu` or `cuda:0,cuda:1`.
+    #[arg(long, value_delimiter = ',')]
+    pub devices: Vec<String>,
+    /// Trials at once on each device.
+    #[arg(long)]
+    pub trials_per_device: Option<usize>,
+    /// CPU threads each trial may use.
+    #[arg(long)]
+    pub threads_per_trial: Option<usize>,
+}
+
+pub fn sweep(
+    spec: &mut Spec,
+    force_new_space: bool,
+    dry_run: bool,
+    exec: &ExecArgs,
+) -> anyhow::Result<ExitCode> {
+    if !exec.devices.is_empty() {
+        spec.resources.devices = exec.devices.clone();
+        spec.resources.gpu_indices.clear();
+    }
+    if let Some(n) = exec.trials_per_device {
+        spec.resources.trials_per_device = n;
+    }
+    if exec.threads_per_trial.is_some() {
+        spec.resources.threads_per_trial = exec.threads_per_trial;
+    }
+    for w in spec
+        .resources
+        .validate()
+        .map_err(|m| anyhow::anyhow!("resources: {m}"))?
+    {
+        eprintln!("warning: {w}");
+    }
+    let spec = &*spec;
+    for note in &spec.notes {
+        eprintln!("note: {note}");
+    }
+    if spec.trial.trains_model() && !spec.train_file.is_file() {
+        bail!(
+            "{}: data.train: {}: no such file{}",
+            spec.path.display(),
+            spec.train_file.display(),
+            if spec.train_file.ends_with("data/train.csv") {
+                " (download train.csv as the README says)"
+            } else {
+                ""
+            }
+        );
+    }
+    if let Some(v) = spec.validation_file.as_ref().filter(|v| !v.is_file()) {
+        bail!(
+            "{}: data.validation: {}: no such file",
+            spec.path.display(),
+            v.display()
+        );
+    }
+    if dry_run {
+        say!("{}", rnnsweep_search::plan::describe(spec)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut store = spec.storage.open()?;
+    let options = SweepOptions {
+        exe: std::env::current_exe().context("cannot find the rnnsweep executable")?,
+        results_dir: spec.storage.results_dir(),
+        force_new_space,
+        interrupts: install_signal_handlers(&Interrupts::default()),
+    };
+    let pool = rnnsweep_search::devices::DevicePool::new(&spec.resources)
+        .map_err(|m| anyhow::anyhow!("resources: {m}"))?;
+    say!(
+        "study `{}` in {} ({:?} search on {}, {} run_cap {}; {} trial(s) at once, {} thread(s) each)",
+        spec.name,
+        spec.storage,
+        spec.method,
+        spec.resources.device_names().map_err(|m| anyhow::anyhow!(m))?.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+        spec.metric,
+        spec.run_cap,
+        pool.capacity(),
+        pool.cpu_threads
+    );
+    let (finished, best) = match store.study_id(&spec.name)? {
+        Some(id) => {
+            let s = store.summary(id)?;
+            let count = |state: TrialState| s.counts.get(state.as_str()).copied().unwrap_or(0);
+            (
+                count(TrialState::Complete) + count(TrialState::Pruned),
+                s.best,
+            )
+        }
+        None => (0, None),
+    };
+    let mut reporter = Reporter::new(&spec.metric, spec.direction, spec.run_cap, finished, best);
+    let outcome = run_sweep(spec, &mut *store, &options, &mut |e| reporter.event(e));
+    reporter.finish();
+    let cause = outcome?;
+    drop(store);
+    let study = Study::open(&spec.storage, Some(&spec.name))?;
+    let name = study.name.clone();
+    let trials = study.store.trials(study.id)?;
+    let rows = rank(&trials, &spec.metric, study.direction, None);
+    let table = render_table(&rows, &spec.metric, None, None).map_err(|m| anyhow::anyhow!(m))?;
+    say!("\n{table}");
+    let finished = trials.iter().filter(|t| t.state.is_finished()).count();
+    let why = match &cause {
+        StopCause::RunCapReached => "run_cap reached".to_string(),
+        StopCause::SpaceExhausted => "every point of the search space has been tried".to_string(),
+        StopCause::MaxDuration => "max_duration reached".to_string(),
+        StopCause::TooManyFailures(n) => format!("stopped after {n} failed trials (max_failures)"),
+        StopCause::Interrupted => {
+            "interrupted after the running trials finished; run the same command again to resume"
+                .to_string()
+        }
+        StopCause::InterruptedNow => {
+            "interrupted; the stopped trials are queued and re-run on resume".to_string()
+        }
+    };
+    say!(
+        "study `{name}`: {finished} of {} trials finished — {why}",
+        spec.run_cap
+    );
+    Ok(match cause {
+        StopCause::Interrupted | StopCause::InterruptedNow => {
+            crate::exit::for_signal(options.interrupts.signal())
+        }
+        StopCause::TooManyFailures(_) => ExitCode::from(crate::exit::ERROR),
+        _ => ExitCode::SUCCESS,
+    })
+}
