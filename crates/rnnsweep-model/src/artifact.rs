@@ -18,6 +18,8 @@ pub const CONFIG_FILE: &str = "config.json";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const THRESHOLD_FILE: &str = "threshold.json";
+/// Present in an ensemble's folder instead of the single-model files.
+pub const ENSEMBLE_FILE: &str = "ensemble.json";
 
 /// `threshold.json`.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -147,5 +149,107 @@ impl TrainedModel {
         let len = self.config.sequence_length.unwrap_or(1);
         let padded = pad_sequences(&sequences, len, self.config.padding, self.config.truncating);
         predict_padded(&self.net, &padded, self.config.batch_size)
+    }
+}
+
+/// Several trained models whose probabilities are averaged, with one threshold chosen on the
+/// averaged probabilities of calibration rows none of them trained on. On disk: one folder per
+/// member (`member-1`, …) and `ensemble.json`.
+pub struct Ensemble {
+    pub members: Vec<TrainedModel>,
+    pub threshold: StoredThreshold,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct EnsembleFile {
+    members: Vec<String>,
+    threshold: StoredThreshold,
+}
+
+impl Ensemble {
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let mut names = Vec::new();
+        for (k, member) in self.members.iter().enumerate() {
+            let name = format!("member-{}", k + 1);
+            member.save(&dir.join(&name))?;
+            names.push(name);
+        }
+        let path = dir.join(ENSEMBLE_FILE);
+        let text = serde_json::to_string_pretty(&EnsembleFile {
+            members: names,
+            threshold: self.threshold,
+        })
+        .map_err(|e| ModelError::Artifact {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        std::fs::write(&path, text).map_err(io(&path))
+    }
+
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        let path = dir.join(ENSEMBLE_FILE);
+        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+        let file: EnsembleFile = serde_json::from_str(&text).map_err(|e| ModelError::Artifact {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        if file.members.is_empty() {
+            return Err(ModelError::Artifact {
+                path: path.display().to_string(),
+                message: "an ensemble needs at least one member".into(),
+            });
+        }
+        let members = file
+            .members
+            .iter()
+            .map(|m| TrainedModel::load(&dir.join(m), device))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            members,
+            threshold: file.threshold,
+        })
+    }
+
+    /// The members' mean probability of class 1 for every row.
+    pub fn predict(&self, table: &Table) -> Result<Vec<f32>> {
+        let mut total = vec![0f32; table.rows.len()];
+        for member in &self.members {
+            for (t, p) in total.iter_mut().zip(member.predict(table)?) {
+                *t += p;
+            }
+        }
+        let n = self.members.len() as f32;
+        Ok(total.into_iter().map(|t| t / n).collect())
+    }
+}
+
+/// What a model folder holds: one model, or an ensemble.
+pub enum Predictor {
+    Single(TrainedModel),
+    Ensemble(Ensemble),
+}
+
+impl Predictor {
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        if dir.join(ENSEMBLE_FILE).is_file() {
+            Ok(Self::Ensemble(Ensemble::load(dir, device)?))
+        } else {
+            Ok(Self::Single(TrainedModel::load(dir, device)?))
+        }
+    }
+
+    pub fn predict(&self, table: &Table) -> Result<Vec<f32>> {
+        match self {
+            Self::Single(m) => m.predict(table),
+            Self::Ensemble(e) => e.predict(table),
+        }
+    }
+
+    pub fn threshold(&self) -> StoredThreshold {
+        match self {
+            Self::Single(m) => m.threshold,
+            Self::Ensemble(e) => e.threshold,
+        }
     }
 }

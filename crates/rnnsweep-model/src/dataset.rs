@@ -244,6 +244,26 @@ pub fn prepare_with(
         .max(1);
     let padded = pad_sequences(&sequences, sequence_length, cfg.padding, cfg.truncating);
     let labels = table.labels();
+    // The calibration slice comes first, from every row of the training file, seeded by the
+    // model seed alone: whatever validation_split a trial samples, and with or without a
+    // validation split (the final retrain), configurations with the same seed hold out the
+    // same rows, so an ensemble of them can choose its threshold on rows none trained on.
+    let all_rows: Vec<usize> = (0..labels.len()).collect();
+    let (rest, calibration) = if cfg.threshold.needs_calibration() {
+        let split = stratified_split(&labels, cfg.calibration_split, mix(cfg.seed, 0, 0xCA1B));
+        if split.train.is_empty() || split.validation.is_empty() {
+            return Err(ModelError::Config {
+                at: "calibration_split".into(),
+                message: format!("{} rows cannot give up a calibration slice", labels.len()),
+            });
+        }
+        let mut rest = split.train;
+        // Sorted, so the validation split below sees rows in file order as without one.
+        rest.sort_unstable();
+        (rest, Examples::select(&padded, &labels, &split.validation))
+    } else {
+        (all_rows, Examples::empty(sequence_length))
+    };
     let (train_rows, validation) = match validation {
         Some(v) => {
             let sequences = tokenizer.texts_to_sequences(v.texts());
@@ -255,13 +275,13 @@ pub fn prepare_with(
                     message: "the validation file has no rows".into(),
                 });
             }
-            (
-                (0..labels.len()).collect(),
-                Examples::select(&padded, &v.labels(), &rows),
-            )
+            (rest, Examples::select(&padded, &v.labels(), &rows))
         }
         None => {
-            let split = stratified_split(&labels, cfg.validation_split, mix(cfg.seed, 0, 0x5917));
+            // validation_split stays a share of the whole file.
+            let share = cfg.validation_split * labels.len() as f64 / rest.len().max(1) as f64;
+            let rest_labels: Vec<u8> = rest.iter().map(|&r| labels[r]).collect();
+            let split = stratified_split(&rest_labels, share.min(1.0), mix(cfg.seed, 0, 0x5917));
             if split.train.is_empty() || split.validation.is_empty() {
                 return Err(ModelError::Config {
                     at: "validation_split".into(),
@@ -271,35 +291,12 @@ pub fn prepare_with(
                     ),
                 });
             }
+            let pick = |k: &[usize]| k.iter().map(|&i| rest[i]).collect::<Vec<_>>();
             (
-                split.train,
-                Examples::select(&padded, &labels, &split.validation),
+                pick(&split.train),
+                Examples::select(&padded, &labels, &pick(&split.validation)),
             )
         }
-    };
-    let (train_rows, calibration) = if cfg.threshold.needs_calibration() {
-        let train_labels: Vec<u8> = train_rows.iter().map(|&r| labels[r]).collect();
-        let inner = stratified_split(
-            &train_labels,
-            cfg.calibration_split,
-            mix(cfg.seed, 0, 0xCA1B),
-        );
-        if inner.train.is_empty() || inner.validation.is_empty() {
-            return Err(ModelError::Config {
-                at: "calibration_split".into(),
-                message: format!(
-                    "{} training rows cannot give up a calibration slice",
-                    train_rows.len()
-                ),
-            });
-        }
-        let pick = |k: &[usize]| k.iter().map(|&i| train_rows[i]).collect::<Vec<_>>();
-        (
-            pick(&inner.train),
-            Examples::select(&padded, &labels, &pick(&inner.validation)),
-        )
-    } else {
-        (train_rows, Examples::empty(sequence_length))
     };
     let train = Examples::select(&padded, &labels, &train_rows);
     let class_weights = if cfg.class_weighting {

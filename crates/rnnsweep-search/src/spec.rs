@@ -79,6 +79,16 @@ struct RawSpec {
     tpe: Option<TpeSettings>,
     #[serde(default)]
     early_terminate: Option<EarlyTerminate>,
+    #[serde(default, rename = "final")]
+    final_model: Option<RawFinal>,
+}
+
+/// `final`: how `best --retrain` builds the model this spec is for.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RawFinal {
+    /// Average the K best configurations' probabilities.
+    ensemble: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -222,6 +232,8 @@ pub struct Spec {
     pub notes: Vec<String>,
     /// The spec file's text, kept with the study.
     pub source: String,
+    /// `final: {ensemble: K}`: what plain `best --retrain` builds for this spec.
+    pub final_ensemble: Option<usize>,
     /// Where the spec was read from (relative paths in it are relative to its folder).
     pub path: PathBuf,
 }
@@ -359,6 +371,10 @@ impl Spec {
             max_failures: raw.max_failures.unwrap_or(raw.run_cap.max(3)),
             // Optuna's RetryFailedTrialCallback users typically allow two retries.
             max_retries: raw.max_retries.unwrap_or(2),
+            final_ensemble: match raw.final_model.as_ref().map(|f| f.ensemble) {
+                Some(0) => return Err(r.err(&["final", "ensemble"], "must be at least 1".into())),
+                k => k,
+            },
             heartbeat_grace,
             training,
             parameters,
@@ -920,7 +936,7 @@ parameters:
     fn errors_name_file_line_and_column() {
         assert_eq!(
             message(&GOOD.replace("run_cap: 4", "run_cap: 4\nrun_caps: 5")),
-            "exp/s.yaml:9:1: unknown field `run_caps`, expected one of `name`, `storage`, `data`, `method`, `seed`, `metric`, `run_cap`, `max_duration`, `max_failures`, `max_retries`, `heartbeat_grace`, `training`, `parameters`, `trial`, `resources`, `tpe`, `early_terminate`"
+            "exp/s.yaml:9:1: unknown field `run_caps`, expected one of `name`, `storage`, `data`, `method`, `seed`, `metric`, `run_cap`, `max_duration`, `max_failures`, `max_retries`, `heartbeat_grace`, `training`, `parameters`, `trial`, `resources`, `tpe`, `early_terminate`, `final`"
         );
         assert_eq!(
             message(&GOOD.replace("min: 0.0001", "min: 0.1")),

@@ -6,10 +6,10 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use rnnsweep_model::artifact::TrainedModel;
+use rnnsweep_model::artifact::{Ensemble, StoredThreshold, TrainedModel};
 use rnnsweep_model::dataset::{prepare_all, prepare_with};
 use rnnsweep_model::metrics::Direction;
-use rnnsweep_model::train::{fit, Control, EpochReport, FitOptions};
+use rnnsweep_model::train::{fit, predict_padded, Control, EpochReport, FitOptions};
 use serde_json::Value;
 
 use crate::leaderboard::rank;
@@ -65,7 +65,7 @@ impl RetrainPlan {
     pub fn train(
         self,
         on_epoch: impl FnMut(&EpochReport) -> Control,
-    ) -> Result<(TrainedModel, Vec<EpochReport>), StudyError> {
+    ) -> Result<Retrained, StudyError> {
         let outcome = fit(
             &self.config,
             &self.data,
@@ -73,11 +73,82 @@ impl RetrainPlan {
             &FitOptions::default(),
             on_epoch,
         )?;
-        Ok((
-            TrainedModel::from_training(self.config, self.data, outcome.net, outcome.threshold),
-            outcome.history,
-        ))
+        let calibration = Calibration {
+            rows: self.data.calibration.source_rows.clone(),
+            labels: self.data.calibration.labels.clone(),
+            probabilities: predict_padded(
+                &outcome.net,
+                &self.data.calibration.ids,
+                self.config.batch_size,
+            )?,
+        };
+        Ok(Retrained {
+            model: TrainedModel::from_training(
+                self.config,
+                self.data,
+                outcome.net,
+                outcome.threshold,
+            ),
+            history: outcome.history,
+            calibration,
+        })
     }
+}
+
+/// A final model with its training history and its scores on the calibration rows.
+pub struct Retrained {
+    pub model: TrainedModel,
+    pub history: Vec<EpochReport>,
+    pub calibration: Calibration,
+}
+
+/// Held-out training-file rows (by row number) with a model's probabilities for them.
+#[derive(Debug, Clone)]
+pub struct Calibration {
+    pub rows: Vec<usize>,
+    pub labels: Vec<u8>,
+    pub probabilities: Vec<f32>,
+}
+
+/// Averages the members' probabilities and chooses the threshold on them with the first
+/// (best) member's rule. The members must have held out the same calibration rows.
+pub fn ensemble_of(members: Vec<Retrained>) -> Result<Ensemble, StudyError> {
+    let Some(first) = members.first() else {
+        return Err(StudyError::Invalid {
+            at: "--ensemble".into(),
+            message: "an ensemble needs at least one member".into(),
+        });
+    };
+    let rule = first.model.config.threshold;
+    let rows = first.calibration.rows.clone();
+    let labels = first.calibration.labels.clone();
+    let mut total = vec![0f32; rows.len()];
+    for (k, m) in members.iter().enumerate() {
+        if m.calibration.rows != rows {
+            return Err(StudyError::Invalid {
+                at: "--ensemble".into(),
+                message: format!(
+                    "member {} held out other calibration rows than member 1 (their seed or \
+                     calibration_split differ), so no rows are unseen by every member",
+                    k + 1
+                ),
+            });
+        }
+        for (t, p) in total.iter_mut().zip(&m.calibration.probabilities) {
+            *t += p;
+        }
+    }
+    let n = members.len() as f32;
+    let mean: Vec<f32> = total.into_iter().map(|t| t / n).collect();
+    let threshold = StoredThreshold {
+        value: rule.choose(&mean, &labels),
+        mode: rule.mode,
+        calibration_rows: rows.len(),
+    };
+    Ok(Ensemble {
+        members: members.into_iter().map(|m| m.model).collect(),
+        threshold,
+    })
 }
 
 pub struct Study {
@@ -226,7 +297,42 @@ impl Study {
     /// The best trial's configuration set up to train again for a final model: on every row
     /// of the training file for the trial's kept epoch count, or with the validation split.
     pub fn retrain_best(&self, options: &RetrainOptions) -> Result<RetrainPlan, StudyError> {
-        let best = self.best_trial()?;
+        self.retrain(self.best_trial()?, options)
+    }
+
+    /// The `k` best configurations: confirmed ones by their mean first, then the other
+    /// trials by their value (a configuration's `confirm` repeats are not counted again).
+    pub fn top_trials(&self, k: usize) -> Result<Vec<TrialRecord>, StudyError> {
+        let trials = self.store.trials(self.id)?;
+        let mut out: Vec<TrialRecord> = crate::confirm::confirmed_ranking(&trials, self.direction)
+            .iter()
+            .filter_map(|c| trials.iter().find(|t| t.number == c.trial).cloned())
+            .collect();
+        let originals: Vec<TrialRecord> = trials
+            .iter()
+            .filter(|t| crate::confirm::repeat_of(t).is_none())
+            .cloned()
+            .collect();
+        for row in rank(&originals, &self.objective()?, self.direction, None) {
+            if row.rank.is_some() && !out.iter().any(|t| t.number == row.number) {
+                if let Some(t) = originals.iter().find(|t| t.number == row.number) {
+                    out.push(t.clone());
+                }
+            }
+        }
+        out.truncate(k);
+        if out.is_empty() {
+            return Err(self.invalid(format!("study `{}` has no completed trial", self.name)));
+        }
+        Ok(out)
+    }
+
+    /// A trial's configuration set up to train again (see [`Study::retrain_best`]).
+    pub fn retrain(
+        &self,
+        best: TrialRecord,
+        options: &RetrainOptions,
+    ) -> Result<RetrainPlan, StudyError> {
         let spec = self.stored_spec()?;
         let params = best
             .params

@@ -6,7 +6,7 @@ use anyhow::bail;
 use rnnsweep_model::train::{write_history, Control};
 use rnnsweep_search::leaderboard::sig4;
 use rnnsweep_search::store::StorageLocation;
-use rnnsweep_search::study::{RetrainOptions, Study};
+use rnnsweep_search::study::{ensemble_of, RetrainOptions, Study};
 
 #[derive(clap::Args)]
 pub struct BestArgs {
@@ -28,6 +28,11 @@ pub struct BestArgs {
     pub out: Option<PathBuf>,
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// With --retrain: retrain the K best configurations (by their mean over seeds when
+    /// `confirm` ran) and save one model folder that averages their probabilities.
+    /// Default: the spec's `final: {ensemble: K}`, else 1.
+    #[arg(long, value_name = "K")]
+    pub ensemble: Option<usize>,
 }
 
 /// A study loaded for pictures and exports.
@@ -58,30 +63,73 @@ pub fn run(args: &BestArgs) -> anyhow::Result<()> {
         keep_validation: args.keep_validation,
         device: args.device.clone(),
     };
-    let plan = study.retrain_best(&options)?;
-    println!(
-        "retraining on {} rows ({}), {} epochs",
-        plan.train_rows(),
-        if args.keep_validation {
-            format!("{} held out for validation", plan.validation_rows())
-        } else {
-            "every row".into()
-        },
-        plan.config.epochs
-    );
-    let (model, history) = plan.train(|r| {
+    let spec_ensemble = study.stored_spec().ok().and_then(|s| s.final_ensemble);
+    let members = args.ensemble.or(spec_ensemble).unwrap_or(1);
+    if members == 0 {
+        bail!("--ensemble 0: an ensemble needs at least one member");
+    }
+    let chosen = study.top_trials(members)?;
+    if chosen.len() < members {
         println!(
-            "epoch {:>3}  train_loss {:.4}  train_acc {:.4}  val_loss {:.4}  val_f1 {:.4}  {:.1}s",
-            r.epoch, r.train_loss, r.train_accuracy, r.val_loss, r.val_f1, r.seconds
+            "note: the study has {} completed configuration(s); the ensemble has that many",
+            chosen.len()
         );
-        Control::Continue
-    })?;
-    model.save(out)?;
-    write_history(&out.join("history.csv"), &history)?;
-    println!(
-        "model written to {} (use `rnnsweep predict --model {}`)",
-        out.display(),
-        out.display()
-    );
+    }
+    let mut retrained = Vec::new();
+    for (k, trial) in chosen.into_iter().enumerate() {
+        let number = trial.number;
+        let plan = study.retrain(trial, &options)?;
+        println!(
+            "{}retraining trial {number} on {} rows ({}), {} epochs",
+            if members > 1 {
+                format!("member {} of {members}: ", k + 1)
+            } else {
+                String::new()
+            },
+            plan.train_rows(),
+            if args.keep_validation {
+                format!("{} held out for validation", plan.validation_rows())
+            } else {
+                "every row but the calibration slice".into()
+            },
+            plan.config.epochs
+        );
+        retrained.push(plan.train(|r| {
+            println!(
+                "epoch {:>3}  train_loss {:.4}  train_acc {:.4}  val_loss {:.4}  val_f1 {:.4}  {:.1}s",
+                r.epoch, r.train_loss, r.train_accuracy, r.val_loss, r.val_f1, r.seconds
+            );
+            Control::Continue
+        })?);
+    }
+    if retrained.len() == 1 {
+        let one = retrained.remove(0);
+        one.model.save(out)?;
+        write_history(&out.join("history.csv"), &one.history)?;
+        println!(
+            "model written to {} (threshold {:.4}; use `rnnsweep predict --model {}`)",
+            out.display(),
+            one.model.threshold.value,
+            out.display()
+        );
+    } else {
+        let histories: Vec<_> = retrained.iter().map(|r| r.history.clone()).collect();
+        let ensemble = ensemble_of(retrained)?;
+        ensemble.save(out)?;
+        for (k, h) in histories.iter().enumerate() {
+            write_history(
+                &out.join(format!("member-{}", k + 1)).join("history.csv"),
+                h,
+            )?;
+        }
+        println!(
+            "ensemble of {} written to {} (mean probability, threshold {:.4} chosen on {} calibration rows; use `rnnsweep predict --model {}`)",
+            ensemble.members.len(),
+            out.display(),
+            ensemble.threshold.value,
+            ensemble.threshold.calibration_rows,
+            out.display()
+        );
+    }
     Ok(())
 }

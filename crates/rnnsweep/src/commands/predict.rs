@@ -4,12 +4,12 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use rnnsweep_model::artifact::TrainedModel;
+use rnnsweep_model::artifact::Predictor;
 use rnnsweep_model::data::{load_csv, Columns, Labels};
 
 #[derive(clap::Args)]
 pub struct PredictArgs {
-    /// A model directory written by `train`.
+    /// A model folder written by `train` or `best --retrain` (one model or an ensemble).
     #[arg(long)]
     pub model: PathBuf,
     /// CSV to score; the label column is optional.
@@ -37,8 +37,8 @@ pub fn run(args: &PredictArgs) -> anyhow::Result<()> {
         anyhow::bail!("--threshold {t}: must be between 0 and 1");
     }
     let device = rnnsweep_model::device(&args.device)?;
-    let model = TrainedModel::load(&args.model, &device)?;
-    let threshold = args.threshold.unwrap_or(model.threshold.value as f32);
+    let model = Predictor::load(&args.model, &device)?;
+    let threshold = args.threshold.unwrap_or(model.threshold().value as f32);
     let table = load_csv(&args.input, &Columns::default(), Labels::Optional)?;
     let probs = model.predict(&table)?;
     let file = std::fs::File::create(&args.out)

@@ -96,3 +96,95 @@ fn bad_settings_fail_before_training_with_the_key_named() {
     );
     assert!(!dir.path().join("m").exists());
 }
+
+/// `id,probability,label` rows of a `predict` output.
+fn predictions(path: &std::path::Path) -> Vec<(String, f64, u8)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (
+                f[0].to_string(),
+                f[1].parse().unwrap(),
+                f[2].parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn an_ensemble_averages_its_members_at_a_threshold_chosen_on_unseen_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = real_spec(dir.path());
+    // The spec's recipe: a threshold chosen on calibration rows, and a 2-model ensemble.
+    let text = std::fs::read_to_string(&spec).unwrap().replace(
+        "training: {epochs: 2,",
+        "final: {ensemble: 2}\ntraining: {threshold: {mode: max_f1}, calibration_split: 0.2, epochs: 2,",
+    );
+    std::fs::write(&spec, text).unwrap();
+    run_ok(rnnsweep().arg("run").arg(&spec));
+    let db = dir.path().join("out/real.db");
+    let ens = dir.path().join("ens");
+    let out = run_ok(
+        rnnsweep()
+            .arg("best")
+            .arg(&db)
+            .arg("--retrain")
+            .arg("--out")
+            .arg(&ens),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("ensemble of 2 written"), "{stdout}");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ens.join("ensemble.json")).unwrap()).unwrap();
+    assert_eq!(meta["members"], serde_json::json!(["member-1", "member-2"]));
+    assert_eq!(meta["threshold"]["mode"], "max_f1");
+    // 20 % of 600 rows, each class rounded.
+    let calibration = meta["threshold"]["calibration_rows"].as_u64().unwrap();
+    assert!((119..=121).contains(&calibration), "{calibration}");
+    let threshold = meta["threshold"]["value"].as_f64().unwrap();
+    let data = dir.path().join("sample.csv");
+    let score = |model: &std::path::Path, name: &str, extra: &[&str]| {
+        let path = dir.path().join(name);
+        run_ok(
+            rnnsweep()
+                .args(["predict", "--model"])
+                .arg(model)
+                .arg("--input")
+                .arg(&data)
+                .arg("--out")
+                .arg(&path)
+                .args(extra),
+        );
+        predictions(&path)
+    };
+    let together = score(&ens, "ens.csv", &[]);
+    let one = score(&ens.join("member-1"), "m1.csv", &[]);
+    let two = score(&ens.join("member-2"), "m2.csv", &[]);
+    assert_eq!(together.len(), 600);
+    for ((e, a), b) in together.iter().zip(&one).zip(&two) {
+        assert_eq!(e.0, a.0);
+        // Printed with 6 decimals.
+        assert!((e.1 - (a.1 + b.1) / 2.0).abs() < 2e-6, "{e:?} {a:?} {b:?}");
+        assert_eq!(
+            e.2,
+            u8::from(e.1 >= threshold - 1e-6),
+            "{e:?} at {threshold}"
+        );
+    }
+    // --threshold overrides the ensemble's own.
+    let all = score(&ens, "all.csv", &["--threshold", "0"]);
+    assert!(all.iter().all(|r| r.2 == 1));
+    // Without the spec key or with --ensemble 1: one model.
+    let single = dir.path().join("single");
+    run_ok(
+        rnnsweep()
+            .arg("best")
+            .arg(&db)
+            .args(["--retrain", "--ensemble", "1", "--out"])
+            .arg(&single),
+    );
+    assert!(single.join("threshold.json").is_file() && !single.join("ensemble.json").exists());
+}
