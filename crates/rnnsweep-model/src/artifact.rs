@@ -226,7 +226,7 @@ impl Ensemble {
 
 /// What a model folder holds: one model, or an ensemble.
 pub enum Predictor {
-    Single(TrainedModel),
+    Single(Box<TrainedModel>),
     Ensemble(Ensemble),
 }
 
@@ -235,7 +235,7 @@ impl Predictor {
         if dir.join(ENSEMBLE_FILE).is_file() {
             Ok(Self::Ensemble(Ensemble::load(dir, device)?))
         } else {
-            Ok(Self::Single(TrainedModel::load(dir, device)?))
+            Ok(Self::Single(Box::new(TrainedModel::load(dir, device)?)))
         }
     }
 
