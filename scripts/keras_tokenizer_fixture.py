@@ -14,15 +14,27 @@ with open(csv_path, newline="", encoding="utf-8", errors="replace") as f:
     texts = [row["tweet"] for row in csv.DictReader(f)]
 
 out = {"rows": len(texts), "cases": []}
-for num_words in (5000, 60):
-    tok = keras_text.Tokenizer(num_words=num_words)
-    tok.fit_on_texts(texts)
+# (Tokenizer options, rows used): the defaults at two vocabulary sizes, then the options
+# rnnsweep exposes (`tokenizer:` in a model configuration). Character-level sequences are
+# long, so that case uses the first 500 rows only.
+cases = [
+    ({"num_words": 5000}, len(texts)),
+    ({"num_words": 60}, len(texts)),
+    ({"num_words": 60, "oov_token": "<OOV>"}, len(texts)),
+    ({"num_words": None, "char_level": True}, 500),
+    ({"num_words": 40, "char_level": True, "lower": False, "oov_token": "~"}, 500),
+    ({"num_words": 300, "lower": False, "filters": "!\"$%&()*+,-./:;<=>?[\\]^_`{|}~\t\n"}, len(texts)),
+]
+for options, rows in cases:
+    tok = keras_text.Tokenizer(**options)
+    tok.fit_on_texts(texts[:rows])
     vocabulary = sorted(tok.word_index, key=tok.word_index.get)
     out["cases"].append({
-        "num_words": num_words,
+        "options": options,
+        "rows": rows,
         "vocabulary": vocabulary,
-        "counts": [tok.word_counts[w] for w in vocabulary],
-        "sequences": tok.texts_to_sequences(texts),
+        "counts": [tok.word_counts.get(w, 0) for w in vocabulary],
+        "sequences": tok.texts_to_sequences(texts[:rows]),
     })
 with open(out_path, "w", encoding="utf-8") as f:
     json.dump(out, f, ensure_ascii=False, separators=(",", ":"))

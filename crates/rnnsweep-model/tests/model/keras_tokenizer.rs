@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use rnnsweep_model::data::{load_csv, Columns, Labels};
-use rnnsweep_model::tokenizer::Tokenizer;
+use rnnsweep_model::tokenizer::{Tokenizer, TokenizerOptions};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -15,10 +15,28 @@ struct Fixture {
 
 #[derive(Deserialize)]
 struct Case {
-    num_words: usize,
+    /// Keras `Tokenizer(**options)`.
+    options: KerasOptions,
+    /// The first `rows` texts were fitted and converted.
+    rows: usize,
     vocabulary: Vec<String>,
     counts: Vec<u64>,
     sequences: Vec<Vec<u32>>,
+}
+
+#[derive(Deserialize, Debug)]
+struct KerasOptions {
+    num_words: Option<usize>,
+    #[serde(default)]
+    char_level: bool,
+    #[serde(default = "yes")]
+    lower: bool,
+    filters: Option<String>,
+    oov_token: Option<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn repo() -> PathBuf {
@@ -45,18 +63,29 @@ fn sample_tokens_equal_keras() {
         table.invalid_utf8_fields > 0,
         "the sample should exercise lossy decoding"
     );
+    let mut char_level_cases = 0;
     for case in fixture.cases {
-        let tok = Tokenizer::fit(Some(case.num_words), table.texts());
-        assert_eq!(
-            tok.vocabulary, case.vocabulary,
-            "num_words={}",
-            case.num_words
-        );
-        assert_eq!(tok.counts, case.counts, "num_words={}", case.num_words);
-        let seqs = tok.texts_to_sequences(table.texts());
+        let o = &case.options;
+        let options = TokenizerOptions {
+            char_level: o.char_level,
+            lower: o.lower,
+            filters: o
+                .filters
+                .clone()
+                .unwrap_or(TokenizerOptions::default().filters),
+            oov_token: o.oov_token.clone(),
+            ..TokenizerOptions::default()
+        };
+        char_level_cases += usize::from(o.char_level);
+        let texts: Vec<&str> = table.texts().into_iter().take(case.rows).collect();
+        let tok = Tokenizer::fit_with(o.num_words, &options, texts.iter().copied());
+        assert_eq!(tok.vocabulary, case.vocabulary, "{o:?}");
+        assert_eq!(tok.counts, case.counts, "{o:?}");
+        let seqs = tok.texts_to_sequences(texts.iter().copied());
         for (i, (got, want)) in seqs.iter().zip(&case.sequences).enumerate() {
-            assert_eq!(got, want, "row {} (num_words={})", i + 1, case.num_words);
+            assert_eq!(got, want, "row {} ({o:?})", i + 1);
         }
         assert_eq!(seqs.len(), case.sequences.len());
     }
+    assert_eq!(char_level_cases, 2);
 }
