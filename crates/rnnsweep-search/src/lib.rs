@@ -8,6 +8,7 @@
 pub mod confirm;
 pub mod devices;
 pub mod dispatch;
+pub mod ensemble;
 pub mod executor;
 pub mod leaderboard;
 pub mod outcome;

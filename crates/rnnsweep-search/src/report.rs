@@ -561,6 +561,19 @@ pub fn roc_pr(
 /// Reads a worker's predictions file: `id,probability,label` (or the older
 /// `probability,label`).
 pub fn read_predictions(path: &Path) -> Result<(Vec<f32>, Vec<u8>), ReportError> {
+    let p = read_predictions_with_ids(path)?;
+    Ok((p.probabilities, p.labels))
+}
+
+/// A predictions file's rows; `ids` is empty for files from before ids were written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Predictions {
+    pub ids: Vec<String>,
+    pub probabilities: Vec<f32>,
+    pub labels: Vec<u8>,
+}
+
+pub fn read_predictions_with_ids(path: &Path) -> Result<Predictions, ReportError> {
     let bad = |message: String| ReportError {
         path: path.display().to_string(),
         message,
@@ -574,6 +587,8 @@ pub fn read_predictions(path: &Path) -> Result<(Vec<f32>, Vec<u8>), ReportError>
             .ok_or_else(|| bad(format!("line 1: no `{name}` column")))
     };
     let (p_at, y_at) = (column("probability")?, column("label")?);
+    let id_at = headers.iter().position(|h| h == "id");
+    let mut ids = Vec::new();
     let mut probs = Vec::new();
     let mut labels = Vec::new();
     for (i, record) in reader.records().enumerate() {
@@ -587,8 +602,15 @@ pub fn read_predictions(path: &Path) -> Result<(Vec<f32>, Vec<u8>), ReportError>
         };
         probs.push(field(p_at).parse().map_err(|_| wrong())?);
         labels.push(field(y_at).parse().map_err(|_| wrong())?);
+        if let Some(k) = id_at {
+            ids.push(field(k).to_string());
+        }
     }
-    Ok((probs, labels))
+    Ok(Predictions {
+        ids,
+        probabilities: probs,
+        labels,
+    })
 }
 
 /// One JSON object per trial: state, objective, every final metric, every parameter, epochs,

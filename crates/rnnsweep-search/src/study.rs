@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use rnnsweep_model::artifact::{Ensemble, StoredThreshold, TrainedModel};
+use rnnsweep_model::artifact::TrainedModel;
 use rnnsweep_model::dataset::{prepare_all, prepare_with};
 use rnnsweep_model::metrics::Direction;
 use rnnsweep_model::train::{fit, predict_padded, Control, EpochReport, FitOptions};
@@ -108,47 +108,6 @@ pub struct Calibration {
     pub rows: Vec<usize>,
     pub labels: Vec<u8>,
     pub probabilities: Vec<f32>,
-}
-
-/// Averages the members' probabilities and chooses the threshold on them with the first
-/// (best) member's rule. The members must have held out the same calibration rows.
-pub fn ensemble_of(members: Vec<Retrained>) -> Result<Ensemble, StudyError> {
-    let Some(first) = members.first() else {
-        return Err(StudyError::Invalid {
-            at: "--ensemble".into(),
-            message: "an ensemble needs at least one member".into(),
-        });
-    };
-    let rule = first.model.config.threshold;
-    let rows = first.calibration.rows.clone();
-    let labels = first.calibration.labels.clone();
-    let mut total = vec![0f32; rows.len()];
-    for (k, m) in members.iter().enumerate() {
-        if m.calibration.rows != rows {
-            return Err(StudyError::Invalid {
-                at: "--ensemble".into(),
-                message: format!(
-                    "member {} held out other calibration rows than member 1 (their seed or \
-                     calibration_split differ), so no rows are unseen by every member",
-                    k + 1
-                ),
-            });
-        }
-        for (t, p) in total.iter_mut().zip(&m.calibration.probabilities) {
-            *t += p;
-        }
-    }
-    let n = members.len() as f32;
-    let mean: Vec<f32> = total.into_iter().map(|t| t / n).collect();
-    let threshold = StoredThreshold {
-        value: rule.choose(&mean, &labels),
-        mode: rule.mode,
-        calibration_rows: rows.len(),
-    };
-    Ok(Ensemble {
-        members: members.into_iter().map(|m| m.model).collect(),
-        threshold,
-    })
 }
 
 pub struct Study {
@@ -325,6 +284,26 @@ impl Study {
             return Err(self.invalid(format!("study `{}` has no completed trial", self.name)));
         }
         Ok(out)
+    }
+
+    /// An ensemble's `k` members: chosen greedily on validation predictions from the best
+    /// `3k` configurations ([`crate::ensemble::select`]); returns the candidates and the
+    /// selection (indices into the candidates).
+    pub fn choose_ensemble(
+        &self,
+        k: usize,
+    ) -> Result<(Vec<TrialRecord>, crate::ensemble::Selection), StudyError> {
+        let candidates = self.top_trials(3 * k.max(1))?;
+        let predictions: Vec<_> = candidates
+            .iter()
+            .map(|t| {
+                let dir = t.system_attrs.get(keys::TRIAL_DIR)?.as_str()?;
+                let path = std::path::Path::new(dir).join(crate::worker::VAL_PREDICTIONS_FILE);
+                crate::report::read_predictions_with_ids(&path).ok()
+            })
+            .collect();
+        let selection = crate::ensemble::select(&predictions, k);
+        Ok((candidates, selection))
     }
 
     /// A trial's configuration set up to train again (see [`Study::retrain_best`]).

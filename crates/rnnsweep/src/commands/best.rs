@@ -4,9 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use rnnsweep_model::train::{write_history, Control};
+use rnnsweep_search::ensemble::{ensemble_of, Selection};
 use rnnsweep_search::leaderboard::sig4;
 use rnnsweep_search::store::StorageLocation;
-use rnnsweep_search::study::{ensemble_of, RetrainOptions, Study};
+use rnnsweep_search::study::{RetrainOptions, Study};
 
 #[derive(clap::Args)]
 pub struct BestArgs {
@@ -68,13 +69,40 @@ pub fn run(args: &BestArgs) -> anyhow::Result<()> {
     if members == 0 {
         bail!("--ensemble 0: an ensemble needs at least one member");
     }
-    let chosen = study.top_trials(members)?;
-    if chosen.len() < members {
-        println!(
-            "note: the study has {} completed configuration(s); the ensemble has that many",
-            chosen.len()
-        );
-    }
+    let chosen = if members == 1 {
+        vec![study.best_trial()?]
+    } else {
+        let (candidates, selection) = study.choose_ensemble(members)?;
+        match &selection {
+            Selection::Greedy { members: m, path } => {
+                println!(
+                    "ensemble members, chosen greedily on the trials' validation predictions:"
+                );
+                for (k, (i, ap)) in m.iter().zip(path).enumerate() {
+                    println!(
+                        "  {}. trial {:<5} validation AP of the average so far {}",
+                        k + 1,
+                        candidates[*i].number,
+                        sig4(*ap)
+                    );
+                }
+            }
+            Selection::Ranked { why, .. } => {
+                println!("ensemble members: the best by rank ({why})");
+            }
+        }
+        if selection.members().len() < members {
+            println!(
+                "note: the study has {} completed configuration(s); the ensemble has that many",
+                selection.members().len()
+            );
+        }
+        selection
+            .members()
+            .iter()
+            .map(|&i| candidates[i].clone())
+            .collect()
+    };
     let mut retrained = Vec::new();
     for (k, trial) in chosen.into_iter().enumerate() {
         let number = trial.number;

@@ -137,6 +137,10 @@ fn an_ensemble_averages_its_members_at_a_threshold_chosen_on_unseen_rows() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("ensemble of 2 written"), "{stdout}");
+    assert!(
+        stdout.contains("chosen greedily on the trials' validation predictions"),
+        "{stdout}"
+    );
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(ens.join("ensemble.json")).unwrap()).unwrap();
     assert_eq!(meta["members"], serde_json::json!(["member-1", "member-2"]));

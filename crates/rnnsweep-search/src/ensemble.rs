@@ -1,0 +1,193 @@
+//! An ensemble from a study: which configurations to average, and the averaged model's
+//! threshold.
+//!
+//! Members are chosen by greedy ensemble selection (Caruana et al., 2004, as auto-sklearn
+//! does): start from the best configuration, then repeatedly add the candidate whose
+//! validation probabilities, averaged with the members', give the highest average precision.
+//! Two good models that make the same mistakes add little; a weaker one that errs elsewhere
+//! adds more. It needs every candidate's `val_predictions.csv` on the same validation rows;
+//! without them the best K by rank are taken.
+
+use rnnsweep_model::artifact::{Ensemble, StoredThreshold};
+use rnnsweep_model::metrics::average_precision;
+
+use crate::report::Predictions;
+use crate::study::{Retrained, StudyError};
+
+/// How the members were chosen.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Selection {
+    /// Greedy on validation predictions: member indices in the order added, with the
+    /// ensemble's validation average precision after each.
+    Greedy { members: Vec<usize>, path: Vec<f64> },
+    /// The first K candidates (why greedy selection was not possible).
+    Ranked { members: Vec<usize>, why: String },
+}
+
+impl Selection {
+    pub fn members(&self) -> &[usize] {
+        match self {
+            Selection::Greedy { members, .. } | Selection::Ranked { members, .. } => members,
+        }
+    }
+}
+
+/// Chooses `k` of the candidates (best first; `None` where a candidate has no predictions).
+pub fn select(candidates: &[Option<Predictions>], k: usize) -> Selection {
+    let k = k.min(candidates.len());
+    let ranked = |why: String| Selection::Ranked {
+        members: (0..k).collect(),
+        why,
+    };
+    let Some(Some(first)) = candidates.first() else {
+        return ranked("the best trial left no validation predictions".into());
+    };
+    for (i, c) in candidates.iter().enumerate() {
+        match c {
+            None => {
+                return ranked(format!(
+                    "candidate {} left no validation predictions",
+                    i + 1
+                ))
+            }
+            Some(p) if p.ids.is_empty() || p.ids != first.ids || p.labels != first.labels => {
+                return ranked(format!(
+                    "candidate {} was validated on other rows (another seed or validation split)",
+                    i + 1
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    let probabilities: Vec<&[f32]> = candidates
+        .iter()
+        .flatten()
+        .map(|p| p.probabilities.as_slice())
+        .collect();
+    let labels = &first.labels;
+    let mut members = vec![0];
+    let mut total: Vec<f32> = probabilities[0].to_vec();
+    let mut path = vec![average_precision(&total, labels)];
+    while members.len() < k {
+        let n = (members.len() + 1) as f32;
+        let score = |j: usize| {
+            let mean: Vec<f32> = total
+                .iter()
+                .zip(probabilities[j])
+                .map(|(t, p)| (t + p) / n)
+                .collect();
+            average_precision(&mean, labels)
+        };
+        let Some((best, value)) = (0..probabilities.len())
+            .filter(|j| !members.contains(j))
+            .map(|j| (j, score(j)))
+            // Ties go to the better-ranked candidate.
+            .fold(None, |acc: Option<(usize, f64)>, (j, v)| match acc {
+                Some((_, b)) if b >= v => acc,
+                _ => Some((j, v)),
+            })
+        else {
+            break;
+        };
+        for (t, p) in total.iter_mut().zip(probabilities[best]) {
+            *t += p;
+        }
+        members.push(best);
+        path.push(value);
+    }
+    Selection::Greedy { members, path }
+}
+
+/// Averages the members' probabilities and chooses the threshold on them with the first
+/// (best) member's rule. The members must have held out the same calibration rows.
+pub fn ensemble_of(members: Vec<Retrained>) -> Result<Ensemble, StudyError> {
+    let Some(first) = members.first() else {
+        return Err(StudyError::Invalid {
+            at: "--ensemble".into(),
+            message: "an ensemble needs at least one member".into(),
+        });
+    };
+    let rule = first.model.config.threshold;
+    let rows = first.calibration.rows.clone();
+    let labels = first.calibration.labels.clone();
+    let mut total = vec![0f32; rows.len()];
+    for (k, m) in members.iter().enumerate() {
+        if m.calibration.rows != rows {
+            return Err(StudyError::Invalid {
+                at: "--ensemble".into(),
+                message: format!(
+                    "member {} held out other calibration rows than member 1 (their seed or \
+                     calibration_split differ), so no rows are unseen by every member",
+                    k + 1
+                ),
+            });
+        }
+        for (t, p) in total.iter_mut().zip(&m.calibration.probabilities) {
+            *t += p;
+        }
+    }
+    let n = members.len() as f32;
+    let mean: Vec<f32> = total.into_iter().map(|t| t / n).collect();
+    let threshold = StoredThreshold {
+        value: rule.choose(&mean, &labels),
+        mode: rule.mode,
+        calibration_rows: rows.len(),
+    };
+    Ok(Ensemble {
+        members: members.into_iter().map(|m| m.model).collect(),
+        threshold,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn predictions(p: &[f32]) -> Option<Predictions> {
+        Some(Predictions {
+            ids: (0..p.len()).map(|i| i.to_string()).collect(),
+            probabilities: p.to_vec(),
+            labels: vec![1, 1, 0, 0, 1, 0],
+        })
+    }
+
+    #[test]
+    fn greedy_selection_prefers_a_model_that_errs_elsewhere_over_a_copy_of_the_best() {
+        // Labels 1 1 0 0 1 0. The best (AP 0.833) ranks row 4, a positive, last; its twin makes
+        // the same mistake; the third is worse alone (AP 0.639) but sure about row 4, and
+        // averaged with the best gets 0.917.
+        let best = [0.9, 0.8, 0.3, 0.7, 0.2, 0.6];
+        let twin = [0.88, 0.79, 0.31, 0.69, 0.21, 0.59];
+        let other = [0.4, 0.6, 0.9, 0.2, 0.8, 0.1];
+        let candidates = vec![predictions(&best), predictions(&twin), predictions(&other)];
+        let ap = |p: &[f32]| average_precision(p, &[1, 1, 0, 0, 1, 0]);
+        assert!(ap(&twin) > ap(&other), "the twin ranks second alone");
+        let Selection::Greedy { members, path } = select(&candidates, 2) else {
+            panic!("all candidates have predictions on the same rows")
+        };
+        assert_eq!(members, vec![0, 2]);
+        let mean: Vec<f32> = best
+            .iter()
+            .zip(&other)
+            .map(|(a, b)| (a + b) / 2.0)
+            .collect();
+        assert_eq!(path, vec![ap(&best), ap(&mean)]);
+        assert!(path[1] > path[0]);
+    }
+
+    #[test]
+    fn without_shared_predictions_the_best_k_are_taken() {
+        let mut moved = predictions(&[0.1; 6]).unwrap();
+        moved.ids[0] = "x".into();
+        let s = select(
+            &[predictions(&[0.2; 6]), Some(moved), predictions(&[0.3; 6])],
+            2,
+        );
+        assert_eq!(s.members(), &[0, 1]);
+        assert!(
+            matches!(&s, Selection::Ranked { why, .. } if why.contains("candidate 2 was validated on other rows"))
+        );
+        let s = select(&[predictions(&[0.2; 6]), None], 5);
+        assert_eq!(s.members(), &[0, 1], "at most as many as there are");
+    }
+}
