@@ -3,7 +3,8 @@
 //!
 //! Members are chosen by greedy ensemble selection (Caruana et al., 2004, as auto-sklearn
 //! does): start from the best configuration, then repeatedly add the candidate whose
-//! validation probabilities, averaged with the members', give the highest average precision.
+//! validation probabilities, averaged with the members', give the highest average precision,
+//! until K members or until every addition would lower it (then the ensemble is smaller).
 //! Two good models that make the same mistakes add little; a weaker one that errs elsewhere
 //! adds more. It needs every candidate's `val_predictions.csv` on the same validation rows;
 //! without them the best K by rank are taken.
@@ -14,12 +15,28 @@ use rnnsweep_model::metrics::average_precision;
 use crate::report::Predictions;
 use crate::study::{Retrained, StudyError};
 
+/// How an ensemble's members are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SelectionRule {
+    /// Greedy ensemble selection on the trials' validation predictions ([`select`]).
+    #[default]
+    Greedy,
+    /// The K best configurations by rank (by the mean over seeds once `confirm` ran).
+    Top,
+}
+
 /// How the members were chosen.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Selection {
     /// Greedy on validation predictions: member indices in the order added, with the
-    /// ensemble's validation average precision after each.
-    Greedy { members: Vec<usize>, path: Vec<f64> },
+    /// ensemble's validation average precision after each; `stopped_early` when adding any
+    /// other candidate would have lowered it.
+    Greedy {
+        members: Vec<usize>,
+        path: Vec<f64>,
+        stopped_early: bool,
+    },
     /// The first K candidates (why greedy selection was not possible).
     Ranked { members: Vec<usize>, why: String },
 }
@@ -68,6 +85,7 @@ pub fn select(candidates: &[Option<Predictions>], k: usize) -> Selection {
     let mut members = vec![0];
     let mut total: Vec<f32> = probabilities[0].to_vec();
     let mut path = vec![average_precision(&total, labels)];
+    let mut stopped_early = false;
     while members.len() < k {
         let n = (members.len() + 1) as f32;
         let score = |j: usize| {
@@ -89,13 +107,21 @@ pub fn select(candidates: &[Option<Predictions>], k: usize) -> Selection {
         else {
             break;
         };
+        if path.last().is_some_and(|&now| value < now) {
+            stopped_early = true;
+            break;
+        }
         for (t, p) in total.iter_mut().zip(probabilities[best]) {
             *t += p;
         }
         members.push(best);
         path.push(value);
     }
-    Selection::Greedy { members, path }
+    Selection::Greedy {
+        members,
+        path,
+        stopped_early,
+    }
 }
 
 /// Averages the members' probabilities and chooses the threshold on them with the first
@@ -162,7 +188,12 @@ mod tests {
         let candidates = vec![predictions(&best), predictions(&twin), predictions(&other)];
         let ap = |p: &[f32]| average_precision(p, &[1, 1, 0, 0, 1, 0]);
         assert!(ap(&twin) > ap(&other), "the twin ranks second alone");
-        let Selection::Greedy { members, path } = select(&candidates, 2) else {
+        let Selection::Greedy {
+            members,
+            path,
+            stopped_early,
+        } = select(&candidates, 2)
+        else {
             panic!("all candidates have predictions on the same rows")
         };
         assert_eq!(members, vec![0, 2]);
@@ -172,7 +203,17 @@ mod tests {
             .map(|(a, b)| (a + b) / 2.0)
             .collect();
         assert_eq!(path, vec![ap(&best), ap(&mean)]);
-        assert!(path[1] > path[0]);
+        assert!(path[1] > path[0] && !stopped_early);
+        // Asked for 3: the twin would lower the AP of best + other, so the ensemble stops at 2.
+        let three = select(&candidates, 3);
+        assert_eq!(three.members(), &[0, 2]);
+        assert!(matches!(
+            three,
+            Selection::Greedy {
+                stopped_early: true,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -87,8 +87,10 @@ struct RawSpec {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct RawFinal {
-    /// Average the K best configurations' probabilities.
+    /// Average up to K configurations' probabilities.
     ensemble: usize,
+    #[serde(default)]
+    selection: crate::ensemble::SelectionRule,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -234,6 +236,8 @@ pub struct Spec {
     pub source: String,
     /// `final: {ensemble: K}`: what plain `best --retrain` builds for this spec.
     pub final_ensemble: Option<usize>,
+    /// `final: {selection}`: how the ensemble's members are chosen.
+    pub final_selection: crate::ensemble::SelectionRule,
     /// Where the spec was read from (relative paths in it are relative to its folder).
     pub path: PathBuf,
 }
@@ -371,6 +375,11 @@ impl Spec {
             max_failures: raw.max_failures.unwrap_or(raw.run_cap.max(3)),
             // Optuna's RetryFailedTrialCallback users typically allow two retries.
             max_retries: raw.max_retries.unwrap_or(2),
+            final_selection: raw
+                .final_model
+                .as_ref()
+                .map(|f| f.selection)
+                .unwrap_or_default(),
             final_ensemble: match raw.final_model.as_ref().map(|f| f.ensemble) {
                 Some(0) => return Err(r.err(&["final", "ensemble"], "must be at least 1".into())),
                 k => k,

@@ -286,14 +286,26 @@ impl Study {
         Ok(out)
     }
 
-    /// An ensemble's `k` members: chosen greedily on validation predictions from the best
-    /// `3k` configurations ([`crate::ensemble::select`]); returns the candidates and the
-    /// selection (indices into the candidates).
+    /// An ensemble's `k` members: chosen greedily on validation predictions from the best 50
+    /// configurations (auto-sklearn's `ensemble_nbest`; [`crate::ensemble::select`]); returns
+    /// the candidates and the selection (indices into the candidates).
     pub fn choose_ensemble(
         &self,
         k: usize,
+        rule: crate::ensemble::SelectionRule,
     ) -> Result<(Vec<TrialRecord>, crate::ensemble::Selection), StudyError> {
-        let candidates = self.top_trials(3 * k.max(1))?;
+        if rule == crate::ensemble::SelectionRule::Top {
+            let top = self.top_trials(k)?;
+            let members = (0..top.len()).collect();
+            return Ok((
+                top,
+                crate::ensemble::Selection::Ranked {
+                    members,
+                    why: "selection: top".into(),
+                },
+            ));
+        }
+        let candidates = self.top_trials(k.max(50))?;
         let predictions: Vec<_> = candidates
             .iter()
             .map(|t| {

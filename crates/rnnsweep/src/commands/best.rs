@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use rnnsweep_model::train::{write_history, Control};
-use rnnsweep_search::ensemble::{ensemble_of, Selection};
+use rnnsweep_search::ensemble::{ensemble_of, Selection, SelectionRule};
 use rnnsweep_search::leaderboard::sig4;
 use rnnsweep_search::store::StorageLocation;
 use rnnsweep_search::study::{RetrainOptions, Study};
@@ -34,6 +34,17 @@ pub struct BestArgs {
     /// Default: the spec's `final: {ensemble: K}`, else 1.
     #[arg(long, value_name = "K")]
     pub ensemble: Option<usize>,
+    /// How the ensemble's members are chosen: `greedy` (on the trials' validation
+    /// predictions; stops early when no addition helps) or `top` (the K best by rank).
+    /// Default: the spec's `final: {selection}`, else greedy.
+    #[arg(long, value_enum)]
+    pub selection: Option<SelectionArg>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum SelectionArg {
+    Greedy,
+    Top,
 }
 
 /// A study loaded for pictures and exports.
@@ -64,7 +75,13 @@ pub fn run(args: &BestArgs) -> anyhow::Result<()> {
         keep_validation: args.keep_validation,
         device: args.device.clone(),
     };
-    let spec_ensemble = study.stored_spec().ok().and_then(|s| s.final_ensemble);
+    let stored = study.stored_spec().ok();
+    let spec_ensemble = stored.as_ref().and_then(|s| s.final_ensemble);
+    let rule = match args.selection {
+        Some(SelectionArg::Greedy) => SelectionRule::Greedy,
+        Some(SelectionArg::Top) => SelectionRule::Top,
+        None => stored.map(|s| s.final_selection).unwrap_or_default(),
+    };
     let members = args.ensemble.or(spec_ensemble).unwrap_or(1);
     if members == 0 {
         bail!("--ensemble 0: an ensemble needs at least one member");
@@ -72,9 +89,13 @@ pub fn run(args: &BestArgs) -> anyhow::Result<()> {
     let chosen = if members == 1 {
         vec![study.best_trial()?]
     } else {
-        let (candidates, selection) = study.choose_ensemble(members)?;
+        let (candidates, selection) = study.choose_ensemble(members, rule)?;
         match &selection {
-            Selection::Greedy { members: m, path } => {
+            Selection::Greedy {
+                members: m,
+                path,
+                stopped_early,
+            } => {
                 println!(
                     "ensemble members, chosen greedily on the trials' validation predictions:"
                 );
@@ -86,12 +107,20 @@ pub fn run(args: &BestArgs) -> anyhow::Result<()> {
                         sig4(*ap)
                     );
                 }
+                if *stopped_early {
+                    println!(
+                        "  (stopped at {}: adding any other configuration lowered the validation AP)",
+                        m.len()
+                    );
+                }
             }
             Selection::Ranked { why, .. } => {
                 println!("ensemble members: the best by rank ({why})");
             }
         }
-        if selection.members().len() < members {
+        if selection.members().len() < members.min(candidates.len())
+            && matches!(selection, Selection::Ranked { .. })
+        {
             println!(
                 "note: the study has {} completed configuration(s); the ensemble has that many",
                 selection.members().len()

@@ -121,7 +121,7 @@ fn an_ensemble_averages_its_members_at_a_threshold_chosen_on_unseen_rows() {
     // The spec's recipe: a threshold chosen on calibration rows, and a 2-model ensemble.
     let text = std::fs::read_to_string(&spec).unwrap().replace(
         "training: {epochs: 2,",
-        "final: {ensemble: 2}\ntraining: {threshold: {mode: max_f1}, calibration_split: 0.2, epochs: 2,",
+        "final: {ensemble: 2, selection: top}\ntraining: {threshold: {mode: max_f1}, calibration_split: 0.2, epochs: 2,",
     );
     std::fs::write(&spec, text).unwrap();
     run_ok(rnnsweep().arg("run").arg(&spec));
@@ -138,8 +138,38 @@ fn an_ensemble_averages_its_members_at_a_threshold_chosen_on_unseen_rows() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("ensemble of 2 written"), "{stdout}");
     assert!(
-        stdout.contains("chosen greedily on the trials' validation predictions"),
+        stdout.contains("the best by rank (selection: top)"),
         "{stdout}"
+    );
+    // Greedy selection (the default) keeps adding only while the validation AP rises.
+    let greedy = dir.path().join("greedy");
+    let out = run_ok(
+        rnnsweep()
+            .arg("best")
+            .arg(&db)
+            .args([
+                "--retrain",
+                "--ensemble",
+                "3",
+                "--selection",
+                "greedy",
+                "--out",
+            ])
+            .arg(&greedy),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("chosen greedily on the trials' validation predictions"),
+        "{text}"
+    );
+    let aps: Vec<f64> = text
+        .lines()
+        .filter_map(|l| l.split("validation AP of the average so far ").nth(1))
+        .map(|v| v.trim().parse().unwrap())
+        .collect();
+    assert!(
+        !aps.is_empty() && aps.windows(2).all(|w| w[1] >= w[0]),
+        "{text}"
     );
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(ens.join("ensemble.json")).unwrap()).unwrap();
