@@ -214,31 +214,16 @@ mod tests {
             .unwrap()
             .to_vec2()
             .unwrap();
-        let w: Vec<f64> = a
-            .kernel
-            .as_tensor()
-            .to_dtype(DType::F64)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let b: Vec<f64> = a
-            .bias
-            .as_tensor()
-            .to_dtype(DType::F64)
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let c: Vec<f64> = a
-            .context
-            .as_tensor()
-            .to_dtype(DType::F64)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let values = |v: &Var| -> Vec<f64> {
+            v.as_tensor()
+                .to_dtype(DType::F64)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        let (w, b, c) = (values(&a.kernel), values(&a.bias), values(&a.context));
         // One attention unit (F/2 = 1): score = c · tanh(w0·x0 + w1·x1 + b).
         let score = |x: [f64; 2]| c[0] * (w[0] * x[0] + w[1] * x[1] + b[0]).tanh();
         let steps = [[1.0, -2.0], [3.0, -1.0], [-4.0, -3.0]];
