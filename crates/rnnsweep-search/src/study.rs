@@ -61,6 +61,11 @@ impl RetrainPlan {
         self.data.validation.labels.len()
     }
 
+    /// Rows held out to choose the threshold (0 for a fixed one).
+    pub fn calibration_rows(&self) -> usize {
+        self.data.calibration.labels.len()
+    }
+
     /// Trains the final model; `on_epoch` sees every epoch.
     pub fn train(
         self,

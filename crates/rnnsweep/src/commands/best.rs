@@ -146,8 +146,13 @@ pub fn run(args: &BestArgs) -> anyhow::Result<()> {
             plan.train_rows(),
             if args.keep_validation {
                 format!("{} held out for validation", plan.validation_rows())
+            } else if plan.calibration_rows() > 0 {
+                format!(
+                    "every row but the {} calibration rows",
+                    plan.calibration_rows()
+                )
             } else {
-                "every row but the calibration slice".into()
+                "every row".into()
             },
             plan.config.epochs
         );

@@ -118,7 +118,7 @@ fn a_finished_study_gives_plots_exports_a_retrained_model_and_a_submission() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(
-        stdout.contains("retraining on 600 rows (every row), 2 epochs"),
+        stdout.contains("retraining trial 1 on 600 rows (every row), 2 epochs"),
         "{stdout}"
     );
     assert!(model.join("model.safetensors").exists() && model.join("history.csv").exists());
