@@ -312,10 +312,7 @@ impl ModelConfig {
             input = 2 * units;
         }
         parameters += self.pooling.parameters(input);
-        if self.pooling == Pooling::Attention {
-            let a = self.pooling.parameters(input) - 1;
-            flops += 2.0 * a as f64 * sequence_length as f64;
-        }
+        flops += self.pooling.flops_per_step(input) * sequence_length as f64;
         input = self.pooling.output_features(input);
         for d in &self.dense {
             parameters += input * d.units + d.units;

@@ -43,6 +43,17 @@ impl Pooling {
         }
     }
 
+    /// Multiply-adds × 2 it adds per row and step for `features` inputs (attention's scorer).
+    pub fn flops_per_step(self, features: usize) -> f64 {
+        match self {
+            Pooling::Attention => {
+                let a = attention_units(features);
+                2.0 * (features * a + a) as f64
+            }
+            _ => 0.0,
+        }
+    }
+
     /// Trainable weights it adds for `features` inputs.
     pub fn parameters(self, features: usize) -> usize {
         match self {

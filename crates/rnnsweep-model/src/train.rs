@@ -125,8 +125,11 @@ pub struct FitOutcome {
     /// 1-based epoch whose weights the returned net holds.
     pub best_epoch: usize,
     pub stop: StopReason,
-    /// The decision threshold for the returned net ([`choose_threshold`]).
+    /// The decision threshold for the returned net ([`calibrate`]).
     pub threshold: f64,
+    /// The returned net's probabilities for the calibration rows (empty for a fixed
+    /// threshold): what an ensemble averages to choose its own threshold.
+    pub calibration_probabilities: Vec<f32>,
 }
 
 /// Where and whether to checkpoint.
@@ -375,7 +378,7 @@ fn evaluate_epoch(
     } else {
         (Vec::new(), f64::NAN)
     };
-    let threshold = choose_threshold(net, data, cfg)?;
+    let (threshold, _) = calibrate(net, data, cfg)?;
     let mut c = classify(&val_probs, &data.validation.labels, threshold as f32);
     let at_half = classify(&val_probs, &data.validation.labels, 0.5).f1;
     if !held_out {
@@ -401,14 +404,18 @@ fn evaluate_epoch(
     })
 }
 
-/// The configuration's threshold for the net as it is now: fixed, or chosen on the
-/// calibration rows (which neither train nor validate).
-pub fn choose_threshold(net: &Net, data: &Prepared, cfg: &ModelConfig) -> Result<f64> {
+/// The configuration's threshold for the net as it is now — fixed, or chosen on the
+/// calibration rows (which neither train nor validate) — with the net's probabilities for
+/// those rows.
+pub fn calibrate(net: &Net, data: &Prepared, cfg: &ModelConfig) -> Result<(f64, Vec<f32>)> {
     if !cfg.threshold.needs_calibration() || data.calibration.ids.rows == 0 {
-        return Ok(cfg.threshold.value);
+        return Ok((cfg.threshold.value, Vec::new()));
     }
     let probs = predict_padded(net, &data.calibration.ids, cfg.batch_size)?;
-    Ok(cfg.threshold.choose(&probs, &data.calibration.labels))
+    Ok((
+        cfg.threshold.choose(&probs, &data.calibration.labels),
+        probs,
+    ))
 }
 
 /// Trains a configuration: epochs of seeded mini-batches, validation metrics after each,
@@ -468,13 +475,14 @@ pub fn fit(
         }
     }
     let best_epoch = stopping.restore(&net, history.len())?;
-    let threshold = choose_threshold(&net, data, cfg)?;
+    let (threshold, calibration_probabilities) = calibrate(&net, data, cfg)?;
     Ok(FitOutcome {
         net,
         history,
         best_epoch,
         stop,
         threshold,
+        calibration_probabilities,
     })
 }
 

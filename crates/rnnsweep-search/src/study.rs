@@ -78,14 +78,20 @@ impl RetrainPlan {
             &FitOptions::default(),
             on_epoch,
         )?;
-        let calibration = Calibration {
-            rows: self.data.calibration.source_rows.clone(),
-            labels: self.data.calibration.labels.clone(),
-            probabilities: predict_padded(
+        // Scored by `fit` when it chose the threshold; a fixed one scores them here.
+        let probabilities = if outcome.calibration_probabilities.is_empty() {
+            predict_padded(
                 &outcome.net,
                 &self.data.calibration.ids,
                 self.config.batch_size,
-            )?,
+            )?
+        } else {
+            outcome.calibration_probabilities
+        };
+        let calibration = Calibration {
+            rows: self.data.calibration.source_rows.clone(),
+            labels: self.data.calibration.labels.clone(),
+            probabilities,
         };
         Ok(Retrained {
             model: TrainedModel::from_training(
