@@ -14,6 +14,10 @@
 # VENV (.venv-bench: created with PyTorch from the package index when missing). The raw JSON
 # lines are kept in results/bench-trainer-<time>.jsonl.
 #
+# Last, one line per U with the time of a whole trial epoch as a sweep runs it (`rnnsweep train`
+# with one epoch on synthetic full-length tweets: training, validation metrics, checkpoint), so
+# the cost outside the kernel stays visible.
+#
 # Real lengths: LENGTHS_CSV=path/to/tweets.csv takes the token count of every row of that file
 # (the report's tokenizer, 5,000 words, cut at 37) and adds, beside the full-length runs,
 # rnnsweep on rows of those lengths (`-real`: shuffled batches; `-real-bucket`: length
@@ -48,7 +52,6 @@ real=()
 if [ -n "${LENGTHS_CSV:-}" ]; then
     cargo build --release -q -p rnnsweep
     work=$(mktemp -d)
-    trap 'rm -rf "$work"' EXIT
     target/release/rnnsweep data inspect --input "$LENGTHS_CSV" --max-words 5000 --seq-len 37 \
         --out "$work/ids.csv" >/dev/null
     python3 - "$work/ids.csv" "$work/lengths.txt" <<'PY'
@@ -78,6 +81,8 @@ for units in "${UNITS[@]}"; do
                 | sed 's/"pytorch"/"pytorch-kept-memory"/' >> "$RESULTS"
             # Inference (the predict path, batch 1024) against PyTorch's inference_mode.
             RAYON_NUM_THREADS=$threads "$BENCH" "${common[@]}" --inference >> "$RESULTS"
+            "$PY" scripts/bench_trainer_torch.py "${common[@]}" --inference --threads "$threads" \
+                >> "$RESULTS"
             MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1073741824 \
                 "$PY" scripts/bench_trainer_torch.py "${common[@]}" --inference --threads "$threads" \
                 | sed 's/"pytorch-infer"/"pytorch-infer-kept-memory"/' >> "$RESULTS"
@@ -97,9 +102,25 @@ done
 python3 scripts/bench_trainer_table.py "$RESULTS"
 echo "raw results: $RESULTS" >&2
 
+# One whole trial epoch as a sweep's worker runs it, 1 thread: `rnnsweep train` with one epoch
+# (data read and tokenized, training, validation metrics, checkpoint, model saved), on synthetic
+# tweets that fill the 37 steps (so the kernel rows above are comparable) and, with
+# LENGTHS_CSV, on that file as it is and on the same rows made full length.
+work=${work:-$(mktemp -d)}
+trap 'rm -rf "$work"' EXIT
+cargo build --release -q -p rnnsweep
+python3 - "$work/synthetic.csv" "$ROWS" <<'PY'
+import csv, random, sys
+rng = random.Random(7)
+with open(sys.argv[1], "w", newline="") as out:
+    w = csv.writer(out)
+    w.writerow(["id", "label", "tweet"])
+    for i in range(int(sys.argv[2])):
+        words = [f"w{rng.randrange(1, 6000)}" for _ in range(40)]
+        w.writerow([i + 1, int(rng.random() < 0.07), " ".join(words)])
+PY
+datasets=("$work/synthetic.csv")
 if [ ${#real[@]} -gt 0 ]; then
-    # One whole trial epoch (train + validation metrics), 1 thread, on the file and on the
-    # same rows made full length.
     python3 - "$LENGTHS_CSV" "$work/full.csv" <<'PY'
 import csv, sys
 with open(sys.argv[1], newline="", encoding="utf-8", errors="replace") as f, open(sys.argv[2], "w", newline="") as out:
@@ -110,19 +131,38 @@ with open(sys.argv[1], newline="", encoding="utf-8", errors="replace") as f, ope
         words = r["tweet"].split() or ["x"]
         w.writerow([r["id"], r["label"], " ".join((words * (37 // len(words) + 2))[:40])])
 PY
-    for units in "${UNITS[@]}"; do
-        for data in "$LENGTHS_CSV" "$work/full.csv"; do
-            for batching in shuffle bucket; do
-                out="$work/model-$units-$batching"
-                RAYON_NUM_THREADS=1 target/release/rnnsweep train --data "$data" --out "$out" \
-                    --set "lstm_units=[$units,$units]" --set "dense=[{units: 128, activation: relu}]" \
-                    --set embedding_dim=88 --set sequence_length=37 --set epochs=1 \
-                    --set batch_size=256 --set batching.mode=$batching >/dev/null
-                seconds=$(python3 -c "import csv,sys; print(list(csv.DictReader(open(sys.argv[1])))[0]['seconds'])" "$out/history.csv")
-                label=$([ "$data" = "$LENGTHS_CSV" ] && echo "real tweets" || echo "same rows, full length")
-                echo "| $units | $label | $batching | $seconds |"
-            done
-        done
-    done | { echo; echo "Whole trial epoch (train + validation), 1 thread:"; echo; \
-             echo "| U | rows | batching | seconds |"; echo "|---|---|---|---|"; cat; }
+    datasets+=("$LENGTHS_CSV" "$work/full.csv")
 fi
+for units in "${UNITS[@]}"; do
+    for data in "${datasets[@]}"; do
+        for batching in shuffle bucket; do
+            [ "$data" = "$work/synthetic.csv" ] && [ "$batching" = bucket ] && continue
+            out="$work/model-$units-$batching"
+            rm -rf "$out"
+            started=$(date +%s.%N)
+            RAYON_NUM_THREADS=1 target/release/rnnsweep train --data "$data" --out "$out" \
+                --set "lstm_units=[$units,$units]" --set "dense=[{units: 128, activation: relu}]" \
+                --set embedding_dim=88 --set sequence_length=37 --set epochs=1 \
+                --set lstm_dropout=0 --set batch_norm=false --set dense_dropout=0 \
+                --set batch_size=256 --set batching.mode=$batching >/dev/null
+            ended=$(date +%s.%N)
+            case "$data" in
+                "$work/synthetic.csv") label="synthetic, full length" ;;
+                "$LENGTHS_CSV") label="real tweets" ;;
+                *) label="same rows, full length" ;;
+            esac
+            python3 - "$out/history.csv" "$RESULTS" "$units" "$label" "$batching" "$started" "$ended" "$ROWS" <<'PY'
+import csv, json, statistics, sys
+history, results, units, label, batching, started, ended, rows = sys.argv[1:]
+h = list(csv.DictReader(open(history)))[0]
+train_rows = round(int(rows) * 0.9)
+kernel = [json.loads(l) for l in open(results) if '"rnnsweep-fused"' in l]
+kernel = [r["seconds"] for r in kernel if r.get("units") == int(units) and r.get("threads") == 1]
+kernel_s = f"{statistics.median(kernel) * train_rows / int(rows):.1f}" if kernel and "synthetic" in label else "-"
+whole = float(ended) - float(started)
+print(f"| {units} | {label} | {batching} | {kernel_s} | {float(h['seconds']):.1f} | {whole:.1f} |")
+PY
+        done
+    done
+done | { echo; echo "Whole trial epoch, 1 thread (rnnsweep train, one epoch: the kernel's share from the rows above, scaled to the 90 % that train; train + validation from history.csv; the whole process adds reading, tokenizing, the checkpoint and the saved model):"; echo; \
+         echo "| U | rows | batching | kernel only (s) | train + validation (s) | whole process (s) |"; echo "|---|---|---|---|---|---|"; cat; }

@@ -64,22 +64,29 @@ def main(path):
 
 
 def inference_table(runs):
-    keys = sorted({(u, t) for u, t, tr in runs if tr.endswith("-infer") or tr.endswith("-infer-kept-memory")})
+    keys = sorted({(u, t) for u, t, tr in runs if tr.endswith("-infer")})
     if not keys:
         return
     print()
-    print("Inference (the predict path, batches of 1024; PyTorch in inference_mode with the same allocator setting):")
+    print("Inference (the predict path, batches of 1024; PyTorch in inference_mode, as installed and"
+          " with the allocator setting):")
     print()
-    print("| U | threads | rnnsweep samples/s | PyTorch samples/s | rnnsweep ÷ PyTorch |")
-    print("|---|---|---|---|---|")
+    print("| U | threads | rnnsweep samples/s | pytorch samples/s | pytorch-kept-memory samples/s"
+          " | ÷ pytorch | ÷ pytorch-kept-memory |")
+    print("|---|---|---|---|---|---|---|")
     for units, threads in keys:
-        ours = runs.get((units, threads, "rnnsweep-fused-infer"))
-        theirs = runs.get((units, threads, "pytorch-infer-kept-memory"))
-        if not (ours and theirs):
+        def median(trainer):
+            rs = runs.get((units, threads, trainer))
+            return statistics.median(r["samples_per_s"] for r in rs) if rs else None
+
+        ours = median("rnnsweep-fused-infer")
+        plain = median("pytorch-infer")
+        kept = median("pytorch-infer-kept-memory")
+        if not ours:
             continue
-        a = statistics.median(r["samples_per_s"] for r in ours)
-        b = statistics.median(r["samples_per_s"] for r in theirs)
-        print(f"| {units} | {threads} | {a:.0f} | {b:.0f} | {a / b:.2f}× |")
+        cell = lambda v: f"{v:.0f}" if v else "-"
+        ratio = lambda v: f"{ours / v:.2f}×" if v else "-"
+        print(f"| {units} | {threads} | {ours:.0f} | {cell(plain)} | {cell(kept)} | {ratio(plain)} | {ratio(kept)} |")
 
 
 TRAINERS = (

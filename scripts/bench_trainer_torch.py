@@ -54,6 +54,7 @@ def main():
     p.add_argument("--lengths", help="one token count per line; sets the rows")
     p.add_argument("--packed", action="store_true", help="pack_padded_sequence by real length")
     p.add_argument("--inference", action="store_true", help="time prediction (inference_mode)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (cuDNN's LSTM)")
     a = p.parse_args()
     lengths = None
     if a.lengths:
@@ -71,7 +72,15 @@ def main():
     negatives = max(a.rows - positives, 1.0)
     most = max(positives, negatives)
     weights = torch.where(labels > 0.5, most / positives, most / negatives).float()
-    model = Model(a.units)
+    device = torch.device(a.device)
+    cuda = device.type == "cuda"
+    ids, labels, weights = ids.to(device), labels.to(device), weights.to(device)
+    model = Model(a.units).to(device)
+
+    def sync():
+        # CUDA kernels run asynchronously: the clock stops only when the GPU is done.
+        if cuda:
+            torch.cuda.synchronize(device)
     if a.inference:
         model.eval()
         batch = 1024
@@ -82,15 +91,18 @@ def main():
                     model(ids[s : s + batch])
 
         predict()
+        sync()
         started = time.perf_counter()
         for _ in range(a.epochs):
             predict()
+        sync()
         seconds = time.perf_counter() - started
         print(
             json.dumps(
                 {
                     "trainer": "pytorch-infer",
                     "units": a.units,
+                    "device": a.device,
                     "threads": torch.get_num_threads(),
                     "batches": -(-a.rows // batch) * a.epochs,
                     "seconds": round(seconds, 3),
@@ -122,6 +134,7 @@ def main():
             t = time.perf_counter()
             loss = step(*b)
             per_batch.append((time.perf_counter() - t) * 1e3)
+    sync()
     seconds = time.perf_counter() - started
     per_batch.sort()
     print(
@@ -129,6 +142,7 @@ def main():
             {
                 "trainer": "pytorch-packed" if a.packed else "pytorch",
                 "units": a.units,
+                "device": a.device,
                 "threads": torch.get_num_threads(),
                 "batches": len(per_batch),
                 "seconds": round(seconds, 3),

@@ -1,22 +1,17 @@
 #!/usr/bin/env bash
-# Type-checks the `cuda` feature (the three crates with their tests and examples) on a machine
-# without a GPU: the CUDA toolkit comes from PyPI into a venv (no system CUDA). There is no
-# device to ask for its compute capability, so it is set (90 = H100/H200), and cudarc is told
-# the toolkit version it knows (it stops on newer ones). Linking needs the NVIDIA driver's
-# libcuda, which only a machine with the NVIDIA driver has, so the build is linked there.
+# The `cuda` build on a machine without a GPU: the CUDA toolkit from PyPI (scripts/cuda-env.sh;
+# compute capability 90 when there is no GPU to ask), the three crates linted, built and linked
+# with `--features cuda` (against a stand-in libcuda when the NVIDIA driver is absent), every
+# test that needs no device run on that build, and scripts/gpu-check.sh's CPU-side steps run
+# with it (its sweep schedules cuda:0 slots on RNNSWEEP_FAKE_CUDA).
 #   bash scripts/check-cuda.sh            (CUDA_VENV=.venv-cuda by default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-venv=${CUDA_VENV:-.venv-cuda}
-if ! ls "$venv"/lib/python3*/site-packages/nvidia/cu13/bin/nvcc >/dev/null 2>&1; then
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check \
-        nvidia-cuda-nvcc nvidia-cuda-runtime nvidia-cuda-cccl nvidia-cublas nvidia-curand
-fi
-toolkit=$(cd "$(echo "$venv"/lib/python3*/site-packages/nvidia/cu13)" && pwd)
-chmod +x "$toolkit"/bin/* 2>/dev/null || true
-export PATH="$toolkit/bin:$PATH" CUDA_ROOT="$toolkit" CUDA_PATH="$toolkit" CUDA_HOME="$toolkit"
-export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
-export CUDARC_CUDA_VERSION=${CUDARC_CUDA_VERSION:-13040}
+# shellcheck source=scripts/cuda-env.sh
+source scripts/cuda-env.sh
 nvcc --version | tail -n 1
-cargo check -p rnnsweep -p rnnsweep-model -p rnnsweep-search --all-targets --features cuda
+crates=(-p rnnsweep -p rnnsweep-model -p rnnsweep-search)
+cargo clippy "${crates[@]}" --all-targets --features cuda -- -D warnings
+cargo test "${crates[@]}" --features cuda
+python3 -m unittest discover -s scripts -p test_gpu_check_sweep.py
+GPU_CHECK_DEVICE=cpu GPU_CHECK_FEATURES=cuda GPU_CHECK_UNITS=32 bash scripts/gpu-check.sh

@@ -9,7 +9,8 @@
 //! bucket` groups rows of similar length; `--inference` times prediction instead (the `predict`
 //! path: no dropout, batches of `--batch`, 1024 by default there). `bench_trainer --peak` prints the f32 matrix
 //! multiply rate (2048³, candle's `gemm`) that "% of peak" is measured against. Threads come
-//! from `RAYON_NUM_THREADS`.
+//! from `RAYON_NUM_THREADS`. `--device cuda:0` runs it on a GPU (a `cuda` build; the reference
+//! layer, as `lstm_impl: auto` picks there); every line names its device.
 
 use std::time::Instant;
 
@@ -34,6 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut lengths: Option<Vec<usize>> = None;
     let mut bucket = false;
     let mut inference = false;
+    let mut device_name = "cpu".to_string();
     let mut args = std::env::args().skip(1).peekable();
     if args.peek().map(String::as_str) == Some("--peak") {
         return matmul_peak();
@@ -47,6 +49,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--units" => units = value.parse()?,
+            "--device" => device_name = value,
             "--rows" => rows = value.parse()?,
             "--time" => time = value.parse()?,
             "--batch" => batch = value.parse()?,
@@ -76,6 +79,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             other => return Err(format!("unknown flag {other}").into()),
         }
+    }
+    let device = rnnsweep_model::device(&device_name)?;
+    if !device.is_cpu() {
+        lstm_impl = LstmImpl::Reference;
     }
     let cfg = ModelConfig {
         embedding_dim: 88,
@@ -119,7 +126,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     let labels: Vec<f32> = labels.into_iter().map(f32::from).collect();
 
-    let net = Net::new(&cfg, VOCAB, &Device::Cpu)?;
+    let net = Net::new(&cfg, VOCAB, &device)?;
     if inference {
         let padded = rnnsweep_model::dataset::Padded {
             ids: ids.clone(),
@@ -134,7 +141,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let seconds = started.elapsed().as_secs_f64();
         let batches = rows.div_ceil(batch) * epochs;
         println!(
-            "{{\"trainer\": \"rnnsweep-{}-infer\", \"units\": {units}, \"threads\": {}, \"batches\": {batches}, \
+            "{{\"trainer\": \"rnnsweep-{}-infer\", \"units\": {units}, \"device\": \"{device_name}\", \"threads\": {}, \"batches\": {batches}, \
              \"seconds\": {seconds:.3}, \"samples_per_s\": {:.1}}}",
             if net.fused_lstm { "fused" } else { "reference" },
             candle_core::utils::get_num_threads(),
@@ -192,7 +199,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (Some(_), true) => "-real-bucket",
     };
     println!(
-        "{{\"trainer\": \"rnnsweep-{}{variant}\", \"units\": {units}, \"threads\": {}, \"batches\": {}, \
+        "{{\"trainer\": \"rnnsweep-{}{variant}\", \"units\": {units}, \"device\": \"{device_name}\", \"threads\": {}, \"batches\": {}, \
          \"seconds\": {seconds:.3}, \"samples_per_s\": {:.1}, \"ms_per_batch_median\": {:.2}, \
          \"ms_per_batch_min\": {:.2}, \"last_loss\": {loss:.5}}}",
         if net.fused_lstm { "fused" } else { "reference" },

@@ -152,18 +152,74 @@ impl TrainedModel {
     }
 }
 
-/// Several trained models whose probabilities are averaged, with one threshold chosen on the
-/// averaged probabilities of calibration rows none of them trained on. On disk: one folder per
-/// member (`member-1`, …) and `ensemble.json`.
+/// How an ensemble makes one probability of its members'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Combine {
+    /// The mean probability (auto-sklearn's, and soft voting's).
+    #[default]
+    Probability,
+    /// The probability of the mean log-odds. Members trained with and without class weights
+    /// differ in scale by a constant in log-odds (their own thresholds on the tweets ranged
+    /// from 0.16 to 0.89), and a mean of probabilities lets whichever sits nearer 0.5 decide
+    /// the order; in log-odds each member's confidence counts the same way.
+    Logit,
+}
+
+impl Combine {
+    /// One member's addend to the running sum ([`Combine::finish`] makes the result).
+    pub fn term(self, probability: f32) -> f32 {
+        match self {
+            Self::Probability => probability,
+            Self::Logit => {
+                // Certain members (a probability of exactly 0 or 1) count as ±16.1, not ±∞;
+                // in f64 so that both ends are the same distance from 0.
+                let p = f64::from(probability).clamp(1e-7, 1.0 - 1e-7);
+                (p / (1.0 - p)).ln() as f32
+            }
+        }
+    }
+
+    /// The ensemble's probability from the sum of `members` terms.
+    pub fn finish(self, sum: f32, members: usize) -> f32 {
+        let mean = sum / members as f32;
+        match self {
+            Self::Probability => mean,
+            Self::Logit => 1.0 / (1.0 + (-mean).exp()),
+        }
+    }
+
+    /// The ensemble's probability per row of the members' probabilities (one slice each).
+    pub fn combine(self, members: &[&[f32]]) -> Vec<f32> {
+        let rows = members.first().map_or(0, |m| m.len());
+        let mut sum = vec![0f32; rows];
+        for member in members {
+            for (s, &p) in sum.iter_mut().zip(*member) {
+                *s += self.term(p);
+            }
+        }
+        sum.into_iter()
+            .map(|s| self.finish(s, members.len()))
+            .collect()
+    }
+}
+
+/// Several trained models whose probabilities are combined (averaged, by default), with one
+/// threshold chosen on the combined probabilities of calibration rows none of them trained on.
+/// On disk: one folder per member (`member-1`, …) and `ensemble.json`.
 pub struct Ensemble {
     pub members: Vec<TrainedModel>,
     pub threshold: StoredThreshold,
+    pub combine: Combine,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct EnsembleFile {
     members: Vec<String>,
     threshold: StoredThreshold,
+    /// Absent in ensembles written before there was a choice: those averaged probabilities.
+    #[serde(default)]
+    combine: Combine,
 }
 
 impl Ensemble {
@@ -179,6 +235,7 @@ impl Ensemble {
         let text = serde_json::to_string_pretty(&EnsembleFile {
             members: names,
             threshold: self.threshold,
+            combine: self.combine,
         })
         .map_err(|e| ModelError::Artifact {
             path: path.display().to_string(),
@@ -208,19 +265,19 @@ impl Ensemble {
         Ok(Self {
             members,
             threshold: file.threshold,
+            combine: file.combine,
         })
     }
 
-    /// The members' mean probability of class 1 for every row.
+    /// The members' combined probability of class 1 for every row.
     pub fn predict(&self, table: &Table) -> Result<Vec<f32>> {
-        let mut total = vec![0f32; table.rows.len()];
-        for member in &self.members {
-            for (t, p) in total.iter_mut().zip(member.predict(table)?) {
-                *t += p;
-            }
-        }
-        let n = self.members.len() as f32;
-        Ok(total.into_iter().map(|t| t / n).collect())
+        let each = self
+            .members
+            .iter()
+            .map(|m| m.predict(table))
+            .collect::<Result<Vec<_>>>()?;
+        let columns: Vec<&[f32]> = each.iter().map(Vec::as_slice).collect();
+        Ok(self.combine.combine(&columns))
     }
 }
 
@@ -251,5 +308,38 @@ impl Predictor {
             Self::Single(m) => m.threshold,
             Self::Ensemble(e) => e.threshold,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Combine;
+
+    #[test]
+    fn logit_combination_is_the_probability_of_the_mean_log_odds() {
+        // Log-odds ln 9 and 0: mean ln 3, probability 3 / (1 + 3).
+        let a = [0.9f32, 0.2];
+        let b = [0.5f32, 0.2];
+        let logit = Combine::Logit.combine(&[&a, &b]);
+        assert!((logit[0] - 0.75).abs() < 1e-6, "{logit:?}");
+        assert!((logit[1] - 0.2).abs() < 1e-6, "{logit:?}");
+        let mean = Combine::Probability.combine(&[&a, &b]);
+        assert!((mean[0] - 0.7).abs() < 1e-6, "{mean:?}");
+        // Certain members stay finite: ±16.1 in log-odds, not infinities.
+        let sure = Combine::Logit.combine(&[&[1.0, 0.0], &[0.0, 0.0]]);
+        assert!((sure[0] - 0.5).abs() < 1e-6, "{sure:?}");
+        assert!(sure[1] > 0.0 && sure[1] < 1e-6, "{sure:?}");
+    }
+
+    #[test]
+    fn the_two_rules_can_order_rows_differently() {
+        // A member sure of both rows (wrongly ordered) and one that orders them right: the mean
+        // probability follows the second, the mean log-odds the first.
+        let sure = [0.99f32, 0.999];
+        let right = [0.5f32, 0.1];
+        let mean = Combine::Probability.combine(&[&sure, &right]);
+        let logit = Combine::Logit.combine(&[&sure, &right]);
+        assert!(mean[0] > mean[1], "{mean:?}");
+        assert!(logit[0] < logit[1], "{logit:?}");
     }
 }

@@ -26,6 +26,22 @@ pub use candle_core::Device;
 pub use config::ModelConfig;
 pub use error::ModelError;
 
+/// How many CUDA devices the driver reports, or why it cannot say (no driver, no device), so a
+/// sweep can refuse `cuda:N` before it starts instead of failing every trial.
+#[cfg(feature = "cuda")]
+pub fn cuda_device_count() -> Result<usize, String> {
+    use candle_core::cuda_backend::cudarc::driver::result;
+    result::init()
+        .and_then(|()| result::device::get_count())
+        .map(|count| usize::try_from(count).unwrap_or(0))
+        .map_err(|e| {
+            let text = |r: Result<&std::ffi::CStr, _>| {
+                r.map_or_else(|_| format!("{e:?}"), |s| s.to_string_lossy().into_owned())
+            };
+            format!("{}: {}", text(e.error_name()), text(e.error_string()))
+        })
+}
+
 /// Parses a device name: `cpu`, or `cuda:N` in builds with the `cuda` feature.
 pub fn device(name: &str) -> Result<candle_core::Device, ModelError> {
     match name {

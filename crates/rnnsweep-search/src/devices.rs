@@ -107,6 +107,10 @@ impl Resources {
         {
             return Err("CUDA devices need a build with the `cuda` feature (cargo build --release --features cuda)".into());
         }
+        #[cfg(feature = "cuda")]
+        if !fake_cuda() {
+            check_cuda_devices(&devices)?;
+        }
         let mut warnings = Vec::new();
         let cores = cores();
         let pool = DevicePool::new(self).map_err(|e| e.to_string())?;
@@ -119,6 +123,30 @@ impl Resources {
         }
         Ok(warnings)
     }
+}
+
+/// Every `cuda:N` named must be a device this machine's driver reports.
+#[cfg(feature = "cuda")]
+fn check_cuda_devices(devices: &[DeviceName]) -> Result<(), String> {
+    let ordinals: Vec<usize> = devices
+        .iter()
+        .filter_map(|d| match d {
+            DeviceName::Cuda(n) => Some(*n),
+            DeviceName::Cpu => None,
+        })
+        .collect();
+    let Some(&highest) = ordinals.iter().max() else {
+        return Ok(());
+    };
+    let count = rnnsweep_model::cuda_device_count()
+        .map_err(|e| format!("cuda:{highest}: the CUDA driver says: {e}"))?;
+    if highest >= count {
+        return Err(format!(
+            "cuda:{highest} is not on this machine: its driver reports {count} CUDA device(s) (cuda:0 … cuda:{})",
+            count.saturating_sub(1)
+        ));
+    }
+    Ok(())
 }
 
 pub fn cores() -> usize {

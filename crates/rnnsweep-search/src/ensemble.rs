@@ -9,7 +9,7 @@
 //! adds more. It needs every candidate's `val_predictions.csv` on the same validation rows;
 //! without them the best K by rank are taken.
 
-use rnnsweep_model::artifact::{Ensemble, StoredThreshold};
+use rnnsweep_model::artifact::{Combine, Ensemble, StoredThreshold};
 use rnnsweep_model::metrics::average_precision;
 
 use crate::report::Predictions;
@@ -49,8 +49,9 @@ impl Selection {
     }
 }
 
-/// Chooses `k` of the candidates (best first; `None` where a candidate has no predictions).
-pub fn select(candidates: &[Option<Predictions>], k: usize) -> Selection {
+/// Chooses `k` of the candidates (best first; `None` where a candidate has no predictions),
+/// scoring each ensemble as `combine` will make its probabilities.
+pub fn select(candidates: &[Option<Predictions>], k: usize, combine: Combine) -> Selection {
     let k = k.min(candidates.len());
     let ranked = |why: String| Selection::Ranked {
         members: (0..k).collect(),
@@ -76,27 +77,24 @@ pub fn select(candidates: &[Option<Predictions>], k: usize) -> Selection {
             Some(_) => {}
         }
     }
-    let probabilities: Vec<&[f32]> = candidates
+    // Each candidate's terms of the combination; an ensemble's score is the AP of their sum
+    // (the combined probability is an increasing function of it, and AP depends on order only).
+    let terms: Vec<Vec<f32>> = candidates
         .iter()
         .flatten()
-        .map(|p| p.probabilities.as_slice())
+        .map(|p| p.probabilities.iter().map(|&q| combine.term(q)).collect())
         .collect();
     let labels = &first.labels;
     let mut members = vec![0];
-    let mut total: Vec<f32> = probabilities[0].to_vec();
+    let mut total: Vec<f32> = terms[0].clone();
     let mut path = vec![average_precision(&total, labels)];
     let mut stopped_early = false;
     while members.len() < k {
-        let n = (members.len() + 1) as f32;
         let score = |j: usize| {
-            let mean: Vec<f32> = total
-                .iter()
-                .zip(probabilities[j])
-                .map(|(t, p)| (t + p) / n)
-                .collect();
-            average_precision(&mean, labels)
+            let sum: Vec<f32> = total.iter().zip(&terms[j]).map(|(t, p)| t + p).collect();
+            average_precision(&sum, labels)
         };
-        let Some((best, value)) = (0..probabilities.len())
+        let Some((best, value)) = (0..terms.len())
             .filter(|j| !members.contains(j))
             .map(|j| (j, score(j)))
             // Ties go to the better-ranked candidate.
@@ -111,7 +109,7 @@ pub fn select(candidates: &[Option<Predictions>], k: usize) -> Selection {
             stopped_early = true;
             break;
         }
-        for (t, p) in total.iter_mut().zip(probabilities[best]) {
+        for (t, p) in total.iter_mut().zip(&terms[best]) {
             *t += p;
         }
         members.push(best);
@@ -124,9 +122,9 @@ pub fn select(candidates: &[Option<Predictions>], k: usize) -> Selection {
     }
 }
 
-/// Averages the members' probabilities and chooses the threshold on them with the first
+/// Combines the members' probabilities and chooses the threshold on them with the first
 /// (best) member's rule. The members must have held out the same calibration rows.
-pub fn ensemble_of(members: Vec<Retrained>) -> Result<Ensemble, StudyError> {
+pub fn ensemble_of(members: Vec<Retrained>, combine: Combine) -> Result<Ensemble, StudyError> {
     let Some(first) = members.first() else {
         return Err(StudyError::Invalid {
             at: "--ensemble".into(),
@@ -136,7 +134,6 @@ pub fn ensemble_of(members: Vec<Retrained>) -> Result<Ensemble, StudyError> {
     let rule = first.model.config.threshold;
     let rows = first.calibration.rows.clone();
     let labels = first.calibration.labels.clone();
-    let mut total = vec![0f32; rows.len()];
     for (k, m) in members.iter().enumerate() {
         if m.calibration.rows != rows {
             return Err(StudyError::Invalid {
@@ -148,20 +145,21 @@ pub fn ensemble_of(members: Vec<Retrained>) -> Result<Ensemble, StudyError> {
                 ),
             });
         }
-        for (t, p) in total.iter_mut().zip(&m.calibration.probabilities) {
-            *t += p;
-        }
     }
-    let n = members.len() as f32;
-    let mean: Vec<f32> = total.into_iter().map(|t| t / n).collect();
+    let columns: Vec<&[f32]> = members
+        .iter()
+        .map(|m| m.calibration.probabilities.as_slice())
+        .collect();
+    let combined = combine.combine(&columns);
     let threshold = StoredThreshold {
-        value: rule.choose(&mean, &labels),
+        value: rule.choose(&combined, &labels),
         mode: rule.mode,
         calibration_rows: rows.len(),
     };
     Ok(Ensemble {
         members: members.into_iter().map(|m| m.model).collect(),
         threshold,
+        combine,
     })
 }
 
@@ -192,7 +190,7 @@ mod tests {
             members,
             path,
             stopped_early,
-        } = select(&candidates, 2)
+        } = select(&candidates, 2, Combine::Probability)
         else {
             panic!("all candidates have predictions on the same rows")
         };
@@ -205,7 +203,7 @@ mod tests {
         assert_eq!(path, vec![ap(&best), ap(&mean)]);
         assert!(path[1] > path[0] && !stopped_early);
         // Asked for 3: the twin would lower the AP of best + other, so the ensemble stops at 2.
-        let three = select(&candidates, 3);
+        let three = select(&candidates, 3, Combine::Probability);
         assert_eq!(three.members(), &[0, 2]);
         assert!(matches!(
             three,
@@ -217,18 +215,43 @@ mod tests {
     }
 
     #[test]
+    fn with_log_odds_the_ensembles_are_scored_as_they_will_predict() {
+        let best = [0.9, 0.8, 0.3, 0.7, 0.2, 0.6];
+        let twin = [0.88, 0.79, 0.31, 0.69, 0.21, 0.59];
+        let other = [0.4, 0.6, 0.9, 0.2, 0.8, 0.1];
+        let candidates = vec![predictions(&best), predictions(&twin), predictions(&other)];
+        let ap = |p: &[f32]| average_precision(p, &[1, 1, 0, 0, 1, 0]);
+        let Selection::Greedy {
+            members,
+            path,
+            stopped_early,
+        } = select(&candidates, 3, Combine::Logit)
+        else {
+            panic!("all candidates have predictions on the same rows")
+        };
+        assert_eq!(members, vec![0, 2]);
+        let pair = Combine::Logit.combine(&[&best, &other]);
+        assert_eq!(path, vec![ap(&best), ap(&pair)]);
+        // With the twin: 0.867 in log-odds (0.833 as mean probability), below the pair's 0.917.
+        let all = Combine::Logit.combine(&[&best, &other, &twin]);
+        assert!((ap(&all) - 0.8667).abs() < 1e-3 && ap(&all) < path[1]);
+        assert!(stopped_early);
+    }
+
+    #[test]
     fn without_shared_predictions_the_best_k_are_taken() {
         let mut moved = predictions(&[0.1; 6]).unwrap();
         moved.ids[0] = "x".into();
         let s = select(
             &[predictions(&[0.2; 6]), Some(moved), predictions(&[0.3; 6])],
             2,
+            Combine::Probability,
         );
         assert_eq!(s.members(), &[0, 1]);
         assert!(
             matches!(&s, Selection::Ranked { why, .. } if why.contains("candidate 2 was validated on other rows"))
         );
-        let s = select(&[predictions(&[0.2; 6]), None], 5);
+        let s = select(&[predictions(&[0.2; 6]), None], 5, Combine::Probability);
         assert_eq!(s.members(), &[0, 1], "at most as many as there are");
     }
 }

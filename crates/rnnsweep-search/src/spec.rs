@@ -91,6 +91,8 @@ struct RawFinal {
     ensemble: usize,
     #[serde(default)]
     selection: crate::ensemble::SelectionRule,
+    #[serde(default)]
+    combine: rnnsweep_model::artifact::Combine,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -238,6 +240,8 @@ pub struct Spec {
     pub final_ensemble: Option<usize>,
     /// `final: {selection}`: how the ensemble's members are chosen.
     pub final_selection: crate::ensemble::SelectionRule,
+    /// `final: {combine}`: how the ensemble combines its members' probabilities.
+    pub final_combine: rnnsweep_model::artifact::Combine,
     /// Where the spec was read from (relative paths in it are relative to its folder).
     pub path: PathBuf,
 }
@@ -379,6 +383,11 @@ impl Spec {
                 .final_model
                 .as_ref()
                 .map(|f| f.selection)
+                .unwrap_or_default(),
+            final_combine: raw
+                .final_model
+                .as_ref()
+                .map(|f| f.combine)
                 .unwrap_or_default(),
             final_ensemble: match raw.final_model.as_ref().map(|f| f.ensemble) {
                 Some(0) => return Err(r.err(&["final", "ensemble"], "must be at least 1".into())),
@@ -977,6 +986,31 @@ parameters:
         assert_eq!(
             message(&GOOD.replace("  epochs: 3", "  epoch: 3")),
             "exp/s.yaml:11:3: training: unknown field `epoch`, expected one of `max_words`, `embedding_dim`, `lstm_units`, `lstm_dropout`, `batch_norm`, `batch_norm_momentum`, `dense`, `dense_dropout`, `optimizer`, `batch_size`, `epochs`, `early_stopping`, `sequence_length`, `padding`, `truncating`, `validation_split`, `class_weighting`, `seed`, `lstm_impl`, `batching`, `pooling`, `embedding_dropout`, `embedding_update`, `tokenizer`, `threshold`, `calibration_split`"
+        );
+    }
+
+    #[test]
+    fn the_final_model_recipe_travels_with_the_spec() {
+        let s = parse(&GOOD.replace(
+            "run_cap: 4",
+            "run_cap: 4\nfinal: {ensemble: 3, selection: top, combine: logit}",
+        ))
+        .unwrap();
+        assert_eq!(s.final_ensemble, Some(3));
+        assert_eq!(s.final_selection, crate::ensemble::SelectionRule::Top);
+        assert_eq!(s.final_combine, rnnsweep_model::artifact::Combine::Logit);
+        let s = parse(GOOD).unwrap();
+        assert_eq!(
+            (s.final_ensemble, s.final_combine),
+            (None, rnnsweep_model::artifact::Combine::Probability)
+        );
+        let e = message(&GOOD.replace(
+            "run_cap: 4",
+            "run_cap: 4\nfinal: {ensemble: 3, combine: median}",
+        ));
+        assert!(
+            e.starts_with("exp/s.yaml:") && e.contains("final.combine: unknown variant `median`"),
+            "{e}"
         );
     }
 

@@ -304,6 +304,7 @@ impl Study {
         &self,
         k: usize,
         rule: crate::ensemble::SelectionRule,
+        combine: rnnsweep_model::artifact::Combine,
     ) -> Result<(Vec<TrialRecord>, crate::ensemble::Selection), StudyError> {
         if rule == crate::ensemble::SelectionRule::Top {
             let top = self.top_trials(k)?;
@@ -325,7 +326,7 @@ impl Study {
                 crate::report::read_predictions_with_ids(&path).ok()
             })
             .collect();
-        let selection = crate::ensemble::select(&predictions, k);
+        let selection = crate::ensemble::select(&predictions, k, combine);
         Ok((candidates, selection))
     }
 

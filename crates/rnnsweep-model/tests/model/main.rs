@@ -2,5 +2,6 @@
 //! bundled sample (loss curves, checkpoints, reproducibility). One test binary, so candle is
 //! linked once.
 
+mod device;
 mod keras_tokenizer;
 mod train;

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::bail;
+use rnnsweep_model::artifact::Combine;
 use rnnsweep_model::train::{write_history, Control};
 use rnnsweep_search::ensemble::{ensemble_of, Selection, SelectionRule};
 use rnnsweep_search::leaderboard::sig4;
@@ -39,12 +40,23 @@ pub struct BestArgs {
     /// Default: the spec's `final: {selection}`, else greedy.
     #[arg(long, value_enum)]
     pub selection: Option<SelectionArg>,
+    /// How the ensemble makes one probability: `probability` (the mean probability) or
+    /// `logit` (the probability of the mean log-odds). Default: the spec's
+    /// `final: {combine}`, else probability.
+    #[arg(long, value_enum)]
+    pub combine: Option<CombineArg>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum SelectionArg {
     Greedy,
     Top,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum CombineArg {
+    Probability,
+    Logit,
 }
 
 /// A study loaded for pictures and exports.
@@ -80,7 +92,15 @@ pub fn run(args: &BestArgs) -> anyhow::Result<()> {
     let rule = match args.selection {
         Some(SelectionArg::Greedy) => SelectionRule::Greedy,
         Some(SelectionArg::Top) => SelectionRule::Top,
-        None => stored.map(|s| s.final_selection).unwrap_or_default(),
+        None => stored
+            .as_ref()
+            .map(|s| s.final_selection)
+            .unwrap_or_default(),
+    };
+    let combine = match args.combine {
+        Some(CombineArg::Probability) => Combine::Probability,
+        Some(CombineArg::Logit) => Combine::Logit,
+        None => stored.map(|s| s.final_combine).unwrap_or_default(),
     };
     let members = args.ensemble.or(spec_ensemble).unwrap_or(1);
     if members == 0 {
@@ -89,7 +109,7 @@ pub fn run(args: &BestArgs) -> anyhow::Result<()> {
     let chosen = if members == 1 {
         vec![study.best_trial()?]
     } else {
-        let (candidates, selection) = study.choose_ensemble(members, rule)?;
+        let (candidates, selection) = study.choose_ensemble(members, rule, combine)?;
         match &selection {
             Selection::Greedy {
                 members: m,
@@ -176,7 +196,7 @@ pub fn run(args: &BestArgs) -> anyhow::Result<()> {
         );
     } else {
         let histories: Vec<_> = retrained.iter().map(|r| r.history.clone()).collect();
-        let ensemble = ensemble_of(retrained)?;
+        let ensemble = ensemble_of(retrained, combine)?;
         ensemble.save(out)?;
         for (k, h) in histories.iter().enumerate() {
             write_history(
@@ -185,9 +205,13 @@ pub fn run(args: &BestArgs) -> anyhow::Result<()> {
             )?;
         }
         println!(
-            "ensemble of {} written to {} (mean probability, threshold {:.4} chosen on {} calibration rows; use `rnnsweep predict --model {}`)",
+            "ensemble of {} written to {} ({}, threshold {:.4} chosen on {} calibration rows; use `rnnsweep predict --model {}`)",
             ensemble.members.len(),
             out.display(),
+            match ensemble.combine {
+                Combine::Probability => "mean probability",
+                Combine::Logit => "probability of the mean log-odds",
+            },
             ensemble.threshold.value,
             ensemble.threshold.calibration_rows,
             out.display()

@@ -118,11 +118,9 @@ fn a_crashed_trial_frees_its_slot() {
     assert!(all.iter().all(|t| t.user_attrs["device"] == "cuda:7"));
 }
 
+#[cfg(not(feature = "cuda"))]
 #[test]
 fn cuda_devices_need_a_cuda_build() {
-    if cfg!(feature = "cuda") {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let spec = FakeSpec::new(dir.path(), "nocuda")
         .run_cap(1)
@@ -137,6 +135,29 @@ fn cuda_devices_need_a_cuda_build() {
         "{stderr}"
     );
     assert!(!dir.path().join("nocuda.db").exists());
+}
+
+/// A `cuda` build refuses a GPU the driver does not report before it creates anything: on a
+/// machine without the driver (CI links against a stand-in that reports none) and on a GPU
+/// machine alike, since no machine has 65 GPUs.
+#[cfg(feature = "cuda")]
+#[test]
+fn a_cuda_device_the_driver_does_not_report_is_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = FakeSpec::new(dir.path(), "nogpu")
+        .run_cap(1)
+        .params("  x: {value: 1}\n")
+        .top("resources: {devices: [cuda:64]}\n")
+        .write();
+    let o = rnnsweep().arg("run").arg(&spec).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("resources: cuda:64"), "{stderr}");
+    assert!(
+        stderr.contains("CUDA driver says") || stderr.contains("is not on this machine"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("nogpu.db").exists());
 }
 
 #[test]

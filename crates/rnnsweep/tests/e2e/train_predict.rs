@@ -208,6 +208,45 @@ fn an_ensemble_averages_its_members_at_a_threshold_chosen_on_unseen_rows() {
             "{e:?} at {threshold}"
         );
     }
+    // Combined in log-odds, the ensemble's probability is that of the members' mean log-odds.
+    let logit_dir = dir.path().join("logit");
+    run_ok(
+        rnnsweep()
+            .arg("best")
+            .arg(&db)
+            .args(["--retrain", "--combine", "logit", "--out"])
+            .arg(&logit_dir),
+    );
+    let logit_meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(logit_dir.join("ensemble.json")).unwrap())
+            .unwrap();
+    assert_eq!(logit_meta["combine"], "logit");
+    assert_eq!(meta["combine"], "probability");
+    let combined = score(&logit_dir, "logit.csv", &[]);
+    let each = [
+        score(&logit_dir.join("member-1"), "logit-1.csv", &[]),
+        score(&logit_dir.join("member-2"), "logit-2.csv", &[]),
+    ];
+    let logit = |p: f64| {
+        let p = p.clamp(1e-7, 1.0 - 1e-7);
+        (p / (1.0 - p)).ln()
+    };
+    // Probabilities are printed with 6 decimals, so each member's is known to ±5e-7: the
+    // ensemble's must lie between the combinations of the lower and of the upper ends.
+    let combine = |shift: f64, row: usize| {
+        let mean = each.iter().map(|m| logit(m[row].1 + shift)).sum::<f64>() / 2.0;
+        1.0 / (1.0 + (-mean).exp())
+    };
+    let mut differs = 0;
+    for (row, e) in combined.iter().enumerate() {
+        let (low, high) = (combine(-5e-7, row), combine(5e-7, row));
+        assert!(
+            e.1 >= low - 1e-6 && e.1 <= high + 1e-6,
+            "row {row}: {e:?} outside {low}..{high}"
+        );
+        differs += usize::from((e.1 - (each[0][row].1 + each[1][row].1) / 2.0).abs() > 1e-3);
+    }
+    assert!(differs > 0, "log-odds and probability means never differed");
     // --threshold overrides the ensemble's own.
     let all = score(&ens, "all.csv", &["--threshold", "0"]);
     assert!(all.iter().all(|r| r.2 == 1));

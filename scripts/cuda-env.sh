@@ -1,0 +1,79 @@
+# Sourced by the scripts that build the `cuda` feature: finds a CUDA toolkit (the system's, or
+# PyPI's wheels in a venv when the machine has none), tells candle and cudarc what they cannot
+# ask a machine without a GPU, and makes the build link and run there.
+#
+#   source scripts/cuda-env.sh      (CUDA_VENV=.venv-cuda, CUDA_COMPUTE_CAP: from nvidia-smi or 90)
+#
+# Linking needs the NVIDIA driver's libcuda, which comes with the driver, not the toolkit. On a
+# machine without the driver this builds a stand-in from cudarc's own declarations
+# (scripts/cuda_driver_stub.py) whose every call answers "no CUDA device"; it is put on the
+# loader's path only there, so on a GPU machine the real driver is always the one loaded.
+set -euo pipefail
+_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+_venv=${CUDA_VENV:-$_root/.venv-cuda}
+
+if [ -z "${CUDA_HOME:-}" ] && command -v nvcc >/dev/null 2>&1; then
+    CUDA_HOME=$(cd "$(dirname "$(command -v nvcc)")/.." && pwd)
+elif [ -z "${CUDA_HOME:-}" ] && [ -x /usr/local/cuda/bin/nvcc ]; then
+    CUDA_HOME=/usr/local/cuda
+elif [ -z "${CUDA_HOME:-}" ]; then
+    if ! ls "$_venv"/lib/python3*/site-packages/nvidia/cu13/bin/nvcc >/dev/null 2>&1; then
+        echo "cuda-env: no CUDA toolkit here; installing PyPI's into $_venv" >&2
+        python3 -m venv "$_venv"
+        "$_venv/bin/pip" install -q --disable-pip-version-check \
+            nvidia-cuda-nvcc nvidia-cuda-runtime nvidia-cuda-cccl nvidia-cublas nvidia-curand
+    fi
+    CUDA_HOME=$(cd "$(echo "$_venv"/lib/python3*/site-packages/nvidia/cu13)" && pwd)
+    chmod +x "$CUDA_HOME"/bin/* 2>/dev/null || true
+fi
+export CUDA_HOME CUDA_ROOT=$CUDA_HOME CUDA_PATH=$CUDA_HOME PATH="$CUDA_HOME/bin:$PATH"
+
+# cudarc 0.19 knows CUDA up to 13.4 and refuses newer toolkits; 13.4's API is what it binds.
+_release=$(nvcc --version | sed -n 's/.*release \([0-9]*\)\.\([0-9]*\).*/\1 \2/p')
+read -r _major _minor <<<"$_release"
+_toolkit_version="$_major.$_minor"
+if [ "$_major" -gt 13 ] || { [ "$_major" -eq 13 ] && [ "$_minor" -gt 4 ]; }; then
+    _major=13 _minor=4
+fi
+export CUDARC_CUDA_VERSION=${CUDARC_CUDA_VERSION:-$((_major * 1000 + _minor * 10))}
+
+_driver_ok=0
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    _driver_ok=1
+    if [ -z "${CUDA_COMPUTE_CAP:-}" ]; then
+        CUDA_COMPUTE_CAP=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -n 1 | tr -d '.')
+    fi
+fi
+export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}   # 90 = H100/H200 when there is no GPU to ask
+
+# The wheels ship only versioned libraries (libcublas.so.13); the linker wants libcublas.so.
+_link="$_root/target/cuda-link"
+mkdir -p "$_link"
+for _dir in "$CUDA_HOME/lib" "$CUDA_HOME/lib64"; do
+    [ -d "$_dir" ] || continue
+    for _lib in "$_dir"/lib*.so.*; do
+        [ -e "$_lib" ] || continue
+        _base=$(basename "$_lib")
+        _plain=${_base%%.so.*}.so
+        [ -e "$_dir/$_plain" ] || ln -sf "$_lib" "$_link/$_plain"
+    done
+done
+export LD_LIBRARY_PATH="$CUDA_HOME/lib:$CUDA_HOME/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+if [ "$_driver_ok" = 1 ]; then
+    _driver=$(ldconfig -p 2>/dev/null | awk '/libcuda\.so\.1 /{print $NF; exit}')
+    [ -n "$_driver" ] && ln -sf "$_driver" "$_link/libcuda.so"
+    export RNNSWEEP_CUDA_DRIVER=real
+else
+    _cudarc=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.* 2>/dev/null | sort -V | tail -n 1)
+    [ -n "$_cudarc" ] || { (cd "$_root" && cargo fetch -q) && _cudarc=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.* | sort -V | tail -n 1); }
+    _stub="$_root/target/cuda-stub"
+    mkdir -p "$_stub"
+    python3 "$_root/scripts/cuda_driver_stub.py" "$_cudarc/src/driver/sys/mod.rs" > "$_stub/libcuda.c"
+    cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$_stub/libcuda.so.1" "$_stub/libcuda.c"
+    ln -sf "$_stub/libcuda.so.1" "$_link/libcuda.so"
+    export LD_LIBRARY_PATH="$_stub:$LD_LIBRARY_PATH"
+    export RNNSWEEP_CUDA_DRIVER=stub
+fi
+export LIBRARY_PATH="$_link${LIBRARY_PATH:+:$LIBRARY_PATH}"
+echo "cuda-env: toolkit $CUDA_HOME (CUDA $_toolkit_version, cudarc API $CUDARC_CUDA_VERSION), compute capability $CUDA_COMPUTE_CAP, driver: $RNNSWEEP_CUDA_DRIVER" >&2
