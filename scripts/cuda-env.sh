@@ -65,8 +65,18 @@ if [ "$_driver_ok" = 1 ]; then
     [ -n "$_driver" ] && ln -sf "$_driver" "$_link/libcuda.so"
     export RNNSWEEP_CUDA_DRIVER=real
 else
-    _cudarc=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.* 2>/dev/null | sort -V | tail -n 1)
-    [ -n "$_cudarc" ] || { (cd "$_root" && cargo fetch -q) && _cudarc=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.* | sort -V | tail -n 1); }
+    # cudarc's declarations of the driver API, at the version Cargo.lock pins (fetched if this
+    # machine has not needed the `cuda` build before).
+    _version=$(awk '/^name = "cudarc"$/ {getline; gsub(/[^0-9.]/, ""); print; exit}' "$_root/Cargo.lock")
+    _cudarc=""
+    for _attempt in 1 2; do
+        for _dir in "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-"$_version"; do
+            [ -d "$_dir" ] && _cudarc=$_dir
+        done
+        [ -n "$_cudarc" ] && break
+        (cd "$_root" && cargo fetch -q)
+    done
+    [ -n "$_cudarc" ] || { echo "cuda-env: cudarc $_version's sources not found after cargo fetch" >&2; return 1; }
     _stub="$_root/target/cuda-stub"
     mkdir -p "$_stub"
     python3 "$_root/scripts/cuda_driver_stub.py" "$_cudarc/src/driver/sys/mod.rs" > "$_stub/libcuda.c"

@@ -22,6 +22,7 @@
 //! multiply and gate pass touch only that prefix ([`Rows`]). Other masks (tokens with holes)
 //! run every row at every step, masked.
 
+use std::borrow::Cow;
 use std::sync::Mutex;
 
 use candle_core::backend::BackendStorage;
@@ -107,10 +108,16 @@ impl Rows {
         }
     }
 
+    /// Whether the op's row order differs from the caller's (rows of equal length, as in
+    /// unpadded batches, keep their order, and then nothing needs copying).
+    fn moves_rows(&self) -> bool {
+        self.prefix && self.order.iter().enumerate().any(|(i, &r)| i != r)
+    }
+
     /// `[steps, B, width]` from the caller's row order into the op's.
-    fn to_op(&self, data: &[f32], steps: usize, width: usize) -> Vec<f32> {
-        if !self.prefix {
-            return data.to_vec();
+    fn to_op<'a>(&self, data: &'a [f32], steps: usize, width: usize) -> Cow<'a, [f32]> {
+        if !self.moves_rows() {
+            return Cow::Borrowed(data);
         }
         let batch = self.order.len();
         let mut out = Vec::with_capacity(data.len());
@@ -120,20 +127,46 @@ impl Rows {
                 out.extend_from_slice(&data[start..start + width]);
             }
         }
+        Cow::Owned(out)
+    }
+
+    /// The gate pre-activations `[T, B, 4U]` in the op's row order: the caller's input
+    /// projection plus the bias, in one pass.
+    fn gates_with_bias(&self, projection: &[f32], steps: usize, bias: &[f32]) -> Vec<f32> {
+        let width = bias.len();
+        let batch = self.order.len();
+        let mut out = Vec::with_capacity(projection.len());
+        for t in 0..steps {
+            for i in 0..batch {
+                let r = if self.prefix { self.order[i] } else { i };
+                let start = (t * batch + r) * width;
+                out.extend(
+                    projection[start..start + width]
+                        .iter()
+                        .zip(bias)
+                        .map(|(z, b)| z + b),
+                );
+            }
+        }
         out
     }
 
     /// `[steps, B, width]` from the op's row order back into the caller's.
     fn to_caller(&self, data: Vec<f32>, steps: usize, width: usize) -> Vec<f32> {
-        if !self.prefix {
+        if !self.moves_rows() {
             return data;
         }
         let batch = self.order.len();
-        let mut out = vec![0.0; data.len()];
+        let mut op_row = vec![0; batch];
+        for (i, &r) in self.order.iter().enumerate() {
+            op_row[r] = i;
+        }
+        // Built row by row in the caller's order: no zero-filled buffer to overwrite.
+        let mut out = Vec::with_capacity(data.len());
         for t in 0..steps {
-            for (i, &r) in self.order.iter().enumerate() {
-                let (src, dst) = ((t * batch + i) * width, (t * batch + r) * width);
-                out[dst..dst + width].copy_from_slice(&data[src..src + width]);
+            for &i in &op_row {
+                let start = (t * batch + i) * width;
+                out.extend_from_slice(&data[start..start + width]);
             }
         }
         out
@@ -290,18 +323,13 @@ fn forward_direction(
     dims: &Dims,
     mask: &[u8],
     active: &[usize],
-    projection: &[f32],
-    recurrent: &[f32],
+    mut gates: Vec<f32>,
+    kernel: &[f32],
     reverse: bool,
     sequences: bool,
 ) -> (Trace, Vec<f32>, Vec<f32>) {
     let Dims { time, batch, units } = *dims;
     let (gate_width, step_gates, step_state) = (4 * units, batch * 4 * units, batch * units);
-    let (kernel, bias) = recurrent.split_at(units * gate_width);
-    let mut gates: Vec<f32> = Vec::with_capacity(projection.len());
-    for row in projection.chunks_exact(gate_width) {
-        gates.extend(row.iter().zip(bias).map(|(z, b)| z + b));
-    }
     let mut trace_h = vec![0.0; time * step_state];
     let mut c_prev = vec![0.0; time * step_state];
     let mut tanh_c = vec![0.0; time * step_state];
@@ -522,15 +550,14 @@ impl CustomOp3 for FusedBiLstm {
         let seq = self.return_sequences;
         let (mask, rows) = (&self.mask, &self.rows);
         let gate_width = 4 * units;
+        let direction = |z: &[f32], recurrent: &[f32], reverse: bool| {
+            let (kernel, bias) = recurrent.split_at(units * gate_width);
+            let gates = rows.gates_with_bias(z, time, bias);
+            forward_direction(&dims, mask, &rows.active, gates, kernel, reverse, seq)
+        };
         let ((trace_f, out_f, last_f), (trace_b, out_b, last_b)) = rayon::join(
-            || {
-                let z = rows.to_op(z_forward, time, gate_width);
-                forward_direction(&dims, mask, &rows.active, &z, r_forward, false, seq)
-            },
-            || {
-                let z = rows.to_op(z_backward, time, gate_width);
-                forward_direction(&dims, mask, &rows.active, &z, r_backward, true, seq)
-            },
+            || direction(z_forward, r_forward, false),
+            || direction(z_backward, r_backward, true),
         );
         let (forward_half, backward_half, shape, steps): (_, _, Shape, _) = if seq {
             (out_f, out_b, (time, batch, 2 * units).into(), time)
@@ -585,7 +612,7 @@ impl CustomOp3 for FusedBiLstm {
             let (r_forward, r_backward) = r.split_at(r.len() / 2);
             with_data(&d_output, |d| {
                 let d = rows.to_op(d, if seq { time } else { 1 }, 2 * units);
-                let d = d.as_slice();
+                let d = &*d;
                 let gradient = |offset| OutputGradient {
                     data: d,
                     sequences: seq,
@@ -661,7 +688,27 @@ mod tests {
         );
         // Reordering and back leaves data as it was.
         let data: Vec<f32> = (0..24).map(|x| x as f32).collect();
-        assert_eq!(rows.to_caller(rows.to_op(&data, 3, 2), 3, 2), data);
+        assert_eq!(
+            rows.to_caller(rows.to_op(&data, 3, 2).into_owned(), 3, 2),
+            data
+        );
+        // The gates: op row 0 is the caller's row 2, op row 3 its row 1; plus the bias.
+        let gates = rows.gates_with_bias(&data, 3, &[10.0, 20.0]);
+        assert_eq!(&gates[..2], &[14.0, 25.0]);
+        assert_eq!(&gates[6..8], &[12.0, 23.0]);
+        assert_eq!(&gates[16..18], &[10.0 + 20.0, 20.0 + 21.0]);
+        // Rows of one length keep their order: nothing is copied either way.
+        let full = vec![1u8; 6];
+        let rows = super::Rows::plan(&full, 3, 2);
+        assert!(rows.prefix && !rows.moves_rows());
+        assert!(matches!(
+            rows.to_op(&data[..12], 3, 2),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            rows.gates_with_bias(&data[..4], 1, &[1.0, 1.0]),
+            vec![1.0, 2.0, 3.0, 4.0]
+        );
         // A hole, or post and pre padding mixed: every row runs at every step, masked.
         let holes = vec![1, 1, 0, 1, 1, 1];
         let rows = super::Rows::plan(&holes, 3, 2);
