@@ -59,9 +59,10 @@ record() { # step, ok|FAILED, detail
 
 # 1. Build.
 started=$SECONDS
-if cargo build -q "${cargo_flags[@]}" -p rnnsweep \
-    && cargo build -q "${cargo_flags[@]}" -p rnnsweep-model --example bench_trainer \
-    && cargo test -q "${cargo_flags[@]}" -p rnnsweep-model --test model --no-run 2>/dev/null; then
+# One build of the binary, the bench example and the tests, with the features `cargo test` of
+# the three crates resolves (as scripts/check-cuda.sh builds them): separate `cargo build`s
+# would resolve candle's features without the dev-dependencies and compile it again.
+if cargo test -q "${cargo_flags[@]}" -p rnnsweep -p rnnsweep-model -p rnnsweep-search --no-run 2>/dev/null; then
     record "build (${features:-default features}, $profile)" ok "$((SECONDS - started)) s"
 else
     record "build (${features:-default features}, $profile)" FAILED "see the cargo output above"
