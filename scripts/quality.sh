@@ -1,62 +1,85 @@
 #!/usr/bin/env bash
-# Does the search find a model that holds up on tweets nobody selected on? Runs
-# experiments/tweets-cpu.yaml on DEV, builds its final model (`best --retrain`: the spec's
-# ensemble), scores TEST with it, fits a character n-gram TF-IDF + logistic regression baseline
-# on DEV (threshold by 5-fold cross-validation on DEV), and prints one side-by-side table.
+# Does the search find a model that holds up on rows nobody selected on? Runs a spec
+# (experiments/tweets-cpu.yaml by default, experiments/text-cpu.yaml for any labelled CSV) on
+# DEV, builds its final model (`best --retrain`: the spec's ensemble), scores TEST with it,
+# fits a character n-gram TF-IDF + logistic regression baseline on DEV (balanced class
+# weights; one-vs-rest for several classes; a binary threshold by 5-fold cross-validation on
+# DEV), and prints one side-by-side table: F1, AP, ROC-AUC for a binary task, macro F1 (and
+# weighted F1, accuracy, per-class F1) for a multi-class one.
 #
-#   bash scripts/quality.sh DEV.csv TEST.csv
+#   bash scripts/quality.sh DEV.csv TEST.csv [--spec SPEC.yaml] [--task binary|multiclass]
 #
-# DEV and TEST are `id,label,tweet` files with no rows in common; TEST is only ever scored.
+# DEV and TEST have the spec's columns and no rows in common; TEST is only ever scored. Only the
+# spec's `train:` and `storage:` lines are changed (its columns and labels are used as written).
 # To measure without a test split of your own, split a labelled file in two (e.g. 70/30,
-# stratified). Environment: MAX_DURATION (the spec's 60m), ENSEMBLE (the spec's), WORK (a
-# folder for the study, the model and the predictions; default results/quality-<time>),
-# VENV (.venv-quality: created with scikit-learn from the package index when missing).
+# stratified). Environment: MAX_DURATION (the spec's), ENSEMBLE (the spec's), WORK (a folder
+# for the study, the model and the predictions; default results/quality-<time>), VENV
+# (.venv-quality: created with scikit-learn and PyYAML from the package index when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ $# -eq 2 ] || { echo "usage: bash scripts/quality.sh DEV.csv TEST.csv" >&2; exit 2; }
+usage="usage: bash scripts/quality.sh DEV.csv TEST.csv [--spec SPEC.yaml] [--task binary|multiclass]"
+[ $# -ge 2 ] || { echo "$usage" >&2; exit 2; }
 DEV=$(realpath "$1")
 TEST=$(realpath "$2")
-for f in "$DEV" "$TEST"; do
+shift 2
+SPEC=experiments/tweets-cpu.yaml
+TASK=binary
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --spec) SPEC=$2; shift 2 ;;
+        --task) TASK=$2; shift 2 ;;
+        *) echo "$usage" >&2; exit 2 ;;
+    esac
+done
+case "$TASK" in binary|multiclass) ;; *) echo "--task $TASK: binary or multiclass" >&2; exit 2 ;; esac
+for f in "$DEV" "$TEST" "$SPEC"; do
     [ -f "$f" ] || { echo "$f: no such file" >&2; exit 2; }
 done
+name=$(basename "$SPEC" .yaml)
 WORK=${WORK:-results/quality-$(date +%Y%m%d-%H%M%S)}
 VENV=${VENV:-.venv-quality}
 mkdir -p "$WORK"
 WORK=$(realpath "$WORK")
 
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import sklearn" 2>/dev/null; then
-    echo "creating $VENV with scikit-learn" >&2
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import sklearn, yaml" 2>/dev/null; then
+    echo "creating $VENV with scikit-learn and PyYAML" >&2
     python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q scikit-learn
+    "$VENV/bin/pip" install -q scikit-learn pyyaml
 fi
 cargo build --release -q -p rnnsweep
 BIN=$(realpath target/release/rnnsweep)
 
 # The spec as users run it, pointed at DEV and at a study of its own.
-spec="$WORK/tweets-cpu.yaml"
-sed -e "s|^  train: .*|  train: $DEV|" -e "s|^storage: .*|storage: $WORK/tweets-cpu.db|" \
-    experiments/tweets-cpu.yaml >"$spec"
+spec="$WORK/$name.yaml"
+sed -e "s|^  train: .*|  train: $DEV|" -e "s|^storage: .*|storage: $WORK/$name.db|" \
+    "$SPEC" >"$spec"
+grep -q "^storage: " "$spec" || sed -i "1i storage: $WORK/$name.db" "$spec"
 if [ -n "${MAX_DURATION:-}" ]; then
     sed -i "s|^max_duration: .*|max_duration: $MAX_DURATION|" "$spec"
 fi
-grep -q "^  train: $DEV\$" "$spec" || { echo "could not point the spec at $DEV" >&2; exit 1; }
+grep -q "^  train: $DEV\$" "$spec" || { echo "could not point the spec at $DEV (it needs a \`  train:\` line under \`data:\`)" >&2; exit 1; }
+columns=$("$VENV/bin/python" -c '
+import sys, yaml
+c = (yaml.safe_load(open(sys.argv[1]))["data"].get("columns") or {})
+print(",".join(str(c.get(k, d)) for k, d in (("id", "id"), ("label", "label"), ("text", "tweet"))))
+' "$spec")
 
 started=$(date +%s)
 "$BIN" run "$spec" | tail -n 25
 searched=$(date +%s)
 ensemble=()
 [ -z "${ENSEMBLE:-}" ] || ensemble=(--ensemble "$ENSEMBLE")
-"$BIN" best "$WORK/tweets-cpu.db" --retrain --out "$WORK/model" "${ensemble[@]}" | grep -v '^epoch'
+"$BIN" best "$WORK/$name.db" --retrain --out "$WORK/model" "${ensemble[@]}" | grep -v '^epoch'
 trained=$(date +%s)
 "$BIN" predict --model "$WORK/model" --input "$TEST" --out "$WORK/test-predictions.csv"
 predicted=$(date +%s)
 echo "search $((searched - started)) s, final model $((trained - searched)) s, scoring TEST $((predicted - trained)) s"
 # The single best configuration beside it: is the ensemble worth its training time?
-"$BIN" best "$WORK/tweets-cpu.db" --retrain --ensemble 1 --out "$WORK/single" | grep -v '^epoch'
+"$BIN" best "$WORK/$name.db" --retrain --ensemble 1 --out "$WORK/single" | grep -v '^epoch'
 "$BIN" predict --model "$WORK/single" --input "$TEST" --out "$WORK/test-predictions-single.csv"
 single=$(date +%s)
 echo
-"$VENV/bin/python" scripts/quality_table.py "$DEV" "$TEST" \
+"$VENV/bin/python" scripts/quality_table.py "$DEV" "$TEST" --task "$TASK" --columns "$columns" \
     --model "rnnsweep: search + final model (spec)=$WORK/test-predictions.csv:$((predicted - started))" \
     --model "rnnsweep: search + single best=$WORK/test-predictions-single.csv:$((searched - started + single - predicted))" \
     | tee "$WORK/table.md"

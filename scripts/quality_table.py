@@ -1,12 +1,17 @@
 """The bag-of-words baseline and the side-by-side quality table of scripts/quality.sh.
 
-    quality_table.py DEV.csv TEST.csv [--model NAME=PREDICTIONS.csv:SECONDS ...]
+    quality_table.py DEV.csv TEST.csv [--task binary|multiclass] [--columns ID,LABEL,TEXT]
+                     [--model NAME=PREDICTIONS.csv:SECONDS ...]
 
-Fits a character n-gram TF-IDF + logistic regression on DEV (its threshold: the best F1 over
-5-fold cross-validated probabilities on DEV, so TEST is never looked at), scores TEST, and
-prints one table with every model: F1 at the model's own threshold, precision, recall,
-average precision, ROC-AUC and wall time. Each `--model` is a `rnnsweep predict` output
-(`id,probability,label`, the label at the model's own threshold) and its wall time.
+Fits a character n-gram TF-IDF + logistic regression (balanced class weights; one-vs-rest for
+several classes) on DEV, scores TEST, and prints one table with every model. Binary: F1 at
+the model's own threshold (the baseline's: the best F1 over 5-fold cross-validated
+probabilities on DEV, so TEST is never looked at), precision, recall, average precision,
+ROC-AUC. Multi-class: macro F1 (the argmax class), weighted F1, accuracy, one-vs-rest macro
+ROC-AUC and average precision, log loss, and each class's F1. Each `--model` is a
+`rnnsweep predict` output (`id,probability,label` for binary, `id,label,` then one column per
+class otherwise) and its wall time. Binary labels that are not 0/1 are read as the sorted
+class names (the second is the positive class, as rnnsweep reads them).
 """
 import argparse
 import csv
@@ -16,20 +21,23 @@ import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
+    accuracy_score,
     average_precision_score,
     f1_score,
+    log_loss,
     precision_score,
     recall_score,
     roc_auc_score,
 )
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import label_binarize
 
 
 def read(path):
     with open(path, newline="", encoding="utf-8", errors="replace") as f:
-        rows = list(csv.DictReader(f))
-    return rows
+        return list(csv.DictReader(f))
 
 
 def best_f1_threshold(probabilities, labels):
@@ -45,50 +53,26 @@ def best_f1_threshold(probabilities, labels):
     return (cut[k] + cut[k + 1]) / 2 if k + 1 < len(cut) else cut[k]
 
 
-def baseline(dev, test):
-    started = time.time()
-    texts = [r["tweet"] for r in dev]
-    labels = np.array([int(r["label"]) for r in dev])
-
-    def model():
-        return make_pipeline(
-            TfidfVectorizer(
-                analyzer="char_wb", ngram_range=(2, 5), min_df=2, sublinear_tf=True
-            ),
-            LogisticRegression(C=10.0, max_iter=2000, class_weight="balanced"),
-        )
-
-    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=0)
-    cv = cross_val_predict(model(), texts, labels, cv=folds, method="predict_proba")[:, 1]
-    threshold = best_f1_threshold(cv, labels)
-    fitted = model().fit(texts, labels)
-    probabilities = fitted.predict_proba([r["tweet"] for r in test])[:, 1]
-    return probabilities, probabilities >= threshold, time.time() - started, threshold
+def pipeline(classes):
+    lr = LogisticRegression(C=10.0, max_iter=2000, class_weight="balanced")
+    return make_pipeline(
+        TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=2, sublinear_tf=True),
+        OneVsRestClassifier(lr) if classes > 2 else lr,
+    )
 
 
-def scores(name, probabilities, predicted, labels, seconds, threshold):
-    return {
-        "model": name,
-        "f1": f1_score(labels, predicted),
-        "precision": precision_score(labels, predicted, zero_division=0),
-        "recall": recall_score(labels, predicted),
-        "ap": average_precision_score(labels, probabilities),
-        "roc_auc": roc_auc_score(labels, probabilities),
-        "threshold": threshold,
-        "seconds": seconds,
-    }
+def classes_of(values):
+    distinct = sorted(set(values))
+    if set(distinct) <= {"0", "1"}:
+        return ["0", "1"]
+    if all(v.lstrip("-").isdigit() for v in distinct):
+        distinct.sort(key=int)
+    return distinct
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("dev")
-    parser.add_argument("test")
-    parser.add_argument("--model", action="append", default=[])
-    args = parser.parse_args()
-    dev, test = read(args.dev), read(args.test)
-    labels = np.array([int(r["label"]) for r in test])
-    by_id = {r["id"]: i for i, r in enumerate(test)}
+def binary_rows(args, dev, test, texts, y_dev, y_test):
     rows = []
+    by_id = {r[args.id]: i for i, r in enumerate(test)}
     for spec in args.model:
         name, rest = spec.split("=", 1)
         path, seconds = rest.rsplit(":", 1)
@@ -104,22 +88,95 @@ def main():
             raise SystemExit(f"{path}: {seen} predictions for {len(test)} test rows")
         flagged = probabilities[predicted]
         threshold = flagged.min() if len(flagged) else float("nan")
-        rows.append(scores(name, probabilities, predicted, labels, float(seconds), threshold))
-    p, predicted, seconds, threshold = baseline(dev, test)
-    rows.append(scores("tf-idf char 2-5 + logistic regression", p, predicted, labels, seconds, threshold))
-    print(
-        f"DEV {args.dev}: {len(dev)} rows ({sum(r['label'] == '1' for r in dev)} hateful); "
-        f"TEST {args.test}: {len(test)} rows ({int(labels.sum())} hateful)"
-    )
-    print()
-    header = f"| {'model':<40} | F1 (own threshold) | precision | recall |   AP   | ROC-AUC | threshold | wall time |"
+        rows.append((name, probabilities, predicted, float(seconds), threshold))
+    started = time.time()
+    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=0)
+    cv = cross_val_predict(pipeline(2), texts, y_dev, cv=folds, method="predict_proba")[:, 1]
+    threshold = best_f1_threshold(cv, y_dev)
+    p = pipeline(2).fit(texts, y_dev).predict_proba([r[args.text] for r in test])[:, 1]
+    rows.append(("tf-idf char 2-5 + logistic regression", p, p >= threshold, time.time() - started, threshold))
+    header = f"| {'model':<48} | F1 (own threshold) | precision | recall |   AP   | ROC-AUC | threshold | wall time |"
     print(header)
-    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
-    for r in rows:
+    print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
+    for name, probabilities, predicted, seconds, threshold in rows:
         print(
-            f"| {r['model']:<40} | {r['f1']:>18.4f} | {r['precision']:>9.4f} | {r['recall']:>6.4f} "
-            f"| {r['ap']:.4f} | {r['roc_auc']:>7.4f} | {r['threshold']:>9.4f} | {r['seconds']:>7.0f} s |"
+            f"| {name:<48} | {f1_score(y_test, predicted):>18.4f} "
+            f"| {precision_score(y_test, predicted, zero_division=0):>9.4f} "
+            f"| {recall_score(y_test, predicted):>6.4f} "
+            f"| {average_precision_score(y_test, probabilities):.4f} "
+            f"| {roc_auc_score(y_test, probabilities):>7.4f} | {threshold:>9.4f} | {seconds:>7.0f} s |"
         )
+
+
+def multiclass_rows(args, dev, test, texts, y_dev, y_test, classes):
+    k = len(classes)
+    rows = []
+    by_id = {r[args.id]: i for i, r in enumerate(test)}
+    for spec in args.model:
+        name, rest = spec.split("=", 1)
+        path, seconds = rest.rsplit(":", 1)
+        probabilities = np.zeros((len(test), k))
+        seen = 0
+        for r in read(path):
+            probabilities[by_id[r["id"]]] = [float(r[c]) for c in classes]
+            seen += 1
+        if seen != len(test):
+            raise SystemExit(f"{path}: {seen} predictions for {len(test)} test rows")
+        rows.append((name, probabilities, float(seconds)))
+    started = time.time()
+    fitted = pipeline(k).fit(texts, y_dev)
+    p = fitted.predict_proba([r[args.text] for r in test])
+    p = p / p.sum(axis=1, keepdims=True)
+    rows.append(("tf-idf char 2-5 + logistic regression (ovr)", p, time.time() - started))
+    per_class = " | ".join(f"F1 {c}" for c in classes)
+    header = f"| {'model':<48} | macro F1 | weighted F1 | accuracy | macro AP | macro ROC-AUC | log loss | {per_class} | wall time |"
+    print(header)
+    print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
+    onehot = label_binarize(y_test, classes=list(range(k)))
+    for name, probabilities, seconds in rows:
+        predicted = probabilities.argmax(axis=1)
+        f1s = f1_score(y_test, predicted, average=None, labels=list(range(k)), zero_division=0)
+        print(
+            f"| {name:<48} | {f1_score(y_test, predicted, average='macro', labels=list(range(k)), zero_division=0):.4f} "
+            f"| {f1_score(y_test, predicted, average='weighted', zero_division=0):.4f} "
+            f"| {accuracy_score(y_test, predicted):.4f} "
+            f"| {average_precision_score(onehot, probabilities, average='macro'):.4f} "
+            f"| {roc_auc_score(y_test, probabilities, multi_class='ovr', labels=list(range(k))):.4f} "
+            f"| {log_loss(y_test, np.clip(probabilities, 1e-7, 1), labels=list(range(k))):.4f} | "
+            + " | ".join(f"{v:.4f}" for v in f1s)
+            + f" | {seconds:>7.0f} s |"
+        )
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("dev")
+    parser.add_argument("test")
+    parser.add_argument("--task", choices=["binary", "multiclass"], default="binary")
+    parser.add_argument("--columns", default="id,label,tweet", help="ID,LABEL,TEXT")
+    parser.add_argument("--model", action="append", default=[])
+    args = parser.parse_args()
+    args.id, args.label, args.text = args.columns.split(",")
+    dev, test = read(args.dev), read(args.test)
+    if args.id not in dev[0]:
+        # No id column: rnnsweep numbers the rows from 0.
+        for rows in (dev, test):
+            for i, r in enumerate(rows):
+                r[args.id] = str(i)
+    classes = classes_of([r[args.label] for r in dev])
+    index = {c: i for i, c in enumerate(classes)}
+    y_dev = np.array([index[r[args.label]] for r in dev])
+    y_test = np.array([index[r[args.label]] for r in test])
+    texts = [r[args.text] for r in dev]
+    counts = lambda y: ", ".join(f"{c} {int((y == i).sum())}" for i, c in enumerate(classes))
+    print(f"DEV {args.dev}: {len(dev)} rows ({counts(y_dev)}); TEST {args.test}: {len(test)} rows ({counts(y_test)})")
+    print()
+    if args.task == "binary":
+        if len(classes) != 2:
+            raise SystemExit(f"--task binary: the label column has {len(classes)} classes")
+        binary_rows(args, dev, test, texts, y_dev, y_test)
+    else:
+        multiclass_rows(args, dev, test, texts, y_dev, y_test, classes)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,14 @@
 //! A trained model on disk: `config.json` (with the sequence length resolved),
 //! `tokenizer.json`, `model.safetensors` (weights and BatchNorm moving statistics) and
-//! `threshold.json` (the decision threshold, fixed or chosen on the calibration rows).
+//! `threshold.json` (the decision threshold, fixed or chosen on the calibration rows) and
+//! `task.json` (the class names, and the columns the model reads).
 
 use std::path::Path;
 
 use candle_core::Device;
 
 use crate::config::ModelConfig;
-use crate::data::Table;
+use crate::data::{Columns, LabelRule, Table};
 use crate::dataset::pad_sequences;
 use crate::error::{ModelError, Result};
 use crate::net::Net;
@@ -18,6 +19,7 @@ pub const CONFIG_FILE: &str = "config.json";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const THRESHOLD_FILE: &str = "threshold.json";
+pub const TASK_FILE: &str = "task.json";
 /// Present in an ensemble's folder instead of the single-model files.
 pub const ENSEMBLE_FILE: &str = "ensemble.json";
 
@@ -31,12 +33,47 @@ pub struct StoredThreshold {
     pub calibration_rows: usize,
 }
 
+/// `task.json`: what the model's outputs mean and which columns it reads.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredTask {
+    /// Class names by class index: two for a binary model (its probability is the second's),
+    /// K for a K-class one.
+    pub classes: Vec<String>,
+    /// The columns of the files it was trained on (`None`: the tweets' `id,label,tweet`).
+    #[serde(default)]
+    pub columns: Option<Columns>,
+    /// How its label column was read (for scoring a labelled file the same way).
+    #[serde(default)]
+    pub labels: LabelRule,
+}
+
+impl StoredTask {
+    /// Models saved before tasks: the tweets' binary task.
+    pub fn tweets() -> Self {
+        Self {
+            classes: vec!["0".into(), "1".into()],
+            columns: None,
+            labels: LabelRule::binary(),
+        }
+    }
+
+    pub fn outputs(&self) -> usize {
+        crate::dataset::outputs_for(self.classes.len())
+    }
+
+    /// The columns to read, the tweets' by default.
+    pub fn columns(&self) -> Columns {
+        self.columns.clone().unwrap_or_default()
+    }
+}
+
 pub struct TrainedModel {
     /// `sequence_length` is always `Some` here.
     pub config: ModelConfig,
     pub tokenizer: Tokenizer,
     pub net: Net,
     pub threshold: StoredThreshold,
+    pub task: StoredTask,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
@@ -55,6 +92,11 @@ impl TrainedModel {
         threshold: f64,
     ) -> Self {
         Self {
+            task: StoredTask {
+                classes: data.classes.clone(),
+                columns: Some(data.columns.clone()),
+                labels: data.label_rule.clone(),
+            },
             threshold: StoredThreshold {
                 value: threshold,
                 mode: config.threshold.mode,
@@ -86,6 +128,12 @@ impl TrainedModel {
                 message: e.to_string(),
             })?;
         std::fs::write(&threshold_path, threshold).map_err(io(&threshold_path))?;
+        let task_path = dir.join(TASK_FILE);
+        let task = serde_json::to_string_pretty(&self.task).map_err(|e| ModelError::Artifact {
+            path: task_path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        std::fs::write(&task_path, task).map_err(io(&task_path))?;
         let state = self
             .net
             .state()?
@@ -112,7 +160,23 @@ impl TrainedModel {
             });
         }
         let tokenizer = Tokenizer::load(&dir.join(TOKENIZER_FILE))?;
-        let net = Net::new(&config, tokenizer.id_limit(), device)?;
+        let task_path = dir.join(TASK_FILE);
+        // Models saved before tasks were the tweets' binary ones.
+        let task: StoredTask = match std::fs::read_to_string(&task_path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| ModelError::Artifact {
+                path: task_path.display().to_string(),
+                message: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => StoredTask::tweets(),
+            Err(e) => return Err(io(&task_path)(e)),
+        };
+        if task.classes.len() < 2 {
+            return Err(ModelError::Artifact {
+                path: task_path.display().to_string(),
+                message: "a model needs at least two classes".into(),
+            });
+        }
+        let net = Net::with_outputs(&config, tokenizer.id_limit(), task.outputs(), device)?;
         let weights = dir.join(WEIGHTS_FILE);
         let shown = weights.display().to_string();
         let state =
@@ -140,10 +204,12 @@ impl TrainedModel {
             tokenizer,
             net,
             threshold,
+            task,
         })
     }
 
-    /// Probability of class 1 for every row of a table (labelled or not).
+    /// Probability of class 1 for every row of a table (labelled or not); for K classes,
+    /// row-major `[rows, K]` probabilities.
     pub fn predict(&self, table: &Table) -> Result<Vec<f32>> {
         let sequences = self.tokenizer.texts_to_sequences(table.texts());
         let len = self.config.sequence_length.unwrap_or(1);
@@ -187,6 +253,39 @@ impl Combine {
             Self::Probability => mean,
             Self::Logit => 1.0 / (1.0 + (-mean).exp()),
         }
+    }
+
+    /// [`Combine::combine`] for `outputs` probabilities per row: one (binary) as that, K
+    /// classes by the mean probability or, for `logit`, the normalised geometric mean (the
+    /// softmax of the mean log-probabilities, the K-class form of mean log-odds).
+    pub fn combine_outputs(self, members: &[&[f32]], outputs: usize) -> Vec<f32> {
+        if outputs <= 1 {
+            return self.combine(members);
+        }
+        let len = members.first().map_or(0, |m| m.len());
+        let mut sum = vec![0f64; len];
+        for member in members {
+            for (s, &p) in sum.iter_mut().zip(*member) {
+                *s += match self {
+                    Self::Probability => f64::from(p),
+                    Self::Logit => f64::from(p).clamp(1e-7, 1.0).ln(),
+                };
+            }
+        }
+        let n = members.len().max(1) as f64;
+        let mut out = Vec::with_capacity(len);
+        for row in sum.chunks(outputs) {
+            match self {
+                Self::Probability => out.extend(row.iter().map(|s| (s / n) as f32)),
+                Self::Logit => {
+                    let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max) / n;
+                    let exp: Vec<f64> = row.iter().map(|s| (s / n - max).exp()).collect();
+                    let total: f64 = exp.iter().sum();
+                    out.extend(exp.iter().map(|e| (e / total) as f32));
+                }
+            }
+        }
+        out
     }
 
     /// The ensemble's probability per row of the members' probabilities (one slice each).
@@ -257,11 +356,20 @@ impl Ensemble {
                 message: "an ensemble needs at least one member".into(),
             });
         }
-        let members = file
+        let members: Vec<TrainedModel> = file
             .members
             .iter()
             .map(|m| TrainedModel::load(&dir.join(m), device))
             .collect::<Result<_>>()?;
+        if members
+            .iter()
+            .any(|m| m.task.classes != members[0].task.classes)
+        {
+            return Err(ModelError::Artifact {
+                path: path.display().to_string(),
+                message: "the members were trained for different classes".into(),
+            });
+        }
         Ok(Self {
             members,
             threshold: file.threshold,
@@ -277,7 +385,14 @@ impl Ensemble {
             .map(|m| m.predict(table))
             .collect::<Result<Vec<_>>>()?;
         let columns: Vec<&[f32]> = each.iter().map(Vec::as_slice).collect();
-        Ok(self.combine.combine(&columns))
+        Ok(self
+            .combine
+            .combine_outputs(&columns, self.task().outputs()))
+    }
+
+    /// The members' task (they share it).
+    pub fn task(&self) -> &StoredTask {
+        &self.members[0].task
     }
 }
 
@@ -309,11 +424,35 @@ impl Predictor {
             Self::Ensemble(e) => e.threshold,
         }
     }
+
+    pub fn task(&self) -> &StoredTask {
+        match self {
+            Self::Single(m) => &m.task,
+            Self::Ensemble(e) => e.task(),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::Combine;
+
+    #[test]
+    fn k_class_members_combine_by_mean_or_normalised_geometric_mean() {
+        let a = [0.5f32, 0.25, 0.25];
+        let b = [0.125f32, 0.5, 0.375];
+        let mean = Combine::Probability.combine_outputs(&[&a, &b], 3);
+        assert_eq!(mean, vec![0.3125, 0.375, 0.3125]);
+        // Geometric means √(.5·.125) = .25, √(.25·.5) = .35355, √(.25·.375) = .30619, normalised.
+        let g = Combine::Logit.combine_outputs(&[&a, &b], 3);
+        let total = 0.25 + 0.353_553_4 + 0.306_186_2;
+        for (got, want) in g
+            .iter()
+            .zip([0.25 / total, 0.353_553_4 / total, 0.306_186_2 / total])
+        {
+            assert!((f64::from(*got) - want).abs() < 1e-6, "{g:?}");
+        }
+    }
 
     #[test]
     fn logit_combination_is_the_probability_of_the_mean_log_odds() {

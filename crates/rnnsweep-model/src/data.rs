@@ -1,4 +1,6 @@
-//! Loading the tweets CSV (`id,label,tweet`) into rows, with errors that name file and line.
+//! Loading a labelled text CSV (the tweets' `id,label,tweet`, or any other columns) into rows,
+//! with errors that name file and line. Labels are read as people write them (integers or
+//! words) and become class indices by a [`LabelRule`].
 //!
 //! A small RFC 4180 reader is used instead of the `csv` crate because that crate silently
 //! accepts an unterminated quote (reading to end of file as one field), and real exports of
@@ -28,10 +30,47 @@ impl Default for Columns {
     }
 }
 
+/// How label values become classes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LabelRule {
+    /// The classes in their order (class index = position); `None`: the distinct values of
+    /// the training file, sorted (numerically when all are integers), and `0`, `1` for files
+    /// whose labels are all 0 or 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Vec<String>>,
+    /// One-vs-rest: rows of these classes are the positive class (1) of a binary task, every
+    /// other row the negative class (0).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub positive: Vec<String>,
+}
+
+impl LabelRule {
+    /// Exactly the classes `0` and `1` (the tweets' rule; anything else is an error).
+    pub fn binary() -> Self {
+        Self {
+            classes: Some(vec!["0".into(), "1".into()]),
+            positive: Vec::new(),
+        }
+    }
+
+    /// The same classes as an already loaded table (for a validation or test file).
+    pub fn same_as(table: &Table) -> Self {
+        Self {
+            classes: Some(table.source_classes.clone()),
+            positive: table.positive.clone(),
+        }
+    }
+}
+
+/// The most classes a task may have (class indices are bytes).
+pub const MAX_CLASSES: usize = 255;
+
 /// One CSV row. `label` is `None` for unlabelled (prediction) files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
     pub id: String,
+    /// The class index (position in [`Table::classes`]).
     pub label: Option<u8>,
     pub text: String,
     /// 1-based line on which the record starts.
@@ -75,6 +114,24 @@ pub enum DataError {
         column: String,
         value: String,
     },
+    #[error(
+        "{path}:{line}: label `{value}` in column `{column}` is not one of the classes ({classes})"
+    )]
+    UnknownClass {
+        path: PathBuf,
+        line: usize,
+        column: String,
+        value: String,
+        classes: String,
+    },
+    #[error("{path}:{line}: empty label in column `{column}`")]
+    EmptyLabel {
+        path: PathBuf,
+        line: usize,
+        column: String,
+    },
+    #[error("{path}: {message}")]
+    Classes { path: PathBuf, message: String },
     #[error("{path}:{line}: quoted field is never closed (unterminated quote)")]
     UnterminatedQuote { path: PathBuf, line: usize },
     #[error("{path}:{line}: stray quote inside an unquoted field")]
@@ -89,6 +146,15 @@ pub struct Table {
     pub path: PathBuf,
     pub rows: Vec<Row>,
     pub labelled: bool,
+    /// The task's class names, by class index (`0`, `1` for the tweets; `not hate`, `hate`
+    /// for a one-vs-rest task). Empty for an unlabelled table.
+    pub classes: Vec<String>,
+    /// The label column's classes before a one-vs-rest rule made them two.
+    pub source_classes: Vec<String>,
+    /// The one-vs-rest rule's positive classes (empty otherwise).
+    pub positive: Vec<String>,
+    /// The columns it was read with.
+    pub columns: Columns,
     /// Fields that held invalid UTF-8, decoded with U+FFFD.
     pub invalid_utf8_fields: usize,
     pub first_invalid_utf8_line: Option<usize>,
@@ -107,15 +173,37 @@ impl Table {
     pub fn positives(&self) -> usize {
         self.rows.iter().filter(|r| r.label == Some(1)).count()
     }
+
+    /// Rows per class, by class index.
+    pub fn class_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0usize; self.classes.len()];
+        for r in &self.rows {
+            if let Some(c) = r.label.and_then(|l| counts.get_mut(usize::from(l))) {
+                *c += 1;
+            }
+        }
+        counts
+    }
 }
 
-/// Reads a CSV file; warns once (through `tracing`) when invalid UTF-8 was replaced.
+/// Reads a CSV file whose labels are 0 or 1; warns once (through `tracing`) when invalid
+/// UTF-8 was replaced.
 pub fn load_csv(path: &Path, columns: &Columns, labels: Labels) -> Result<Table, DataError> {
+    load_csv_with(path, columns, labels, &LabelRule::binary())
+}
+
+/// [`load_csv`] with labels read by `rule`.
+pub fn load_csv_with(
+    path: &Path,
+    columns: &Columns,
+    labels: Labels,
+    rule: &LabelRule,
+) -> Result<Table, DataError> {
     let bytes = std::fs::read(path).map_err(|source| DataError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let table = parse_csv(path, &bytes, columns, labels)?;
+    let table = parse_csv_with(path, &bytes, columns, labels, rule)?;
     if table.invalid_utf8_fields > 0 {
         tracing::warn!(
             "{}: {} field(s) held invalid UTF-8, replaced by U+FFFD (first on line {})",
@@ -127,12 +215,23 @@ pub fn load_csv(path: &Path, columns: &Columns, labels: Labels) -> Result<Table,
     Ok(table)
 }
 
-/// Parses CSV bytes; `path` is only used in messages.
+/// Parses CSV bytes whose labels are 0 or 1; `path` is only used in messages.
 pub fn parse_csv(
     path: &Path,
     bytes: &[u8],
     columns: &Columns,
     labels: Labels,
+) -> Result<Table, DataError> {
+    parse_csv_with(path, bytes, columns, labels, &LabelRule::binary())
+}
+
+/// Parses CSV bytes with labels read by `rule`; `path` is only used in messages.
+pub fn parse_csv_with(
+    path: &Path,
+    bytes: &[u8],
+    columns: &Columns,
+    labels: Labels,
+    rule: &LabelRule,
 ) -> Result<Table, DataError> {
     let p = || path.to_path_buf();
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
@@ -165,7 +264,13 @@ pub fn parse_csv(
         column: name.to_string(),
         header: header.join(","),
     };
-    let id_col = find(&columns.id).ok_or_else(|| missing(&columns.id))?;
+    // Without an `id` column (the default name) rows are numbered from 0, as pandas writes
+    // its index; a column the spec names must exist.
+    let id_col = match find(&columns.id) {
+        Some(c) => Some(c),
+        None if columns.id == Columns::default().id => None,
+        None => return Err(missing(&columns.id)),
+    };
     let text_col = find(&columns.text).ok_or_else(|| missing(&columns.text))?;
     let label_col = match (find(&columns.label), labels) {
         (Some(c), _) => Some(c),
@@ -174,6 +279,7 @@ pub fn parse_csv(
     };
 
     let mut rows = Vec::new();
+    let mut raw_labels: Vec<Option<String>> = Vec::new();
     while let Some((line, fields)) = records.next_record(path)? {
         // A blank line (e.g. a trailing newline pair) is not a record.
         if fields.len() == 1 && fields[0].is_empty() {
@@ -190,24 +296,25 @@ pub fn parse_csv(
         let label = match label_col {
             None => None,
             Some(c) => {
-                let raw = decode(&fields[c], line);
-                match raw.trim() {
-                    "0" => Some(0),
-                    "1" => Some(1),
-                    other => {
-                        return Err(DataError::BadLabel {
-                            path: p(),
-                            line,
-                            column: columns.label.clone(),
-                            value: other.to_string(),
-                        })
-                    }
+                let raw = decode(&fields[c], line).trim().to_string();
+                if raw.is_empty() {
+                    return Err(DataError::EmptyLabel {
+                        path: p(),
+                        line,
+                        column: columns.label.clone(),
+                    });
                 }
+                Some(raw)
             }
         };
+        let id = match id_col {
+            Some(c) => decode(&fields[c], line).trim().to_string(),
+            None => raw_labels.len().to_string(),
+        };
+        raw_labels.push(label);
         rows.push(Row {
-            id: decode(&fields[id_col], line).trim().to_string(),
-            label,
+            id,
+            label: None,
             text: decode(&fields[text_col], line),
             line,
         });
@@ -215,13 +322,136 @@ pub fn parse_csv(
     if rows.is_empty() {
         return Err(DataError::NoRows { path: p() });
     }
+    let (classes, source_classes) = if label_col.is_some() {
+        let classes = encode_labels(path, &columns.label, rule, &mut rows, &raw_labels)?;
+        (classes.0, classes.1)
+    } else {
+        (Vec::new(), Vec::new())
+    };
     Ok(Table {
         path: p(),
         rows,
         labelled: label_col.is_some(),
+        classes,
+        source_classes,
+        positive: if label_col.is_some() {
+            rule.positive.clone()
+        } else {
+            Vec::new()
+        },
+        columns: columns.clone(),
         invalid_utf8_fields: invalid,
         first_invalid_utf8_line: first_invalid,
     })
+}
+
+/// The label column's classes (given, or the file's distinct values), then every row's class
+/// index; with a one-vs-rest rule the task's two classes. Returns `(task classes, column
+/// classes)`.
+fn encode_labels(
+    path: &Path,
+    column: &str,
+    rule: &LabelRule,
+    rows: &mut [Row],
+    raw: &[Option<String>],
+) -> Result<(Vec<String>, Vec<String>), DataError> {
+    let classes_error = |message: String| DataError::Classes {
+        path: path.to_path_buf(),
+        message,
+    };
+    let source_classes: Vec<String> = match &rule.classes {
+        Some(given) => {
+            let mut seen = std::collections::HashSet::new();
+            if let Some(twice) = given.iter().find(|c| !seen.insert(c.as_str())) {
+                return Err(classes_error(format!(
+                    "class `{twice}` is listed twice in `labels`"
+                )));
+            }
+            given.clone()
+        }
+        None => infer_classes(raw.iter().flatten().map(String::as_str)),
+    };
+    if source_classes.len() > MAX_CLASSES {
+        return Err(classes_error(format!(
+            "column `{column}` has {} classes; at most {MAX_CLASSES} are supported",
+            source_classes.len()
+        )));
+    }
+    let index: std::collections::HashMap<&str, u8> = source_classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.as_str(), i as u8))
+        .collect();
+    for (row, value) in rows.iter_mut().zip(raw) {
+        let Some(value) = value else { continue };
+        match index.get(value.as_str()) {
+            Some(&class) => row.label = Some(class),
+            None if source_classes == ["0", "1"] && rule.classes.is_some() => {
+                return Err(DataError::BadLabel {
+                    path: path.to_path_buf(),
+                    line: row.line,
+                    column: column.to_string(),
+                    value: value.clone(),
+                })
+            }
+            None => {
+                return Err(DataError::UnknownClass {
+                    path: path.to_path_buf(),
+                    line: row.line,
+                    column: column.to_string(),
+                    value: value.clone(),
+                    classes: source_classes.join(", "),
+                })
+            }
+        }
+    }
+    if rule.positive.is_empty() {
+        if source_classes.len() < 2 {
+            return Err(classes_error(format!(
+                "column `{column}` has only the class `{}`: a classifier needs two or more",
+                source_classes.join("")
+            )));
+        }
+        return Ok((source_classes.clone(), source_classes));
+    }
+    let mut positive = vec![false; source_classes.len()];
+    for name in &rule.positive {
+        match index.get(name.as_str()) {
+            Some(&class) => positive[usize::from(class)] = true,
+            None => {
+                return Err(classes_error(format!(
+                    "positive class `{name}` is not a value of column `{column}` ({})",
+                    source_classes.join(", ")
+                )))
+            }
+        }
+    }
+    if positive.iter().all(|&p| p) {
+        return Err(classes_error(format!(
+            "every class of column `{column}` is positive: nothing is left for the negative class"
+        )));
+    }
+    for row in rows.iter_mut() {
+        if let Some(class) = row.label {
+            row.label = Some(u8::from(positive[usize::from(class)]));
+        }
+    }
+    let name = rule.positive.join("|");
+    Ok((vec![format!("not {name}"), name], source_classes))
+}
+
+/// The distinct values, sorted numerically when all are integers, else as text; `0`, `1`
+/// whenever every value is one of them (a binary file with one class present stays binary).
+fn infer_classes<'a>(values: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let distinct: std::collections::BTreeSet<&str> = values.collect();
+    if distinct.iter().all(|v| matches!(*v, "0" | "1")) {
+        return vec!["0".into(), "1".into()];
+    }
+    let mut classes: Vec<&str> = distinct.into_iter().collect();
+    if classes.iter().all(|v| v.parse::<i64>().is_ok()) {
+        classes.sort_by_key(|v| v.parse::<i64>().unwrap_or(0));
+    }
+    classes.into_iter().map(str::to_string).collect()
 }
 
 type Record<'a> = (usize, Vec<Cow<'a, [u8]>>);
@@ -432,6 +662,145 @@ mod tests {
             message(b"id,label,tweet\n", Labels::Required),
             "t.csv: has a header but no data rows"
         );
+    }
+
+    fn parse_rule(text: &[u8], columns: &Columns, rule: &LabelRule) -> Result<Table, DataError> {
+        parse_csv_with(Path::new("d.csv"), text, columns, Labels::Required, rule)
+    }
+
+    fn davidson_columns() -> Columns {
+        Columns {
+            id: String::new(),
+            label: "class".into(),
+            text: "tweet".into(),
+        }
+    }
+
+    const THREE_CLASSES: &[u8] =
+        b",count,class,tweet\n0,3,neither,a\n1,3,hate,b\n2,3,offensive,c\n3,3,neither,d\n";
+
+    #[test]
+    fn word_labels_become_sorted_classes_and_an_empty_column_name_is_the_id() {
+        let t = parse_rule(THREE_CLASSES, &davidson_columns(), &LabelRule::default()).unwrap();
+        assert_eq!(t.classes, ["hate", "neither", "offensive"]);
+        assert_eq!(t.labels(), vec![1, 0, 2, 1]);
+        assert_eq!(t.rows[2].id, "2");
+        assert_eq!(t.class_counts(), vec![1, 2, 1]);
+    }
+
+    #[test]
+    fn given_classes_fix_the_order_and_unknown_values_name_file_line_and_column() {
+        let rule = LabelRule {
+            classes: Some(vec!["hate".into(), "offensive".into(), "neither".into()]),
+            positive: Vec::new(),
+        };
+        let t = parse_rule(THREE_CLASSES, &davidson_columns(), &rule).unwrap();
+        assert_eq!(t.labels(), vec![2, 0, 1, 2]);
+        let rule = LabelRule {
+            classes: Some(vec!["hate".into(), "neither".into()]),
+            positive: Vec::new(),
+        };
+        assert_eq!(
+            parse_rule(THREE_CLASSES, &davidson_columns(), &rule)
+                .unwrap_err()
+                .to_string(),
+            "d.csv:4: label `offensive` in column `class` is not one of the classes (hate, neither)"
+        );
+        let twice = LabelRule {
+            classes: Some(vec!["a".into(), "a".into()]),
+            positive: Vec::new(),
+        };
+        assert_eq!(
+            parse_rule(THREE_CLASSES, &davidson_columns(), &twice)
+                .unwrap_err()
+                .to_string(),
+            "d.csv: class `a` is listed twice in `labels`"
+        );
+    }
+
+    #[test]
+    fn integer_classes_sort_as_numbers_and_zero_one_stays_binary() {
+        let t = parse_rule(
+            b"id,label,tweet\n1,10,a\n2,9,b\n3,2,c\n",
+            &Columns::default(),
+            &LabelRule::default(),
+        )
+        .unwrap();
+        assert_eq!(t.classes, ["2", "9", "10"]);
+        let t = parse_rule(
+            b"id,label,tweet\n1,0,a\n2,0,b\n",
+            &Columns::default(),
+            &LabelRule::default(),
+        )
+        .unwrap();
+        assert_eq!(t.classes, ["0", "1"]);
+    }
+
+    #[test]
+    fn one_vs_rest_makes_a_binary_task() {
+        let rule = LabelRule {
+            classes: None,
+            positive: vec!["hate".into(), "offensive".into()],
+        };
+        let t = parse_rule(THREE_CLASSES, &davidson_columns(), &rule).unwrap();
+        assert_eq!(t.classes, ["not hate|offensive", "hate|offensive"]);
+        assert_eq!(t.labels(), vec![0, 1, 1, 0]);
+        assert_eq!(t.source_classes, ["hate", "neither", "offensive"]);
+        // A test file read with the training file's rule gets the same two classes.
+        let again = parse_rule(THREE_CLASSES, &davidson_columns(), &LabelRule::same_as(&t));
+        assert_eq!(again.unwrap().labels(), t.labels());
+        let bad = LabelRule {
+            classes: None,
+            positive: vec!["spam".into()],
+        };
+        assert_eq!(
+            parse_rule(THREE_CLASSES, &davidson_columns(), &bad)
+                .unwrap_err()
+                .to_string(),
+            "d.csv: positive class `spam` is not a value of column `class` (hate, neither, offensive)"
+        );
+    }
+
+    #[test]
+    fn empty_labels_single_classes_and_a_named_missing_id_are_errors() {
+        assert_eq!(
+            parse_rule(
+                b"id,label,tweet\n1,pos,a\n2,,b\n",
+                &Columns::default(),
+                &LabelRule::default()
+            )
+            .unwrap_err()
+            .to_string(),
+            "d.csv:3: empty label in column `label`"
+        );
+        assert_eq!(
+            parse_rule(
+                b"id,label,tweet\n1,pos,a\n2,pos,b\n",
+                &Columns::default(),
+                &LabelRule::default()
+            )
+            .unwrap_err()
+            .to_string(),
+            "d.csv: column `label` has only the class `pos`: a classifier needs two or more"
+        );
+        let named = Columns {
+            id: "tweet_id".into(),
+            ..Columns::default()
+        };
+        assert_eq!(
+            parse_rule(b"id,label,tweet\n1,0,a\n", &named, &LabelRule::default())
+                .unwrap_err()
+                .to_string(),
+            "d.csv:1: missing column `tweet_id` (header has: id,label,tweet)"
+        );
+        // Without the default `id` column, rows are numbered from 0.
+        let t = parse_rule(
+            b"label,tweet\n0,a\n1,b\n",
+            &Columns::default(),
+            &LabelRule::default(),
+        )
+        .unwrap();
+        assert_eq!(t.rows[1].id, "1");
     }
 
     /// Hostile CSV bytes: no input may panic; every rejection names the file.

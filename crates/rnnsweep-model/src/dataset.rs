@@ -81,7 +81,9 @@ pub fn stratified_split(labels: &[u8], validation_fraction: f64, seed: u64) -> S
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut train = Vec::new();
     let mut validation = Vec::new();
-    for class in [0u8, 1u8] {
+    // Classes 0 and 1 always come first, so a binary split is what it was before K classes.
+    let classes = labels.iter().copied().max().unwrap_or(0).max(1);
+    for class in 0..=classes {
         let mut members: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == class).collect();
         members.shuffle(&mut rng);
         let n_val = (members.len() as f64 * validation_fraction).round() as usize;
@@ -103,6 +105,38 @@ pub fn class_weights(labels: &[u8]) -> [f32; 2] {
     ];
     let max = counts[0].max(counts[1]) as f32;
     counts.map(|c| if c == 0 { 1.0 } else { max / c as f32 })
+}
+
+/// scikit-learn's `compute_class_weight("balanced")`: `rows / (classes · count)` per class
+/// (1.0 for a class with no rows), the multi-class weighting.
+pub fn balanced_class_weights(labels: &[u8], classes: usize) -> Vec<f32> {
+    let mut counts = vec![0usize; classes];
+    for &l in labels {
+        if let Some(c) = counts.get_mut(usize::from(l)) {
+            *c += 1;
+        }
+    }
+    let rows = labels.len() as f64;
+    counts
+        .iter()
+        .map(|&c| {
+            if c == 0 {
+                1.0
+            } else {
+                (rows / (classes as f64 * c as f64)) as f32
+            }
+        })
+        .collect()
+}
+
+/// The training weights of a task: the report's `max / count` for two classes (so binary
+/// studies train exactly as before), scikit-learn's balanced weights for more.
+pub fn task_class_weights(labels: &[u8], classes: usize) -> Vec<f32> {
+    if classes <= 2 {
+        class_weights(labels).to_vec()
+    } else {
+        balanced_class_weights(labels, classes)
+    }
 }
 
 /// Mini-batches of row indices, shuffled by a generator derived from `(seed, epoch)` so an
@@ -198,7 +232,30 @@ pub struct Prepared {
     pub validation: Examples,
     /// Training rows held out to choose the decision threshold (empty when it is fixed).
     pub calibration: Examples,
-    pub class_weights: [f32; 2],
+    /// Per class index.
+    pub class_weights: Vec<f32>,
+    /// The task's class names, by class index (the training file's).
+    pub classes: Vec<String>,
+    /// How the training file's labels were read, to read other files the same way.
+    pub label_rule: crate::data::LabelRule,
+    /// The columns the training file was read with.
+    pub columns: crate::data::Columns,
+}
+
+impl Prepared {
+    /// How many outputs the network has: one sigmoid for two classes, K softmax outputs for more.
+    pub fn outputs(&self) -> usize {
+        outputs_for(self.classes.len())
+    }
+}
+
+/// One output (a sigmoid) for a binary task, one per class (a softmax) for more.
+pub fn outputs_for(classes: usize) -> usize {
+    if classes > 2 {
+        classes
+    } else {
+        1
+    }
 }
 
 impl Examples {
@@ -233,6 +290,19 @@ pub fn prepare_with(
             return Err(ModelError::Config {
                 at: t.path.display().to_string(),
                 message: "training needs a label column".into(),
+            });
+        }
+    }
+    if let Some(v) = validation {
+        if v.classes != table.classes {
+            return Err(ModelError::Config {
+                at: v.path.display().to_string(),
+                message: format!(
+                    "the validation file's classes ({}) are not the training file's ({}); \
+                     read it with the training file's label rule",
+                    v.classes.join(", "),
+                    table.classes.join(", ")
+                ),
             });
         }
     }
@@ -299,10 +369,11 @@ pub fn prepare_with(
         }
     };
     let train = Examples::select(&padded, &labels, &train_rows);
+    let classes = table.classes.clone();
     let class_weights = if cfg.class_weighting {
-        class_weights(&train.labels)
+        task_class_weights(&train.labels, classes.len())
     } else {
-        [1.0, 1.0]
+        vec![1.0; classes.len().max(2)]
     };
     Ok(Prepared {
         tokenizer,
@@ -311,6 +382,9 @@ pub fn prepare_with(
         calibration,
         train,
         class_weights,
+        classes,
+        label_rule: crate::data::LabelRule::same_as(table),
+        columns: table.columns.clone(),
     })
 }
 
@@ -341,7 +415,7 @@ pub fn prepare_all(
     };
     p.validation = Examples::empty(p.sequence_length);
     if cfg.class_weighting {
-        p.class_weights = class_weights(&p.train.labels);
+        p.class_weights = task_class_weights(&p.train.labels, p.classes.len());
     }
     Ok(p)
 }
@@ -410,6 +484,35 @@ mod tests {
         let val_pos = s.validation.iter().filter(|&&i| labels[i] == 1).count();
         let val_neg = s.validation.len() - val_pos;
         assert_eq!((val_pos, val_neg), (1, 3)); // round(0.5)=1 (half away from zero), round(3.2)=3
+    }
+
+    #[test]
+    fn balanced_weights_are_rows_over_classes_times_count() {
+        // scikit-learn: compute_class_weight("balanced", classes=[0,1,2], y=[0,0,0,0,1,1,2,2,2,2,2,2])
+        // = 12 / (3 · [4, 2, 6]) = [1.0, 2.0, 0.6667].
+        let labels = [0, 0, 0, 0, 1, 1, 2, 2, 2, 2, 2, 2];
+        let w = balanced_class_weights(&labels, 3);
+        assert_eq!(w[..2], [1.0, 2.0]);
+        assert!((w[2] - 2.0 / 3.0).abs() < 1e-6);
+        assert_eq!(task_class_weights(&labels, 3), w);
+        assert_eq!(task_class_weights(&[0, 0, 0, 1], 2), vec![1.0, 3.0]);
+        assert_eq!(
+            balanced_class_weights(&[0, 0], 3),
+            vec![1.0 / 3.0, 1.0, 1.0]
+        );
+    }
+
+    #[test]
+    fn a_three_class_split_keeps_each_class_share() {
+        let labels: Vec<u8> = (0..300).map(|i| [0u8, 1, 1, 2, 2, 2][i % 6]).collect();
+        let s = stratified_split(&labels, 0.1, 7);
+        let count = |rows: &[usize], c: u8| rows.iter().filter(|&&r| labels[r] == c).count();
+        assert_eq!(
+            [0, 1, 2].map(|c| count(&s.validation, c)),
+            [5, 10, 15],
+            "10 % of 50, 100 and 150 rows"
+        );
+        assert_eq!(s.train.len() + s.validation.len(), 300);
     }
 
     #[test]

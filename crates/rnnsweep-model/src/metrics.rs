@@ -35,10 +35,17 @@ pub enum Metric {
     ValPrAuc,
     /// F1 at threshold 0.5 whatever the model's threshold (`val_f1` is at the model's).
     ValF1AtHalf,
+    /// The mean of every class's F1 (for a binary task, of both classes'), the multi-class
+    /// objective.
+    ValMacroF1,
+    /// Every class's F1 weighted by its rows.
+    ValWeightedF1,
+    /// Mean negative log-probability of the true class, unweighted, without L2.
+    ValLogLoss,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 11] = [
+    pub const ALL: [Metric; 14] = [
         Metric::TrainLoss,
         Metric::TrainAccuracy,
         Metric::ValLoss,
@@ -50,6 +57,9 @@ impl Metric {
         Metric::ValRocAuc,
         Metric::ValPrAuc,
         Metric::ValF1AtHalf,
+        Metric::ValMacroF1,
+        Metric::ValWeightedF1,
+        Metric::ValLogLoss,
     ];
 
     pub fn name(self) -> &'static str {
@@ -65,6 +75,9 @@ impl Metric {
             Metric::ValRocAuc => "val_roc_auc",
             Metric::ValPrAuc => "val_pr_auc",
             Metric::ValF1AtHalf => "val_f1_at_0.5",
+            Metric::ValMacroF1 => "val_macro_f1",
+            Metric::ValWeightedF1 => "val_weighted_f1",
+            Metric::ValLogLoss => "val_log_loss",
         }
     }
 
@@ -82,12 +95,15 @@ impl Metric {
             Metric::ValRocAuc => "roc_auc",
             Metric::ValPrAuc => "pr_auc",
             Metric::ValF1AtHalf => "f1@0.5",
+            Metric::ValMacroF1 => "macro_f1",
+            Metric::ValWeightedF1 => "weighted_f1",
+            Metric::ValLogLoss => "log_loss",
         }
     }
 
     pub fn direction(self) -> Direction {
         match self {
-            Metric::TrainLoss | Metric::ValLoss => Direction::Minimize,
+            Metric::TrainLoss | Metric::ValLoss | Metric::ValLogLoss => Direction::Minimize,
             _ => Direction::Maximize,
         }
     }
@@ -223,6 +239,206 @@ pub fn average_precision(scores: &[f32], labels: &[u8]) -> f64 {
     ap
 }
 
+/// One class's scores, one-vs-rest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassScores {
+    pub class: String,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    /// Rows of this class.
+    pub support: u64,
+}
+
+/// Single-label results over K classes, as scikit-learn computes them with
+/// `labels=range(K)` (every class counts in the macro means, `zero_division=0`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MultiClass {
+    pub accuracy: f64,
+    pub macro_precision: f64,
+    pub macro_recall: f64,
+    pub macro_f1: f64,
+    /// Per-class F1 weighted by support (`average="weighted"`).
+    pub weighted_f1: f64,
+    /// One-vs-rest ROC-AUC averaged over the classes that have rows and non-rows
+    /// (`roc_auc_score(y, P, multi_class="ovr", average="macro")`).
+    pub roc_auc: f64,
+    /// One-vs-rest average precision averaged over the classes present
+    /// (`average_precision_score(label_binarize(y), P, average="macro")`).
+    pub pr_auc: f64,
+    pub per_class: Vec<ClassScores>,
+    /// `confusion[true][predicted]`, as `sklearn.metrics.confusion_matrix`.
+    pub confusion: Vec<Vec<u64>>,
+}
+
+/// The mean of the finite values (NaN when there is none).
+fn finite_mean(values: impl Iterator<Item = f64>) -> f64 {
+    let (sum, n) = values
+        .filter(|v| v.is_finite())
+        .fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    if n == 0 {
+        f64::NAN
+    } else {
+        sum / n as f64
+    }
+}
+
+/// Scores of predicted classes against true ones over `names.len()` classes.
+pub fn classify_predicted(
+    predicted: &[u8],
+    labels: &[u8],
+    probabilities: Option<&[f32]>,
+    names: &[String],
+) -> MultiClass {
+    let k = names.len();
+    let mut confusion = vec![vec![0u64; k]; k];
+    for (&p, &y) in predicted.iter().zip(labels) {
+        if let Some(cell) = confusion
+            .get_mut(usize::from(y))
+            .and_then(|row| row.get_mut(usize::from(p)))
+        {
+            *cell += 1;
+        }
+    }
+    let total: u64 = confusion.iter().flatten().sum();
+    let correct: u64 = (0..k).map(|c| confusion[c][c]).sum();
+    let per_class: Vec<ClassScores> = (0..k)
+        .map(|c| {
+            let tp = confusion[c][c];
+            let support: u64 = confusion[c].iter().sum();
+            let flagged: u64 = confusion.iter().map(|row| row[c]).sum();
+            let precision = ratio(tp, flagged);
+            let recall = ratio(tp, support);
+            let f1 = if precision + recall > 0.0 {
+                2.0 * precision * recall / (precision + recall)
+            } else {
+                0.0
+            };
+            ClassScores {
+                class: names[c].clone(),
+                precision,
+                recall,
+                f1,
+                support,
+            }
+        })
+        .collect();
+    let mean = |f: fn(&ClassScores) -> f64| per_class.iter().map(f).sum::<f64>() / k.max(1) as f64;
+    let weighted_f1 = if total == 0 {
+        0.0
+    } else {
+        per_class
+            .iter()
+            .map(|c| c.f1 * c.support as f64)
+            .sum::<f64>()
+            / total as f64
+    };
+    let (roc_auc, pr_auc) = match probabilities {
+        Some(probs) => {
+            let column = |c: usize| -> (Vec<f32>, Vec<u8>) {
+                (
+                    probs.iter().skip(c).step_by(k).copied().collect(),
+                    labels
+                        .iter()
+                        .map(|&y| u8::from(usize::from(y) == c))
+                        .collect(),
+                )
+            };
+            let columns: Vec<_> = (0..k).map(column).collect();
+            (
+                finite_mean(columns.iter().map(|(s, y)| roc_auc(s, y))),
+                finite_mean(columns.iter().map(|(s, y)| average_precision(s, y))),
+            )
+        }
+        None => (f64::NAN, f64::NAN),
+    };
+    MultiClass {
+        accuracy: ratio(correct, total),
+        macro_precision: mean(|c| c.precision),
+        macro_recall: mean(|c| c.recall),
+        macro_f1: mean(|c| c.f1),
+        weighted_f1,
+        roc_auc,
+        pr_auc,
+        per_class,
+        confusion,
+    }
+}
+
+/// The class with the highest score (`offsets` added to the log-probabilities first, the
+/// per-class decision rule), per row of a row-major `[rows, K]` probability matrix; ties go
+/// to the lower class, as `numpy.argmax`.
+pub fn argmax_classes(probabilities: &[f32], k: usize, offsets: Option<&[f64]>) -> Vec<u8> {
+    probabilities
+        .chunks(k.max(1))
+        .map(|row| {
+            let score = |c: usize| match offsets {
+                Some(o) => f64::from(row[c]).max(f64::MIN_POSITIVE).ln() + o[c],
+                None => f64::from(row[c]),
+            };
+            let mut best = 0;
+            for c in 1..row.len() {
+                if score(c) > score(best) {
+                    best = c;
+                }
+            }
+            best as u8
+        })
+        .collect()
+}
+
+/// Multi-class scores from a row-major `[rows, K]` probability matrix, predicted by argmax
+/// (with `offsets`, the per-class rule).
+pub fn classify_multiclass(
+    probabilities: &[f32],
+    labels: &[u8],
+    names: &[String],
+    offsets: Option<&[f64]>,
+) -> MultiClass {
+    let predicted = argmax_classes(probabilities, names.len(), offsets);
+    classify_predicted(&predicted, labels, Some(probabilities), names)
+}
+
+/// Binary results seen as two classes (`0`, `1` at `threshold`), for the macro and weighted
+/// means a binary task reports too.
+pub fn classify_binary_as_classes(
+    probabilities: &[f32],
+    labels: &[u8],
+    threshold: f32,
+    names: &[String],
+) -> MultiClass {
+    let predicted: Vec<u8> = probabilities
+        .iter()
+        .map(|&p| u8::from(p >= threshold))
+        .collect();
+    let two: Vec<f32> = probabilities.iter().flat_map(|&p| [1.0 - p, p]).collect();
+    classify_predicted(&predicted, labels, Some(&two), names)
+}
+
+/// Mean negative log-probability of the true class (`sklearn.metrics.log_loss`), probabilities
+/// clipped to `[ε, 1 − ε]` with ε = f32's machine epsilon as scikit-learn does for float32.
+pub fn log_loss(probabilities: &[f32], labels: &[u8], k: usize) -> f64 {
+    let eps = f64::from(f32::EPSILON);
+    let rows = labels.len();
+    if rows == 0 {
+        return f64::NAN;
+    }
+    let total: f64 = probabilities
+        .chunks(k.max(1))
+        .zip(labels)
+        .map(|(row, &y)| {
+            // Rows are renormalised after clipping, as scikit-learn does.
+            let clipped: Vec<f64> = row
+                .iter()
+                .map(|&p| f64::from(p).clamp(eps, 1.0 - eps))
+                .collect();
+            let sum: f64 = clipped.iter().sum();
+            -(clipped[usize::from(y)] / sum).ln()
+        })
+        .sum();
+    total / rows as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,5 +485,80 @@ mod tests {
         assert_eq!(direction_of("val_loss"), Some(Direction::Minimize));
         assert_eq!(direction_of("val_f1"), Some(Direction::Maximize));
         assert_eq!(direction_of("f1"), None);
+    }
+
+    fn names(k: usize) -> Vec<String> {
+        ["a", "b", "c"][..k].iter().map(|s| s.to_string()).collect()
+    }
+
+    // y_true = [0, 1, 2, 2, 1, 0, 2, 1], probabilities P below. scikit-learn 1.9:
+    //   y_pred = P.argmax(1) = [0, 2, 2, 1, 1, 0, 2, 0]
+    //   accuracy_score 0.625; f1_score(average="macro") 0.6222222; average="weighted" 0.6
+    //   precision_score(average=None) [0.6667, 0.5, 0.6667]; recall [1.0, 0.3333, 0.6667]
+    //   roc_auc_score(y, P, multi_class="ovr") 0.9222222
+    //   average_precision_score(label_binarize(y, classes=[0,1,2]), P) 0.8907407
+    //   log_loss(y, P) 0.6962578
+    const YK: [u8; 8] = [0, 1, 2, 2, 1, 0, 2, 1];
+    const PK: [f32; 24] = [
+        0.7, 0.2, 0.1, //
+        0.2, 0.3, 0.5, //
+        0.1, 0.2, 0.7, //
+        0.2, 0.5, 0.3, //
+        0.3, 0.6, 0.1, //
+        0.6, 0.3, 0.1, //
+        0.2, 0.2, 0.6, //
+        0.5, 0.4, 0.1, //
+    ];
+
+    #[test]
+    fn multi_class_metrics_match_scikit_learn() {
+        let m = classify_multiclass(&PK, &YK, &names(3), None);
+        assert_eq!(
+            m.confusion,
+            vec![vec![2, 0, 0], vec![1, 1, 1], vec![0, 1, 2]]
+        );
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-6;
+        assert!(close(m.accuracy, 0.625), "{}", m.accuracy);
+        assert!(close(m.macro_f1, 0.622_222_2), "{}", m.macro_f1);
+        assert!(close(m.weighted_f1, 0.6), "{}", m.weighted_f1);
+        let precision: Vec<f64> = m.per_class.iter().map(|c| c.precision).collect();
+        let recall: Vec<f64> = m.per_class.iter().map(|c| c.recall).collect();
+        for (got, want) in precision.iter().zip([2.0 / 3.0, 0.5, 2.0 / 3.0]) {
+            assert!(close(*got, want), "{precision:?}");
+        }
+        for (got, want) in recall.iter().zip([1.0, 1.0 / 3.0, 2.0 / 3.0]) {
+            assert!(close(*got, want), "{recall:?}");
+        }
+        assert_eq!(m.per_class[2].support, 3);
+        assert!(close(m.roc_auc, 0.922_222_2), "{}", m.roc_auc);
+        assert!(close(m.pr_auc, 0.890_740_7), "{}", m.pr_auc);
+        assert!(
+            close(log_loss(&PK, &YK, 3), 0.696_257_8),
+            "{}",
+            log_loss(&PK, &YK, 3)
+        );
+    }
+
+    #[test]
+    fn offsets_move_the_decision_towards_a_class() {
+        // Row 2 is 0.2 / 0.3 / 0.5: argmax says class 2; +1 on class 1's log-probability
+        // makes it ln 0.3 + 1 = −0.20 against ln 0.5 = −0.69.
+        assert_eq!(argmax_classes(&PK[3..6], 3, None), vec![2]);
+        assert_eq!(
+            argmax_classes(&PK[3..6], 3, Some(&[0.0, 1.0, 0.0])),
+            vec![1]
+        );
+        // Ties go to the lower class.
+        assert_eq!(argmax_classes(&[0.4, 0.4, 0.2], 3, None), vec![0]);
+    }
+
+    #[test]
+    fn a_binary_task_reports_the_macro_means_of_its_two_classes() {
+        // At 0.5: class 1 F1 = 2/3 (above); class 0: tp 6, fp 2, fn 0 → F1 = 12/14.
+        let m = classify_binary_as_classes(&S, &Y, 0.5, &names(2));
+        assert!((m.macro_f1 - (2.0 / 3.0 + 12.0 / 14.0) / 2.0).abs() < 1e-12);
+        assert!((m.weighted_f1 - (0.4 * 2.0 / 3.0 + 0.6 * 12.0 / 14.0)).abs() < 1e-12);
+        // Class 1's AUC is 0.75 and class 0's is the same ranking reversed.
+        assert!((m.roc_auc - 0.75).abs() < 1e-12);
     }
 }

@@ -231,12 +231,24 @@ pub struct Net {
     pub sparse_embedding: bool,
     /// Whether the LSTM layers run the fused CPU kernel (see [`crate::lstm`]).
     pub fused_lstm: bool,
+    /// 1 (a sigmoid's logit) for a binary task, K (softmax logits) for K classes.
+    pub outputs: usize,
     pub device: Device,
 }
 
 impl Net {
-    /// A freshly initialised network; `vocab` is the embedding's input size.
+    /// A freshly initialised binary network (one logit); `vocab` is the embedding's input size.
     pub fn new(cfg: &ModelConfig, vocab: usize, device: &Device) -> Result<Self> {
+        Self::with_outputs(cfg, vocab, 1, device)
+    }
+
+    /// A freshly initialised network with `outputs` logits (1 for a sigmoid, K for a softmax).
+    pub fn with_outputs(
+        cfg: &ModelConfig,
+        vocab: usize,
+        outputs: usize,
+        device: &Device,
+    ) -> Result<Self> {
         let fused_lstm = match cfg.lstm_impl {
             LstmImpl::Auto => device.is_cpu(),
             LstmImpl::Reference => false,
@@ -281,7 +293,14 @@ impl Net {
             )?);
             input = d.units;
         }
-        let output = Dense::new(&mut rng, input, 1, Activation::Linear, 0.0, device)?;
+        let output = Dense::new(
+            &mut rng,
+            input,
+            outputs.max(1),
+            Activation::Linear,
+            0.0,
+            device,
+        )?;
         // Drawn last, so adding attention leaves every other initial weight as it was.
         let attention = match cfg.pooling {
             Pooling::Attention => Some(Attention::new(&mut rng, last_features, device)?),
@@ -299,11 +318,13 @@ impl Net {
             embedding_dropout: cfg.embedding_dropout,
             sparse_embedding: cfg.embedding_update == EmbeddingUpdate::Sparse,
             fused_lstm,
+            outputs: outputs.max(1),
             device: device.clone(),
         })
     }
 
-    /// Logits `[batch]`. `dropout_rng` is `Some` in training (dropout on, batch statistics).
+    /// Logits `[batch]` (one output) or `[batch, K]`. `dropout_rng` is `Some` in training
+    /// (dropout on, batch statistics).
     pub fn forward(&self, batch: &IdBatch, dropout_rng: Option<&mut ChaCha8Rng>) -> Result<Tensor> {
         Ok(self.forward_rows(batch, dropout_rng)?.0)
     }
@@ -337,7 +358,13 @@ impl Net {
             }
             x = d.forward(&x)?;
         }
-        Ok((self.output.forward(&x)?.squeeze(1)?, rows))
+        let logits = self.output.forward(&x)?;
+        let logits = if self.outputs == 1 {
+            logits.squeeze(1)?
+        } else {
+            logits
+        };
+        Ok((logits, rows))
     }
 
     /// The embedded batch, time-major `[time, batch, E]`, with embedding dropout in training.
@@ -657,6 +684,13 @@ pub fn bce_with_logits(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
         .add(&softplus_neg_abs)?)
 }
 
+/// Per-row categorical cross-entropy from logits `[batch, K]` against one-hot targets
+/// `[batch, K]`: `logsumexp(z) − z_y` (log-softmax, stable for any logit).
+pub fn softmax_cross_entropy(logits: &Tensor, one_hot: &Tensor) -> Result<Tensor> {
+    let log_probs = candle_nn::ops::log_softmax(logits, 1)?;
+    Ok(log_probs.mul(one_hot)?.sum(1)?.neg()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -681,6 +715,51 @@ mod tests {
         assert!((l[2] - (1.0 + (-2.0f32).exp()).ln()).abs() < 1e-6);
         assert_eq!(l[3], 1000.0);
         assert_eq!(l[4], 1000.0);
+    }
+
+    #[test]
+    fn class_weighted_softmax_cross_entropy_and_its_gradient_match_the_formula() {
+        // Rows z = [1, 2, 0] (class 1, weight 2) and [0, 0, 3] (class 0, weight 0.5):
+        // loss_r = logsumexp(z) − z_y; mean of w·loss over the batch, as Keras reduces it.
+        let z = Var::from_tensor(
+            &Tensor::from_vec(vec![1f32, 2.0, 0.0, 0.0, 0.0, 3.0], (2, 3), &Device::Cpu).unwrap(),
+        )
+        .unwrap();
+        let one_hot =
+            Tensor::from_vec(vec![0f32, 1.0, 0.0, 1.0, 0.0, 0.0], (2, 3), &Device::Cpu).unwrap();
+        let w = Tensor::from_vec(vec![2f32, 0.5], 2, &Device::Cpu).unwrap();
+        let per_row = softmax_cross_entropy(z.as_tensor(), &one_hot).unwrap();
+        let loss = (per_row.mul(&w).unwrap().sum_all().unwrap() / 2.0).unwrap();
+        let lse = |r: [f64; 3]| r.iter().map(|v| v.exp()).sum::<f64>().ln();
+        let (l0, l1) = (lse([1.0, 2.0, 0.0]) - 2.0, lse([0.0, 0.0, 3.0]));
+        let want = (2.0 * l0 + 0.5 * l1) / 2.0;
+        let got = f64::from(loss.to_scalar::<f32>().unwrap());
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        // d loss / d z = w_r · (softmax(z_r) − y_r) / batch.
+        let grads = loss.backward().unwrap();
+        let g: Vec<f32> = grads
+            .get(z.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let softmax = |r: [f64; 3]| {
+            let t = r.iter().map(|v| v.exp()).sum::<f64>();
+            r.map(|v| v.exp() / t)
+        };
+        let (s0, s1) = (softmax([1.0, 2.0, 0.0]), softmax([0.0, 0.0, 3.0]));
+        let want = [
+            s0[0],
+            s0[1] - 1.0,
+            s0[2],
+            (s1[0] - 1.0) / 4.0,
+            s1[1] / 4.0,
+            s1[2] / 4.0,
+        ];
+        for (i, (g, w)) in g.iter().zip(want).enumerate() {
+            assert!((f64::from(*g) - w).abs() < 1e-5, "gradient {i}: {g} vs {w}");
+        }
     }
 
     #[test]

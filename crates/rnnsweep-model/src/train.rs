@@ -16,8 +16,11 @@ use crate::config::BatchingMode;
 use crate::config::ModelConfig;
 use crate::dataset::{bucket_batches, epoch_batches, mix, Examples, Padded, Prepared};
 use crate::error::{ModelError, Result};
-use crate::metrics::{classify, direction_of, Direction, Metric};
-use crate::net::{bce_with_logits, IdBatch, Net};
+use crate::metrics::{
+    classify, classify_binary_as_classes, classify_multiclass, direction_of, ClassScores,
+    Direction, Metric,
+};
+use crate::net::{bce_with_logits, softmax_cross_entropy, IdBatch, Net};
 use crate::optim::{KerasOptimizer, OptimizerScalars};
 
 /// What one epoch reports (also the worker protocol's per-epoch object).
@@ -25,26 +28,54 @@ use crate::optim::{KerasOptimizer, OptimizerScalars};
 pub struct EpochReport {
     /// 1-based.
     pub epoch: usize,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub train_loss: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub train_accuracy: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub val_loss: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub val_accuracy: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub val_precision: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub val_recall: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub val_f1: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub val_specificity: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub val_roc_auc: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub val_pr_auc: f64,
     /// F1 at 0.5, whatever the threshold (absent in reports from before thresholds).
-    #[serde(default = "nan", rename = "val_f1_at_0.5")]
+    #[serde(
+        default = "nan",
+        rename = "val_f1_at_0.5",
+        deserialize_with = "f64_or_nan"
+    )]
     pub val_f1_at_half: f64,
     /// The decision threshold the validation metrics above were computed at: the
     /// configuration's fixed value, or the one chosen on the calibration rows after this epoch.
-    #[serde(default = "half")]
+    #[serde(default = "half", deserialize_with = "f64_or_nan")]
     pub threshold: f64,
-    /// `[tn, fp, fn, tp]` on the validation set at `threshold`.
+    /// `[tn, fp, fn, tp]` on the validation set at `threshold` (zeros for K classes).
     pub confusion: [u64; 4],
     pub seconds: f64,
+    /// Mean F1 over the classes (both classes of a binary task).
+    #[serde(default = "nan", deserialize_with = "f64_or_nan")]
+    pub val_macro_f1: f64,
+    #[serde(default = "nan", deserialize_with = "f64_or_nan")]
+    pub val_weighted_f1: f64,
+    /// Mean negative log-probability of the true class (no class weights, no L2).
+    #[serde(default = "nan", deserialize_with = "f64_or_nan")]
+    pub val_log_loss: f64,
+    /// Per-class precision, recall and F1 on the validation rows (K > 2 classes only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub val_per_class: Vec<ClassScores>,
+    /// `[true][predicted]` counts on the validation rows (K > 2 classes only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub val_confusion_matrix: Vec<Vec<u64>>,
 }
 
 impl EpochReport {
@@ -65,8 +96,17 @@ impl EpochReport {
             Metric::ValRocAuc => self.val_roc_auc,
             Metric::ValPrAuc => self.val_pr_auc,
             Metric::ValF1AtHalf => self.val_f1_at_half,
+            Metric::ValMacroF1 => self.val_macro_f1,
+            Metric::ValWeightedF1 => self.val_weighted_f1,
+            Metric::ValLogLoss => self.val_log_loss,
         }
     }
+}
+
+/// NaN travels as JSON `null` (a metric with no validation rows, or one a K-class task does
+/// not have); read back, it is NaN again, so checkpoints with such epochs resume.
+fn f64_or_nan<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 fn nan() -> f64 {
@@ -372,6 +412,16 @@ fn evaluate_epoch(
     (train_loss, train_accuracy): (f64, f64),
     started: Instant,
 ) -> Result<EpochReport> {
+    if net.outputs > 1 {
+        return evaluate_epoch_multiclass(
+            net,
+            data,
+            cfg,
+            epoch,
+            (train_loss, train_accuracy),
+            started,
+        );
+    }
     let held_out = data.validation.ids.rows > 0;
     let (val_probs, val_loss) = if held_out {
         evaluate_examples(net, &data.validation, cfg.batch_size)?
@@ -381,10 +431,26 @@ fn evaluate_epoch(
     let (threshold, _) = calibrate(net, data, cfg)?;
     let mut c = classify(&val_probs, &data.validation.labels, threshold as f32);
     let at_half = classify(&val_probs, &data.validation.labels, 0.5).f1;
+    let classes = binary_names(data);
+    let both = classify_binary_as_classes(
+        &val_probs,
+        &data.validation.labels,
+        threshold as f32,
+        &classes,
+    );
+    let log_loss = crate::metrics::log_loss(
+        &val_probs
+            .iter()
+            .flat_map(|&p| [1.0 - p, p])
+            .collect::<Vec<_>>(),
+        &data.validation.labels,
+        2,
+    );
     if !held_out {
         let nan = f64::NAN;
         (c.accuracy, c.precision, c.recall, c.f1, c.specificity) = (nan, nan, nan, nan, nan);
     }
+    let or_nan = |v: f64| if held_out { v } else { f64::NAN };
     Ok(EpochReport {
         epoch,
         train_loss,
@@ -397,17 +463,90 @@ fn evaluate_epoch(
         val_specificity: c.specificity,
         val_roc_auc: c.roc_auc,
         val_pr_auc: c.pr_auc,
-        val_f1_at_half: if held_out { at_half } else { f64::NAN },
+        val_f1_at_half: or_nan(at_half),
         threshold,
         confusion: c.confusion,
         seconds: started.elapsed().as_secs_f64(),
+        val_macro_f1: or_nan(both.macro_f1),
+        val_weighted_f1: or_nan(both.weighted_f1),
+        val_log_loss: or_nan(log_loss),
+        val_per_class: Vec::new(),
+        val_confusion_matrix: Vec::new(),
     })
+}
+
+/// A binary task's two class names (`0`, `1` for data prepared before names).
+fn binary_names(data: &Prepared) -> Vec<String> {
+    if data.classes.len() == 2 {
+        data.classes.clone()
+    } else {
+        vec!["0".into(), "1".into()]
+    }
+}
+
+/// K-class validation metrics: `val_precision`, `val_recall`, `val_f1`, `val_roc_auc` and
+/// `val_pr_auc` are the macro means over the classes, predictions by argmax.
+fn evaluate_epoch_multiclass(
+    net: &Net,
+    data: &Prepared,
+    cfg: &ModelConfig,
+    epoch: usize,
+    (train_loss, train_accuracy): (f64, f64),
+    started: Instant,
+) -> Result<EpochReport> {
+    let nan = f64::NAN;
+    let held_out = data.validation.ids.rows > 0;
+    let mut report = EpochReport {
+        epoch,
+        train_loss,
+        train_accuracy,
+        val_loss: nan,
+        val_accuracy: nan,
+        val_precision: nan,
+        val_recall: nan,
+        val_f1: nan,
+        val_specificity: nan,
+        val_roc_auc: nan,
+        val_pr_auc: nan,
+        val_f1_at_half: nan,
+        threshold: nan,
+        confusion: [0; 4],
+        seconds: 0.0,
+        val_macro_f1: nan,
+        val_weighted_f1: nan,
+        val_log_loss: nan,
+        val_per_class: Vec::new(),
+        val_confusion_matrix: Vec::new(),
+    };
+    if held_out {
+        let (probs, val_loss) = evaluate_examples(net, &data.validation, cfg.batch_size)?;
+        let m = classify_multiclass(&probs, &data.validation.labels, &data.classes, None);
+        report.val_loss = val_loss;
+        report.val_accuracy = m.accuracy;
+        report.val_precision = m.macro_precision;
+        report.val_recall = m.macro_recall;
+        report.val_f1 = m.macro_f1;
+        report.val_roc_auc = m.roc_auc;
+        report.val_pr_auc = m.pr_auc;
+        report.val_macro_f1 = m.macro_f1;
+        report.val_weighted_f1 = m.weighted_f1;
+        report.val_log_loss =
+            crate::metrics::log_loss(&probs, &data.validation.labels, net.outputs);
+        report.val_per_class = m.per_class;
+        report.val_confusion_matrix = m.confusion;
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
 }
 
 /// The configuration's threshold for the net as it is now — fixed, or chosen on the
 /// calibration rows (which neither train nor validate) — with the net's probabilities for
 /// those rows.
 pub fn calibrate(net: &Net, data: &Prepared, cfg: &ModelConfig) -> Result<(f64, Vec<f32>)> {
+    if net.outputs > 1 {
+        // K classes are decided by argmax; the stored value is never used.
+        return Ok((cfg.threshold.value, Vec::new()));
+    }
     if !cfg.threshold.needs_calibration() || data.calibration.ids.rows == 0 {
         return Ok((cfg.threshold.value, Vec::new()));
     }
@@ -429,7 +568,21 @@ pub fn fit(
     mut on_epoch: impl FnMut(&EpochReport) -> Control,
 ) -> Result<FitOutcome> {
     cfg.validate()?;
-    let net = Net::new(cfg, data.tokenizer.id_limit(), device)?;
+    if data.outputs() > 1 && cfg.threshold.needs_calibration() {
+        return Err(ModelError::Config {
+            at: "threshold".into(),
+            message: format!(
+                "`{}` chooses one binary threshold; a {}-class task is decided by argmax (leave \
+                 `threshold` out)",
+                serde_json::to_value(cfg.threshold.mode)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                data.classes.len()
+            ),
+        });
+    }
+    let net = Net::with_outputs(cfg, data.tokenizer.id_limit(), data.outputs(), device)?;
     let trainable = net.trainable();
     let mut optimizer = KerasOptimizer::new(
         trainable.iter().map(|(_, v)| v.clone()).collect(),
@@ -573,11 +726,17 @@ pub fn train_batch(
     rng: &mut ChaCha8Rng,
 ) -> Result<BatchStep> {
     let n = batch.batch;
+    let k = net.outputs;
     let (logits, rows) = net.forward_rows(batch, Some(rng))?;
-    let y = Tensor::from_vec(labels.to_vec(), n, &net.device)?;
     let w = Tensor::from_vec(weights.to_vec(), n, &net.device)?;
+    let per_row = if k == 1 {
+        let y = Tensor::from_vec(labels.to_vec(), n, &net.device)?;
+        bce_with_logits(&logits, &y)?
+    } else {
+        softmax_cross_entropy(&logits, &one_hot(labels, k, &net.device)?)?
+    };
     // Keras's sample-weighted "sum over batch size" reduction.
-    let data_loss = (bce_with_logits(&logits, &y)?.mul(&w)?.sum_all()? / n as f64)?;
+    let data_loss = (per_row.mul(&w)?.sum_all()? / n as f64)?;
     let loss = data_loss.add(&net.l2_penalty()?)?;
     let value = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
     if !value.is_finite() {
@@ -596,25 +755,46 @@ pub fn train_batch(
         .zip(row_grads.as_ref())
         .map(|(r, g)| (&net.embedding, r.ids.as_slice(), g));
     optimizer.step_with_rows(&grads, sparse)?;
-    let logits: Vec<f32> = logits.to_dtype(DType::F32)?.to_vec1()?;
-    let correct = logits
-        .iter()
-        .zip(labels)
-        .filter(|(z, y)| (**z >= 0.0) == (**y > 0.5))
-        .count();
+    let correct = if k == 1 {
+        let logits: Vec<f32> = logits.to_dtype(DType::F32)?.to_vec1()?;
+        logits
+            .iter()
+            .zip(labels)
+            .filter(|(z, y)| (**z >= 0.0) == (**y > 0.5))
+            .count()
+    } else {
+        let logits: Vec<f32> = logits.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        crate::metrics::argmax_classes(&logits, k, None)
+            .iter()
+            .zip(labels)
+            .filter(|(p, y)| f32::from(**p) == **y)
+            .count()
+    };
     Ok(BatchStep {
         loss: value,
         correct,
     })
 }
 
-/// Logits in inference mode, `batch_size` rows at a time, in the rows' order. Rows are batched
+/// `[rows, K]` one-hot targets from class indices (given as `f32`, as [`train_batch`] takes them).
+fn one_hot(labels: &[f32], k: usize, device: &Device) -> Result<Tensor> {
+    let mut data = vec![0f32; labels.len() * k];
+    for (r, &y) in labels.iter().enumerate() {
+        let class = (y as usize).min(k - 1);
+        data[r * k + class] = 1.0;
+    }
+    Ok(Tensor::from_vec(data, (labels.len(), k), device)?)
+}
+
+/// Logits in inference mode, `batch_size` rows at a time, in the rows' order (row-major
+/// `[rows, K]` for a K-output net). Rows are batched
 /// longest first, so each batch (cut to its own longest row) carries little padding.
 pub fn predict_logits(net: &Net, ids: &Padded, batch_size: usize) -> Result<Vec<f32>> {
     let lengths = ids.lengths();
     let mut order: Vec<usize> = (0..ids.rows).collect();
     order.sort_by_key(|&r| std::cmp::Reverse(lengths[r]));
-    let mut logits = vec![0f32; ids.rows];
+    let k = net.outputs;
+    let mut logits = vec![0f32; ids.rows * k];
     for rows in order.chunks(batch_size.max(1)) {
         let mut chunk = Vec::with_capacity(rows.len() * ids.len);
         for &r in rows {
@@ -628,8 +808,9 @@ pub fn predict_logits(net: &Net, ids: &Padded, batch_size: usize) -> Result<Vec<
             },
             None,
         )?;
-        for (&r, z) in rows.iter().zip(z.to_dtype(DType::F32)?.to_vec1::<f32>()?) {
-            logits[r] = z;
+        let z = z.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        for (&r, z) in rows.iter().zip(z.chunks(k)) {
+            logits[r * k..(r + 1) * k].copy_from_slice(z);
         }
     }
     Ok(logits)
@@ -639,12 +820,33 @@ pub fn sigmoid(z: f32) -> f32 {
     1.0 / (1.0 + (-z).exp())
 }
 
-/// Probabilities in inference mode.
+/// Probabilities in inference mode: class 1's for a binary net, row-major `[rows, K]`
+/// softmax probabilities for K classes.
 pub fn predict_padded(net: &Net, ids: &Padded, batch_size: usize) -> Result<Vec<f32>> {
-    Ok(predict_logits(net, ids, batch_size)?
-        .into_iter()
-        .map(sigmoid)
-        .collect())
+    let logits = predict_logits(net, ids, batch_size)?;
+    Ok(probabilities_of(&logits, net.outputs))
+}
+
+/// Logits → probabilities: the sigmoid of each for one output, a softmax per row for K.
+pub fn probabilities_of(logits: &[f32], outputs: usize) -> Vec<f32> {
+    if outputs == 1 {
+        return logits.iter().copied().map(sigmoid).collect();
+    }
+    let mut probs = Vec::with_capacity(logits.len());
+    for row in logits.chunks(outputs) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let exp: Vec<f32> = row.iter().map(|&z| (z - max).exp()).collect();
+        let sum: f32 = exp.iter().sum();
+        probs.extend(exp.iter().map(|e| e / sum));
+    }
+    probs
+}
+
+/// The log-probability of the true class from one row of logits (stable log-softmax).
+fn log_softmax_at(row: &[f32], class: usize) -> f64 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = row.iter().map(|&z| f64::from(z - max).exp()).sum();
+    f64::from(row[class] - max) - sum.ln()
 }
 
 /// Probabilities and the unweighted loss (BCE from logits + L2), as Keras reports `val_loss`
@@ -655,16 +857,25 @@ pub fn evaluate_examples(
     batch_size: usize,
 ) -> Result<(Vec<f32>, f64)> {
     let logits = predict_logits(net, &examples.ids, batch_size)?;
-    let total: f64 = logits
-        .iter()
-        .zip(&examples.labels)
-        .map(|(&z, &y)| {
-            let z = f64::from(z);
-            z.max(0.0) - z * f64::from(y) + (-z.abs()).exp().ln_1p()
-        })
-        .sum();
+    let k = net.outputs;
+    let total: f64 = if k == 1 {
+        logits
+            .iter()
+            .zip(&examples.labels)
+            .map(|(&z, &y)| {
+                let z = f64::from(z);
+                z.max(0.0) - z * f64::from(y) + (-z.abs()).exp().ln_1p()
+            })
+            .sum()
+    } else {
+        logits
+            .chunks(k)
+            .zip(&examples.labels)
+            .map(|(row, &y)| -log_softmax_at(row, usize::from(y).min(k - 1)))
+            .sum()
+    };
     let l2: f32 = net.l2_penalty()?.to_dtype(DType::F32)?.to_scalar()?;
-    let probs = logits.into_iter().map(sigmoid).collect();
+    let probs = probabilities_of(&logits, k);
     Ok((
         probs,
         total / examples.labels.len().max(1) as f64 + f64::from(l2),

@@ -503,6 +503,7 @@ impl Dispatcher<'_> {
             train_file: spec.train_file.clone(),
             validation_file: spec.validation_file.clone(),
             columns: spec.columns.clone(),
+            labels: spec.labels.clone(),
             checkpoint_dir: trial_dir(
                 &self.options.results_dir,
                 &spec.name,

@@ -10,7 +10,7 @@
 //! without them the best K by rank are taken.
 
 use rnnsweep_model::artifact::{Combine, Ensemble, StoredThreshold};
-use rnnsweep_model::metrics::average_precision;
+use rnnsweep_model::metrics::{average_precision, classify_multiclass};
 
 use crate::report::Predictions;
 use crate::study::{Retrained, StudyError};
@@ -53,6 +53,11 @@ impl Selection {
 /// scoring each ensemble as `combine` will make its probabilities.
 pub fn select(candidates: &[Option<Predictions>], k: usize, combine: Combine) -> Selection {
     let k = k.min(candidates.len());
+    if let Some(Some(first)) = candidates.first() {
+        if !first.classes.is_empty() {
+            return select_classes(candidates, k, combine, first);
+        }
+    }
     let ranked = |why: String| Selection::Ranked {
         members: (0..k).collect(),
         why,
@@ -122,6 +127,70 @@ pub fn select(candidates: &[Option<Predictions>], k: usize, combine: Combine) ->
     }
 }
 
+/// [`select`] for K classes: an ensemble's score is the macro average precision (one class
+/// against the rest, averaged) of its combined probabilities.
+fn select_classes(
+    candidates: &[Option<Predictions>],
+    k: usize,
+    combine: Combine,
+    first: &Predictions,
+) -> Selection {
+    let outputs = first.classes.len();
+    if let Some(i) = candidates.iter().position(|c| {
+        c.as_ref().is_none_or(|p| {
+            p.ids != first.ids || p.labels != first.labels || p.classes != first.classes
+        })
+    }) {
+        return Selection::Ranked {
+            members: (0..k).collect(),
+            why: format!(
+                "candidate {} left no validation predictions on the same rows and classes",
+                i + 1
+            ),
+        };
+    }
+    let probs: Vec<&[f32]> = candidates
+        .iter()
+        .flatten()
+        .map(|p| p.probabilities.as_slice())
+        .collect();
+    let score = |members: &[usize]| {
+        let chosen: Vec<&[f32]> = members.iter().map(|&m| probs[m]).collect();
+        let combined = combine.combine_outputs(&chosen, outputs);
+        classify_multiclass(&combined, &first.labels, &first.classes, None).pr_auc
+    };
+    let mut members = vec![0];
+    let mut path = vec![score(&members)];
+    let mut stopped_early = false;
+    while members.len() < k {
+        let Some((best, value)) = (0..probs.len())
+            .filter(|j| !members.contains(j))
+            .map(|j| {
+                let mut with = members.clone();
+                with.push(j);
+                (j, score(&with))
+            })
+            .fold(None, |acc: Option<(usize, f64)>, (j, v)| match acc {
+                Some((_, b)) if b >= v => acc,
+                _ => Some((j, v)),
+            })
+        else {
+            break;
+        };
+        if path.last().is_some_and(|&now| value < now) {
+            stopped_early = true;
+            break;
+        }
+        members.push(best);
+        path.push(value);
+    }
+    Selection::Greedy {
+        members,
+        path,
+        stopped_early,
+    }
+}
+
 /// Combines the members' probabilities and chooses the threshold on them with the first
 /// (best) member's rule. The members must have held out the same calibration rows.
 pub fn ensemble_of(members: Vec<Retrained>, combine: Combine) -> Result<Ensemble, StudyError> {
@@ -131,6 +200,24 @@ pub fn ensemble_of(members: Vec<Retrained>, combine: Combine) -> Result<Ensemble
             message: "an ensemble needs at least one member".into(),
         });
     };
+    if members
+        .iter()
+        .any(|m| m.model.task.classes != first.model.task.classes)
+    {
+        return Err(StudyError::Invalid {
+            at: "--ensemble".into(),
+            message: "the members were trained for different classes".into(),
+        });
+    }
+    if first.model.task.outputs() > 1 {
+        // K classes are decided by argmax of the combined probabilities: nothing to choose.
+        let threshold = first.model.threshold;
+        return Ok(Ensemble {
+            members: members.into_iter().map(|m| m.model).collect(),
+            threshold,
+            combine,
+        });
+    }
     let rule = first.model.config.threshold;
     let rows = first.calibration.rows.clone();
     let labels = first.calibration.labels.clone();
@@ -172,6 +259,7 @@ mod tests {
             ids: (0..p.len()).map(|i| i.to_string()).collect(),
             probabilities: p.to_vec(),
             labels: vec![1, 1, 0, 0, 1, 0],
+            classes: Vec::new(),
         })
     }
 
@@ -236,6 +324,56 @@ mod tests {
         let all = Combine::Logit.combine(&[&best, &other, &twin]);
         assert!((ap(&all) - 0.8667).abs() < 1e-3 && ap(&all) < path[1]);
         assert!(stopped_early);
+    }
+
+    #[test]
+    fn three_class_selection_scores_the_combined_probabilities_by_macro_ap() {
+        // Labels 0 1 2 0 1 2. The best is right about every row but the last two (it swaps
+        // classes 1 and 2 there); its twin makes the same mistakes; the third is weaker alone
+        // but right about those two rows.
+        let names: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let labels = vec![0, 1, 2, 0, 2, 1];
+        let rows = |p: [[f32; 3]; 6]| {
+            Some(Predictions {
+                ids: (0..6).map(|i| i.to_string()).collect(),
+                probabilities: p.concat(),
+                labels: labels.clone(),
+                classes: names.clone(),
+            })
+        };
+        let best = [
+            [0.8, 0.1, 0.1],
+            [0.1, 0.8, 0.1],
+            [0.1, 0.1, 0.8],
+            [0.7, 0.2, 0.1],
+            [0.1, 0.6, 0.3],
+            [0.1, 0.3, 0.6],
+        ];
+        let twin = best.map(|r| r.map(|p| p * 0.98 + 0.02 / 3.0));
+        let other = [
+            [0.4, 0.3, 0.3],
+            [0.3, 0.4, 0.3],
+            [0.3, 0.3, 0.4],
+            [0.3, 0.4, 0.3],
+            [0.1, 0.1, 0.8],
+            [0.1, 0.8, 0.1],
+        ];
+        let candidates = vec![rows(best), rows(twin), rows(other)];
+        let macro_ap = |members: &[&[f32]]| {
+            let combined = Combine::Logit.combine_outputs(members, 3);
+            classify_multiclass(&combined, &labels, &names, None).pr_auc
+        };
+        let (b, t, o) = (best.concat(), twin.concat(), other.concat());
+        assert!(
+            macro_ap(&[&t]) > macro_ap(&[&o]),
+            "the twin ranks second alone"
+        );
+        let Selection::Greedy { members, path, .. } = select(&candidates, 2, Combine::Logit) else {
+            panic!("all candidates have predictions on the same rows")
+        };
+        assert_eq!(members, vec![0, 2]);
+        assert_eq!(path, vec![macro_ap(&[&b]), macro_ap(&[&b, &o])]);
+        assert!(path[1] > path[0]);
     }
 
     #[test]

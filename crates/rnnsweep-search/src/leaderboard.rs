@@ -169,6 +169,27 @@ fn other_metrics(objective_label: &str) -> impl Iterator<Item = Metric> + '_ {
     leaderboard_metrics().filter(move |m| m.name() != objective_label)
 }
 
+/// Metrics that studies from before K-class tasks never recorded: a file gets their columns
+/// only when some trial has them, so an old study's CSV reads as it always did.
+const ADDED_WITH_CLASSES: [Metric; 3] = [
+    Metric::ValMacroF1,
+    Metric::ValWeightedF1,
+    Metric::ValLogLoss,
+];
+
+/// [`other_metrics`] less the columns no row has a value for among [`ADDED_WITH_CLASSES`].
+fn file_metrics<'a>(
+    rows: &'a [Row],
+    objective_label: &'a str,
+) -> impl Iterator<Item = Metric> + 'a {
+    other_metrics(objective_label).filter(move |m| {
+        !ADDED_WITH_CLASSES.contains(m)
+            || rows
+                .iter()
+                .any(|r| r.metrics.get(m.name()).is_some_and(Option::is_some))
+    })
+}
+
 /// One column of the terminal table.
 #[derive(Debug, Clone, PartialEq)]
 enum Column {
@@ -220,7 +241,7 @@ pub fn column_names(rows: &[Row], objective_label: &str) -> Vec<String> {
         .iter()
         .map(|s| s.to_string())
         .collect();
-    names.extend(other_metrics(objective_label).map(|m| m.name().to_string()));
+    names.extend(file_metrics(rows, objective_label).map(|m| m.name().to_string()));
     names.extend(param_names(rows));
     names.extend(["epochs", "time", "device"].map(String::from));
     names
@@ -327,7 +348,8 @@ pub fn render_csv(rows: &[Row], objective_label: &str) -> String {
         "state".into(),
         objective_label.to_string(),
     ];
-    header.extend(other_metrics(objective_label).map(|m| m.name().to_string()));
+    let metrics: Vec<Metric> = file_metrics(rows, objective_label).collect();
+    header.extend(metrics.iter().map(|m| m.name().to_string()));
     header.extend(params.iter().cloned());
     header.extend(["epochs", "duration_s", "device"].map(String::from));
     let mut w = csv::WriterBuilder::new()
@@ -341,7 +363,7 @@ pub fn render_csv(rows: &[Row], objective_label: &str) -> String {
             r.state.as_str().into(),
             r.score.map_or(String::new(), |v| v.to_string()),
         ];
-        f.extend(other_metrics(objective_label).map(|m| {
+        f.extend(metrics.iter().map(|m| {
             r.metrics
                 .get(m.name())
                 .copied()

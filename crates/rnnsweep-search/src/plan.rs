@@ -32,6 +32,8 @@ struct DataShape {
     validation_rows: usize,
     vocab: usize,
     sequence_length: usize,
+    /// Each class with its rows in the training file.
+    classes: Vec<(String, usize)>,
 }
 
 fn data_shape(spec: &Spec) -> Result<DataShape, PlanError> {
@@ -43,6 +45,12 @@ fn data_shape(spec: &Spec) -> Result<DataShape, PlanError> {
         validation_rows: data.validation.labels.len(),
         vocab: data.tokenizer.id_limit(),
         sequence_length: data.sequence_length,
+        classes: table
+            .classes
+            .iter()
+            .cloned()
+            .zip(table.class_counts())
+            .collect(),
     })
 }
 
@@ -167,6 +175,16 @@ pub fn describe(spec: &Spec) -> Result<String, PlanError> {
         shape.vocab,
         shape.sequence_length
     );
+    let kind = match shape.classes.len() {
+        2 => "binary",
+        _ => "multi-class, softmax",
+    };
+    let classes: Vec<String> = shape
+        .classes
+        .iter()
+        .map(|(name, rows)| format!("{name} ({rows})"))
+        .collect();
+    let _ = writeln!(w, "classes ({kind}): {}", classes.join(", "));
     let _ = writeln!(
         w,
         "cost per trial (model parameters; FLOPs per epoch, forward + backward):"

@@ -569,8 +569,70 @@ pub fn read_predictions(path: &Path) -> Result<(Vec<f32>, Vec<u8>), ReportError>
 #[derive(Debug, Clone, PartialEq)]
 pub struct Predictions {
     pub ids: Vec<String>,
+    /// Class 1's probability per row; for K classes row-major `[rows, K]`.
     pub probabilities: Vec<f32>,
+    /// Class indices.
     pub labels: Vec<u8>,
+    /// The class names of a K-class file (empty for a binary one).
+    pub classes: Vec<String>,
+}
+
+/// Reads a K-class predictions file (`id,label,` then one column per class, as
+/// [`write_class_predictions`] writes it).
+pub fn read_class_predictions(path: &Path) -> Result<Predictions, ReportError> {
+    let bad = |message: String| ReportError {
+        path: path.display().to_string(),
+        message,
+    };
+    let mut reader = csv::Reader::from_path(path).map_err(|e| bad(e.to_string()))?;
+    let headers = reader.headers().map_err(|e| bad(e.to_string()))?.clone();
+    let (Some(id_at), Some(y_at)) = (
+        headers.iter().position(|h| h == "id"),
+        headers.iter().position(|h| h == "label"),
+    ) else {
+        return Err(bad(
+            "line 1: expected `id,label,` then one column per class".into(),
+        ));
+    };
+    let class_at: Vec<usize> = (0..headers.len())
+        .filter(|&k| k != id_at && k != y_at)
+        .collect();
+    let classes: Vec<String> = class_at.iter().map(|&k| headers[k].to_string()).collect();
+    if classes.len() < 3 {
+        return Err(bad(
+            "line 1: a K-class file has three or more class columns".into(),
+        ));
+    }
+    let mut out = Predictions {
+        ids: Vec::new(),
+        probabilities: Vec::new(),
+        labels: Vec::new(),
+        classes,
+    };
+    for (i, record) in reader.records().enumerate() {
+        let line = i + 2;
+        let record = record.map_err(|e| bad(format!("line {line}: {e}")))?;
+        let field = |k: usize| record.get(k).unwrap_or("").trim();
+        let label = out
+            .classes
+            .iter()
+            .position(|c| c == field(y_at))
+            .ok_or_else(|| {
+                bad(format!(
+                    "line {line}: label `{}` is not a class column",
+                    field(y_at)
+                ))
+            })?;
+        out.labels.push(label as u8);
+        out.ids.push(field(id_at).to_string());
+        for &k in &class_at {
+            let p: f32 = field(k)
+                .parse()
+                .map_err(|_| bad(format!("line {line}: `{}` is not a probability", field(k))))?;
+            out.probabilities.push(p);
+        }
+    }
+    Ok(out)
 }
 
 pub fn read_predictions_with_ids(path: &Path) -> Result<Predictions, ReportError> {
@@ -610,6 +672,7 @@ pub fn read_predictions_with_ids(path: &Path) -> Result<Predictions, ReportError
         ids,
         probabilities: probs,
         labels,
+        classes: Vec::new(),
     })
 }
 
@@ -681,6 +744,34 @@ pub fn write_predictions(
     let _ = w.write_record(["id", "probability", "label"]);
     for ((id, p), y) in ids.iter().zip(probs).zip(labels) {
         let _ = w.write_record([id.to_string(), p.to_string(), y.to_string()]);
+    }
+    std::fs::write(path, csv_text(w)).map_err(err(path))
+}
+
+/// A K-class predictions file: `id,label,` then one probability column per class (named as
+/// the classes), `label` the true class's name. `probs` is row-major `[rows, K]`.
+pub fn write_class_predictions(
+    path: &Path,
+    ids: &[&str],
+    probs: &[f32],
+    labels: &[u8],
+    classes: &[String],
+) -> Result<(), ReportError> {
+    let mut w = csv_writer();
+    let mut header = vec!["id".to_string(), "label".to_string()];
+    header.extend(classes.iter().cloned());
+    let _ = w.write_record(&header);
+    for ((id, row), &y) in ids
+        .iter()
+        .zip(probs.chunks(classes.len().max(1)))
+        .zip(labels)
+    {
+        let mut record = vec![
+            id.to_string(),
+            classes.get(usize::from(y)).cloned().unwrap_or_default(),
+        ];
+        record.extend(row.iter().map(f32::to_string));
+        let _ = w.write_record(&record);
     }
     std::fs::write(path, csv_text(w)).map_err(err(path))
 }

@@ -110,6 +110,12 @@ struct RawData {
     max_words: Option<usize>,
     #[serde(default)]
     seed: Option<u64>,
+    /// The classes and their order (integers or words).
+    #[serde(default)]
+    labels: Option<Vec<Value>>,
+    /// One-vs-rest: the positive class, or several.
+    #[serde(default)]
+    positive: Option<Value>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -211,6 +217,8 @@ pub struct Spec {
     /// `data.validation`: validation rows from this file (same columns) instead of a split.
     pub validation_file: Option<PathBuf>,
     pub columns: Columns,
+    /// `data.labels` and `data.positive`: how label values become classes.
+    pub labels: rnnsweep_model::data::LabelRule,
     pub method: Method,
     pub seed: u64,
     pub metric: String,
@@ -321,10 +329,20 @@ impl Spec {
         ),
         rnnsweep_model::ModelError,
     > {
-        use rnnsweep_model::data::{load_csv, Labels};
-        let train = load_csv(&self.train_file, &self.columns, Labels::Required)?;
+        use rnnsweep_model::data::{load_csv_with, LabelRule, Labels};
+        let train = load_csv_with(
+            &self.train_file,
+            &self.columns,
+            Labels::Required,
+            &self.labels,
+        )?;
         let validation = match &self.validation_file {
-            Some(path) => Some(load_csv(path, &self.columns, Labels::Required)?),
+            Some(path) => Some(load_csv_with(
+                path,
+                &self.columns,
+                Labels::Required,
+                &LabelRule::same_as(&train),
+            )?),
             None => None,
         };
         Ok((train, validation))
@@ -355,6 +373,7 @@ impl Spec {
         let data = r.data(&raw, function.as_ref())?;
         let train_file = r.base_dir.join(&data.train);
         let validation_file = data.validation.as_ref().map(|v| r.base_dir.join(v));
+        let labels = r.label_rule(&data)?;
         let training = r.training(&raw, &data)?;
         let parameters = r.parameters(&raw, method, &training, function.as_ref())?;
         let storage = r.storage(&raw)?;
@@ -370,6 +389,7 @@ impl Spec {
             train_file,
             validation_file,
             columns: data.columns,
+            labels,
             method,
             seed: raw.seed,
             metric,
@@ -591,6 +611,8 @@ impl Reader<'_> {
                 validation_split: None,
                 max_words: None,
                 seed: None,
+                labels: None,
+                positive: None,
             },
             (None, None) => {
                 return Err(self.err(
@@ -606,6 +628,46 @@ impl Reader<'_> {
             ));
         }
         Ok(data)
+    }
+
+    /// `data.labels` (the classes, in order) and `data.positive` (one name or a list).
+    fn label_rule(&self, data: &RawData) -> Result<rnnsweep_model::data::LabelRule, SpecError> {
+        let name = |v: &Value, at: &[&str]| match v {
+            Value::String(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+            Value::Number(n) => Ok(n.to_string()),
+            other => Err(self.err(
+                at,
+                format!("a class is a number or a non-empty word, not `{other}`"),
+            )),
+        };
+        let classes = match &data.labels {
+            None => None,
+            Some(list) if list.len() < 2 => {
+                return Err(self.err(&["data", "labels"], "give two or more classes".into()))
+            }
+            Some(list) => Some(
+                list.iter()
+                    .map(|v| name(v, &["data", "labels"]))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        let positive = match &data.positive {
+            None => Vec::new(),
+            Some(Value::Array(list)) => list
+                .iter()
+                .map(|v| name(v, &["data", "positive"]))
+                .collect::<Result<Vec<_>, _>>()?,
+            Some(v) => vec![name(v, &["data", "positive"])?],
+        };
+        if let Some(classes) = &classes {
+            if let Some(p) = positive.iter().find(|p| !classes.contains(p)) {
+                return Err(self.err(
+                    &["data", "positive"],
+                    format!("`{p}` is not one of `labels` ({})", classes.join(", ")),
+                ));
+            }
+        }
+        Ok(rnnsweep_model::data::LabelRule { classes, positive })
     }
 
     /// Fixed settings: defaults, then `training`, then the `data` section's model keys.

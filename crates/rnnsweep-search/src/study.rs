@@ -323,7 +323,9 @@ impl Study {
             .map(|t| {
                 let dir = t.system_attrs.get(keys::TRIAL_DIR)?.as_str()?;
                 let path = std::path::Path::new(dir).join(crate::worker::VAL_PREDICTIONS_FILE);
-                crate::report::read_predictions_with_ids(&path).ok()
+                crate::report::read_predictions_with_ids(&path)
+                    .or_else(|_| crate::report::read_class_predictions(&path))
+                    .ok()
             })
             .collect();
         let selection = crate::ensemble::select(&predictions, k, combine);

@@ -33,6 +33,9 @@ pub struct TrialTask {
     #[serde(default)]
     pub validation_file: Option<PathBuf>,
     pub columns: Columns,
+    /// How label values become classes (`data.labels`, `data.positive`).
+    #[serde(default)]
+    pub labels: rnnsweep_model::data::LabelRule,
     /// Where to keep (and resume from) the per-epoch checkpoint.
     pub checkpoint_dir: PathBuf,
     /// The trial's own folder (model, logs).

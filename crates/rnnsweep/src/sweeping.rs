@@ -74,6 +74,11 @@ pub fn sweep(
             v.display()
         );
     }
+    if spec.trial.trains_model() {
+        // A label the task cannot read fails here, once, before a study exists: not in every
+        // trial.
+        spec.tables()?;
+    }
     if dry_run {
         say!("{}", rnnsweep_search::plan::describe(spec)?);
         return Ok(ExitCode::SUCCESS);

@@ -1,8 +1,10 @@
 //! `rnnsweep data inspect`: a data file the way the model will see it.
 
 use anyhow::Context;
-use rnnsweep_model::data::{load_csv, Columns, Labels};
-use rnnsweep_model::dataset::{class_weights, longest, pad_sequences, Padding, Truncating};
+use rnnsweep_model::data::{load_csv_with, Columns, LabelRule, Labels};
+use rnnsweep_model::dataset::{
+    class_weights, longest, pad_sequences, task_class_weights, Padding, Truncating,
+};
 use rnnsweep_model::tokenizer::Tokenizer;
 
 use std::path::PathBuf;
@@ -27,6 +29,10 @@ pub struct InspectArgs {
     pub label_column: String,
     #[arg(long, default_value = "tweet")]
     pub text_column: String,
+    /// The classes in order, comma-separated, or `auto` for the file's distinct values
+    /// (default: 0 and 1, anything else is an error).
+    #[arg(long)]
+    pub labels: Option<String>,
 }
 
 pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
@@ -44,7 +50,15 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
         label: args.label_column.clone(),
         text: args.text_column.clone(),
     };
-    let table = load_csv(&args.input, &columns, Labels::Optional)?;
+    let rule = match args.labels.as_deref() {
+        None => LabelRule::binary(),
+        Some("auto") => LabelRule::default(),
+        Some(list) => LabelRule {
+            classes: Some(list.split(',').map(|c| c.trim().to_string()).collect()),
+            positive: Vec::new(),
+        },
+    };
+    let table = load_csv_with(&args.input, &columns, Labels::Optional, &rule)?;
     let tokenizer = Tokenizer::fit(Some(args.max_words), table.texts());
     let sequences = tokenizer.texts_to_sequences(table.texts());
     let longest_len = longest(&sequences);
@@ -52,7 +66,23 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
 
     println!("file              {}", args.input.display());
     println!("rows              {}", table.rows.len());
-    if table.labelled {
+    if table.labelled && table.classes.len() > 2 {
+        let counts = table.class_counts();
+        let weights = task_class_weights(&table.labels(), table.classes.len());
+        println!("classes           {} (multi-class)", table.classes.len());
+        for ((name, rows), w) in table.classes.iter().zip(&counts).zip(&weights) {
+            println!(
+                "  {name:<15} {rows} ({:.2} %), class weight {w:.4}",
+                100.0 * *rows as f64 / table.rows.len() as f64
+            );
+        }
+    } else if table.labelled {
+        if table.classes != ["0", "1"] {
+            println!(
+                "classes           {} (0), {} (1)",
+                table.classes[0], table.classes[1]
+            );
+        }
         let positives = table.positives();
         println!(
             "positives         {} ({:.2} %)",

@@ -1,11 +1,12 @@
-//! `rnnsweep predict`: a CSV scored with a trained model (`id,probability,label`).
+//! `rnnsweep predict`: a CSV scored with a trained model: `id,probability,label` for a
+//! binary model, `id,label,` and one probability column per class for a K-class one.
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use rnnsweep_model::artifact::Predictor;
-use rnnsweep_model::data::{load_csv, Columns, Labels};
+use rnnsweep_model::data::{load_csv_with, Labels, Table};
 
 #[derive(clap::Args)]
 pub struct PredictArgs {
@@ -24,7 +25,8 @@ pub struct PredictArgs {
     pub threshold: Option<f32>,
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Print the N rows most likely to be hateful, with their text.
+    /// Print the N rows most likely to be hateful (for K classes: most likely to be of each
+    /// class), with their text.
     #[arg(long, value_name = "N")]
     pub show_flagged: Option<usize>,
 }
@@ -38,9 +40,20 @@ pub fn run(args: &PredictArgs) -> anyhow::Result<()> {
     }
     let device = rnnsweep_model::device(&args.device)?;
     let model = Predictor::load(&args.model, &device)?;
-    let threshold = args.threshold.unwrap_or(model.threshold().value as f32);
-    let table = load_csv(&args.input, &Columns::default(), Labels::Optional)?;
+    let task = model.task().clone();
+    // The file is read with the columns and label rule the model was trained with.
+    let table = load_csv_with(&args.input, &task.columns(), Labels::Optional, &task.labels)?;
     let probs = model.predict(&table)?;
+    if task.outputs() > 1 {
+        if args.threshold.is_some() {
+            anyhow::bail!(
+                "--threshold: a {}-class model decides by argmax; it has no threshold",
+                task.classes.len()
+            );
+        }
+        return write_classes(args, &table, &probs, &task.classes);
+    }
+    let threshold = args.threshold.unwrap_or(model.threshold().value as f32);
     let file = std::fs::File::create(&args.out)
         .with_context(|| format!("{}: cannot create", args.out.display()))?;
     let mut w = csv::Writer::from_writer(std::io::BufWriter::new(file));
@@ -87,11 +100,109 @@ pub fn run(args: &PredictArgs) -> anyhow::Result<()> {
     }
     if table.labelled {
         let c = rnnsweep_model::metrics::classify(&probs, &table.labels(), threshold);
+        let names = rnnsweep_model::metrics::classify_binary_as_classes(
+            &probs,
+            &table.labels(),
+            threshold,
+            &task.classes,
+        );
         writeln!(
             out,
             "accuracy {:.4}  precision {:.4}  recall {:.4}  f1 {:.4}  specificity {:.4}  roc_auc {:.4}  average_precision {:.4}",
             c.accuracy, c.precision, c.recall, c.f1, c.specificity, c.roc_auc, c.pr_auc
         )?;
+        writeln!(
+            out,
+            "macro_f1 {:.4}  weighted_f1 {:.4}",
+            names.macro_f1, names.weighted_f1
+        )?;
+    }
+    Ok(())
+}
+
+/// A K-class model's predictions: the argmax class's name, then every class's probability.
+fn write_classes(
+    args: &PredictArgs,
+    table: &Table,
+    probs: &[f32],
+    classes: &[String],
+) -> anyhow::Result<()> {
+    let k = classes.len();
+    let predicted = rnnsweep_model::metrics::argmax_classes(probs, k, None);
+    let file = std::fs::File::create(&args.out)
+        .with_context(|| format!("{}: cannot create", args.out.display()))?;
+    let mut w = csv::Writer::from_writer(std::io::BufWriter::new(file));
+    let mut header = vec!["id".to_string(), "label".to_string()];
+    header.extend(classes.iter().cloned());
+    w.write_record(&header)?;
+    let mut counts = vec![0usize; k];
+    for ((row, p), &class) in table.rows.iter().zip(probs.chunks(k)).zip(&predicted) {
+        counts[usize::from(class)] += 1;
+        let mut record = vec![row.id.clone(), classes[usize::from(class)].clone()];
+        record.extend(p.iter().map(|v| format!("{v:.6}")));
+        w.write_record(&record)?;
+    }
+    w.flush()?;
+    let mut out = std::io::stdout().lock();
+    let shares: Vec<String> = classes
+        .iter()
+        .zip(&counts)
+        .map(|(c, n)| format!("{c} {n}"))
+        .collect();
+    writeln!(
+        out,
+        "{} rows scored ({}); written to {}",
+        table.rows.len(),
+        shares.join(", "),
+        args.out.display()
+    )?;
+    if let Some(n) = args.show_flagged {
+        for (c, name) in classes.iter().enumerate() {
+            let mut order: Vec<usize> = (0..table.rows.len()).collect();
+            order.sort_by(|&a, &b| probs[b * k + c].total_cmp(&probs[a * k + c]));
+            writeln!(out, "\nmost likely `{name}`:")?;
+            writeln!(
+                out,
+                "{:>4}  {:>10}  {:>11}  text",
+                "rank", "id", "probability"
+            )?;
+            for (rank, &i) in order.iter().take(n).enumerate() {
+                let text: String = table.rows[i]
+                    .text
+                    .chars()
+                    .take(100)
+                    .collect::<String>()
+                    .replace(['\n', '\r'], " ");
+                writeln!(
+                    out,
+                    "{:>4}  {:>10}  {:>11.4}  {text}",
+                    rank + 1,
+                    table.rows[i].id,
+                    probs[i * k + c]
+                )?;
+            }
+        }
+        writeln!(out)?;
+    }
+    if table.labelled {
+        let m = rnnsweep_model::metrics::classify_multiclass(probs, &table.labels(), classes, None);
+        writeln!(
+            out,
+            "accuracy {:.4}  macro_f1 {:.4}  weighted_f1 {:.4}  macro_roc_auc {:.4}  macro_average_precision {:.4}  log_loss {:.4}",
+            m.accuracy,
+            m.macro_f1,
+            m.weighted_f1,
+            m.roc_auc,
+            m.pr_auc,
+            rnnsweep_model::metrics::log_loss(probs, &table.labels(), k)
+        )?;
+        for c in &m.per_class {
+            writeln!(
+                out,
+                "  {:<16} precision {:.4}  recall {:.4}  f1 {:.4}  ({} rows)",
+                c.class, c.precision, c.recall, c.f1, c.support
+            )?;
+        }
     }
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use anyhow::Context;
-use rnnsweep_model::data::{load_csv, Labels};
+use rnnsweep_model::data::{load_csv_with, LabelRule, Labels};
 use rnnsweep_model::dataset::prepare_with;
 use rnnsweep_model::train::{evaluate_examples, fit, Control, EpochReport, FitOptions};
 use rnnsweep_search::spec::FunctionTrial;
@@ -64,9 +64,19 @@ fn train(task: &TrialTask) -> anyhow::Result<()> {
         .context("the trial task has no model configuration")?;
     cfg.validate()?;
     let device = rnnsweep_model::device(&task.device)?;
-    let table = load_csv(&task.train_file, &task.columns, Labels::Required)?;
+    let table = load_csv_with(
+        &task.train_file,
+        &task.columns,
+        Labels::Required,
+        &task.labels,
+    )?;
     let validation = match &task.validation_file {
-        Some(path) => Some(load_csv(path, &task.columns, Labels::Required)?),
+        Some(path) => Some(load_csv_with(
+            path,
+            &task.columns,
+            Labels::Required,
+            &LabelRule::same_as(&table),
+        )?),
         None => None,
     };
     let data = prepare_with(&table, validation.as_ref(), &cfg)?;
@@ -101,12 +111,18 @@ fn train(task: &TrialTask) -> anyhow::Result<()> {
         .iter()
         .map(|&r| source.rows.get(r).map_or("", |row| row.id.as_str()))
         .collect();
-    rnnsweep_search::report::write_predictions(
-        &task.trial_dir.join(VAL_PREDICTIONS_FILE),
-        &ids,
-        &probs,
-        &data.validation.labels,
-    )?;
+    let file = task.trial_dir.join(VAL_PREDICTIONS_FILE);
+    if data.outputs() == 1 {
+        rnnsweep_search::report::write_predictions(&file, &ids, &probs, &data.validation.labels)?;
+    } else {
+        rnnsweep_search::report::write_class_predictions(
+            &file,
+            &ids,
+            &probs,
+            &data.validation.labels,
+            &data.classes,
+        )?;
+    }
     let kept = outcome.best_epoch.clamp(1, outcome.history.len().max(1)) - 1;
     let metrics = outcome
         .history

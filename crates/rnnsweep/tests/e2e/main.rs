@@ -2,6 +2,7 @@
 //! worker and with the built-in model, interrupts, crashes, resume, reports, PostgreSQL). One
 //! test binary, so candle is linked once.
 
+mod classes;
 mod common;
 mod data_inspect;
 mod postgres;
