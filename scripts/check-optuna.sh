@@ -50,6 +50,37 @@ if [ $# -lt 2 ]; then
   "$bin" leaderboard "sqlite:///$db" --study "$name" --format json >"$work/leaderboard.json"
   "$venv/bin/python" scripts/check_optuna.py "sqlite:///$db" "$name" "$work/leaderboard.json"
 fi
+if [ $# -lt 2 ]; then
+  # A three-class study (labels written as words, an unnamed id column) reads the same way,
+  # with its macro F1 as the objective and the per-class scores as attributes.
+  cat >"$work/topics.yaml" <<'YAML'
+name: topics-check
+storage: topics-check.db
+data: {train: data/topics.csv, columns: {id: '', label: class, text: text}}
+method: random
+seed: 5
+metric: {name: val_macro_f1, goal: maximize}
+run_cap: 3
+training: {epochs: 2, batch_size: 32, batch_norm_momentum: 0.9, lstm_units: [8], dense: [{units: 8}], embedding_dim: 8, threshold: {mode: max_macro_f1}}
+parameters:
+  optimizer: {values: [adam, nadam]}
+  learning_rate: {distribution: log_uniform_values, min: 0.002, max: 0.02}
+YAML
+  RAYON_NUM_THREADS=1 "$bin" run "$work/topics.yaml" >"$work/run-topics.log"
+  "$bin" leaderboard "$work/topics-check.db" --study topics-check --format json >"$work/leaderboard-topics.json"
+  "$venv/bin/python" scripts/check_optuna.py "sqlite:///$work/topics-check.db" topics-check "$work/leaderboard-topics.json"
+  "$venv/bin/python" - "sqlite:///$work/topics-check.db" <<'PY'
+import sys, optuna
+study = optuna.load_study(study_name="topics-check", storage=sys.argv[1])
+best = study.best_trial
+assert best.value == best.user_attrs["val_macro_f1"], (best.value, best.user_attrs)
+classes = [c["class"] for c in best.user_attrs["val_per_class"]]
+assert classes == ["politics", "sport", "tech"], classes
+matrix = best.user_attrs["val_confusion_matrix"]
+assert len(matrix) == 3 and all(len(r) == 3 for r in matrix), matrix
+print(f"OK: three-class study, best macro F1 {study.best_value:.4f}, classes {classes}")
+PY
+fi
 if [ -n "${RNNSWEEP_TEST_POSTGRES:-}" ] && [ $# -lt 2 ]; then
   # A fresh database for the check, next to the test server's own.
   pgdb="optuna_check_$$"

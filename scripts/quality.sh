@@ -47,7 +47,9 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import sklearn, yaml"
     "$VENV/bin/pip" install -q scikit-learn pyyaml
 fi
 cargo build --release -q -p rnnsweep
-BIN=$(realpath target/release/rnnsweep)
+# A copy, so a rebuild while the search runs cannot change the binary halfway.
+cp target/release/rnnsweep "$WORK/rnnsweep"
+BIN=$WORK/rnnsweep
 
 # The spec as users run it, pointed at DEV and at a study of its own.
 spec="$WORK/$name.yaml"

@@ -24,13 +24,24 @@ pub const TASK_FILE: &str = "task.json";
 pub const ENSEMBLE_FILE: &str = "ensemble.json";
 
 /// `threshold.json`.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StoredThreshold {
-    /// Probabilities at or above it are labelled 1.
+    /// Probabilities at or above it are labelled 1 (binary models).
     pub value: f64,
     pub mode: crate::threshold::ThresholdMode,
     /// Training rows it was chosen on (0 for a fixed threshold).
     pub calibration_rows: usize,
+    /// A K-class model's per-class offsets to the log-probabilities before the argmax
+    /// (`max_macro_f1`); empty: plain argmax.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub offsets: Vec<f64>,
+}
+
+impl StoredThreshold {
+    /// The offsets to decide K classes with (`None`: plain argmax).
+    pub fn class_offsets(&self) -> Option<&[f64]> {
+        (!self.offsets.is_empty()).then_some(self.offsets.as_slice())
+    }
 }
 
 /// `task.json`: what the model's outputs mean and which columns it reads.
@@ -101,6 +112,7 @@ impl TrainedModel {
                 value: threshold,
                 mode: config.threshold.mode,
                 calibration_rows: data.calibration.ids.rows,
+                offsets: Vec::new(),
             },
             config: ModelConfig {
                 sequence_length: Some(data.sequence_length),
@@ -109,6 +121,12 @@ impl TrainedModel {
             tokenizer: data.tokenizer,
             net,
         }
+    }
+
+    /// With a K-class model's per-class offsets (from [`crate::train::FitOutcome`]).
+    pub fn with_offsets(mut self, offsets: Vec<f64>) -> Self {
+        self.threshold.offsets = offsets;
+        self
     }
 
     pub fn save(&self, dir: &Path) -> Result<()> {
@@ -196,6 +214,7 @@ impl TrainedModel {
                 value: config.threshold.value,
                 mode: config.threshold.mode,
                 calibration_rows: 0,
+                offsets: Vec::new(),
             },
             Err(e) => return Err(io(&threshold_path)(e)),
         };
@@ -333,7 +352,7 @@ impl Ensemble {
         let path = dir.join(ENSEMBLE_FILE);
         let text = serde_json::to_string_pretty(&EnsembleFile {
             members: names,
-            threshold: self.threshold,
+            threshold: self.threshold.clone(),
             combine: self.combine,
         })
         .map_err(|e| ModelError::Artifact {
@@ -418,10 +437,10 @@ impl Predictor {
         }
     }
 
-    pub fn threshold(&self) -> StoredThreshold {
+    pub fn threshold(&self) -> &StoredThreshold {
         match self {
-            Self::Single(m) => m.threshold,
-            Self::Ensemble(e) => e.threshold,
+            Self::Single(m) => &m.threshold,
+            Self::Ensemble(e) => &e.threshold,
         }
     }
 

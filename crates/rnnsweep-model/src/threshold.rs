@@ -17,6 +17,10 @@ pub enum ThresholdMode {
     MaxFBeta,
     /// The most precise threshold whose recall on the calibration slice is at least `recall`.
     PrecisionAtRecall,
+    /// The best macro F1 on the calibration slice: for a binary task the threshold whose mean
+    /// of both classes' F1 is highest; for K classes one offset per class added to the
+    /// log-probabilities before the argmax ([`Threshold::choose_offsets`]).
+    MaxMacroF1,
 }
 
 /// How a model turns probabilities into labels. A flat table (not a tagged enum) so a sweep
@@ -98,6 +102,17 @@ impl Threshold {
                 ThresholdMode::PrecisionAtRecall => {
                     (c.tp / positives as f64 >= self.recall - 1e-12).then(|| c.tp / (c.tp + c.fp))
                 }
+                ThresholdMode::MaxMacroF1 => {
+                    let negatives = (labels.len() - positives) as f64;
+                    let tn = negatives - c.fp;
+                    let fn_ = positives as f64 - c.tp;
+                    let negative_f1 = if tn > 0.0 {
+                        2.0 * tn / (2.0 * tn + fn_ + c.fp)
+                    } else {
+                        0.0
+                    };
+                    Some((f_beta(1.0, c) + negative_f1) / 2.0)
+                }
             }
         };
         // Scanning from the highest score down, the first best wins: of equally good
@@ -120,6 +135,56 @@ impl Threshold {
             Some(lower) => (at + f64::from(lower.score)) / 2.0,
             None => at,
         }
+    }
+}
+
+/// The offsets [`Threshold::choose_offsets`] tries for each class: −4 to 4 in steps of 0.1.
+const OFFSET_GRID: std::ops::RangeInclusive<i32> = -40..=40;
+
+impl Threshold {
+    /// Per-class offsets to the log-probabilities of a K-class model (row-major `[rows, K]`
+    /// probabilities), chosen on calibration rows to maximise macro F1 by coordinate ascent:
+    /// class 0 stays at 0, each other class in turn takes the grid value that scores best with
+    /// the others fixed (ties keep the smaller move), three rounds. All zeros (plain argmax)
+    /// unless the mode is `max_macro_f1` and the rows hold two classes or more.
+    pub fn choose_offsets(&self, probabilities: &[f32], labels: &[u8], k: usize) -> Vec<f64> {
+        let mut offsets = vec![0.0; k];
+        let present = labels
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        if self.mode != ThresholdMode::MaxMacroF1 || k < 2 || present < 2 {
+            return offsets;
+        }
+        let names: Vec<String> = (0..k).map(|c| c.to_string()).collect();
+        let score = |o: &[f64]| {
+            let predicted = crate::metrics::argmax_classes(probabilities, k, Some(o));
+            crate::metrics::classify_predicted(&predicted, labels, None, &names).macro_f1
+        };
+        let mut best = score(&offsets);
+        for _ in 0..3 {
+            let before = best;
+            for c in 1..k {
+                let mut chosen = offsets[c];
+                let mut trial = offsets.clone();
+                // Nearest to the current value first, so a tie keeps the smaller move.
+                let mut grid: Vec<f64> = OFFSET_GRID.map(|g| f64::from(g) / 10.0).collect();
+                grid.sort_by(|a, b| (a - offsets[c]).abs().total_cmp(&(b - offsets[c]).abs()));
+                for value in grid {
+                    trial[c] = value;
+                    let s = score(&trial);
+                    if s > best {
+                        best = s;
+                        chosen = value;
+                    }
+                }
+                offsets[c] = chosen;
+            }
+            if best <= before {
+                break;
+            }
+        }
+        offsets
     }
 }
 
@@ -245,5 +310,52 @@ mod tests {
         }
         .validate()
         .is_err());
+    }
+
+    #[test]
+    fn max_macro_f1_weighs_both_classes_of_a_binary_task() {
+        // Scores high to low with labels 1 1 0 1 0 0 0 0. Cut after 2: class 1 F1 = 4/5,
+        // class 0 F1 = 10/11 → 0.8545; after 4: F1₁ = 6/7, F1₀ = 8/9 → 0.8730 (the best; max F1
+        // agrees here); after 3: 2/3·… lower.
+        let p = [0.9f32, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2];
+        let y = [1u8, 1, 0, 1, 0, 0, 0, 0];
+        let t = rule(ThresholdMode::MaxMacroF1).choose(&p, &y);
+        assert!((t - 0.55).abs() < 1e-6, "{t}");
+    }
+
+    #[test]
+    fn per_class_offsets_raise_the_macro_f1_of_a_rare_class() {
+        // Class 2 is rare and the model is shy of it: its rows have p₂ = 0.4 against p₀ = 0.5,
+        // so argmax never predicts it (class 0 F1 2/3, class 1 F1 1, class 2 F1 0); an offset of ln(0.5/0.4) ≈ 0.22 or more on
+        // class 2 gets both right without taking a class-0 row (p₂ = 0.1 there).
+        let p: Vec<f32> = [
+            [0.8, 0.1, 0.1],
+            [0.7, 0.2, 0.1],
+            [0.1, 0.8, 0.1],
+            [0.2, 0.7, 0.1],
+            [0.5, 0.1, 0.4],
+            [0.5, 0.1, 0.4],
+        ]
+        .concat();
+        let y = [0u8, 0, 1, 1, 2, 2];
+        let names: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let before = crate::metrics::classify_multiclass(&p, &y, &names, None).macro_f1;
+        let offsets = rule(ThresholdMode::MaxMacroF1).choose_offsets(&p, &y, 3);
+        let after = crate::metrics::classify_multiclass(&p, &y, &names, Some(&offsets)).macro_f1;
+        assert!(
+            (before - (2.0 / 3.0 + 1.0 + 0.0) / 3.0).abs() < 1e-9,
+            "{before}"
+        );
+        assert_eq!(after, 1.0, "{offsets:?}");
+        assert_eq!(offsets[0], 0.0);
+        assert!(
+            (0.3 - 0.05..0.3 + 0.05).contains(&offsets[2]),
+            "the nearest grid step above 0.22: {offsets:?}"
+        );
+        // Any other mode is a plain argmax.
+        assert_eq!(
+            rule(ThresholdMode::Fixed).choose_offsets(&p, &y, 3),
+            vec![0.0; 3]
+        );
     }
 }

@@ -167,6 +167,8 @@ pub struct FitOutcome {
     pub stop: StopReason,
     /// The decision threshold for the returned net ([`calibrate`]).
     pub threshold: f64,
+    /// A K-class net's per-class offsets to its log-probabilities (empty for binary).
+    pub offsets: Vec<f64>,
     /// The returned net's probabilities for the calibration rows (empty for a fixed
     /// threshold): what an ensemble averages to choose its own threshold.
     pub calibration_probabilities: Vec<f32>,
@@ -428,7 +430,7 @@ fn evaluate_epoch(
     } else {
         (Vec::new(), f64::NAN)
     };
-    let (threshold, _) = calibrate(net, data, cfg)?;
+    let threshold = calibrate(net, data, cfg)?.threshold;
     let mut c = classify(&val_probs, &data.validation.labels, threshold as f32);
     let at_half = classify(&val_probs, &data.validation.labels, 0.5).f1;
     let classes = binary_names(data);
@@ -520,7 +522,13 @@ fn evaluate_epoch_multiclass(
     };
     if held_out {
         let (probs, val_loss) = evaluate_examples(net, &data.validation, cfg.batch_size)?;
-        let m = classify_multiclass(&probs, &data.validation.labels, &data.classes, None);
+        let offsets = calibrate(net, data, cfg)?.offsets;
+        let m = classify_multiclass(
+            &probs,
+            &data.validation.labels,
+            &data.classes,
+            Some(&offsets),
+        );
         report.val_loss = val_loss;
         report.val_accuracy = m.accuracy;
         report.val_precision = m.macro_precision;
@@ -539,22 +547,46 @@ fn evaluate_epoch_multiclass(
     Ok(report)
 }
 
-/// The configuration's threshold for the net as it is now — fixed, or chosen on the
-/// calibration rows (which neither train nor validate) — with the net's probabilities for
-/// those rows.
-pub fn calibrate(net: &Net, data: &Prepared, cfg: &ModelConfig) -> Result<(f64, Vec<f32>)> {
-    if net.outputs > 1 {
-        // K classes are decided by argmax; the stored value is never used.
-        return Ok((cfg.threshold.value, Vec::new()));
-    }
+/// How the net as it is now decides: the binary threshold (fixed, or chosen on the calibration
+/// rows, which neither train nor validate) or a K-class model's per-class offsets, with the
+/// net's probabilities for those rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Calibrated {
+    pub threshold: f64,
+    /// Per class (K-class models); empty for a binary model.
+    pub offsets: Vec<f64>,
+    /// Empty when nothing was chosen on calibration rows.
+    pub probabilities: Vec<f32>,
+}
+
+pub fn calibrate(net: &Net, data: &Prepared, cfg: &ModelConfig) -> Result<Calibrated> {
+    let fixed = |offsets: Vec<f64>| Calibrated {
+        threshold: cfg.threshold.value,
+        offsets,
+        probabilities: Vec::new(),
+    };
+    let k = net.outputs;
     if !cfg.threshold.needs_calibration() || data.calibration.ids.rows == 0 {
-        return Ok((cfg.threshold.value, Vec::new()));
+        return Ok(fixed(if k > 1 { vec![0.0; k] } else { Vec::new() }));
     }
-    let probs = predict_padded(net, &data.calibration.ids, cfg.batch_size)?;
-    Ok((
-        cfg.threshold.choose(&probs, &data.calibration.labels),
-        probs,
-    ))
+    let probabilities = predict_padded(net, &data.calibration.ids, cfg.batch_size)?;
+    Ok(if k > 1 {
+        Calibrated {
+            threshold: cfg.threshold.value,
+            offsets: cfg
+                .threshold
+                .choose_offsets(&probabilities, &data.calibration.labels, k),
+            probabilities,
+        }
+    } else {
+        Calibrated {
+            threshold: cfg
+                .threshold
+                .choose(&probabilities, &data.calibration.labels),
+            offsets: Vec::new(),
+            probabilities,
+        }
+    })
 }
 
 /// Trains a configuration: epochs of seeded mini-batches, validation metrics after each,
@@ -568,12 +600,17 @@ pub fn fit(
     mut on_epoch: impl FnMut(&EpochReport) -> Control,
 ) -> Result<FitOutcome> {
     cfg.validate()?;
-    if data.outputs() > 1 && cfg.threshold.needs_calibration() {
+    if data.outputs() > 1
+        && !matches!(
+            cfg.threshold.mode,
+            crate::threshold::ThresholdMode::Fixed | crate::threshold::ThresholdMode::MaxMacroF1
+        )
+    {
         return Err(ModelError::Config {
             at: "threshold".into(),
             message: format!(
-                "`{}` chooses one binary threshold; a {}-class task is decided by argmax (leave \
-                 `threshold` out)",
+                "`{}` chooses one binary threshold; a {}-class task is decided by argmax, or with \
+                 per-class offsets (`max_macro_f1`)",
                 serde_json::to_value(cfg.threshold.mode)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_string))
@@ -628,13 +665,18 @@ pub fn fit(
         }
     }
     let best_epoch = stopping.restore(&net, history.len())?;
-    let (threshold, calibration_probabilities) = calibrate(&net, data, cfg)?;
+    let Calibrated {
+        threshold,
+        offsets,
+        probabilities: calibration_probabilities,
+    } = calibrate(&net, data, cfg)?;
     Ok(FitOutcome {
         net,
         history,
         best_epoch,
         stop,
         threshold,
+        offsets,
         calibration_probabilities,
     })
 }

@@ -209,15 +209,6 @@ pub fn ensemble_of(members: Vec<Retrained>, combine: Combine) -> Result<Ensemble
             message: "the members were trained for different classes".into(),
         });
     }
-    if first.model.task.outputs() > 1 {
-        // K classes are decided by argmax of the combined probabilities: nothing to choose.
-        let threshold = first.model.threshold;
-        return Ok(Ensemble {
-            members: members.into_iter().map(|m| m.model).collect(),
-            threshold,
-            combine,
-        });
-    }
     let rule = first.model.config.threshold;
     let rows = first.calibration.rows.clone();
     let labels = first.calibration.labels.clone();
@@ -237,11 +228,27 @@ pub fn ensemble_of(members: Vec<Retrained>, combine: Combine) -> Result<Ensemble
         .iter()
         .map(|m| m.calibration.probabilities.as_slice())
         .collect();
-    let combined = combine.combine(&columns);
-    let threshold = StoredThreshold {
-        value: rule.choose(&combined, &labels),
-        mode: rule.mode,
-        calibration_rows: rows.len(),
+    let outputs = first.model.task.outputs();
+    let combined = combine.combine_outputs(&columns, outputs);
+    let threshold = if outputs > 1 {
+        // K classes: the argmax of the combined probabilities, with offsets chosen on them.
+        StoredThreshold {
+            value: rule.value,
+            mode: rule.mode,
+            calibration_rows: rows.len(),
+            offsets: if rows.is_empty() {
+                Vec::new()
+            } else {
+                rule.choose_offsets(&combined, &labels, outputs)
+            },
+        }
+    } else {
+        StoredThreshold {
+            value: rule.choose(&combined, &labels),
+            mode: rule.mode,
+            calibration_rows: rows.len(),
+            offsets: Vec::new(),
+        }
     };
     Ok(Ensemble {
         members: members.into_iter().map(|m| m.model).collect(),

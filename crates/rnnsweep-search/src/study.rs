@@ -99,7 +99,8 @@ impl RetrainPlan {
                 self.data,
                 outcome.net,
                 outcome.threshold,
-            ),
+            )
+            .with_offsets(outcome.offsets),
             history: outcome.history,
             calibration,
         })

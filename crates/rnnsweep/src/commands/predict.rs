@@ -51,7 +51,13 @@ pub fn run(args: &PredictArgs) -> anyhow::Result<()> {
                 task.classes.len()
             );
         }
-        return write_classes(args, &table, &probs, &task.classes);
+        return write_classes(
+            args,
+            &table,
+            &probs,
+            &task.classes,
+            model.threshold().class_offsets(),
+        );
     }
     let threshold = args.threshold.unwrap_or(model.threshold().value as f32);
     let file = std::fs::File::create(&args.out)
@@ -120,15 +126,17 @@ pub fn run(args: &PredictArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A K-class model's predictions: the argmax class's name, then every class's probability.
+/// A K-class model's predictions: the decided class's name (the argmax, after the model's
+/// per-class offsets when it has them), then every class's probability.
 fn write_classes(
     args: &PredictArgs,
     table: &Table,
     probs: &[f32],
     classes: &[String],
+    offsets: Option<&[f64]>,
 ) -> anyhow::Result<()> {
     let k = classes.len();
-    let predicted = rnnsweep_model::metrics::argmax_classes(probs, k, None);
+    let predicted = rnnsweep_model::metrics::argmax_classes(probs, k, offsets);
     let file = std::fs::File::create(&args.out)
         .with_context(|| format!("{}: cannot create", args.out.display()))?;
     let mut w = csv::Writer::from_writer(std::io::BufWriter::new(file));
@@ -185,7 +193,8 @@ fn write_classes(
         writeln!(out)?;
     }
     if table.labelled {
-        let m = rnnsweep_model::metrics::classify_multiclass(probs, &table.labels(), classes, None);
+        let m =
+            rnnsweep_model::metrics::classify_multiclass(probs, &table.labels(), classes, offsets);
         writeln!(
             out,
             "accuracy {:.4}  macro_f1 {:.4}  weighted_f1 {:.4}  macro_roc_auc {:.4}  macro_average_precision {:.4}  log_loss {:.4}",

@@ -106,7 +106,8 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         );
         Control::Continue
     })?;
-    let model = TrainedModel::from_training(cfg, data, outcome.net, outcome.threshold);
+    let model = TrainedModel::from_training(cfg, data, outcome.net, outcome.threshold)
+        .with_offsets(outcome.offsets);
     model.save(&args.out)?;
     write_history(&args.out.join("history.csv"), &outcome.history)?;
     let best = &outcome.history[outcome
