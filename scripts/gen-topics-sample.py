@@ -1,5 +1,8 @@
 #!/usr/bin/env python3
-"""Writes experiments/data/topics.csv: a seeded three-class stand-in for people's own data.
+"""Writes experiments/data/topics.csv: a seeded three-class stand-in for people's own data,
+and experiments/data/topics-multilabel.csv: the same messages with one 0/1 column per topic
+(`id,text,sport,politics,tech`: every topic a message talks about, so a fifth have two; a
+topic only denied does not count).
 
 ~1,500 short messages about sport, politics or technology (invented words and phrases),
 labelled with words in a column `class`, an unnamed first column as pandas writes its index,
@@ -29,17 +32,19 @@ FILLER = ("honestly today really just so again lol wow yesterday tonight still n
 SHARES = [("sport", 0.5), ("politics", 0.3), ("tech", 0.2)]
 
 
-def message(rng: random.Random, label: str) -> str:
+def message(rng: random.Random, label: str) -> tuple[str, set[str]]:
     words = [rng.choice(FILLER) for _ in range(rng.randint(0, 3))]
     words += [rng.choice(TOPICS[label]), rng.choice(VERBS)]
     other = rng.choice([c for c in TOPICS if c != label])
+    about = {label}
     r = rng.random()
     if r < 0.2:
         words += ["and", rng.choice(TOPICS[other]), rng.choice(VERBS)]
+        about.add(other)
     elif r < 0.3:
         words = ["this is not about", rng.choice(TOPICS[other]) + ","] + words
     words += [rng.choice(FILLER) for _ in range(rng.randint(0, 2))]
-    return " ".join(words)
+    return " ".join(words), about
 
 
 def main() -> None:
@@ -47,16 +52,21 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1500)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--out", default="experiments/data/topics.csv")
+    ap.add_argument("--multi-label-out", default="experiments/data/topics-multilabel.csv")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     names = [n for n, _ in SHARES]
     weights = [w for _, w in SHARES]
-    with open(args.out, "w", newline="") as f:
+    with open(args.out, "w", newline="") as f, open(args.multi_label_out, "w", newline="") as g:
         w = csv.writer(f, lineterminator="\n")
+        m = csv.writer(g, lineterminator="\n")
         w.writerow(["", "class", "text"])
+        m.writerow(["id", "text"] + names)
         for i in range(args.rows):
             label = rng.choices(names, weights)[0]
-            w.writerow([i, label, message(rng, label)])
+            text, about = message(rng, label)
+            w.writerow([i, label, text])
+            m.writerow([f"m{i}", text] + [int(n in about) for n in names])
 
 
 if __name__ == "__main__":

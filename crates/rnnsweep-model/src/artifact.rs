@@ -35,6 +35,9 @@ pub struct StoredThreshold {
     /// (`max_macro_f1`); empty: plain argmax.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub offsets: Vec<f64>,
+    /// A multi-label model's threshold per label.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub label_thresholds: Vec<f64>,
 }
 
 impl StoredThreshold {
@@ -56,6 +59,9 @@ pub struct StoredTask {
     /// How its label column was read (for scoring a labelled file the same way).
     #[serde(default)]
     pub labels: LabelRule,
+    /// `classes` are independent 0/1 labels (one sigmoid each).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub multi_label: bool,
 }
 
 impl StoredTask {
@@ -65,11 +71,16 @@ impl StoredTask {
             classes: vec!["0".into(), "1".into()],
             columns: None,
             labels: LabelRule::binary(),
+            multi_label: false,
         }
     }
 
     pub fn outputs(&self) -> usize {
-        crate::dataset::outputs_for(self.classes.len())
+        if self.multi_label {
+            self.classes.len()
+        } else {
+            crate::dataset::outputs_for(self.classes.len())
+        }
     }
 
     /// The columns to read, the tweets' by default.
@@ -107,12 +118,14 @@ impl TrainedModel {
                 classes: data.classes.clone(),
                 columns: Some(data.columns.clone()),
                 labels: data.label_rule.clone(),
+                multi_label: data.multi_label,
             },
             threshold: StoredThreshold {
                 value: threshold,
                 mode: config.threshold.mode,
                 calibration_rows: data.calibration.ids.rows,
                 offsets: Vec::new(),
+                label_thresholds: Vec::new(),
             },
             config: ModelConfig {
                 sequence_length: Some(data.sequence_length),
@@ -126,6 +139,12 @@ impl TrainedModel {
     /// With a K-class model's per-class offsets (from [`crate::train::FitOutcome`]).
     pub fn with_offsets(mut self, offsets: Vec<f64>) -> Self {
         self.threshold.offsets = offsets;
+        self
+    }
+
+    /// With a multi-label model's per-label thresholds.
+    pub fn with_label_thresholds(mut self, thresholds: Vec<f64>) -> Self {
+        self.threshold.label_thresholds = thresholds;
         self
     }
 
@@ -194,7 +213,11 @@ impl TrainedModel {
                 message: "a model needs at least two classes".into(),
             });
         }
-        let net = Net::with_outputs(&config, tokenizer.id_limit(), task.outputs(), device)?;
+        let net = if task.multi_label {
+            Net::multi_label(&config, tokenizer.id_limit(), task.outputs(), device)?
+        } else {
+            Net::with_outputs(&config, tokenizer.id_limit(), task.outputs(), device)?
+        };
         let weights = dir.join(WEIGHTS_FILE);
         let shown = weights.display().to_string();
         let state =
@@ -215,6 +238,7 @@ impl TrainedModel {
                 mode: config.threshold.mode,
                 calibration_rows: 0,
                 offsets: Vec::new(),
+                label_thresholds: Vec::new(),
             },
             Err(e) => return Err(io(&threshold_path)(e)),
         };

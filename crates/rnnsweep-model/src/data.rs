@@ -18,6 +18,10 @@ pub struct Columns {
     pub id: String,
     pub label: String,
     pub text: String,
+    /// Several 0/1 label columns (a multi-label task: a row may have any of them); `label` is
+    /// then unused.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
 }
 
 impl Default for Columns {
@@ -26,6 +30,7 @@ impl Default for Columns {
             id: "id".into(),
             label: "label".into(),
             text: "tweet".into(),
+            labels: Vec::new(),
         }
     }
 }
@@ -70,8 +75,10 @@ pub const MAX_CLASSES: usize = 255;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
     pub id: String,
-    /// The class index (position in [`Table::classes`]).
+    /// The class index (position in [`Table::classes`]); `None` in a multi-label table.
     pub label: Option<u8>,
+    /// A multi-label table's 0/1 per label column (empty otherwise).
+    pub targets: Vec<u8>,
     pub text: String,
     /// 1-based line on which the record starts.
     pub line: usize,
@@ -155,6 +162,8 @@ pub struct Table {
     pub positive: Vec<String>,
     /// The columns it was read with.
     pub columns: Columns,
+    /// Read from several 0/1 label columns (`classes` are their names).
+    pub multi_label: bool,
     /// Fields that held invalid UTF-8, decoded with U+FFFD.
     pub invalid_utf8_fields: usize,
     pub first_invalid_utf8_line: Option<usize>,
@@ -174,8 +183,25 @@ impl Table {
         self.rows.iter().filter(|r| r.label == Some(1)).count()
     }
 
-    /// Rows per class, by class index.
+    /// A multi-label table's targets, row-major `[rows, labels]`.
+    pub fn targets(&self) -> Vec<u8> {
+        self.rows
+            .iter()
+            .flat_map(|r| r.targets.iter().copied())
+            .collect()
+    }
+
+    /// Rows per class, by class index (rows with each label, for a multi-label table).
     pub fn class_counts(&self) -> Vec<usize> {
+        if self.multi_label {
+            let mut counts = vec![0usize; self.classes.len()];
+            for r in &self.rows {
+                for (c, &t) in counts.iter_mut().zip(&r.targets) {
+                    *c += usize::from(t);
+                }
+            }
+            return counts;
+        }
         let mut counts = vec![0usize; self.classes.len()];
         for r in &self.rows {
             if let Some(c) = r.label.and_then(|l| counts.get_mut(usize::from(l))) {
@@ -272,10 +298,28 @@ pub fn parse_csv_with(
         None => return Err(missing(&columns.id)),
     };
     let text_col = find(&columns.text).ok_or_else(|| missing(&columns.text))?;
+    let multi_label = !columns.labels.is_empty();
     let label_col = match (find(&columns.label), labels) {
+        _ if multi_label => None,
         (Some(c), _) => Some(c),
         (None, Labels::Optional) => None,
         (None, Labels::Required) => return Err(missing(&columns.label)),
+    };
+    let found: Vec<Option<usize>> = columns.labels.iter().map(|l| find(l)).collect();
+    let target_cols: Option<Vec<usize>> = if !multi_label {
+        None
+    } else if found.iter().all(Option::is_some) {
+        Some(found.into_iter().flatten().collect())
+    } else if labels == Labels::Optional && found.iter().all(Option::is_none) {
+        None
+    } else {
+        let absent = columns
+            .labels
+            .iter()
+            .zip(&found)
+            .find(|(_, f)| f.is_none())
+            .map_or("", |(name, _)| name.as_str());
+        return Err(missing(absent));
     };
 
     let mut rows = Vec::new();
@@ -311,10 +355,27 @@ pub fn parse_csv_with(
             Some(c) => decode(&fields[c], line).trim().to_string(),
             None => raw_labels.len().to_string(),
         };
+        let mut targets = Vec::new();
+        for (&c, name) in target_cols.iter().flatten().zip(&columns.labels) {
+            let raw = decode(&fields[c], line);
+            targets.push(match raw.trim() {
+                "0" => 0,
+                "1" => 1,
+                other => {
+                    return Err(DataError::BadLabel {
+                        path: p(),
+                        line,
+                        column: name.clone(),
+                        value: other.to_string(),
+                    })
+                }
+            });
+        }
         raw_labels.push(label);
         rows.push(Row {
             id,
             label: None,
+            targets,
             text: decode(&fields[text_col], line),
             line,
         });
@@ -325,13 +386,16 @@ pub fn parse_csv_with(
     let (classes, source_classes) = if label_col.is_some() {
         let classes = encode_labels(path, &columns.label, rule, &mut rows, &raw_labels)?;
         (classes.0, classes.1)
+    } else if target_cols.is_some() {
+        (columns.labels.clone(), columns.labels.clone())
     } else {
         (Vec::new(), Vec::new())
     };
     Ok(Table {
         path: p(),
         rows,
-        labelled: label_col.is_some(),
+        labelled: label_col.is_some() || target_cols.is_some(),
+        multi_label: target_cols.is_some(),
         classes,
         source_classes,
         positive: if label_col.is_some() {
@@ -673,7 +737,48 @@ mod tests {
             id: String::new(),
             label: "class".into(),
             text: "tweet".into(),
+            labels: Vec::new(),
         }
+    }
+
+    #[test]
+    fn several_label_columns_make_a_multi_label_table() {
+        let columns = Columns {
+            id: "id".into(),
+            text: "comment_text".into(),
+            labels: vec!["toxic".into(), "insult".into()],
+            ..Columns::default()
+        };
+        let text = b"id,comment_text,toxic,insult\na,you fool,1,1\nb,nice,0,0\nc,bad,1,0\n";
+        let t = parse_rule(text, &columns, &LabelRule::default()).unwrap();
+        assert!(t.multi_label && t.labelled);
+        assert_eq!(t.classes, ["toxic", "insult"]);
+        assert_eq!(t.targets(), vec![1, 1, 0, 0, 1, 0]);
+        assert_eq!(t.class_counts(), vec![2, 1]);
+        let bad = b"id,comment_text,toxic,insult\na,x,1,1\nb,y,0,yes\n";
+        assert_eq!(
+            parse_rule(bad, &columns, &LabelRule::default())
+                .unwrap_err()
+                .to_string(),
+            "d.csv:3: label `yes` in column `insult` is not 0 or 1"
+        );
+        let missing = b"id,comment_text,toxic\na,x,1\n";
+        assert_eq!(
+            parse_rule(missing, &columns, &LabelRule::default())
+                .unwrap_err()
+                .to_string(),
+            "d.csv:1: missing column `insult` (header has: id,comment_text,toxic)"
+        );
+        // A file to predict may have none of the label columns.
+        let unlabelled = parse_csv_with(
+            Path::new("d.csv"),
+            b"id,comment_text\na,x\n",
+            &columns,
+            Labels::Optional,
+            &LabelRule::default(),
+        )
+        .unwrap();
+        assert!(!unlabelled.labelled && !unlabelled.multi_label);
     }
 
     const THREE_CLASSES: &[u8] =

@@ -199,25 +199,73 @@ pub fn mix(seed: u64, a: u64, b: u64) -> u64 {
 #[derive(Debug, Clone)]
 pub struct Examples {
     pub ids: Padded,
+    /// Class indices; in a multi-label task each row's stratum (its rarest label, or the
+    /// label count for a row with none), which only the splits use.
     pub labels: Vec<u8>,
+    /// A multi-label task's 0/1 targets, row-major `[rows, labels]` (empty otherwise).
+    pub targets: Vec<u8>,
     /// Each example's row in the table it came from (the training file, or the
     /// validation file when there is one), for ids in prediction files.
     pub source_rows: Vec<usize>,
 }
 
+/// A table's labels as the splits and the trainer take them.
+struct RowLabels {
+    labels: Vec<u8>,
+    targets: Vec<u8>,
+    /// Targets per row (0 unless multi-label).
+    width: usize,
+}
+
+impl RowLabels {
+    fn of(table: &Table) -> Self {
+        if !table.multi_label {
+            return Self {
+                labels: table.labels(),
+                targets: Vec::new(),
+                width: 0,
+            };
+        }
+        let width = table.classes.len();
+        let counts = table.class_counts();
+        // Stratified by each row's rarest label, so every label keeps its share in each part
+        // to within a few rows (a row with none is its own stratum).
+        let labels = table
+            .rows
+            .iter()
+            .map(|r| {
+                (0..width)
+                    .filter(|&c| r.targets[c] == 1)
+                    .min_by_key(|&c| counts[c])
+                    .unwrap_or(width) as u8
+            })
+            .collect();
+        Self {
+            labels,
+            targets: table.targets(),
+            width,
+        }
+    }
+}
+
 impl Examples {
-    fn select(all: &Padded, labels: &[u8], rows: &[usize]) -> Self {
+    fn select(all: &Padded, labels: &RowLabels, rows: &[usize]) -> Self {
         let mut ids = Vec::with_capacity(rows.len() * all.len);
         for &r in rows {
             ids.extend_from_slice(all.row(r));
         }
+        let w = labels.width;
         Self {
             ids: Padded {
                 ids,
                 rows: rows.len(),
                 len: all.len,
             },
-            labels: rows.iter().map(|&r| labels[r]).collect(),
+            labels: rows.iter().map(|&r| labels.labels[r]).collect(),
+            targets: rows
+                .iter()
+                .flat_map(|&r| labels.targets[r * w..(r + 1) * w].iter().copied())
+                .collect(),
             source_rows: rows.to_vec(),
         }
     }
@@ -240,12 +288,19 @@ pub struct Prepared {
     pub label_rule: crate::data::LabelRule,
     /// The columns the training file was read with.
     pub columns: crate::data::Columns,
+    /// Several 0/1 labels per row (`classes` are the labels): K sigmoids.
+    pub multi_label: bool,
 }
 
 impl Prepared {
-    /// How many outputs the network has: one sigmoid for two classes, K softmax outputs for more.
+    /// How many outputs the network has: one sigmoid for two classes, K softmax outputs for
+    /// more, one sigmoid per label for a multi-label task.
     pub fn outputs(&self) -> usize {
-        outputs_for(self.classes.len())
+        if self.multi_label {
+            self.classes.len()
+        } else {
+            outputs_for(self.classes.len())
+        }
     }
 }
 
@@ -267,6 +322,7 @@ impl Examples {
                 len,
             },
             labels: Vec::new(),
+            targets: Vec::new(),
             source_rows: Vec::new(),
         }
     }
@@ -294,7 +350,7 @@ pub fn prepare_with(
         }
     }
     if let Some(v) = validation {
-        if v.classes != table.classes {
+        if v.classes != table.classes || v.multi_label != table.multi_label {
             return Err(ModelError::Config {
                 at: v.path.display().to_string(),
                 message: format!(
@@ -313,7 +369,8 @@ pub fn prepare_with(
         .unwrap_or_else(|| longest(&sequences))
         .max(1);
     let padded = pad_sequences(&sequences, sequence_length, cfg.padding, cfg.truncating);
-    let labels = table.labels();
+    let row_labels = RowLabels::of(table);
+    let labels = row_labels.labels.clone();
     // The calibration slice comes first, from every row of the training file, seeded by the
     // model seed alone: whatever validation_split a trial samples, and with or without a
     // validation split (the final retrain), configurations with the same seed hold out the
@@ -330,7 +387,10 @@ pub fn prepare_with(
         let mut rest = split.train;
         // Sorted, so the validation split below sees rows in file order as without one.
         rest.sort_unstable();
-        (rest, Examples::select(&padded, &labels, &split.validation))
+        (
+            rest,
+            Examples::select(&padded, &row_labels, &split.validation),
+        )
     } else {
         (all_rows, Examples::empty(sequence_length))
     };
@@ -345,7 +405,7 @@ pub fn prepare_with(
                     message: "the validation file has no rows".into(),
                 });
             }
-            (rest, Examples::select(&padded, &v.labels(), &rows))
+            (rest, Examples::select(&padded, &RowLabels::of(v), &rows))
         }
         None => {
             // validation_split stays a share of the whole file.
@@ -364,13 +424,16 @@ pub fn prepare_with(
             let pick = |k: &[usize]| k.iter().map(|&i| rest[i]).collect::<Vec<_>>();
             (
                 pick(&split.train),
-                Examples::select(&padded, &labels, &pick(&split.validation)),
+                Examples::select(&padded, &row_labels, &pick(&split.validation)),
             )
         }
     };
-    let train = Examples::select(&padded, &labels, &train_rows);
+    let train = Examples::select(&padded, &row_labels, &train_rows);
     let classes = table.classes.clone();
-    let class_weights = if cfg.class_weighting {
+    let class_weights = if table.multi_label {
+        // One weight per row in the loss: a multi-label task weights no row above another.
+        vec![1.0; classes.len() + 1]
+    } else if cfg.class_weighting {
         task_class_weights(&train.labels, classes.len())
     } else {
         vec![1.0; classes.len().max(2)]
@@ -385,6 +448,7 @@ pub fn prepare_with(
         classes,
         label_rule: crate::data::LabelRule::same_as(table),
         columns: table.columns.clone(),
+        multi_label: table.multi_label,
     })
 }
 
@@ -402,6 +466,8 @@ pub fn prepare_all(
     ids.extend_from_slice(&p.validation.ids.ids);
     let mut labels = p.train.labels.clone();
     labels.extend_from_slice(&p.validation.labels);
+    let mut targets = p.train.targets.clone();
+    targets.extend_from_slice(&p.validation.targets);
     let mut source_rows = p.train.source_rows.clone();
     source_rows.extend_from_slice(&p.validation.source_rows);
     p.train = Examples {
@@ -411,10 +477,11 @@ pub fn prepare_all(
             len: p.sequence_length,
         },
         labels,
+        targets,
         source_rows,
     };
     p.validation = Examples::empty(p.sequence_length);
-    if cfg.class_weighting {
+    if cfg.class_weighting && !p.multi_label {
         p.class_weights = task_class_weights(&p.train.labels, p.classes.len());
     }
     Ok(p)

@@ -415,6 +415,91 @@ pub fn classify_binary_as_classes(
     classify_predicted(&predicted, labels, Some(&two), names)
 }
 
+/// Multi-label results: each label one-vs-rest at its own threshold (`p ≥ t` is positive),
+/// as scikit-learn scores a label-indicator matrix: `accuracy` is the subset accuracy (every
+/// label of a row right), the macro means are over labels, `roc_auc`/`pr_auc` the mean
+/// column ROC-AUC / average precision (over labels with both values present), `confusion`
+/// empty. `probabilities` and `targets` are row-major `[rows, K]`.
+pub fn classify_multilabel(
+    probabilities: &[f32],
+    targets: &[u8],
+    names: &[String],
+    thresholds: &[f64],
+) -> MultiClass {
+    let k = names.len().max(1);
+    let rows = targets.len() / k;
+    let column = |c: usize| -> (Vec<f32>, Vec<u8>) {
+        (
+            probabilities.iter().skip(c).step_by(k).copied().collect(),
+            targets.iter().skip(c).step_by(k).copied().collect(),
+        )
+    };
+    let threshold = |c: usize| thresholds.get(c).copied().unwrap_or(0.5) as f32;
+    let mut per_class = Vec::new();
+    let (mut aucs, mut aps) = (Vec::new(), Vec::new());
+    for (c, name) in names.iter().enumerate() {
+        let (p, y) = column(c);
+        let b = classify(&p, &y, threshold(c));
+        aucs.push(b.roc_auc);
+        aps.push(b.pr_auc);
+        per_class.push(ClassScores {
+            class: name.clone(),
+            precision: b.precision,
+            recall: b.recall,
+            f1: b.f1,
+            support: b.confusion[2] + b.confusion[3],
+        });
+    }
+    let exact = (0..rows)
+        .filter(|&r| {
+            (0..k).all(|c| (probabilities[r * k + c] >= threshold(c)) == (targets[r * k + c] == 1))
+        })
+        .count();
+    let support: u64 = per_class.iter().map(|c| c.support).sum();
+    let mean = |f: fn(&ClassScores) -> f64| per_class.iter().map(f).sum::<f64>() / k as f64;
+    MultiClass {
+        accuracy: ratio(exact as u64, rows as u64),
+        macro_precision: mean(|c| c.precision),
+        macro_recall: mean(|c| c.recall),
+        macro_f1: mean(|c| c.f1),
+        weighted_f1: if support == 0 {
+            0.0
+        } else {
+            per_class
+                .iter()
+                .map(|c| c.f1 * c.support as f64)
+                .sum::<f64>()
+                / support as f64
+        },
+        roc_auc: finite_mean(aucs.into_iter()),
+        pr_auc: finite_mean(aps.into_iter()),
+        per_class,
+        confusion: Vec::new(),
+    }
+}
+
+/// Mean binary cross-entropy over every label of every row (Keras's `binary_crossentropy`
+/// of a multi-label model, unweighted), probabilities clipped as in [`log_loss`].
+pub fn multilabel_log_loss(probabilities: &[f32], targets: &[u8]) -> f64 {
+    let eps = f64::from(f32::EPSILON);
+    if targets.is_empty() {
+        return f64::NAN;
+    }
+    probabilities
+        .iter()
+        .zip(targets)
+        .map(|(&p, &y)| {
+            let p = f64::from(p).clamp(eps, 1.0 - eps);
+            if y == 1 {
+                -p.ln()
+            } else {
+                -(1.0 - p).ln()
+            }
+        })
+        .sum::<f64>()
+        / targets.len() as f64
+}
+
 /// Mean negative log-probability of the true class (`sklearn.metrics.log_loss`), probabilities
 /// clipped to `[ε, 1 − ε]` with ε = f32's machine epsilon as scikit-learn does for float32.
 pub fn log_loss(probabilities: &[f32], labels: &[u8], k: usize) -> f64 {
@@ -560,5 +645,40 @@ mod tests {
         assert!((m.weighted_f1 - (0.4 * 2.0 / 3.0 + 0.6 * 12.0 / 14.0)).abs() < 1e-12);
         // Class 1's AUC is 0.75 and class 0's is the same ranking reversed.
         assert!((m.roc_auc - 0.75).abs() < 1e-12);
+    }
+
+    #[test]
+    fn multi_label_metrics_match_scikit_learn() {
+        // Y = [[1,0],[0,1],[1,1],[0,0]], P = [[.9,.2],[.4,.7],[.6,.3],[.2,.6]] at 0.5:
+        // predicted [[1,0],[0,1],[1,0],[0,1]]. scikit-learn: f1_score(average=None) [1.0, 0.5],
+        // macro 0.75, weighted (supports 2, 2) 0.75; accuracy_score (subset) 0.5;
+        // roc_auc_score(Y, P) (macro over columns) = mean(1.0, 0.75) = 0.875;
+        // average_precision_score(Y, P) = mean(1.0, 0.8333) = 0.9167;
+        // log_loss per element mean = mean(−ln .9, −ln .8, −ln .6, −ln .7, −ln .6, −ln .3, −ln .8, −ln .4).
+        let y = [1u8, 0, 0, 1, 1, 1, 0, 0];
+        let p = [0.9f32, 0.2, 0.4, 0.7, 0.6, 0.3, 0.2, 0.6];
+        let m = classify_multilabel(&p, &y, &names(2), &[0.5, 0.5]);
+        let f1: Vec<f64> = m.per_class.iter().map(|c| c.f1).collect();
+        assert!(
+            (f1[0] - 1.0).abs() < 1e-12 && (f1[1] - 0.5).abs() < 1e-12,
+            "{f1:?}"
+        );
+        assert!((m.macro_f1 - 0.75).abs() < 1e-12 && (m.weighted_f1 - 0.75).abs() < 1e-12);
+        assert!((m.accuracy - 0.5).abs() < 1e-12);
+        assert!((m.roc_auc - 0.875).abs() < 1e-12, "{}", m.roc_auc);
+        assert!(
+            (m.pr_auc - (1.0 + 5.0 / 6.0) / 2.0).abs() < 1e-9,
+            "{}",
+            m.pr_auc
+        );
+        let want = [0.9f64, 0.8, 0.6, 0.7, 0.6, 0.3, 0.8, 0.4]
+            .iter()
+            .map(|q| -q.ln())
+            .sum::<f64>()
+            / 8.0;
+        assert!((multilabel_log_loss(&p, &y) - want).abs() < 1e-6);
+        // A per-label threshold moves that label alone: at 0.65 label 1 loses its false positive.
+        let m = classify_multilabel(&p, &y, &names(2), &[0.5, 0.65]);
+        assert!((m.per_class[1].f1 - 2.0 / 3.0).abs() < 1e-12 && m.per_class[0].f1 == 1.0);
     }
 }

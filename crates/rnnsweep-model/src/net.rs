@@ -233,6 +233,8 @@ pub struct Net {
     pub fused_lstm: bool,
     /// 1 (a sigmoid's logit) for a binary task, K (softmax logits) for K classes.
     pub outputs: usize,
+    /// The K outputs are independent sigmoids (a multi-label task), not a softmax.
+    pub multi_label: bool,
     pub device: Device,
 }
 
@@ -240,6 +242,18 @@ impl Net {
     /// A freshly initialised binary network (one logit); `vocab` is the embedding's input size.
     pub fn new(cfg: &ModelConfig, vocab: usize, device: &Device) -> Result<Self> {
         Self::with_outputs(cfg, vocab, 1, device)
+    }
+
+    /// A multi-label network: `labels` independent sigmoids.
+    pub fn multi_label(
+        cfg: &ModelConfig,
+        vocab: usize,
+        labels: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        let mut net = Self::with_outputs(cfg, vocab, labels, device)?;
+        net.multi_label = true;
+        Ok(net)
     }
 
     /// A freshly initialised network with `outputs` logits (1 for a sigmoid, K for a softmax).
@@ -319,6 +333,7 @@ impl Net {
             sparse_embedding: cfg.embedding_update == EmbeddingUpdate::Sparse,
             fused_lstm,
             outputs: outputs.max(1),
+            multi_label: false,
             device: device.clone(),
         })
     }
@@ -359,7 +374,7 @@ impl Net {
             x = d.forward(&x)?;
         }
         let logits = self.output.forward(&x)?;
-        let logits = if self.outputs == 1 {
+        let logits = if self.outputs == 1 && !self.multi_label {
             logits.squeeze(1)?
         } else {
             logits

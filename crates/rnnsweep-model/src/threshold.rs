@@ -188,6 +188,31 @@ impl Threshold {
     }
 }
 
+/// One threshold per label of a multi-label model (row-major `[rows, K]` probabilities and
+/// 0/1 targets), each chosen on its own column as a binary threshold; `max_macro_f1` means the
+/// best F1 of each label there (the macro F1 over labels is their mean).
+pub fn per_label_thresholds(
+    rule: &Threshold,
+    probabilities: &[f32],
+    targets: &[u8],
+    k: usize,
+) -> Vec<f64> {
+    let per_label = Threshold {
+        mode: match rule.mode {
+            ThresholdMode::MaxMacroF1 => ThresholdMode::MaxF1,
+            other => other,
+        },
+        ..*rule
+    };
+    (0..k)
+        .map(|c| {
+            let p: Vec<f32> = probabilities.iter().skip(c).step_by(k).copied().collect();
+            let y: Vec<u8> = targets.iter().skip(c).step_by(k).copied().collect();
+            per_label.choose(&p, &y)
+        })
+        .collect()
+}
+
 /// Labelling every row scoring ≥ `score` as 1 gives `tp` true and `fp` false positives.
 struct Cut {
     score: f32,

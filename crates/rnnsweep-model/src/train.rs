@@ -169,6 +169,8 @@ pub struct FitOutcome {
     pub threshold: f64,
     /// A K-class net's per-class offsets to its log-probabilities (empty for binary).
     pub offsets: Vec<f64>,
+    /// A multi-label net's threshold per label.
+    pub label_thresholds: Vec<f64>,
     /// The returned net's probabilities for the calibration rows (empty for a fixed
     /// threshold): what an ensemble averages to choose its own threshold.
     pub calibration_probabilities: Vec<f32>,
@@ -414,6 +416,16 @@ fn evaluate_epoch(
     (train_loss, train_accuracy): (f64, f64),
     started: Instant,
 ) -> Result<EpochReport> {
+    if net.multi_label {
+        return evaluate_epoch_multilabel(
+            net,
+            data,
+            cfg,
+            epoch,
+            (train_loss, train_accuracy),
+            started,
+        );
+    }
     if net.outputs > 1 {
         return evaluate_epoch_multiclass(
             net,
@@ -547,12 +559,75 @@ fn evaluate_epoch_multiclass(
     Ok(report)
 }
 
+/// Multi-label validation metrics: the macro means over the labels, each at its own
+/// threshold; `val_roc_auc` is the mean column ROC-AUC, `val_accuracy` the subset accuracy.
+fn evaluate_epoch_multilabel(
+    net: &Net,
+    data: &Prepared,
+    cfg: &ModelConfig,
+    epoch: usize,
+    (train_loss, train_accuracy): (f64, f64),
+    started: Instant,
+) -> Result<EpochReport> {
+    let nan = f64::NAN;
+    let held_out = data.validation.ids.rows > 0;
+    let mut report = EpochReport {
+        epoch,
+        train_loss,
+        train_accuracy,
+        val_loss: nan,
+        val_accuracy: nan,
+        val_precision: nan,
+        val_recall: nan,
+        val_f1: nan,
+        val_specificity: nan,
+        val_roc_auc: nan,
+        val_pr_auc: nan,
+        val_f1_at_half: nan,
+        threshold: nan,
+        confusion: [0; 4],
+        seconds: 0.0,
+        val_macro_f1: nan,
+        val_weighted_f1: nan,
+        val_log_loss: nan,
+        val_per_class: Vec::new(),
+        val_confusion_matrix: Vec::new(),
+    };
+    if held_out {
+        let (probs, val_loss) = evaluate_examples(net, &data.validation, cfg.batch_size)?;
+        let thresholds = calibrate(net, data, cfg)?.label_thresholds;
+        let m = crate::metrics::classify_multilabel(
+            &probs,
+            &data.validation.targets,
+            &data.classes,
+            &thresholds,
+        );
+        report.val_loss = val_loss;
+        report.val_accuracy = m.accuracy;
+        report.val_precision = m.macro_precision;
+        report.val_recall = m.macro_recall;
+        report.val_f1 = m.macro_f1;
+        report.val_roc_auc = m.roc_auc;
+        report.val_pr_auc = m.pr_auc;
+        report.val_macro_f1 = m.macro_f1;
+        report.val_weighted_f1 = m.weighted_f1;
+        report.val_log_loss =
+            crate::metrics::log_loss(&probs, &data.validation.labels, net.outputs);
+        report.val_per_class = m.per_class;
+        report.val_confusion_matrix = m.confusion;
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
 /// How the net as it is now decides: the binary threshold (fixed, or chosen on the calibration
 /// rows, which neither train nor validate) or a K-class model's per-class offsets, with the
 /// net's probabilities for those rows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Calibrated {
     pub threshold: f64,
+    /// A multi-label net's threshold per label (empty otherwise).
+    pub label_thresholds: Vec<f64>,
     /// Per class (K-class models); empty for a binary model.
     pub offsets: Vec<f64>,
     /// Empty when nothing was chosen on calibration rows.
@@ -560,19 +635,42 @@ pub struct Calibrated {
 }
 
 pub fn calibrate(net: &Net, data: &Prepared, cfg: &ModelConfig) -> Result<Calibrated> {
+    let k = net.outputs;
     let fixed = |offsets: Vec<f64>| Calibrated {
         threshold: cfg.threshold.value,
+        label_thresholds: if net.multi_label {
+            vec![cfg.threshold.value; k]
+        } else {
+            Vec::new()
+        },
         offsets,
         probabilities: Vec::new(),
     };
-    let k = net.outputs;
     if !cfg.threshold.needs_calibration() || data.calibration.ids.rows == 0 {
-        return Ok(fixed(if k > 1 { vec![0.0; k] } else { Vec::new() }));
+        return Ok(fixed(if k > 1 && !net.multi_label {
+            vec![0.0; k]
+        } else {
+            Vec::new()
+        }));
     }
     let probabilities = predict_padded(net, &data.calibration.ids, cfg.batch_size)?;
-    Ok(if k > 1 {
+    Ok(if net.multi_label {
+        let label_thresholds = crate::threshold::per_label_thresholds(
+            &cfg.threshold,
+            &probabilities,
+            &data.calibration.targets,
+            k,
+        );
         Calibrated {
             threshold: cfg.threshold.value,
+            label_thresholds,
+            offsets: Vec::new(),
+            probabilities,
+        }
+    } else if k > 1 {
+        Calibrated {
+            threshold: cfg.threshold.value,
+            label_thresholds: Vec::new(),
             offsets: cfg
                 .threshold
                 .choose_offsets(&probabilities, &data.calibration.labels, k),
@@ -583,6 +681,7 @@ pub fn calibrate(net: &Net, data: &Prepared, cfg: &ModelConfig) -> Result<Calibr
             threshold: cfg
                 .threshold
                 .choose(&probabilities, &data.calibration.labels),
+            label_thresholds: Vec::new(),
             offsets: Vec::new(),
             probabilities,
         }
@@ -601,6 +700,7 @@ pub fn fit(
 ) -> Result<FitOutcome> {
     cfg.validate()?;
     if data.outputs() > 1
+        && !data.multi_label
         && !matches!(
             cfg.threshold.mode,
             crate::threshold::ThresholdMode::Fixed | crate::threshold::ThresholdMode::MaxMacroF1
@@ -619,7 +719,11 @@ pub fn fit(
             ),
         });
     }
-    let net = Net::with_outputs(cfg, data.tokenizer.id_limit(), data.outputs(), device)?;
+    let net = if data.multi_label {
+        Net::multi_label(cfg, data.tokenizer.id_limit(), data.outputs(), device)?
+    } else {
+        Net::with_outputs(cfg, data.tokenizer.id_limit(), data.outputs(), device)?
+    };
     let trainable = net.trainable();
     let mut optimizer = KerasOptimizer::new(
         trainable.iter().map(|(_, v)| v.clone()).collect(),
@@ -667,6 +771,7 @@ pub fn fit(
     let best_epoch = stopping.restore(&net, history.len())?;
     let Calibrated {
         threshold,
+        label_thresholds,
         offsets,
         probabilities: calibration_probabilities,
     } = calibrate(&net, data, cfg)?;
@@ -676,6 +781,7 @@ pub fn fit(
         best_epoch,
         stop,
         threshold,
+        label_thresholds,
         offsets,
         calibration_probabilities,
     })
@@ -713,14 +819,28 @@ fn train_epoch(
     for (b, batch_rows) in batches.iter().enumerate() {
         let n = batch_rows.len();
         let ids = batch_ids(&data.train, batch_rows);
-        let labels: Vec<f32> = batch_rows
-            .iter()
-            .map(|&r| f32::from(data.train.labels[r]))
-            .collect();
-        let weights: Vec<f32> = batch_rows
-            .iter()
-            .map(|&r| data.class_weights[usize::from(data.train.labels[r])])
-            .collect();
+        let (labels, weights): (Vec<f32>, Vec<f32>) = if data.multi_label {
+            let k = data.classes.len();
+            let targets = &data.train.targets;
+            (
+                batch_rows
+                    .iter()
+                    .flat_map(|&r| targets[r * k..(r + 1) * k].iter().map(|&t| f32::from(t)))
+                    .collect(),
+                vec![1.0; n],
+            )
+        } else {
+            (
+                batch_rows
+                    .iter()
+                    .map(|&r| f32::from(data.train.labels[r]))
+                    .collect(),
+                batch_rows
+                    .iter()
+                    .map(|&r| data.class_weights[usize::from(data.train.labels[r])])
+                    .collect(),
+            )
+        };
         let mut rng = ChaCha8Rng::seed_from_u64(mix(cfg.seed, epoch as u64 + 1, b as u64 + 1));
         let step = train_batch(
             net,
@@ -771,7 +891,11 @@ pub fn train_batch(
     let k = net.outputs;
     let (logits, rows) = net.forward_rows(batch, Some(rng))?;
     let w = Tensor::from_vec(weights.to_vec(), n, &net.device)?;
-    let per_row = if k == 1 {
+    let per_row = if net.multi_label {
+        // Keras's binary cross-entropy of K sigmoids: the mean over the labels of each row.
+        let y = Tensor::from_vec(labels.to_vec(), (n, k), &net.device)?;
+        bce_with_logits(&logits, &y)?.mean(1)?
+    } else if k == 1 {
         let y = Tensor::from_vec(labels.to_vec(), n, &net.device)?;
         bce_with_logits(&logits, &y)?
     } else {
@@ -797,7 +921,15 @@ pub fn train_batch(
         .zip(row_grads.as_ref())
         .map(|(r, g)| (&net.embedding, r.ids.as_slice(), g));
     optimizer.step_with_rows(&grads, sparse)?;
-    let correct = if k == 1 {
+    let correct = if net.multi_label {
+        // Rows with every label right (scikit-learn's subset accuracy).
+        let logits: Vec<f32> = logits.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        logits
+            .chunks(k)
+            .zip(labels.chunks(k))
+            .filter(|(z, y)| z.iter().zip(*y).all(|(z, y)| (*z >= 0.0) == (*y > 0.5)))
+            .count()
+    } else if k == 1 {
         let logits: Vec<f32> = logits.to_dtype(DType::F32)?.to_vec1()?;
         logits
             .iter()
@@ -866,7 +998,17 @@ pub fn sigmoid(z: f32) -> f32 {
 /// softmax probabilities for K classes.
 pub fn predict_padded(net: &Net, ids: &Padded, batch_size: usize) -> Result<Vec<f32>> {
     let logits = predict_logits(net, ids, batch_size)?;
-    Ok(probabilities_of(&logits, net.outputs))
+    Ok(probabilities_of(&logits, head_width(net)))
+}
+
+/// The width [`probabilities_of`] normalises over: 1 (each logit its own sigmoid) for binary
+/// and multi-label nets, K for a softmax.
+fn head_width(net: &Net) -> usize {
+    if net.multi_label {
+        1
+    } else {
+        net.outputs
+    }
 }
 
 /// Logits → probabilities: the sigmoid of each for one output, a softmax per row for K.
@@ -900,7 +1042,18 @@ pub fn evaluate_examples(
 ) -> Result<(Vec<f32>, f64)> {
     let logits = predict_logits(net, &examples.ids, batch_size)?;
     let k = net.outputs;
-    let total: f64 = if k == 1 {
+    let bce = |z: f32, y: u8| {
+        let z = f64::from(z);
+        z.max(0.0) - z * f64::from(y) + (-z.abs()).exp().ln_1p()
+    };
+    let total: f64 = if net.multi_label {
+        logits
+            .iter()
+            .zip(&examples.targets)
+            .map(|(&z, &y)| bce(z, y))
+            .sum::<f64>()
+            / k as f64
+    } else if k == 1 {
         logits
             .iter()
             .zip(&examples.labels)
@@ -917,7 +1070,7 @@ pub fn evaluate_examples(
             .sum()
     };
     let l2: f32 = net.l2_penalty()?.to_dtype(DType::F32)?.to_scalar()?;
-    let probs = probabilities_of(&logits, k);
+    let probs = probabilities_of(&logits, head_width(net));
     Ok((
         probs,
         total / examples.labels.len().max(1) as f64 + f64::from(l2),

@@ -128,7 +128,8 @@ pub fn select(candidates: &[Option<Predictions>], k: usize, combine: Combine) ->
 }
 
 /// [`select`] for K classes: an ensemble's score is the macro average precision (one class
-/// against the rest, averaged) of its combined probabilities.
+/// against the rest, averaged) of its combined probabilities; for K labels the mean over the
+/// labels' average precisions.
 fn select_classes(
     candidates: &[Option<Predictions>],
     k: usize,
@@ -156,6 +157,19 @@ fn select_classes(
         .collect();
     let score = |members: &[usize]| {
         let chosen: Vec<&[f32]> = members.iter().map(|&m| probs[m]).collect();
+        if first.multi_label {
+            // Labels combine one by one; the score is the mean column average precision.
+            let combined = combine.combine(&chosen);
+            let names = &first.classes;
+            let at_half = vec![0.5; names.len()];
+            return rnnsweep_model::metrics::classify_multilabel(
+                &combined,
+                &first.labels,
+                names,
+                &at_half,
+            )
+            .pr_auc;
+        }
         let combined = combine.combine_outputs(&chosen, outputs);
         classify_multiclass(&combined, &first.labels, &first.classes, None).pr_auc
     };
@@ -229,8 +243,21 @@ pub fn ensemble_of(members: Vec<Retrained>, combine: Combine) -> Result<Ensemble
         .map(|m| m.calibration.probabilities.as_slice())
         .collect();
     let outputs = first.model.task.outputs();
-    let combined = combine.combine_outputs(&columns, outputs);
-    let threshold = if outputs > 1 {
+    let multi_label = first.model.task.multi_label;
+    let combined = combine.combine_outputs(&columns, if multi_label { 1 } else { outputs });
+    let threshold = if multi_label {
+        StoredThreshold {
+            value: rule.value,
+            mode: rule.mode,
+            calibration_rows: rows.len(),
+            offsets: Vec::new(),
+            label_thresholds: if rows.is_empty() {
+                vec![rule.value; outputs]
+            } else {
+                rnnsweep_model::threshold::per_label_thresholds(&rule, &combined, &labels, outputs)
+            },
+        }
+    } else if outputs > 1 {
         // K classes: the argmax of the combined probabilities, with offsets chosen on them.
         StoredThreshold {
             value: rule.value,
@@ -241,6 +268,7 @@ pub fn ensemble_of(members: Vec<Retrained>, combine: Combine) -> Result<Ensemble
             } else {
                 rule.choose_offsets(&combined, &labels, outputs)
             },
+            label_thresholds: Vec::new(),
         }
     } else {
         StoredThreshold {
@@ -248,6 +276,7 @@ pub fn ensemble_of(members: Vec<Retrained>, combine: Combine) -> Result<Ensemble
             mode: rule.mode,
             calibration_rows: rows.len(),
             offsets: Vec::new(),
+            label_thresholds: Vec::new(),
         }
     };
     Ok(Ensemble {
@@ -267,6 +296,7 @@ mod tests {
             probabilities: p.to_vec(),
             labels: vec![1, 1, 0, 0, 1, 0],
             classes: Vec::new(),
+            multi_label: false,
         })
     }
 
@@ -346,6 +376,7 @@ mod tests {
                 probabilities: p.concat(),
                 labels: labels.clone(),
                 classes: names.clone(),
+                multi_label: false,
             })
         };
         let best = [

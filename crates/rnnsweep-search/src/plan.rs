@@ -34,6 +34,7 @@ struct DataShape {
     sequence_length: usize,
     /// Each class with its rows in the training file.
     classes: Vec<(String, usize)>,
+    multi_label: bool,
 }
 
 fn data_shape(spec: &Spec) -> Result<DataShape, PlanError> {
@@ -51,6 +52,7 @@ fn data_shape(spec: &Spec) -> Result<DataShape, PlanError> {
             .cloned()
             .zip(table.class_counts())
             .collect(),
+        multi_label: table.multi_label,
     })
 }
 
@@ -176,6 +178,7 @@ pub fn describe(spec: &Spec) -> Result<String, PlanError> {
         shape.sequence_length
     );
     let kind = match shape.classes.len() {
+        _ if shape.multi_label => "multi-label, one sigmoid each; rows with each",
         2 => "binary",
         _ => "multi-class, softmax",
     };

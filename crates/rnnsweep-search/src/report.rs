@@ -575,6 +575,8 @@ pub struct Predictions {
     pub labels: Vec<u8>,
     /// The class names of a K-class file (empty for a binary one).
     pub classes: Vec<String>,
+    /// A multi-label file: `classes` are the labels, `labels` the row-major 0/1 targets.
+    pub multi_label: bool,
 }
 
 /// Reads a K-class predictions file (`id,label,` then one column per class, as
@@ -586,19 +588,22 @@ pub fn read_class_predictions(path: &Path) -> Result<Predictions, ReportError> {
     };
     let mut reader = csv::Reader::from_path(path).map_err(|e| bad(e.to_string()))?;
     let headers = reader.headers().map_err(|e| bad(e.to_string()))?.clone();
+    let multi_label = headers.get(1) == Some("labels");
     let (Some(id_at), Some(y_at)) = (
         headers.iter().position(|h| h == "id"),
-        headers.iter().position(|h| h == "label"),
+        headers
+            .iter()
+            .position(|h| h == if multi_label { "labels" } else { "label" }),
     ) else {
         return Err(bad(
-            "line 1: expected `id,label,` then one column per class".into(),
+            "line 1: expected `id,label,` or `id,labels,` then one column per class".into(),
         ));
     };
     let class_at: Vec<usize> = (0..headers.len())
         .filter(|&k| k != id_at && k != y_at)
         .collect();
     let classes: Vec<String> = class_at.iter().map(|&k| headers[k].to_string()).collect();
-    if classes.len() < 3 {
+    if classes.len() < if multi_label { 1 } else { 3 } {
         return Err(bad(
             "line 1: a K-class file has three or more class columns".into(),
         ));
@@ -608,11 +613,34 @@ pub fn read_class_predictions(path: &Path) -> Result<Predictions, ReportError> {
         probabilities: Vec::new(),
         labels: Vec::new(),
         classes,
+        multi_label,
     };
     for (i, record) in reader.records().enumerate() {
         let line = i + 2;
         let record = record.map_err(|e| bad(format!("line {line}: {e}")))?;
         let field = |k: usize| record.get(k).unwrap_or("").trim();
+        if multi_label {
+            let on: Vec<&str> = field(y_at).split('|').filter(|l| !l.is_empty()).collect();
+            if let Some(unknown) = on.iter().find(|l| !out.classes.iter().any(|c| c == *l)) {
+                return Err(bad(format!(
+                    "line {line}: label `{unknown}` is not a label column"
+                )));
+            }
+            let targets: Vec<u8> = out
+                .classes
+                .iter()
+                .map(|c| u8::from(on.contains(&c.as_str())))
+                .collect();
+            out.labels.extend(targets);
+            out.ids.push(field(id_at).to_string());
+            for &k in &class_at {
+                let p: f32 = field(k).parse().map_err(|_| {
+                    bad(format!("line {line}: `{}` is not a probability", field(k)))
+                })?;
+                out.probabilities.push(p);
+            }
+            continue;
+        }
         let label = out
             .classes
             .iter()
@@ -673,6 +701,7 @@ pub fn read_predictions_with_ids(path: &Path) -> Result<Predictions, ReportError
         probabilities: probs,
         labels,
         classes: Vec::new(),
+        multi_label: false,
     })
 }
 
@@ -770,6 +799,35 @@ pub fn write_class_predictions(
             id.to_string(),
             classes.get(usize::from(y)).cloned().unwrap_or_default(),
         ];
+        record.extend(row.iter().map(f32::to_string));
+        let _ = w.write_record(&record);
+    }
+    std::fs::write(path, csv_text(w)).map_err(err(path))
+}
+
+/// A multi-label predictions file: `id,labels,` then one probability column per label, where
+/// `labels` lists the row's true labels joined by `|` (empty for none). `probs` and `targets`
+/// are row-major `[rows, K]`.
+pub fn write_label_predictions(
+    path: &Path,
+    ids: &[&str],
+    probs: &[f32],
+    targets: &[u8],
+    names: &[String],
+) -> Result<(), ReportError> {
+    let k = names.len().max(1);
+    let mut w = csv_writer();
+    let mut header = vec!["id".to_string(), "labels".to_string()];
+    header.extend(names.iter().cloned());
+    let _ = w.write_record(&header);
+    for ((id, row), t) in ids.iter().zip(probs.chunks(k)).zip(targets.chunks(k)) {
+        let on: Vec<&str> = names
+            .iter()
+            .zip(t)
+            .filter(|(_, &y)| y == 1)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        let mut record = vec![id.to_string(), on.join("|")];
         record.extend(row.iter().map(f32::to_string));
         let _ = w.write_record(&record);
     }

@@ -90,7 +90,11 @@ impl RetrainPlan {
         };
         let calibration = Calibration {
             rows: self.data.calibration.source_rows.clone(),
-            labels: self.data.calibration.labels.clone(),
+            labels: if self.data.multi_label {
+                self.data.calibration.targets.clone()
+            } else {
+                self.data.calibration.labels.clone()
+            },
             probabilities,
         };
         Ok(Retrained {
@@ -100,7 +104,8 @@ impl RetrainPlan {
                 outcome.net,
                 outcome.threshold,
             )
-            .with_offsets(outcome.offsets),
+            .with_offsets(outcome.offsets)
+            .with_label_thresholds(outcome.label_thresholds),
             history: outcome.history,
             calibration,
         })

@@ -29,6 +29,10 @@ pub struct InspectArgs {
     pub label_column: String,
     #[arg(long, default_value = "tweet")]
     pub text_column: String,
+    /// Several 0/1 label columns, comma-separated (a multi-label file; `--label-column` is then
+    /// unused).
+    #[arg(long, value_delimiter = ',')]
+    pub label_columns: Vec<String>,
     /// The classes in order, comma-separated, or `auto` for the file's distinct values
     /// (default: 0 and 1, anything else is an error).
     #[arg(long)]
@@ -49,6 +53,7 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
         id: args.id_column.clone(),
         label: args.label_column.clone(),
         text: args.text_column.clone(),
+        labels: args.label_columns.clone(),
     };
     let rule = match args.labels.as_deref() {
         None => LabelRule::binary(),
@@ -66,7 +71,15 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
 
     println!("file              {}", args.input.display());
     println!("rows              {}", table.rows.len());
-    if table.labelled && table.classes.len() > 2 {
+    if table.multi_label {
+        println!("labels            {} (multi-label)", table.classes.len());
+        for (name, rows) in table.classes.iter().zip(table.class_counts()) {
+            println!(
+                "  {name:<15} {rows} ({:.2} %)",
+                100.0 * rows as f64 / table.rows.len() as f64
+            );
+        }
+    } else if table.labelled && table.classes.len() > 2 {
         let counts = table.class_counts();
         let weights = task_class_weights(&table.labels(), table.classes.len());
         println!("classes           {} (multi-class)", table.classes.len());

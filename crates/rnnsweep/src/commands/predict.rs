@@ -44,6 +44,9 @@ pub fn run(args: &PredictArgs) -> anyhow::Result<()> {
     // The file is read with the columns and label rule the model was trained with.
     let table = load_csv_with(&args.input, &task.columns(), Labels::Optional, &task.labels)?;
     let probs = model.predict(&table)?;
+    if task.multi_label {
+        return write_labels(args, &table, &probs, &task.classes, model.threshold());
+    }
     if task.outputs() > 1 {
         if args.threshold.is_some() {
             anyhow::bail!(
@@ -122,6 +125,80 @@ pub fn run(args: &PredictArgs) -> anyhow::Result<()> {
             "macro_f1 {:.4}  weighted_f1 {:.4}",
             names.macro_f1, names.weighted_f1
         )?;
+    }
+    Ok(())
+}
+
+/// A multi-label model's predictions: `id,labels,` (the labels at or above their thresholds,
+/// joined by `|`) then every label's probability.
+fn write_labels(
+    args: &PredictArgs,
+    table: &Table,
+    probs: &[f32],
+    names: &[String],
+    stored: &rnnsweep_model::artifact::StoredThreshold,
+) -> anyhow::Result<()> {
+    let k = names.len();
+    let thresholds: Vec<f64> = match args.threshold {
+        Some(t) => vec![f64::from(t); k],
+        None if stored.label_thresholds.len() == k => stored.label_thresholds.clone(),
+        None => vec![stored.value; k],
+    };
+    let file = std::fs::File::create(&args.out)
+        .with_context(|| format!("{}: cannot create", args.out.display()))?;
+    let mut w = csv::Writer::from_writer(std::io::BufWriter::new(file));
+    let mut header = vec!["id".to_string(), "labels".to_string()];
+    header.extend(names.iter().cloned());
+    w.write_record(&header)?;
+    let mut counts = vec![0usize; k];
+    for (row, p) in table.rows.iter().zip(probs.chunks(k)) {
+        let on: Vec<&str> = (0..k)
+            .filter(|&c| f64::from(p[c]) >= thresholds[c])
+            .inspect(|&c| counts[c] += 1)
+            .map(|c| names[c].as_str())
+            .collect();
+        let mut record = vec![row.id.clone(), on.join("|")];
+        record.extend(p.iter().map(|v| format!("{v:.6}")));
+        w.write_record(&record)?;
+    }
+    w.flush()?;
+    let mut out = std::io::stdout().lock();
+    let shares: Vec<String> = names
+        .iter()
+        .zip(&counts)
+        .map(|(c, n)| format!("{c} {n}"))
+        .collect();
+    writeln!(
+        out,
+        "{} rows scored (rows with each label: {}); written to {}",
+        table.rows.len(),
+        shares.join(", "),
+        args.out.display()
+    )?;
+    if table.labelled {
+        let m = rnnsweep_model::metrics::classify_multilabel(
+            probs,
+            &table.targets(),
+            names,
+            &thresholds,
+        );
+        writeln!(
+            out,
+            "subset_accuracy {:.4}  macro_f1 {:.4}  weighted_f1 {:.4}  mean_column_roc_auc {:.4}  mean_average_precision {:.4}  log_loss {:.4}",
+            m.accuracy,
+            m.macro_f1,
+            m.weighted_f1,
+            m.roc_auc,
+            m.pr_auc,
+            rnnsweep_model::metrics::multilabel_log_loss(probs, &table.targets())
+        )?;
+        for c in &m.per_class {
+            writeln!(
+                out,
+                "  {:<16} precision {:.4}  recall {:.4}  f1 {:.4}  ({} rows)",
+                c.class, c.precision, c.recall, c.f1, c.support
+            )?;
+        }
     }
     Ok(())
 }

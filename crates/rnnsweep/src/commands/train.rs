@@ -107,7 +107,8 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         Control::Continue
     })?;
     let model = TrainedModel::from_training(cfg, data, outcome.net, outcome.threshold)
-        .with_offsets(outcome.offsets);
+        .with_offsets(outcome.offsets)
+        .with_label_thresholds(outcome.label_thresholds);
     model.save(&args.out)?;
     write_history(&args.out.join("history.csv"), &outcome.history)?;
     let best = &outcome.history[outcome

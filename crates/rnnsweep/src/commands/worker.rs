@@ -112,7 +112,15 @@ fn train(task: &TrialTask) -> anyhow::Result<()> {
         .map(|&r| source.rows.get(r).map_or("", |row| row.id.as_str()))
         .collect();
     let file = task.trial_dir.join(VAL_PREDICTIONS_FILE);
-    if data.outputs() == 1 {
+    if data.multi_label {
+        rnnsweep_search::report::write_label_predictions(
+            &file,
+            &ids,
+            &probs,
+            &data.validation.targets,
+            &data.classes,
+        )?;
+    } else if data.outputs() == 1 {
         rnnsweep_search::report::write_predictions(&file, &ids, &probs, &data.validation.labels)?;
     } else {
         rnnsweep_search::report::write_class_predictions(

@@ -253,3 +253,107 @@ fn labels_outside_the_classes_or_empty_fail_with_file_line_and_column_and_store_
         "{stderr}"
     );
 }
+
+#[test]
+fn a_multi_label_sweep_gives_every_label_its_sigmoid_and_threshold() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../experiments/data/topics-multilabel.csv");
+    let text = std::fs::read_to_string(sample).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    std::fs::write(
+        dir.path().join("train.csv"),
+        lines[..=900].join("\n") + "\n",
+    )
+    .unwrap();
+    let test = dir.path().join("test.csv");
+    std::fs::write(
+        &test,
+        [&lines[..1], &lines[901..]].concat().join("\n") + "\n",
+    )
+    .unwrap();
+    let spec = spec(
+        dir.path(),
+        "{train: train.csv, columns: {text: text, labels: [sport, politics, tech]}}",
+        "metric: {name: val_macro_f1}\nrun_cap: 2\n",
+    );
+    let dry = run_ok(rnnsweep().arg("run").arg(&spec).arg("--dry-run"));
+    let dry = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        dry.contains("classes (multi-label, one sigmoid each; rows with each): sport ("),
+        "{dry}"
+    );
+    run_ok(rnnsweep().arg("run").arg(&spec).current_dir(dir.path()));
+    let db = dir.path().join("topics.db");
+    for t in trials(&db, "topics") {
+        assert_eq!(t.state, rnnsweep_search::store::TrialState::Complete);
+        let per_label = t.user_attrs["val_per_class"].as_array().unwrap();
+        let mean = per_label
+            .iter()
+            .map(|c| c["f1"].as_f64().unwrap())
+            .sum::<f64>()
+            / 3.0;
+        assert!(
+            (mean - t.value.unwrap()).abs() < 1e-12,
+            "macro F1 over the labels"
+        );
+        assert!(!t.user_attrs.contains_key("val_confusion_matrix"));
+        let dir = t.system_attrs["rnnsweep:trial_dir"].as_str().unwrap();
+        let predictions =
+            std::fs::read_to_string(Path::new(dir).join("val_predictions.csv")).unwrap();
+        assert!(predictions.starts_with("id,labels,sport,politics,tech\n"));
+        // Independent sigmoids: a row's probabilities need not sum to 1.
+        assert!(predictions.lines().skip(1).any(|l| {
+            let p: f64 = l
+                .split(',')
+                .skip(2)
+                .map(|v| v.parse::<f64>().unwrap())
+                .sum();
+            (p - 1.0).abs() > 0.05
+        }));
+    }
+    let model = dir.path().join("model");
+    run_ok(
+        rnnsweep()
+            .arg("best")
+            .arg(&db)
+            .args(["--retrain", "--ensemble", "2", "--out"])
+            .arg(&model),
+    );
+    let ensemble: Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("ensemble.json")).unwrap())
+            .unwrap();
+    let thresholds = ensemble["threshold"]["label_thresholds"]
+        .as_array()
+        .unwrap();
+    assert_eq!(thresholds.len(), 3, "one threshold per label: {ensemble}");
+    let out = dir.path().join("predictions.csv");
+    let o = run_ok(
+        rnnsweep()
+            .args(["predict", "--model"])
+            .arg(&model)
+            .arg("--input")
+            .arg(&test)
+            .arg("--out")
+            .arg(&out),
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let macro_f1: f64 = stdout
+        .split("macro_f1 ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(macro_f1 > 0.7, "{stdout}");
+    let written = std::fs::read_to_string(&out).unwrap();
+    let mut rows = written.lines();
+    assert_eq!(rows.next(), Some("id,labels,sport,politics,tech"));
+    assert_eq!(written.lines().count(), 601);
+    // Some test rows talk about two topics and are given both.
+    assert!(
+        written
+            .lines()
+            .any(|l| l.split(',').nth(1).unwrap().contains('|')),
+        "{written}"
+    );
+}
