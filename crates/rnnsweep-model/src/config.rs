@@ -59,6 +59,10 @@ pub struct ModelConfig {
     pub seed: u64,
     /// Which LSTM implementation to run.
     pub lstm_impl: LstmImpl,
+    /// The recurrent cell of every layer (left out of the stored form at its default, `lstm`,
+    /// so older studies keep their fingerprint).
+    #[serde(skip_serializing_if = "Cell::is_default")]
+    pub cell: Cell,
     /// How rows are grouped into batches (left out of the stored form when it is the
     /// default, so studies made before it existed keep their fingerprint).
     #[serde(skip_serializing_if = "Batching::is_default")]
@@ -187,6 +191,7 @@ impl Default for ModelConfig {
             class_weighting: true,
             seed: 6464,
             lstm_impl: LstmImpl::Auto,
+            cell: Cell::Lstm,
             batching: Batching::default(),
             pooling: Pooling::Last,
             embedding_dropout: 0.0,
@@ -208,6 +213,29 @@ pub enum LstmImpl {
     Reference,
     /// The fused CPU kernel (one op per layer, hand-written backward through time).
     Fused,
+}
+
+/// The recurrent cell: Keras's `LSTM` or `GRU` (`reset_after=True`, the Keras 2+/cuDNN form).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Cell {
+    #[default]
+    Lstm,
+    Gru,
+}
+
+impl Cell {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Gate blocks of `U` columns in the kernels: 4 for an LSTM, 3 for a GRU.
+    pub fn gates(self) -> usize {
+        match self {
+            Cell::Lstm => 4,
+            Cell::Gru => 3,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -301,11 +329,18 @@ impl ModelConfig {
         let mut parameters = vocab * self.embedding_dim;
         let mut flops = 0.0;
         let mut input = self.embedding_dim;
+        let gates = self.cell.gates();
+        // A GRU has a recurrent bias besides the input one.
+        let bias_rows = if self.cell == Cell::Gru { 2 } else { 1 };
         for &units in &self.lstm_units {
-            // Two directions, each: kernel in×4U, recurrent U×4U, bias 4U.
-            parameters += 2 * (4 * units * (input + units) + 4 * units);
-            flops +=
-                2.0 * 2.0 * 4.0 * units as f64 * (input + units) as f64 * sequence_length as f64;
+            // Two directions, each: kernel in×GU, recurrent U×GU, bias GU (G gates).
+            parameters += 2 * (gates * units * (input + units) + bias_rows * gates * units);
+            flops += 2.0
+                * 2.0
+                * gates as f64
+                * units as f64
+                * (input + units) as f64
+                * sequence_length as f64;
             if self.batch_norm {
                 parameters += 4 * 2 * units;
             }

@@ -264,7 +264,16 @@ impl Net {
         device: &Device,
     ) -> Result<Self> {
         let fused_lstm = match cfg.lstm_impl {
-            LstmImpl::Auto => device.is_cpu(),
+            // The fused kernel runs LSTM cells only: a GRU takes the reference path.
+            LstmImpl::Auto => device.is_cpu() && cfg.cell == crate::config::Cell::Lstm,
+            LstmImpl::Fused if cfg.cell != crate::config::Cell::Lstm => {
+                return Err(ModelError::Config {
+                    at: "lstm_impl".into(),
+                    message: "`fused` runs LSTM cells; a GRU (`cell: gru`) runs on `auto` or \
+                              `reference`"
+                        .into(),
+                })
+            }
             LstmImpl::Reference => false,
             LstmImpl::Fused if device.is_cpu() => true,
             LstmImpl::Fused => {
@@ -285,7 +294,7 @@ impl Net {
         let mut recurrent = Vec::new();
         let last_features = 2 * cfg.lstm_units.last().copied().unwrap_or(0);
         for &units in &cfg.lstm_units {
-            let lstm = BiLstm::new(&mut rng, input, units, device)?;
+            let lstm = BiLstm::with_cell(&mut rng, cfg.cell, input, units, device)?;
             let bn = if cfg.batch_norm {
                 Some(BatchNorm::new(2 * units, cfg.batch_norm_momentum, device)?)
             } else {
@@ -956,6 +965,32 @@ mod tests {
             cfg.cost(30, 7).forward_flops_per_row,
             6160.0 + 4368.0 + 64.0 + 4.0
         );
+    }
+
+    #[test]
+    fn the_cost_estimate_counts_a_grus_three_gates_and_two_biases() {
+        let cfg = ModelConfig {
+            embedding_dim: 6,
+            lstm_units: vec![5, 3],
+            cell: crate::config::Cell::Gru,
+            dense: vec![crate::config::DenseConfig {
+                units: 4,
+                activation: Default::default(),
+                l2: 0.0,
+            }],
+            ..ModelConfig::default()
+        };
+        let net = Net::new(&cfg, 30, &Device::Cpu).unwrap();
+        let counted: usize = net
+            .trainable()
+            .iter()
+            .chain(net.buffers().iter())
+            .map(|(_, v)| v.elem_count())
+            .sum();
+        // Embedding 180; GRU 1: 2·(3·5·(6+5) + 2·15) = 390, BN 40; GRU 2: 2·(3·3·(10+3) + 2·9)
+        // = 270, BN 24; dense 6·4+4 = 28; out 4+1 = 5.
+        assert_eq!(cfg.cost(30, 7).parameters, 937);
+        assert_eq!(counted, 937);
     }
 
     #[test]

@@ -786,6 +786,7 @@ mod tests {
 
     fn layer(w: &[[Vec<f64>; 3]; 2], input: usize, units: usize, dtype: DType) -> BiLstm {
         let direction = |w: &[Vec<f64>; 3]| LstmWeights {
+            cell: crate::config::Cell::Lstm,
             kernel: var(&w[0], &[input, 4 * units], dtype),
             recurrent: var(&w[1], &[units, 4 * units], dtype),
             bias: var(&w[2], &[4 * units], dtype),

@@ -1,4 +1,4 @@
-//! The masked bidirectional LSTM layer.
+//! The masked bidirectional recurrent layer: LSTM cells, or GRU cells on the reference path.
 //!
 //! Sequences travel between layers as time-major lists of `[batch, features]` tensors rather
 //! than one `[batch, time, features]` tensor: slicing a step out of a big tensor with `narrow`
@@ -11,7 +11,9 @@
 //! state is the state after the last real token.
 //!
 //! Weight layout is Keras's: `kernel [in, 4U]`, `recurrent_kernel [U, 4U]`, `bias [4U]`, gate
-//! order input, forget, cell, output.
+//! order input, forget, cell, output. A GRU (Keras `GRU(reset_after=True)`) has `kernel
+//! [in, 3U]`, `recurrent_kernel [U, 3U]` and `bias [2, 3U]` (input bias, recurrent bias), gate
+//! order update, reset, candidate.
 //!
 //! Two implementations share that layout, so a model trained with one loads into the other:
 //! the reference layer below, built from candle ops (any device; the oracle), and the fused CPU
@@ -23,7 +25,8 @@ pub mod gates;
 use candle_core::{DType, Device, Tensor, Var};
 use rand_chacha::ChaCha8Rng;
 
-use crate::error::Result;
+use crate::config::Cell;
+use crate::error::{ModelError, Result};
 use crate::init;
 
 /// One step's padding mask, with host-side facts that let the layer skip work.
@@ -75,6 +78,7 @@ pub struct LstmWeights {
     pub recurrent: Var,
     pub bias: Var,
     pub units: usize,
+    pub cell: Cell,
 }
 
 impl LstmWeights {
@@ -97,6 +101,21 @@ impl LstmWeights {
             recurrent: Var::from_tensor(&recurrent)?,
             bias: Var::from_tensor(&Tensor::from_vec(bias, 4 * units, device)?)?,
             units,
+            cell: Cell::Lstm,
+        })
+    }
+
+    /// A GRU direction with Keras's initialisers: glorot-uniform kernel, orthogonal recurrent
+    /// kernel, zero biases.
+    pub fn gru(rng: &mut ChaCha8Rng, input: usize, units: usize, device: &Device) -> Result<Self> {
+        let kernel = init::glorot_uniform(rng, input, 3 * units, device)?;
+        let recurrent = init::orthogonal(rng, units, 3 * units, device)?;
+        Ok(Self {
+            kernel: Var::from_tensor(&kernel)?,
+            recurrent: Var::from_tensor(&recurrent)?,
+            bias: Var::from_tensor(&Tensor::zeros((2, 3 * units), DType::F32, device)?)?,
+            units,
+            cell: Cell::Gru,
         })
     }
 
@@ -118,6 +137,9 @@ pub fn run_direction(
     reverse: bool,
     input_dropout: Option<&Tensor>,
 ) -> Result<(Vec<Tensor>, Tensor)> {
+    if w.cell == Cell::Gru {
+        return run_gru_direction(w, steps, masks, reverse, input_dropout);
+    }
     let (batch, _) = steps[0].dims2()?;
     let u = w.units;
     let zeros = Tensor::zeros((batch, u), steps[0].dtype(), steps[0].device())?;
@@ -162,7 +184,61 @@ pub fn run_direction(
     Ok((outputs, h))
 }
 
-/// A bidirectional layer (Keras `Bidirectional(LSTM(...), merge_mode="concat")`).
+/// [`run_direction`] for a GRU cell, as Keras computes `GRU(reset_after=True)`:
+/// `z = σ(x·W_z + b_z + h·R_z + b'_z)`, `r` likewise, `ĥ = tanh(x·W_h + b_h + r ⊙ (h·R_h + b'_h))`,
+/// `h' = z ⊙ h + (1 − z) ⊙ ĥ`; padded steps keep the state and emit zeros.
+fn run_gru_direction(
+    w: &LstmWeights,
+    steps: &[Tensor],
+    masks: &[StepMask],
+    reverse: bool,
+    input_dropout: Option<&Tensor>,
+) -> Result<(Vec<Tensor>, Tensor)> {
+    let (batch, _) = steps[0].dims2()?;
+    let u = w.units;
+    let zeros = Tensor::zeros((batch, u), steps[0].dtype(), steps[0].device())?;
+    let mut h = zeros.clone();
+    let mut outputs = vec![zeros; steps.len()];
+    let order: Vec<usize> = if reverse {
+        (0..steps.len()).rev().collect()
+    } else {
+        (0..steps.len()).collect()
+    };
+    let input_bias = w.bias.as_tensor().get(0)?.unsqueeze(0)?;
+    let recurrent_bias = w.bias.as_tensor().get(1)?.unsqueeze(0)?;
+    for t in order {
+        let mask = &masks[t];
+        if mask.all_padding {
+            continue;
+        }
+        let x = match input_dropout {
+            Some(keep) => steps[t].mul(keep)?,
+            None => steps[t].clone(),
+        };
+        let zx = x.matmul(w.kernel.as_tensor())?.broadcast_add(&input_bias)?;
+        let zh = h
+            .matmul(w.recurrent.as_tensor())?
+            .broadcast_add(&recurrent_bias)?;
+        let update = candle_nn::ops::sigmoid(&zx.narrow(1, 0, u)?.add(&zh.narrow(1, 0, u)?)?)?;
+        let reset = candle_nn::ops::sigmoid(&zx.narrow(1, u, u)?.add(&zh.narrow(1, u, u)?)?)?;
+        let candidate = zx
+            .narrow(1, 2 * u, u)?
+            .add(&reset.mul(&zh.narrow(1, 2 * u, u)?)?)?
+            .tanh()?;
+        // z ⊙ h + (1 − z) ⊙ ĥ = ĥ + z ⊙ (h − ĥ)
+        let h_new = candidate.add(&update.mul(&h.sub(&candidate)?)?)?;
+        if mask.all_real {
+            h = h_new;
+            outputs[t] = h.clone();
+        } else {
+            h = h.add(&h_new.sub(&h)?.broadcast_mul(&mask.tensor)?)?;
+            outputs[t] = h.broadcast_mul(&mask.tensor)?;
+        }
+    }
+    Ok((outputs, h))
+}
+
+/// A bidirectional layer (Keras `Bidirectional(LSTM(...), merge_mode="concat")`, or of a GRU).
 #[derive(Debug, Clone)]
 pub struct BiLstm {
     pub forward: LstmWeights,
@@ -183,6 +259,23 @@ impl BiLstm {
             forward: LstmWeights::new(rng, input, units, device)?,
             backward: LstmWeights::new(rng, input, units, device)?,
         })
+    }
+
+    /// A layer of `cell`s (LSTM draws exactly what [`BiLstm::new`] draws).
+    pub fn with_cell(
+        rng: &mut ChaCha8Rng,
+        cell: Cell,
+        input: usize,
+        units: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        match cell {
+            Cell::Lstm => Self::new(rng, input, units, device),
+            Cell::Gru => Ok(Self {
+                forward: LstmWeights::gru(rng, input, units, device)?,
+                backward: LstmWeights::gru(rng, input, units, device)?,
+            }),
+        }
     }
 
     /// `dropout` holds one input keep-mask per direction (already scaled by 1/(1-p)).
@@ -221,6 +314,12 @@ impl BiLstm {
         dropout: Option<(&Tensor, &Tensor)>,
         keep_trace: bool,
     ) -> Result<Tensor> {
+        if self.forward.cell != Cell::Lstm {
+            return Err(ModelError::Config {
+                at: "lstm_impl".into(),
+                message: "the fused CPU kernel runs LSTM cells; a GRU runs on `reference`".into(),
+            });
+        }
         let (time, batch, input) = x.dims3()?;
         let units = self.forward.units;
         // The input projection of all steps at once: one large multiply per direction, run by
@@ -277,6 +376,124 @@ mod tests {
             recurrent: to64(&w.recurrent),
             bias: to64(&w.bias),
             units,
+            cell: Cell::Lstm,
+        }
+    }
+
+    /// A GRU direction in f64 with every weight (biases too) drawn non-zero.
+    fn gru_f64(seed: u64, input: usize, units: usize) -> LstmWeights {
+        use rand::Rng;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut draw = |shape: &[usize]| {
+            let n: usize = shape.iter().product();
+            let v: Vec<f64> = (0..n).map(|_| rng.random_range(-0.8..0.8)).collect();
+            Var::from_tensor(&Tensor::from_vec(v, shape, &Device::Cpu).unwrap()).unwrap()
+        };
+        LstmWeights {
+            kernel: draw(&[input, 3 * units]),
+            recurrent: draw(&[units, 3 * units]),
+            bias: draw(&[2, 3 * units]),
+            units,
+            cell: Cell::Gru,
+        }
+    }
+
+    /// The GRU written out with plain loops: one row, f64, Keras's equations.
+    fn gru_oracle(w: &LstmWeights, xs: &[Vec<f64>], reverse: bool) -> Vec<Vec<f64>> {
+        let u = w.units;
+        let k: Vec<Vec<f64>> = w.kernel.as_tensor().to_vec2().unwrap();
+        let r: Vec<Vec<f64>> = w.recurrent.as_tensor().to_vec2().unwrap();
+        let b: Vec<Vec<f64>> = w.bias.as_tensor().to_vec2().unwrap();
+        let sigmoid = |v: f64| 1.0 / (1.0 + (-v).exp());
+        let mut h = vec![0.0; u];
+        let mut out = vec![vec![0.0; u]; xs.len()];
+        let order: Vec<usize> = if reverse {
+            (0..xs.len()).rev().collect()
+        } else {
+            (0..xs.len()).collect()
+        };
+        for t in order {
+            let x = &xs[t];
+            let lin = |j: usize| -> (f64, f64) {
+                let zx = b[0][j] + (0..x.len()).map(|i| x[i] * k[i][j]).sum::<f64>();
+                let zh = b[1][j] + (0..u).map(|i| h[i] * r[i][j]).sum::<f64>();
+                (zx, zh)
+            };
+            let mut next = vec![0.0; u];
+            for j in 0..u {
+                let (zx, zh) = lin(j);
+                let z = sigmoid(zx + zh);
+                let (rx, rh) = lin(u + j);
+                let reset = sigmoid(rx + rh);
+                let (cx, ch) = lin(2 * u + j);
+                let candidate = (cx + reset * ch).tanh();
+                next[j] = z * h[j] + (1.0 - z) * candidate;
+            }
+            h = next;
+            out[t] = h.clone();
+        }
+        out
+    }
+
+    #[test]
+    fn gru_matches_keras_equations_and_masks_like_the_lstm() {
+        let w = gru_f64(11, 2, 3);
+        let (x, ids) = example();
+        for reverse in [false, true] {
+            let (outs, last) = run_direction(&w, &x, &masks(&ids, 2, 3), reverse, None).unwrap();
+            for row in 0..2 {
+                // Row 1 has two real tokens: the oracle sees only those.
+                let real = if row == 0 { 3 } else { 2 };
+                let xs: Vec<Vec<f64>> = (0..real).map(|t| rows(&x[t])[row].clone()).collect();
+                let want = gru_oracle(&w, &xs, reverse);
+                for t in 0..real {
+                    for (a, b) in rows(&outs[t])[row].iter().zip(&want[t]) {
+                        assert!((a - b).abs() < 1e-12, "row {row} step {t}: {a} vs {b}");
+                    }
+                }
+                let final_step = if reverse { 0 } else { real - 1 };
+                for (a, b) in rows(&last)[row].iter().zip(&want[final_step]) {
+                    assert!((a - b).abs() < 1e-12, "row {row} final state: {a} vs {b}");
+                }
+            }
+            assert_eq!(rows(&outs[2])[1], vec![0.0; 3], "padding emits zeros");
+        }
+    }
+
+    #[test]
+    fn gru_gradients_match_finite_differences() {
+        let w = gru_f64(12, 2, 3);
+        let (x, ids) = example();
+        let m = masks(&ids, 2, 3);
+        let grads: GradStore = loss(&w, &x, &m).backward().unwrap();
+        let eps = 1e-6;
+        for (name, var) in w.vars() {
+            let analytic: Vec<f64> = grads
+                .get(var.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let base: Vec<f64> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+            let shape = var.as_tensor().shape().clone();
+            for k in 0..base.len() {
+                let at = |delta: f64| {
+                    let mut v = base.clone();
+                    v[k] += delta;
+                    var.set(&Tensor::from_vec(v, &shape, &Device::Cpu).unwrap())
+                        .unwrap();
+                    loss(&w, &x, &m).to_scalar::<f64>().unwrap()
+                };
+                let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
+                var.set(&Tensor::from_vec(base.clone(), &shape, &Device::Cpu).unwrap())
+                    .unwrap();
+                assert!(
+                    (numeric - analytic[k]).abs() < 1e-6 * (1.0 + numeric.abs()),
+                    "{name}[{k}]: numeric {numeric} vs analytic {}",
+                    analytic[k]
+                );
+            }
         }
     }
 

@@ -36,6 +36,7 @@ fn copy_layer(layer: &BiLstm, dtype: DType, device: &Device) -> BiLstm {
         recurrent: copy_var(&w.recurrent, dtype, device),
         bias: copy_var(&w.bias, dtype, device),
         units: w.units,
+        cell: w.cell,
     };
     BiLstm {
         forward: copy(&layer.forward),
@@ -122,9 +123,18 @@ fn assert_close(what: &str, got: &[f64], oracle: &[f64], tolerance: f64) {
 
 #[test]
 fn reference_lstm_on_the_device_matches_the_f64_oracle() {
+    check_cell_on_the_device(rnnsweep_model::config::Cell::Lstm);
+}
+
+#[test]
+fn reference_gru_on_the_device_matches_the_f64_oracle() {
+    check_cell_on_the_device(rnnsweep_model::config::Cell::Gru);
+}
+
+fn check_cell_on_the_device(cell: rnnsweep_model::config::Cell) {
     let device = device_under_test();
     let mut rng = ChaCha8Rng::seed_from_u64(2026);
-    let layer = BiLstm::new(&mut rng, INPUT, UNITS, &Device::Cpu).unwrap();
+    let layer = BiLstm::with_cell(&mut rng, cell, INPUT, UNITS, &Device::Cpu).unwrap();
     let values: Vec<Vec<f64>> = (0..TIME)
         .map(|_| {
             (0..BATCH * INPUT)
@@ -158,7 +168,10 @@ fn reference_lstm_on_the_device_matches_the_f64_oracle() {
             &device,
             sequences,
         );
-        let mode = if sequences { "sequences" } else { "last state" };
+        let mode = format!(
+            "{cell:?}, {}",
+            if sequences { "sequences" } else { "last state" }
+        );
         assert!(
             oracle.output.iter().any(|v| v.abs() > 1e-3),
             "{mode}: outputs all ~0"

@@ -331,3 +331,43 @@ fn the_fused_kernel_is_the_default_on_the_cpu() {
     let net = rnnsweep_model::net::Net::new(&small(1), 100, &Device::Cpu).unwrap();
     assert!(net.fused_lstm);
 }
+
+#[test]
+fn a_gru_learns_the_sample_and_its_saved_model_predicts_the_same() {
+    let table = sample(2000);
+    let cfg = ModelConfig {
+        cell: rnnsweep_model::config::Cell::Gru,
+        lstm_units: vec![16],
+        ..small(4)
+    };
+    let data = prepare(&table, &cfg).unwrap();
+    let out = fit(&cfg, &data, &Device::Cpu, &FitOptions::default(), |_| {
+        Control::Continue
+    })
+    .unwrap();
+    assert!(!out.net.fused_lstm, "a GRU runs on the reference path");
+    let auc = out.history.last().unwrap().val_roc_auc;
+    assert!(auc > 0.85, "val ROC-AUC {auc}: {:#?}", out.history);
+    let (probs, _) = evaluate_examples(&out.net, &data.validation, cfg.batch_size).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    TrainedModel::from_training(cfg.clone(), data.clone(), out.net, out.threshold)
+        .save(dir.path())
+        .unwrap();
+    let config = std::fs::read_to_string(dir.path().join("config.json")).unwrap();
+    assert!(config.contains("\"cell\": \"gru\""), "{config}");
+    let loaded = TrainedModel::load(dir.path(), &Device::Cpu).unwrap();
+    let (again, _) = evaluate_examples(&loaded.net, &data.validation, cfg.batch_size).unwrap();
+    assert_eq!(probs, again);
+    // The fused kernel runs LSTM cells only, and says so.
+    let fused = ModelConfig {
+        lstm_impl: rnnsweep_model::config::LstmImpl::Fused,
+        ..cfg
+    };
+    let err = fit(&fused, &data, &Device::Cpu, &FitOptions::default(), |_| {
+        Control::Continue
+    })
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("`fused` runs LSTM cells"), "{err}");
+}
