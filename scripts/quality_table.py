@@ -7,7 +7,8 @@ Fits a character n-gram TF-IDF + logistic regression (balanced class weights; on
 several classes) on DEV, scores TEST, and prints one table with every model. Binary: F1 at
 the model's own threshold (the baseline's: the best F1 over 5-fold cross-validated
 probabilities on DEV, so TEST is never looked at), precision, recall, average precision,
-ROC-AUC. Multi-class: macro F1 (the argmax class), weighted F1, accuracy, one-vs-rest macro
+ROC-AUC. Multi-class: macro F1 (of each model's own decision: rnnsweep's `label` column, the
+argmax after its per-class offsets; the baseline's argmax), weighted F1, accuracy, one-vs-rest macro
 ROC-AUC and average precision, log loss, and each class's F1. Each `--model` is a
 `rnnsweep predict` output (`id,probability,label` for binary, `id,label,` then one column per
 class otherwise) and its wall time. Binary labels that are not 0/1 are read as the sorted
@@ -116,25 +117,28 @@ def multiclass_rows(args, dev, test, texts, y_dev, y_test, classes):
         name, rest = spec.split("=", 1)
         path, seconds = rest.rsplit(":", 1)
         probabilities = np.zeros((len(test), k))
+        decided = np.zeros(len(test), dtype=int)
         seen = 0
         for r in read(path):
-            probabilities[by_id[r["id"]]] = [float(r[c]) for c in classes]
+            i = by_id[r["id"]]
+            probabilities[i] = [float(r[c]) for c in classes]
+            # The model's own decision (argmax after its per-class offsets, if it has them).
+            decided[i] = classes.index(r["label"])
             seen += 1
         if seen != len(test):
             raise SystemExit(f"{path}: {seen} predictions for {len(test)} test rows")
-        rows.append((name, probabilities, float(seconds)))
+        rows.append((name, probabilities / probabilities.sum(axis=1, keepdims=True), decided, float(seconds)))
     started = time.time()
     fitted = pipeline(k).fit(texts, y_dev)
     p = fitted.predict_proba([r[args.text] for r in test])
     p = p / p.sum(axis=1, keepdims=True)
-    rows.append(("tf-idf char 2-5 + logistic regression (ovr)", p, time.time() - started))
+    rows.append(("tf-idf char 2-5 + logistic regression (ovr)", p, p.argmax(axis=1), time.time() - started))
     per_class = " | ".join(f"F1 {c}" for c in classes)
     header = f"| {'model':<48} | macro F1 | weighted F1 | accuracy | macro AP | macro ROC-AUC | log loss | {per_class} | wall time |"
     print(header)
     print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
     onehot = label_binarize(y_test, classes=list(range(k)))
-    for name, probabilities, seconds in rows:
-        predicted = probabilities.argmax(axis=1)
+    for name, probabilities, predicted, seconds in rows:
         f1s = f1_score(y_test, predicted, average=None, labels=list(range(k)), zero_division=0)
         print(
             f"| {name:<48} | {f1_score(y_test, predicted, average='macro', labels=list(range(k)), zero_division=0):.4f} "

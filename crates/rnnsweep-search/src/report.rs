@@ -482,6 +482,163 @@ pub fn confusion_matrix(
     })
 }
 
+/// A K-class trial's validation confusion matrix (rows: actual, columns: predicted by
+/// argmax), each cell shaded by its share of the actual class's rows.
+pub fn class_confusion_matrix(
+    dir: &Path,
+    number: i64,
+    p: &Predictions,
+) -> Result<Vec<PathBuf>, ReportError> {
+    let k = p.classes.len();
+    let m =
+        rnnsweep_model::metrics::classify_multiclass(&p.probabilities, &p.labels, &p.classes, None);
+    let names = p.classes.clone();
+    let kf = k as f64;
+    draw_both!(dir, "confusion_matrix", |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(
+                format!("Confusion matrix, trial {number} (validation, argmax)"),
+                ("sans-serif", 22),
+            )
+            .margin(30)
+            .x_label_area_size(50)
+            .y_label_area_size(120)
+            .build_cartesian_2d(0.0..kf, 0.0..kf)
+            .map_err(e2s)?;
+        let at = |v: f64, flip: bool| {
+            let i = v.floor() as usize;
+            let centred = (v - v.floor() - 0.5).abs() < 0.02;
+            match (centred, flip) {
+                (true, false) => names.get(i).cloned().unwrap_or_default(),
+                (true, true) => names.get(k - 1 - i).cloned().unwrap_or_default(),
+                _ => String::new(),
+            }
+        };
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_labels(4 * k + 1)
+            .y_labels(4 * k + 1)
+            .x_desc("predicted")
+            .y_desc("actual")
+            .x_label_formatter(&|x: &f64| at(*x, false))
+            .y_label_formatter(&|y: &f64| at(*y, true))
+            .label_style(("sans-serif", 16))
+            .draw()
+            .map_err(e2s)?;
+        for (actual, row) in m.confusion.iter().enumerate() {
+            let total = row.iter().sum::<u64>().max(1) as f64;
+            for (pred, &n) in row.iter().enumerate() {
+                let y0 = kf - 1.0 - actual as f64;
+                let shade = (n as f64 / total).sqrt();
+                let colour = RGBColor(
+                    (255.0 - 200.0 * shade) as u8,
+                    (255.0 - 120.0 * shade) as u8,
+                    255,
+                );
+                chart
+                    .draw_series([Rectangle::new(
+                        [(pred as f64, y0), (pred as f64 + 1.0, y0 + 1.0)],
+                        colour.filled(),
+                    )])
+                    .map_err(e2s)?;
+                chart
+                    .draw_series([Text::new(
+                        n.to_string(),
+                        (pred as f64 + 0.42, y0 + 0.55),
+                        ("sans-serif", 24).into_font().color(&BLACK),
+                    )])
+                    .map_err(e2s)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Precision–recall curves of each class (or label) against the rest, with its average
+/// precision in the legend.
+pub fn class_pr_curves(
+    dir: &Path,
+    number: i64,
+    p: &Predictions,
+) -> Result<Vec<PathBuf>, ReportError> {
+    let k = p.classes.len().max(1);
+    let curves: Vec<(String, Vec<(f64, f64)>, f64)> = p
+        .classes
+        .iter()
+        .enumerate()
+        .map(|(c, name)| {
+            let scores: Vec<f32> = p.probabilities.iter().skip(c).step_by(k).copied().collect();
+            let truth: Vec<u8> = if p.multi_label {
+                p.labels.iter().skip(c).step_by(k).copied().collect()
+            } else {
+                p.labels
+                    .iter()
+                    .map(|&y| u8::from(usize::from(y) == c))
+                    .collect()
+            };
+            let ap = rnnsweep_model::metrics::average_precision(&scores, &truth);
+            (name.clone(), precision_recall(&scores, &truth), ap)
+        })
+        .collect();
+    draw_both!(dir, "pr_curves", |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(
+                format!("Precision–recall per class, trial {number} (validation)"),
+                ("sans-serif", 22),
+            )
+            .margin(20)
+            .x_label_area_size(45)
+            .y_label_area_size(55)
+            .build_cartesian_2d(0.0..1.0, 0.0..1.02)
+            .map_err(e2s)?;
+        chart
+            .configure_mesh()
+            .x_desc("recall")
+            .y_desc("precision")
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(e2s)?;
+        for (i, (name, points, ap)) in curves.iter().enumerate() {
+            let colour = Palette99::pick(i).to_rgba();
+            chart
+                .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
+                .map_err(e2s)?
+                .label(format!("{name} (AP {ap:.3})"))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 14))
+            .position(SeriesLabelPosition::LowerLeft)
+            .draw()
+            .map_err(e2s)?;
+        Ok(())
+    })
+}
+
+/// `(recall, precision)` at each distinct score, highest first.
+fn precision_recall(scores: &[f32], truth: &[u8]) -> Vec<(f64, f64)> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let positives = truth.iter().filter(|&&t| t == 1).count().max(1) as f64;
+    let (mut tp, mut fp) = (0.0, 0.0);
+    let mut points = Vec::new();
+    for (i, &r) in order.iter().enumerate() {
+        if truth[r] == 1 {
+            tp += 1.0;
+        } else {
+            fp += 1.0;
+        }
+        if order.get(i + 1).is_none_or(|&n| scores[n] != scores[r]) {
+            points.push((tp / positives, tp / (tp + fp)));
+        }
+    }
+    points
+}
+
 /// ROC and precision–recall curves of the best trial on its validation set.
 pub fn roc_pr(
     dir: &Path,

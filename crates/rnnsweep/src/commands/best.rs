@@ -153,13 +153,15 @@ pub fn run(args: &BestArgs) -> anyhow::Result<()> {
             .collect()
     };
     let mut retrained = Vec::new();
+    // What selection chose, which may be fewer than asked for.
+    let total = chosen.len();
     for (k, trial) in chosen.into_iter().enumerate() {
         let number = trial.number;
         let plan = study.retrain(trial, &options)?;
         println!(
             "{}retraining trial {number} on {} rows ({}), {} epochs",
             if members > 1 {
-                format!("member {} of {members}: ", k + 1)
+                format!("member {} of {total}: ", k + 1)
             } else {
                 String::new()
             },
@@ -189,9 +191,9 @@ pub fn run(args: &BestArgs) -> anyhow::Result<()> {
         one.model.save(out)?;
         write_history(&out.join("history.csv"), &one.history)?;
         println!(
-            "model written to {} (threshold {:.4}; use `rnnsweep predict --model {}`)",
+            "model written to {} ({}; use `rnnsweep predict --model {}`)",
             out.display(),
-            one.model.threshold.value,
+            decision(&one.model.threshold, one.model.task.outputs()),
             out.display()
         );
     } else {
@@ -205,17 +207,37 @@ pub fn run(args: &BestArgs) -> anyhow::Result<()> {
             )?;
         }
         println!(
-            "ensemble of {} written to {} ({}, threshold {:.4} chosen on {} calibration rows; use `rnnsweep predict --model {}`)",
+            "ensemble of {} written to {} ({}, {} chosen on {} calibration rows; use `rnnsweep predict --model {}`)",
             ensemble.members.len(),
             out.display(),
             match ensemble.combine {
                 Combine::Probability => "mean probability",
                 Combine::Logit => "probability of the mean log-odds",
             },
-            ensemble.threshold.value,
+            decision(&ensemble.threshold, ensemble.task().outputs()),
             ensemble.threshold.calibration_rows,
             out.display()
         );
     }
     Ok(())
+}
+
+/// How a saved model decides, for people: its threshold, per-class offsets or per-label
+/// thresholds.
+fn decision(t: &rnnsweep_model::artifact::StoredThreshold, outputs: usize) -> String {
+    let list = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !t.label_thresholds.is_empty() {
+        format!("label thresholds {}", list(&t.label_thresholds))
+    } else if outputs > 1 && !t.offsets.is_empty() {
+        format!("class offsets {}", list(&t.offsets))
+    } else if outputs > 1 {
+        "argmax".into()
+    } else {
+        format!("threshold {:.4}", t.value)
+    }
 }

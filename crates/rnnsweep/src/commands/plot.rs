@@ -59,16 +59,29 @@ pub fn run(args: &PlotArgs) -> anyhow::Result<()> {
         .map(|d| d.join(VAL_PREDICTIONS_FILE))
         .filter(|p| p.exists())
     {
-        Some(p) => {
-            let (probs, labels) = report::read_predictions(&p)?;
-            files.extend(report::confusion_matrix(
-                &out,
-                best.record.number,
-                &probs,
-                &labels,
-            )?);
-            files.extend(report::roc_pr(&out, best.record.number, &probs, &labels)?);
-        }
+        Some(p) => match report::read_predictions(&p) {
+            Ok((probs, labels)) => {
+                files.extend(report::confusion_matrix(
+                    &out,
+                    best.record.number,
+                    &probs,
+                    &labels,
+                )?);
+                files.extend(report::roc_pr(&out, best.record.number, &probs, &labels)?);
+            }
+            // K classes or labels: one probability column each.
+            Err(binary) => {
+                let classes = report::read_class_predictions(&p).map_err(|_| binary)?;
+                if !classes.multi_label {
+                    files.extend(report::class_confusion_matrix(
+                        &out,
+                        best.record.number,
+                        &classes,
+                    )?);
+                }
+                files.extend(report::class_pr_curves(&out, best.record.number, &classes)?);
+            }
+        },
         None => eprintln!(
             "note: trial {} left no {VAL_PREDICTIONS_FILE}: no confusion matrix or ROC/PR curves",
             best.record.number

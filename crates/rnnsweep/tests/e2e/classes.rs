@@ -111,6 +111,37 @@ fn a_three_class_sweep_ranks_by_macro_f1_and_its_ensemble_predicts_every_class()
         .fold(f64::MIN, f64::max);
     assert_eq!(first["val_macro_f1"].as_f64(), Some(best));
 
+    // Plots: a 3×3 confusion matrix and one precision-recall curve per class.
+    let plots = dir.path().join("plots");
+    let o = run_ok(rnnsweep().arg("plot").arg(&db).arg("--out").arg(&plots));
+    let listed = String::from_utf8_lossy(&o.stdout);
+    for f in ["confusion_matrix.png", "pr_curves.png", "pr_curves.svg"] {
+        assert!(listed.contains(f), "{listed}");
+    }
+    let svg = std::fs::read_to_string(plots.join("pr_curves.svg")).unwrap();
+    for class in ["politics (AP", "sport (AP", "tech (AP"] {
+        assert!(svg.contains(class), "the legend names every class: {class}");
+    }
+    let matrix = std::fs::read_to_string(plots.join("confusion_matrix.svg")).unwrap();
+    assert!(matrix.matches("<rect").count() >= 9, "nine cells");
+    // The best configuration again with a fresh seed, ranked by the mean over its runs.
+    run_ok(
+        rnnsweep()
+            .arg("confirm")
+            .arg(&db)
+            .args(["--top", "1", "--repeats", "2"])
+            .current_dir(dir.path()),
+    );
+    let confirmed =
+        run_ok(
+            rnnsweep()
+                .arg("leaderboard")
+                .arg(&db)
+                .args(["--confirmed", "--format", "json"]),
+        );
+    let confirmed: Value = serde_json::from_slice(&confirmed.stdout).unwrap();
+    let runs = confirmed[0]["values"].as_array().map_or(0, Vec::len);
+    assert_eq!(runs, 3, "the original and its two repeats: {confirmed}");
     let model = dir.path().join("model");
     let o = run_ok(
         rnnsweep()
