@@ -563,7 +563,7 @@ pub fn class_pr_curves(
     p: &Predictions,
 ) -> Result<Vec<PathBuf>, ReportError> {
     let k = p.classes.len().max(1);
-    let curves: Vec<(String, Vec<(f64, f64)>, f64)> = p
+    let curves: Vec<ClassCurve> = p
         .classes
         .iter()
         .enumerate()
@@ -618,6 +618,9 @@ pub fn class_pr_curves(
         Ok(())
     })
 }
+
+/// One class's name, its `(recall, precision)` points and its average precision.
+type ClassCurve = (String, Vec<(f64, f64)>, f64);
 
 /// `(recall, precision)` at each distinct score, highest first.
 fn precision_recall(scores: &[f32], truth: &[u8]) -> Vec<(f64, f64)> {
