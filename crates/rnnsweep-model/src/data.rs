@@ -241,6 +241,27 @@ pub fn load_csv_with(
     Ok(table)
 }
 
+/// A training file and, when given, a validation file read the same way: the same columns,
+/// and the classes the training file's labels gave (so both files share class indices).
+pub fn load_labelled(
+    train: &Path,
+    validation: Option<&Path>,
+    columns: &Columns,
+    rule: &LabelRule,
+) -> Result<(Table, Option<Table>), DataError> {
+    let table = load_csv_with(train, columns, Labels::Required, rule)?;
+    let validation = match validation {
+        Some(path) => Some(load_csv_with(
+            path,
+            columns,
+            Labels::Required,
+            &LabelRule::same_as(&table),
+        )?),
+        None => None,
+    };
+    Ok((table, validation))
+}
+
 /// Parses CSV bytes whose labels are 0 or 1; `path` is only used in messages.
 pub fn parse_csv(
     path: &Path,

@@ -271,6 +271,19 @@ pub struct MultiClass {
     pub confusion: Vec<Vec<u64>>,
 }
 
+/// Each class's F1 weighted by its rows (`average="weighted"`; 0 without rows).
+fn support_weighted_f1(per_class: &[ClassScores]) -> f64 {
+    let support: u64 = per_class.iter().map(|c| c.support).sum();
+    if support == 0 {
+        return 0.0;
+    }
+    per_class
+        .iter()
+        .map(|c| c.f1 * c.support as f64)
+        .sum::<f64>()
+        / support as f64
+}
+
 /// The mean of the finite values (NaN when there is none).
 fn finite_mean(values: impl Iterator<Item = f64>) -> f64 {
     let (sum, n) = values
@@ -324,15 +337,7 @@ pub fn classify_predicted(
         })
         .collect();
     let mean = |f: fn(&ClassScores) -> f64| per_class.iter().map(f).sum::<f64>() / k.max(1) as f64;
-    let weighted_f1 = if total == 0 {
-        0.0
-    } else {
-        per_class
-            .iter()
-            .map(|c| c.f1 * c.support as f64)
-            .sum::<f64>()
-            / total as f64
-    };
+    let weighted_f1 = support_weighted_f1(&per_class);
     let (roc_auc, pr_auc) = match probabilities {
         Some(probs) => {
             let column = |c: usize| -> (Vec<f32>, Vec<u8>) {
@@ -455,22 +460,13 @@ pub fn classify_multilabel(
             (0..k).all(|c| (probabilities[r * k + c] >= threshold(c)) == (targets[r * k + c] == 1))
         })
         .count();
-    let support: u64 = per_class.iter().map(|c| c.support).sum();
     let mean = |f: fn(&ClassScores) -> f64| per_class.iter().map(f).sum::<f64>() / k as f64;
     MultiClass {
         accuracy: ratio(exact as u64, rows as u64),
         macro_precision: mean(|c| c.precision),
         macro_recall: mean(|c| c.recall),
         macro_f1: mean(|c| c.f1),
-        weighted_f1: if support == 0 {
-            0.0
-        } else {
-            per_class
-                .iter()
-                .map(|c| c.f1 * c.support as f64)
-                .sum::<f64>()
-                / support as f64
-        },
+        weighted_f1: support_weighted_f1(&per_class),
         roc_auc: finite_mean(aucs.into_iter()),
         pr_auc: finite_mean(aps.into_iter()),
         per_class,

@@ -416,18 +416,8 @@ fn evaluate_epoch(
     (train_loss, train_accuracy): (f64, f64),
     started: Instant,
 ) -> Result<EpochReport> {
-    if net.multi_label {
-        return evaluate_epoch_multilabel(
-            net,
-            data,
-            cfg,
-            epoch,
-            (train_loss, train_accuracy),
-            started,
-        );
-    }
-    if net.outputs > 1 {
-        return evaluate_epoch_multiclass(
+    if net.outputs > 1 || net.multi_label {
+        return evaluate_epoch_classes(
             net,
             data,
             cfg,
@@ -498,9 +488,11 @@ fn binary_names(data: &Prepared) -> Vec<String> {
     }
 }
 
-/// K-class validation metrics: `val_precision`, `val_recall`, `val_f1`, `val_roc_auc` and
-/// `val_pr_auc` are the macro means over the classes, predictions by argmax.
-fn evaluate_epoch_multiclass(
+/// K-class and multi-label validation metrics: `val_precision`, `val_recall`, `val_f1`,
+/// `val_roc_auc` and `val_pr_auc` are the macro means over the classes (argmax after the
+/// per-class offsets) or over the labels (each at its own threshold; `val_roc_auc` is then the
+/// mean column ROC-AUC and `val_accuracy` the subset accuracy).
+fn evaluate_epoch_classes(
     net: &Net,
     data: &Prepared,
     cfg: &ModelConfig,
@@ -509,7 +501,6 @@ fn evaluate_epoch_multiclass(
     started: Instant,
 ) -> Result<EpochReport> {
     let nan = f64::NAN;
-    let held_out = data.validation.ids.rows > 0;
     let mut report = EpochReport {
         epoch,
         train_loss,
@@ -532,15 +523,26 @@ fn evaluate_epoch_multiclass(
         val_per_class: Vec::new(),
         val_confusion_matrix: Vec::new(),
     };
-    if held_out {
+    if data.validation.ids.rows > 0 {
         let (probs, val_loss) = evaluate_examples(net, &data.validation, cfg.batch_size)?;
-        let offsets = calibrate(net, data, cfg)?.offsets;
-        let m = classify_multiclass(
-            &probs,
-            &data.validation.labels,
-            &data.classes,
-            Some(&offsets),
-        );
+        let decision = calibrate(net, data, cfg)?;
+        let v = &data.validation;
+        let (m, log_loss) = if net.multi_label {
+            (
+                crate::metrics::classify_multilabel(
+                    &probs,
+                    &v.targets,
+                    &data.classes,
+                    &decision.label_thresholds,
+                ),
+                crate::metrics::multilabel_log_loss(&probs, &v.targets),
+            )
+        } else {
+            (
+                classify_multiclass(&probs, &v.labels, &data.classes, Some(&decision.offsets)),
+                crate::metrics::log_loss(&probs, &v.labels, net.outputs),
+            )
+        };
         report.val_loss = val_loss;
         report.val_accuracy = m.accuracy;
         report.val_precision = m.macro_precision;
@@ -550,69 +552,7 @@ fn evaluate_epoch_multiclass(
         report.val_pr_auc = m.pr_auc;
         report.val_macro_f1 = m.macro_f1;
         report.val_weighted_f1 = m.weighted_f1;
-        report.val_log_loss =
-            crate::metrics::log_loss(&probs, &data.validation.labels, net.outputs);
-        report.val_per_class = m.per_class;
-        report.val_confusion_matrix = m.confusion;
-    }
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
-}
-
-/// Multi-label validation metrics: the macro means over the labels, each at its own
-/// threshold; `val_roc_auc` is the mean column ROC-AUC, `val_accuracy` the subset accuracy.
-fn evaluate_epoch_multilabel(
-    net: &Net,
-    data: &Prepared,
-    cfg: &ModelConfig,
-    epoch: usize,
-    (train_loss, train_accuracy): (f64, f64),
-    started: Instant,
-) -> Result<EpochReport> {
-    let nan = f64::NAN;
-    let held_out = data.validation.ids.rows > 0;
-    let mut report = EpochReport {
-        epoch,
-        train_loss,
-        train_accuracy,
-        val_loss: nan,
-        val_accuracy: nan,
-        val_precision: nan,
-        val_recall: nan,
-        val_f1: nan,
-        val_specificity: nan,
-        val_roc_auc: nan,
-        val_pr_auc: nan,
-        val_f1_at_half: nan,
-        threshold: nan,
-        confusion: [0; 4],
-        seconds: 0.0,
-        val_macro_f1: nan,
-        val_weighted_f1: nan,
-        val_log_loss: nan,
-        val_per_class: Vec::new(),
-        val_confusion_matrix: Vec::new(),
-    };
-    if held_out {
-        let (probs, val_loss) = evaluate_examples(net, &data.validation, cfg.batch_size)?;
-        let thresholds = calibrate(net, data, cfg)?.label_thresholds;
-        let m = crate::metrics::classify_multilabel(
-            &probs,
-            &data.validation.targets,
-            &data.classes,
-            &thresholds,
-        );
-        report.val_loss = val_loss;
-        report.val_accuracy = m.accuracy;
-        report.val_precision = m.macro_precision;
-        report.val_recall = m.macro_recall;
-        report.val_f1 = m.macro_f1;
-        report.val_roc_auc = m.roc_auc;
-        report.val_pr_auc = m.pr_auc;
-        report.val_macro_f1 = m.macro_f1;
-        report.val_weighted_f1 = m.weighted_f1;
-        report.val_log_loss =
-            crate::metrics::log_loss(&probs, &data.validation.labels, net.outputs);
+        report.val_log_loss = log_loss;
         report.val_per_class = m.per_class;
         report.val_confusion_matrix = m.confusion;
     }

@@ -90,19 +90,32 @@ pub fn select(candidates: &[Option<Predictions>], k: usize, combine: Combine) ->
         .map(|p| p.probabilities.iter().map(|&q| combine.term(q)).collect())
         .collect();
     let labels = &first.labels;
+    greedy(terms.len(), k, |members| {
+        let mut sum = terms[members[0]].clone();
+        for &m in &members[1..] {
+            for (t, p) in sum.iter_mut().zip(&terms[m]) {
+                *t += p;
+            }
+        }
+        average_precision(&sum, labels)
+    })
+}
+
+/// Greedy ensemble selection over `n` candidates (best first) by `score` of a member list:
+/// start from the best, add the candidate that scores highest with the members (ties to the
+/// better ranked), stop at `k` or when every addition scores lower.
+fn greedy(n: usize, k: usize, score: impl Fn(&[usize]) -> f64) -> Selection {
     let mut members = vec![0];
-    let mut total: Vec<f32> = terms[0].clone();
-    let mut path = vec![average_precision(&total, labels)];
+    let mut path = vec![score(&members)];
     let mut stopped_early = false;
     while members.len() < k {
-        let score = |j: usize| {
-            let sum: Vec<f32> = total.iter().zip(&terms[j]).map(|(t, p)| t + p).collect();
-            average_precision(&sum, labels)
-        };
-        let Some((best, value)) = (0..terms.len())
+        let Some((best, value)) = (0..n)
             .filter(|j| !members.contains(j))
-            .map(|j| (j, score(j)))
-            // Ties go to the better-ranked candidate.
+            .map(|j| {
+                let mut with = members.clone();
+                with.push(j);
+                (j, score(&with))
+            })
             .fold(None, |acc: Option<(usize, f64)>, (j, v)| match acc {
                 Some((_, b)) if b >= v => acc,
                 _ => Some((j, v)),
@@ -113,9 +126,6 @@ pub fn select(candidates: &[Option<Predictions>], k: usize, combine: Combine) ->
         if path.last().is_some_and(|&now| value < now) {
             stopped_early = true;
             break;
-        }
-        for (t, p) in total.iter_mut().zip(&terms[best]) {
-            *t += p;
         }
         members.push(best);
         path.push(value);
@@ -173,36 +183,7 @@ fn select_classes(
         let combined = combine.combine_outputs(&chosen, outputs);
         classify_multiclass(&combined, &first.labels, &first.classes, None).pr_auc
     };
-    let mut members = vec![0];
-    let mut path = vec![score(&members)];
-    let mut stopped_early = false;
-    while members.len() < k {
-        let Some((best, value)) = (0..probs.len())
-            .filter(|j| !members.contains(j))
-            .map(|j| {
-                let mut with = members.clone();
-                with.push(j);
-                (j, score(&with))
-            })
-            .fold(None, |acc: Option<(usize, f64)>, (j, v)| match acc {
-                Some((_, b)) if b >= v => acc,
-                _ => Some((j, v)),
-            })
-        else {
-            break;
-        };
-        if path.last().is_some_and(|&now| value < now) {
-            stopped_early = true;
-            break;
-        }
-        members.push(best);
-        path.push(value);
-    }
-    Selection::Greedy {
-        members,
-        path,
-        stopped_early,
-    }
+    greedy(probs.len(), k, score)
 }
 
 /// Combines the members' probabilities and chooses the threshold on them with the first

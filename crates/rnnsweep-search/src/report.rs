@@ -578,7 +578,7 @@ pub fn class_pr_curves(
                     .collect()
             };
             let ap = rnnsweep_model::metrics::average_precision(&scores, &truth);
-            (name.clone(), precision_recall(&scores, &truth), ap)
+            (name.clone(), curves(&scores, &truth).1, ap)
         })
         .collect();
     draw_both!(dir, "pr_curves", |root| {
@@ -622,35 +622,13 @@ pub fn class_pr_curves(
 /// One class's name, its `(recall, precision)` points and its average precision.
 type ClassCurve = (String, Vec<(f64, f64)>, f64);
 
-/// `(recall, precision)` at each distinct score, highest first.
-fn precision_recall(scores: &[f32], truth: &[u8]) -> Vec<(f64, f64)> {
+type Curve = Vec<(f64, f64)>;
+
+/// The ROC curve `(false positive rate, true positive rate)` from `(0, 0)` and the
+/// precision–recall curve `(recall, precision)`, one point per distinct score, highest first.
+fn curves(scores: &[f32], labels: &[u8]) -> (Curve, Curve) {
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-    let positives = truth.iter().filter(|&&t| t == 1).count().max(1) as f64;
-    let (mut tp, mut fp) = (0.0, 0.0);
-    let mut points = Vec::new();
-    for (i, &r) in order.iter().enumerate() {
-        if truth[r] == 1 {
-            tp += 1.0;
-        } else {
-            fp += 1.0;
-        }
-        if order.get(i + 1).is_none_or(|&n| scores[n] != scores[r]) {
-            points.push((tp / positives, tp / (tp + fp)));
-        }
-    }
-    points
-}
-
-/// ROC and precision–recall curves of the best trial on its validation set.
-pub fn roc_pr(
-    dir: &Path,
-    number: i64,
-    probs: &[f32],
-    labels: &[u8],
-) -> Result<Vec<PathBuf>, ReportError> {
-    let mut order: Vec<usize> = (0..probs.len()).collect();
-    order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
     let pos = labels.iter().filter(|&&l| l == 1).count().max(1) as f64;
     let neg = (labels.len() as f64 - pos).max(1.0);
     let (mut tp, mut fp) = (0.0, 0.0);
@@ -658,8 +636,8 @@ pub fn roc_pr(
     let mut pr = Vec::new();
     let mut i = 0;
     while i < order.len() {
-        let score = probs[order[i]];
-        while i < order.len() && probs[order[i]] == score {
+        let score = scores[order[i]];
+        while i < order.len() && scores[order[i]] == score {
             if labels[order[i]] == 1 {
                 tp += 1.0;
             } else {
@@ -670,6 +648,17 @@ pub fn roc_pr(
         roc.push((fp / neg, tp / pos));
         pr.push((tp / pos, tp / (tp + fp)));
     }
+    (roc, pr)
+}
+
+/// ROC and precision–recall curves of the best trial on its validation set.
+pub fn roc_pr(
+    dir: &Path,
+    number: i64,
+    probs: &[f32],
+    labels: &[u8],
+) -> Result<Vec<PathBuf>, ReportError> {
+    let (roc, pr) = curves(probs, labels);
     let auc = rnnsweep_model::metrics::roc_auc(probs, labels);
     let ap = rnnsweep_model::metrics::average_precision(probs, labels);
     draw_both!(dir, "roc_pr", |root| {

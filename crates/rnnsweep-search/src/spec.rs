@@ -329,23 +329,12 @@ impl Spec {
         ),
         rnnsweep_model::ModelError,
     > {
-        use rnnsweep_model::data::{load_csv_with, LabelRule, Labels};
-        let train = load_csv_with(
+        Ok(rnnsweep_model::data::load_labelled(
             &self.train_file,
+            self.validation_file.as_deref(),
             &self.columns,
-            Labels::Required,
             &self.labels,
-        )?;
-        let validation = match &self.validation_file {
-            Some(path) => Some(load_csv_with(
-                path,
-                &self.columns,
-                Labels::Required,
-                &LabelRule::same_as(&train),
-            )?),
-            None => None,
-        };
-        Ok((train, validation))
+        )?)
     }
 
     pub fn load(path: &Path) -> Result<Self, SpecError> {

@@ -462,39 +462,8 @@ mod tests {
 
     #[test]
     fn gru_gradients_match_finite_differences() {
-        let w = gru_f64(12, 2, 3);
         let (x, ids) = example();
-        let m = masks(&ids, 2, 3);
-        let grads: GradStore = loss(&w, &x, &m).backward().unwrap();
-        let eps = 1e-6;
-        for (name, var) in w.vars() {
-            let analytic: Vec<f64> = grads
-                .get(var.as_tensor())
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
-            let base: Vec<f64> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
-            let shape = var.as_tensor().shape().clone();
-            for k in 0..base.len() {
-                let at = |delta: f64| {
-                    let mut v = base.clone();
-                    v[k] += delta;
-                    var.set(&Tensor::from_vec(v, &shape, &Device::Cpu).unwrap())
-                        .unwrap();
-                    loss(&w, &x, &m).to_scalar::<f64>().unwrap()
-                };
-                let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
-                var.set(&Tensor::from_vec(base.clone(), &shape, &Device::Cpu).unwrap())
-                    .unwrap();
-                assert!(
-                    (numeric - analytic[k]).abs() < 1e-6 * (1.0 + numeric.abs()),
-                    "{name}[{k}]: numeric {numeric} vs analytic {}",
-                    analytic[k]
-                );
-            }
-        }
+        assert_gradients_match_finite_differences(&gru_f64(12, 2, 3), &x, &masks(&ids, 2, 3));
     }
 
     fn steps(values: &[Vec<Vec<f64>>]) -> Vec<Tensor> {
@@ -594,10 +563,13 @@ mod tests {
 
     #[test]
     fn gradients_match_finite_differences() {
-        let w = weights_f64(5, 2, 3);
         let (x, ids) = example();
-        let m = masks(&ids, 2, 3);
-        let grads: GradStore = loss(&w, &x, &m).backward().unwrap();
+        assert_gradients_match_finite_differences(&weights_f64(5, 2, 3), &x, &masks(&ids, 2, 3));
+    }
+
+    /// Every weight's analytic gradient of [`loss`] against a central difference.
+    fn assert_gradients_match_finite_differences(w: &LstmWeights, x: &[Tensor], m: &[StepMask]) {
+        let grads: GradStore = loss(w, x, m).backward().unwrap();
         let eps = 1e-6;
         for (name, var) in w.vars() {
             let analytic: Vec<f64> = grads
@@ -608,21 +580,18 @@ mod tests {
                 .to_vec1()
                 .unwrap();
             let base: Vec<f64> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+            let shape = var.as_tensor().shape().clone();
             for k in 0..base.len() {
-                let mut plus = base.clone();
-                plus[k] += eps;
-                let mut minus = base.clone();
-                minus[k] -= eps;
-                let shape = var.as_tensor().shape().clone();
-                var.set(&Tensor::from_vec(plus, &shape, &Device::Cpu).unwrap())
-                    .unwrap();
-                let lp: f64 = loss(&w, &x, &m).to_scalar().unwrap();
-                var.set(&Tensor::from_vec(minus, &shape, &Device::Cpu).unwrap())
-                    .unwrap();
-                let lm: f64 = loss(&w, &x, &m).to_scalar().unwrap();
+                let at = |delta: f64| {
+                    let mut v = base.clone();
+                    v[k] += delta;
+                    var.set(&Tensor::from_vec(v, &shape, &Device::Cpu).unwrap())
+                        .unwrap();
+                    loss(w, x, m).to_scalar::<f64>().unwrap()
+                };
+                let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
                 var.set(&Tensor::from_vec(base.clone(), &shape, &Device::Cpu).unwrap())
                     .unwrap();
-                let numeric = (lp - lm) / (2.0 * eps);
                 assert!(
                     (numeric - analytic[k]).abs() < 1e-6 * (1.0 + numeric.abs()),
                     "{name}[{k}]: numeric {numeric} vs analytic {}",

@@ -83,28 +83,8 @@ pub fn run(args: &PredictArgs) -> anyhow::Result<()> {
         args.out.display()
     )?;
     if let Some(n) = args.show_flagged {
-        let mut order: Vec<usize> = (0..probs.len()).collect();
-        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
-        writeln!(
-            out,
-            "\n{:>4}  {:>10}  {:>11}  tweet",
-            "rank", "id", "probability"
-        )?;
-        for (rank, &i) in order.iter().take(n).enumerate() {
-            let text: String = table.rows[i]
-                .text
-                .chars()
-                .take(100)
-                .collect::<String>()
-                .replace(['\n', '\r'], " ");
-            writeln!(
-                out,
-                "{:>4}  {:>10}  {:>11.4}  {text}",
-                rank + 1,
-                table.rows[i].id,
-                probs[i]
-            )?;
-        }
+        writeln!(out)?;
+        print_most_likely(&mut out, table.rows.as_slice(), n, "tweet", |r| probs[r])?;
         writeln!(out)?;
     }
     if table.labelled {
@@ -192,13 +172,7 @@ fn write_labels(
             m.pr_auc,
             rnnsweep_model::metrics::multilabel_log_loss(probs, &table.targets())
         )?;
-        for c in &m.per_class {
-            writeln!(
-                out,
-                "  {:<16} precision {:.4}  recall {:.4}  f1 {:.4}  ({} rows)",
-                c.class, c.precision, c.recall, c.f1, c.support
-            )?;
-        }
+        print_class_scores(&mut out, &m.per_class)?;
     }
     Ok(())
 }
@@ -243,29 +217,8 @@ fn write_classes(
     )?;
     if let Some(n) = args.show_flagged {
         for (c, name) in classes.iter().enumerate() {
-            let mut order: Vec<usize> = (0..table.rows.len()).collect();
-            order.sort_by(|&a, &b| probs[b * k + c].total_cmp(&probs[a * k + c]));
             writeln!(out, "\nmost likely `{name}`:")?;
-            writeln!(
-                out,
-                "{:>4}  {:>10}  {:>11}  text",
-                "rank", "id", "probability"
-            )?;
-            for (rank, &i) in order.iter().take(n).enumerate() {
-                let text: String = table.rows[i]
-                    .text
-                    .chars()
-                    .take(100)
-                    .collect::<String>()
-                    .replace(['\n', '\r'], " ");
-                writeln!(
-                    out,
-                    "{:>4}  {:>10}  {:>11.4}  {text}",
-                    rank + 1,
-                    table.rows[i].id,
-                    probs[i * k + c]
-                )?;
-            }
+            print_most_likely(&mut out, &table.rows, n, "text", |r| probs[r * k + c])?;
         }
         writeln!(out)?;
     }
@@ -282,13 +235,55 @@ fn write_classes(
             m.pr_auc,
             rnnsweep_model::metrics::log_loss(probs, &table.labels(), k)
         )?;
-        for c in &m.per_class {
-            writeln!(
-                out,
-                "  {:<16} precision {:.4}  recall {:.4}  f1 {:.4}  ({} rows)",
-                c.class, c.precision, c.recall, c.f1, c.support
-            )?;
-        }
+        print_class_scores(&mut out, &m.per_class)?;
+    }
+    Ok(())
+}
+
+/// One line per class (or label): precision, recall, F1 and its rows.
+fn print_class_scores(
+    out: &mut impl Write,
+    per_class: &[rnnsweep_model::metrics::ClassScores],
+) -> std::io::Result<()> {
+    for c in per_class {
+        writeln!(
+            out,
+            "  {:<16} precision {:.4}  recall {:.4}  f1 {:.4}  ({} rows)",
+            c.class, c.precision, c.recall, c.f1, c.support
+        )?;
+    }
+    Ok(())
+}
+
+/// The `n` rows with the highest `score`, with their text (cut to 100 characters).
+fn print_most_likely(
+    out: &mut impl Write,
+    rows: &[rnnsweep_model::data::Row],
+    n: usize,
+    text_header: &str,
+    score: impl Fn(usize) -> f32,
+) -> std::io::Result<()> {
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by(|&a, &b| score(b).total_cmp(&score(a)));
+    writeln!(
+        out,
+        "{:>4}  {:>10}  {:>11}  {text_header}",
+        "rank", "id", "probability"
+    )?;
+    for (rank, &i) in order.iter().take(n).enumerate() {
+        let text: String = rows[i]
+            .text
+            .chars()
+            .take(100)
+            .collect::<String>()
+            .replace(['\n', '\r'], " ");
+        writeln!(
+            out,
+            "{:>4}  {:>10}  {:>11.4}  {text}",
+            rank + 1,
+            rows[i].id,
+            score(i)
+        )?;
     }
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use anyhow::Context;
-use rnnsweep_model::data::{load_csv_with, LabelRule, Labels};
+use rnnsweep_model::data::load_labelled;
 use rnnsweep_model::dataset::prepare_with;
 use rnnsweep_model::train::{evaluate_examples, fit, Control, EpochReport, FitOptions};
 use rnnsweep_search::spec::FunctionTrial;
@@ -64,21 +64,12 @@ fn train(task: &TrialTask) -> anyhow::Result<()> {
         .context("the trial task has no model configuration")?;
     cfg.validate()?;
     let device = rnnsweep_model::device(&task.device)?;
-    let table = load_csv_with(
+    let (table, validation) = load_labelled(
         &task.train_file,
+        task.validation_file.as_deref(),
         &task.columns,
-        Labels::Required,
         &task.labels,
     )?;
-    let validation = match &task.validation_file {
-        Some(path) => Some(load_csv_with(
-            path,
-            &task.columns,
-            Labels::Required,
-            &LabelRule::same_as(&table),
-        )?),
-        None => None,
-    };
     let data = prepare_with(&table, validation.as_ref(), &cfg)?;
     let options = FitOptions {
         checkpoint_dir: Some(task.checkpoint_dir.clone()),
