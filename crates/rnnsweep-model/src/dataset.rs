@@ -432,7 +432,7 @@ pub fn prepare_with(
     let classes = table.classes.clone();
     let class_weights = if table.multi_label {
         // One weight per row in the loss: a multi-label task weights no row above another.
-        vec![1.0; classes.len() + 1]
+        vec![1.0; classes.len()]
     } else if cfg.class_weighting {
         task_class_weights(&train.labels, classes.len())
     } else {

@@ -12,6 +12,7 @@ macro_rules! say {
 
 mod cli;
 mod commands;
+mod data_args;
 mod exit;
 mod progress;
 mod sweeping;

@@ -1,7 +1,7 @@
 //! `rnnsweep data inspect`: a data file the way the model will see it.
 
 use anyhow::Context;
-use rnnsweep_model::data::{load_csv_with, Columns, LabelRule, Labels};
+use rnnsweep_model::data::{load_csv_with, Labels};
 use rnnsweep_model::dataset::{
     class_weights, longest, pad_sequences, task_class_weights, Padding, Truncating,
 };
@@ -23,20 +23,8 @@ pub struct InspectArgs {
     /// Write `id,` and the post-padded id sequence, one line per row.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    #[arg(long, default_value = "id")]
-    pub id_column: String,
-    #[arg(long, default_value = "label")]
-    pub label_column: String,
-    #[arg(long, default_value = "tweet")]
-    pub text_column: String,
-    /// Several 0/1 label columns, comma-separated (a multi-label file; `--label-column` is then
-    /// unused).
-    #[arg(long, value_delimiter = ',')]
-    pub label_columns: Vec<String>,
-    /// The classes in order, comma-separated, or `auto` for the file's distinct values
-    /// (default: 0 and 1, anything else is an error).
-    #[arg(long)]
-    pub labels: Option<String>,
+    #[command(flatten)]
+    pub data: crate::data_args::DataArgs,
 }
 
 pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
@@ -49,20 +37,7 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
     if args.seq_len == Some(0) {
         anyhow::bail!("--seq-len 0: must be at least 1");
     }
-    let columns = Columns {
-        id: args.id_column.clone(),
-        label: args.label_column.clone(),
-        text: args.text_column.clone(),
-        labels: args.label_columns.clone(),
-    };
-    let rule = match args.labels.as_deref() {
-        None => LabelRule::binary(),
-        Some("auto") => LabelRule::default(),
-        Some(list) => LabelRule {
-            classes: Some(list.split(',').map(|c| c.trim().to_string()).collect()),
-            positive: Vec::new(),
-        },
-    };
+    let (columns, rule) = (args.data.columns(), args.data.rule());
     let table = load_csv_with(&args.input, &columns, Labels::Optional, &rule)?;
     let tokenizer = Tokenizer::fit(Some(args.max_words), table.texts());
     let sequences = tokenizer.texts_to_sequences(table.texts());

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use rnnsweep_model::artifact::TrainedModel;
-use rnnsweep_model::data::{load_csv, Columns, Labels};
+use rnnsweep_model::data::load_labelled;
 use rnnsweep_model::dataset::prepare_with;
 use rnnsweep_model::train::{
     data_fingerprint, discard_foreign_checkpoint, fit, write_history, Control, FitOptions,
@@ -12,9 +12,11 @@ use rnnsweep_model::ModelConfig;
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
-    /// Labelled CSV (`id,label,tweet`).
+    /// Labelled CSV (`id,label,tweet` by default; see the column and label flags).
     #[arg(long)]
     pub data: PathBuf,
+    #[command(flatten)]
+    pub read: crate::data_args::DataArgs,
     /// Validation rows from this file (same columns) instead of `validation_split`.
     #[arg(long)]
     pub validation: Option<PathBuf>,
@@ -49,21 +51,25 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     rnnsweep_model::alloc::keep_freed_memory();
     let cfg = load_config(args)?;
     let device = rnnsweep_model::device(&args.device)?;
-    let table = load_csv(&args.data, &Columns::default(), Labels::Required)?;
-    let validation = match &args.validation {
-        Some(path) => Some(load_csv(path, &Columns::default(), Labels::Required)?),
-        None => None,
-    };
+    let (table, validation) = load_labelled(
+        &args.data,
+        args.validation.as_deref(),
+        &args.read.columns(),
+        &args.read.rule(),
+    )?;
     let data = prepare_with(&table, validation.as_ref(), &cfg)?;
     println!(
-        "{} rows: {} train / {} validation, sequence length {}, vocabulary {} ids, class weights {:.3}/{:.3}",
+        "{} rows: {} train / {} validation, sequence length {}, vocabulary {} ids, class weights {}",
         table.rows.len(),
         data.train.labels.len(),
         data.validation.labels.len(),
         data.sequence_length,
         data.tokenizer.id_limit() - 1,
-        data.class_weights[0],
-        data.class_weights[1]
+        data.class_weights
+            .iter()
+            .map(|w| format!("{w:.3}"))
+            .collect::<Vec<_>>()
+            .join("/")
     );
     println!(
         "{:>5}  {:>10}  {:>9}  {:>8}  {:>7}  {:>9}  {:>6}  {:>6}  {:>7}  {:>7}  {:>7}",

@@ -388,3 +388,81 @@ fn a_multi_label_sweep_gives_every_label_its_sigmoid_and_threshold() {
         "{written}"
     );
 }
+
+#[test]
+fn train_and_inspect_read_a_users_columns_and_word_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train, test) = topics(dir.path(), 600);
+    let flags = [
+        "--id-column",
+        "",
+        "--label-column",
+        "class",
+        "--text-column",
+        "text",
+        "--labels",
+        "auto",
+    ];
+    let o = run_ok(
+        rnnsweep()
+            .args(["data", "inspect", "--input"])
+            .arg(&train)
+            .args(flags),
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("classes           3 (multi-class)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("  sport "), "{stdout}");
+    let model = dir.path().join("model");
+    let o = run_ok(
+        rnnsweep()
+            .args(["train", "--data"])
+            .arg(&train)
+            .args(flags)
+            .args([
+                "--set",
+                "epochs=2",
+                "--set",
+                "lstm_units=[8]",
+                "--set",
+                "embedding_dim=8",
+                "--set",
+                "cell=gru",
+                "--out",
+            ])
+            .arg(&model),
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("class weights "), "{stdout}");
+    let out = dir.path().join("p.csv");
+    run_ok(
+        rnnsweep()
+            .args(["predict", "--model"])
+            .arg(&model)
+            .arg("--input")
+            .arg(&test)
+            .arg("--out")
+            .arg(&out),
+    );
+    let written = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        written.starts_with("id,label,politics,sport,tech\n600,"),
+        "{written}"
+    );
+    // Without --labels the tweets' 0/1 rule holds, and says which value broke it.
+    let o = rnnsweep()
+        .args(["data", "inspect", "--input"])
+        .arg(&train)
+        .args(&flags[..6])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains(":2: label `"), "{stderr}");
+    assert!(
+        stderr.contains("in column `class` is not 0 or 1"),
+        "{stderr}"
+    );
+}
