@@ -179,9 +179,15 @@ pub fn run(args: &BestArgs) -> anyhow::Result<()> {
             plan.config.epochs
         );
         retrained.push(plan.train(|r| {
+            // Without a validation split there is nothing to report but the training side.
+            let validation = if r.val_loss.is_nan() {
+                String::new()
+            } else {
+                format!("  val_loss {:.4}  val_f1 {:.4}", r.val_loss, r.val_f1)
+            };
             println!(
-                "epoch {:>3}  train_loss {:.4}  train_acc {:.4}  val_loss {:.4}  val_f1 {:.4}  {:.1}s",
-                r.epoch, r.train_loss, r.train_accuracy, r.val_loss, r.val_f1, r.seconds
+                "epoch {:>3}  train_loss {:.4}  train_acc {:.4}{validation}  {:.1}s",
+                r.epoch, r.train_loss, r.train_accuracy, r.seconds
             );
             Control::Continue
         })?);
