@@ -76,11 +76,12 @@ impl StoredTask {
     }
 
     pub fn outputs(&self) -> usize {
-        if self.multi_label {
-            self.classes.len()
-        } else {
-            crate::dataset::outputs_for(self.classes.len())
-        }
+        crate::dataset::outputs_of(self.classes.len(), self.multi_label)
+    }
+
+    /// See [`crate::dataset::normalised_width`].
+    pub fn normalised_width(&self) -> usize {
+        crate::dataset::normalised_width(self.outputs(), self.multi_label)
     }
 
     /// The columns to read, the tweets' by default.
@@ -213,11 +214,13 @@ impl TrainedModel {
                 message: "a model needs at least two classes".into(),
             });
         }
-        let net = if task.multi_label {
-            Net::multi_label(&config, tokenizer.id_limit(), task.outputs(), device)?
-        } else {
-            Net::with_outputs(&config, tokenizer.id_limit(), task.outputs(), device)?
-        };
+        let net = Net::for_task(
+            &config,
+            tokenizer.id_limit(),
+            task.outputs(),
+            task.multi_label,
+            device,
+        )?;
         let weights = dir.join(WEIGHTS_FILE);
         let shown = weights.display().to_string();
         let state =
@@ -428,9 +431,10 @@ impl Ensemble {
             .map(|m| m.predict(table))
             .collect::<Result<Vec<_>>>()?;
         let columns: Vec<&[f32]> = each.iter().map(Vec::as_slice).collect();
+        // Independent labels combine one by one, as binary probabilities do.
         Ok(self
             .combine
-            .combine_outputs(&columns, self.task().outputs()))
+            .combine_outputs(&columns, self.task().normalised_width()))
     }
 
     /// The members' task (they share it).

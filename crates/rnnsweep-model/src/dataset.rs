@@ -296,20 +296,27 @@ impl Prepared {
     /// How many outputs the network has: one sigmoid for two classes, K softmax outputs for
     /// more, one sigmoid per label for a multi-label task.
     pub fn outputs(&self) -> usize {
-        if self.multi_label {
-            self.classes.len()
-        } else {
-            outputs_for(self.classes.len())
-        }
+        outputs_of(self.classes.len(), self.multi_label)
     }
 }
 
-/// One output (a sigmoid) for a binary task, one per class (a softmax) for more.
-pub fn outputs_for(classes: usize) -> usize {
-    if classes > 2 {
+/// The network's outputs for a task: one (a sigmoid) for two classes, one per class (a
+/// softmax) for more, one per label (independent sigmoids) for a multi-label task.
+pub fn outputs_of(classes: usize, multi_label: bool) -> usize {
+    if multi_label || classes > 2 {
         classes
     } else {
         1
+    }
+}
+
+/// How many of a row's outputs one probability is normalised over: all K for a softmax, 1
+/// where each output is its own sigmoid (binary and multi-label models).
+pub fn normalised_width(outputs: usize, multi_label: bool) -> usize {
+    if multi_label {
+        1
+    } else {
+        outputs
     }
 }
 

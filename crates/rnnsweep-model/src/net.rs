@@ -244,15 +244,16 @@ impl Net {
         Self::with_outputs(cfg, vocab, 1, device)
     }
 
-    /// A multi-label network: `labels` independent sigmoids.
-    pub fn multi_label(
+    /// A network for a task: `outputs` logits, independent sigmoids when `multi_label`.
+    pub fn for_task(
         cfg: &ModelConfig,
         vocab: usize,
-        labels: usize,
+        outputs: usize,
+        multi_label: bool,
         device: &Device,
     ) -> Result<Self> {
-        let mut net = Self::with_outputs(cfg, vocab, labels, device)?;
-        net.multi_label = true;
+        let mut net = Self::with_outputs(cfg, vocab, outputs, device)?;
+        net.multi_label = multi_label;
         Ok(net)
     }
 

@@ -659,11 +659,13 @@ pub fn fit(
             ),
         });
     }
-    let net = if data.multi_label {
-        Net::multi_label(cfg, data.tokenizer.id_limit(), data.outputs(), device)?
-    } else {
-        Net::with_outputs(cfg, data.tokenizer.id_limit(), data.outputs(), device)?
-    };
+    let net = Net::for_task(
+        cfg,
+        data.tokenizer.id_limit(),
+        data.outputs(),
+        data.multi_label,
+        device,
+    )?;
     let trainable = net.trainable();
     let mut optimizer = KerasOptimizer::new(
         trainable.iter().map(|(_, v)| v.clone()).collect(),
@@ -944,11 +946,7 @@ pub fn predict_padded(net: &Net, ids: &Padded, batch_size: usize) -> Result<Vec<
 /// The width [`probabilities_of`] normalises over: 1 (each logit its own sigmoid) for binary
 /// and multi-label nets, K for a softmax.
 fn head_width(net: &Net) -> usize {
-    if net.multi_label {
-        1
-    } else {
-        net.outputs
-    }
+    crate::dataset::normalised_width(net.outputs, net.multi_label)
 }
 
 /// Logits → probabilities: the sigmoid of each for one output, a softmax per row for K.

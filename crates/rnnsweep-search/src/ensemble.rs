@@ -225,7 +225,7 @@ pub fn ensemble_of(members: Vec<Retrained>, combine: Combine) -> Result<Ensemble
         .collect();
     let outputs = first.model.task.outputs();
     let multi_label = first.model.task.multi_label;
-    let combined = combine.combine_outputs(&columns, if multi_label { 1 } else { outputs });
+    let combined = combine.combine_outputs(&columns, first.model.task.normalised_width());
     let threshold = if multi_label {
         StoredThreshold {
             value: rule.value,

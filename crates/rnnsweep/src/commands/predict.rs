@@ -124,37 +124,20 @@ fn write_labels(
         None if stored.label_thresholds.len() == k => stored.label_thresholds.clone(),
         None => vec![stored.value; k],
     };
-    let file = std::fs::File::create(&args.out)
-        .with_context(|| format!("{}: cannot create", args.out.display()))?;
-    let mut w = csv::Writer::from_writer(std::io::BufWriter::new(file));
-    let mut header = vec!["id".to_string(), "labels".to_string()];
-    header.extend(names.iter().cloned());
-    w.write_record(&header)?;
-    let mut counts = vec![0usize; k];
-    for (row, p) in table.rows.iter().zip(probs.chunks(k)) {
-        let on: Vec<&str> = (0..k)
-            .filter(|&c| f64::from(p[c]) >= thresholds[c])
-            .inspect(|&c| counts[c] += 1)
-            .map(|c| names[c].as_str())
-            .collect();
-        let mut record = vec![row.id.clone(), on.join("|")];
-        record.extend(p.iter().map(|v| format!("{v:.6}")));
-        w.write_record(&record)?;
-    }
-    w.flush()?;
-    let mut out = std::io::stdout().lock();
-    let shares: Vec<String> = names
-        .iter()
-        .zip(&counts)
-        .map(|(c, n)| format!("{c} {n}"))
-        .collect();
-    writeln!(
-        out,
-        "{} rows scored (rows with each label: {}); written to {}",
-        table.rows.len(),
-        shares.join(", "),
-        args.out.display()
+    write_scores(
+        args,
+        table,
+        probs,
+        names,
+        "labels",
+        "rows with each label: ",
+        |p| {
+            (0..k)
+                .filter(|&c| f64::from(p[c]) >= thresholds[c])
+                .collect()
+        },
     )?;
+    let mut out = std::io::stdout().lock();
     if table.labelled {
         let m = rnnsweep_model::metrics::classify_multilabel(
             probs,
@@ -187,34 +170,13 @@ fn write_classes(
     offsets: Option<&[f64]>,
 ) -> anyhow::Result<()> {
     let k = classes.len();
-    let predicted = rnnsweep_model::metrics::argmax_classes(probs, k, offsets);
-    let file = std::fs::File::create(&args.out)
-        .with_context(|| format!("{}: cannot create", args.out.display()))?;
-    let mut w = csv::Writer::from_writer(std::io::BufWriter::new(file));
-    let mut header = vec!["id".to_string(), "label".to_string()];
-    header.extend(classes.iter().cloned());
-    w.write_record(&header)?;
-    let mut counts = vec![0usize; k];
-    for ((row, p), &class) in table.rows.iter().zip(probs.chunks(k)).zip(&predicted) {
-        counts[usize::from(class)] += 1;
-        let mut record = vec![row.id.clone(), classes[usize::from(class)].clone()];
-        record.extend(p.iter().map(|v| format!("{v:.6}")));
-        w.write_record(&record)?;
-    }
-    w.flush()?;
+    write_scores(args, table, probs, classes, "label", "", |p| {
+        rnnsweep_model::metrics::argmax_classes(p, k, offsets)
+            .into_iter()
+            .map(usize::from)
+            .collect()
+    })?;
     let mut out = std::io::stdout().lock();
-    let shares: Vec<String> = classes
-        .iter()
-        .zip(&counts)
-        .map(|(c, n)| format!("{c} {n}"))
-        .collect();
-    writeln!(
-        out,
-        "{} rows scored ({}); written to {}",
-        table.rows.len(),
-        shares.join(", "),
-        args.out.display()
-    )?;
     if let Some(n) = args.show_flagged {
         for (c, name) in classes.iter().enumerate() {
             writeln!(out, "\nmost likely `{name}`:")?;
@@ -285,5 +247,50 @@ fn print_most_likely(
             score(i)
         )?;
     }
+    Ok(())
+}
+
+/// Writes `id,<decision_column>,` and one probability column per class (row-major `[rows, K]`
+/// `probs`), the decision being the names of the classes `decide` picks for a row joined by
+/// `|`, then prints how many rows each class got.
+fn write_scores(
+    args: &PredictArgs,
+    table: &Table,
+    probs: &[f32],
+    names: &[String],
+    decision_column: &str,
+    summary: &str,
+    decide: impl Fn(&[f32]) -> Vec<usize>,
+) -> anyhow::Result<()> {
+    let k = names.len();
+    let file = std::fs::File::create(&args.out)
+        .with_context(|| format!("{}: cannot create", args.out.display()))?;
+    let mut w = csv::Writer::from_writer(std::io::BufWriter::new(file));
+    let mut header = vec!["id".to_string(), decision_column.to_string()];
+    header.extend(names.iter().cloned());
+    w.write_record(&header)?;
+    let mut counts = vec![0usize; k];
+    for (row, p) in table.rows.iter().zip(probs.chunks(k)) {
+        let chosen = decide(p);
+        for &c in &chosen {
+            counts[c] += 1;
+        }
+        let decided: Vec<&str> = chosen.iter().map(|&c| names[c].as_str()).collect();
+        let mut record = vec![row.id.clone(), decided.join("|")];
+        record.extend(p.iter().map(|v| format!("{v:.6}")));
+        w.write_record(&record)?;
+    }
+    w.flush()?;
+    let shares: Vec<String> = names
+        .iter()
+        .zip(&counts)
+        .map(|(c, n)| format!("{c} {n}"))
+        .collect();
+    println!(
+        "{} rows scored ({summary}{}); written to {}",
+        table.rows.len(),
+        shares.join(", "),
+        args.out.display()
+    );
     Ok(())
 }

@@ -348,7 +348,14 @@ fn a_multi_label_sweep_gives_every_label_its_sigmoid_and_threshold() {
         rnnsweep()
             .arg("best")
             .arg(&db)
-            .args(["--retrain", "--ensemble", "2", "--out"])
+            .args([
+                "--retrain",
+                "--ensemble",
+                "2",
+                "--combine",
+                "logit",
+                "--out",
+            ])
             .arg(&model),
     );
     let ensemble: Value =
@@ -379,6 +386,15 @@ fn a_multi_label_sweep_gives_every_label_its_sigmoid_and_threshold() {
     let written = std::fs::read_to_string(&out).unwrap();
     let mut rows = written.lines();
     assert_eq!(rows.next(), Some("id,labels,sport,politics,tech"));
+    // Labels combine one by one (mean log-odds per label), not as a softmax over the labels.
+    assert!(rows.clone().any(|l| {
+        let p: f64 = l
+            .split(',')
+            .skip(2)
+            .map(|v| v.parse::<f64>().unwrap())
+            .sum();
+        (p - 1.0).abs() > 0.05
+    }));
     assert_eq!(written.lines().count(), 601);
     // Some test rows talk about two topics and are given both.
     assert!(
