@@ -4,7 +4,7 @@
 //! the real lengths of a data file, post-padded to `--time`.
 //!
 //! `bench_trainer --units U [--impl fused|reference] [--rows N] [--time T] [--batch B]
-//! [--warmup K] [--epochs E] [--lengths FILE] [--batching shuffle|bucket]` prints one JSON line;
+//! [--warmup K] [--epochs E] [--cell lstm|gru] [--lengths FILE] [--batching shuffle|bucket]` prints one JSON line;
 //! `--lengths` takes one token count per line (its line count sets the rows), `--batching
 //! bucket` groups rows of similar length; `--inference` times prediction instead (the `predict`
 //! path: no dropout, batches of `--batch`, 1024 by default there). `bench_trainer --peak` prints the f32 matrix
@@ -18,7 +18,7 @@ use candle_core::Device;
 use candle_nn::Optimizer;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rnnsweep_model::config::{Activation, DenseConfig, LstmImpl, ModelConfig};
+use rnnsweep_model::config::{Activation, Cell, DenseConfig, LstmImpl, ModelConfig};
 use rnnsweep_model::dataset::{bucket_batches, class_weights};
 use rnnsweep_model::net::{IdBatch, Net};
 use rnnsweep_model::optim::KerasOptimizer;
@@ -36,6 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut bucket = false;
     let mut inference = false;
     let mut device_name = "cpu".to_string();
+    let mut cell = Cell::Lstm;
     let mut args = std::env::args().skip(1).peekable();
     if args.peek().map(String::as_str) == Some("--peak") {
         return matmul_peak();
@@ -70,6 +71,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     other => return Err(format!("--batching {other}: shuffle or bucket").into()),
                 }
             }
+            "--cell" => {
+                cell = match value.as_str() {
+                    "lstm" => Cell::Lstm,
+                    "gru" => Cell::Gru,
+                    other => return Err(format!("--cell {other}: use lstm or gru").into()),
+                }
+            }
             "--impl" => {
                 lstm_impl = match value.as_str() {
                     "fused" => LstmImpl::Fused,
@@ -81,6 +89,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let device = rnnsweep_model::device(&device_name)?;
+    // LSTM lines keep their names; a GRU's say so.
+    let cell_tag = match cell {
+        Cell::Lstm => "",
+        Cell::Gru => "gru-",
+    };
     if !device.is_cpu() {
         lstm_impl = LstmImpl::Reference;
     }
@@ -97,6 +110,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         dense_dropout: 0.0,
         batch_size: batch,
         lstm_impl,
+        cell,
         ..ModelConfig::default()
     };
     if let Some(l) = &lengths {
@@ -141,7 +155,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let seconds = started.elapsed().as_secs_f64();
         let batches = rows.div_ceil(batch) * epochs;
         println!(
-            "{{\"trainer\": \"rnnsweep-{}-infer\", \"units\": {units}, \"device\": \"{device_name}\", \"threads\": {}, \"batches\": {batches}, \
+            "{{\"trainer\": \"rnnsweep-{cell_tag}{}-infer\", \"units\": {units}, \"device\": \"{device_name}\", \"threads\": {}, \"batches\": {batches}, \
              \"seconds\": {seconds:.3}, \"samples_per_s\": {:.1}}}",
             if net.fused_lstm { "fused" } else { "reference" },
             candle_core::utils::get_num_threads(),
@@ -199,7 +213,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (Some(_), true) => "-real-bucket",
     };
     println!(
-        "{{\"trainer\": \"rnnsweep-{}{variant}\", \"units\": {units}, \"device\": \"{device_name}\", \"threads\": {}, \"batches\": {}, \
+        "{{\"trainer\": \"rnnsweep-{cell_tag}{}{variant}\", \"units\": {units}, \"device\": \"{device_name}\", \"threads\": {}, \"batches\": {}, \
          \"seconds\": {seconds:.3}, \"samples_per_s\": {:.1}, \"ms_per_batch_median\": {:.2}, \
          \"ms_per_batch_min\": {:.2}, \"last_loss\": {loss:.5}}}",
         if net.fused_lstm { "fused" } else { "reference" },

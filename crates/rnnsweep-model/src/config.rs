@@ -236,6 +236,14 @@ impl Cell {
             Cell::Gru => 3,
         }
     }
+
+    /// Bias rows: an LSTM has one, a GRU an input and a recurrent one.
+    pub fn bias_rows(self) -> usize {
+        match self {
+            Cell::Lstm => 1,
+            Cell::Gru => 2,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -331,7 +339,7 @@ impl ModelConfig {
         let mut input = self.embedding_dim;
         let gates = self.cell.gates();
         // A GRU has a recurrent bias besides the input one.
-        let bias_rows = if self.cell == Cell::Gru { 2 } else { 1 };
+        let bias_rows = self.cell.bias_rows();
         for &units in &self.lstm_units {
             // Two directions, each: kernel in×GU, recurrent U×GU, bias GU (G gates).
             parameters += 2 * (gates * units * (input + units) + bias_rows * gates * units);

@@ -265,16 +265,7 @@ impl Net {
         device: &Device,
     ) -> Result<Self> {
         let fused_lstm = match cfg.lstm_impl {
-            // The fused kernel runs LSTM cells only: a GRU takes the reference path.
-            LstmImpl::Auto => device.is_cpu() && cfg.cell == crate::config::Cell::Lstm,
-            LstmImpl::Fused if cfg.cell != crate::config::Cell::Lstm => {
-                return Err(ModelError::Config {
-                    at: "lstm_impl".into(),
-                    message: "`fused` runs LSTM cells; a GRU (`cell: gru`) runs on `auto` or \
-                              `reference`"
-                        .into(),
-                })
-            }
+            LstmImpl::Auto => device.is_cpu(),
             LstmImpl::Reference => false,
             LstmImpl::Fused if device.is_cpu() => true,
             LstmImpl::Fused => {
@@ -1042,7 +1033,17 @@ mod tests {
     }
 
     fn pooled_net(pooling: Pooling, lstm_impl: LstmImpl, update: EmbeddingUpdate) -> Net {
+        pooled_net_of(crate::config::Cell::Lstm, pooling, lstm_impl, update)
+    }
+
+    fn pooled_net_of(
+        cell: crate::config::Cell,
+        pooling: Pooling,
+        lstm_impl: LstmImpl,
+        update: EmbeddingUpdate,
+    ) -> Net {
         let cfg = ModelConfig {
+            cell,
             embedding_dim: 5,
             lstm_units: vec![4, 3],
             dense: vec![crate::config::DenseConfig {
@@ -1132,24 +1133,28 @@ mod tests {
 
     #[test]
     fn every_pooling_gives_the_same_logits_and_gradients_on_both_lstm_paths() {
-        for pooling in [
-            Pooling::Last,
-            Pooling::Max,
-            Pooling::Mean,
-            Pooling::MaxMean,
-            Pooling::Attention,
+        use crate::config::Cell;
+        for (cell, pooling) in [
+            (Cell::Lstm, Pooling::Last),
+            (Cell::Lstm, Pooling::Max),
+            (Cell::Lstm, Pooling::Mean),
+            (Cell::Lstm, Pooling::MaxMean),
+            (Cell::Lstm, Pooling::Attention),
+            (Cell::Gru, Pooling::Last),
+            (Cell::Gru, Pooling::MaxMean),
         ] {
-            let reference = pooled_net(pooling, LstmImpl::Reference, EmbeddingUpdate::Dense);
-            let fused = pooled_net(pooling, LstmImpl::Fused, EmbeddingUpdate::Dense);
+            let net = |lstm_impl| pooled_net_of(cell, pooling, lstm_impl, EmbeddingUpdate::Dense);
+            let (reference, fused) = (net(LstmImpl::Reference), net(LstmImpl::Fused));
+            let pooling = format!("{cell:?} {pooling:?}");
             let (lr, gr) = logits_and_grads(&reference);
             let (lf, gf) = logits_and_grads(&fused);
-            assert_close(&format!("{pooling:?} logits"), &lf, &lr, 1e-4);
+            assert_close(&format!("{pooling} logits"), &lf, &lr, 1e-4);
             for ((name, a), (_, b)) in gf.iter().zip(&gr) {
-                assert_close(&format!("{pooling:?} d{name}"), a, b, 1e-3);
+                assert_close(&format!("{pooling} d{name}"), a, b, 1e-3);
             }
             assert!(
                 gr.iter().all(|(_, g)| g.iter().any(|v| *v != 0.0)),
-                "{pooling:?}: every weight gets a gradient"
+                "{pooling}: every weight gets a gradient"
             );
             let eval = |net: &Net| -> Vec<f32> {
                 net.forward(
@@ -1165,7 +1170,7 @@ mod tests {
                 .unwrap()
             };
             assert_close(
-                &format!("{pooling:?} eval"),
+                &format!("{pooling} eval"),
                 &eval(&fused),
                 &eval(&reference),
                 1e-4,

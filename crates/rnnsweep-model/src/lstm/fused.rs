@@ -1,12 +1,17 @@
-//! The fused CPU bidirectional LSTM: one candle custom op for a whole layer, both directions.
+//! The fused CPU bidirectional recurrent layer (LSTM or GRU cells): one candle custom op for
+//! a whole layer, both directions.
 //!
 //! The input projection of every step (`x·W`) is not done here: the caller does it as one
 //! large matrix multiply per direction before the op (see [`super::BiLstm::run_fused`]), which
 //! candle runs on all threads and differentiates without slicing. The op takes those
-//! projections, adds the bias, and runs the recurrence: per step one `h·R` multiply (the `gemm`
-//! crate, single-threaded) and one fused gate pass ([`super::gates`]). The two directions are
-//! independent, so they run on two rayon tasks: on a 2-thread pool each gets a core, which the
-//! small per-step multiplies could not use well (two threads inside one were no faster).
+//! projections, adds the input bias, and runs the recurrence: per step one `h·R` multiply (the
+//! `gemm` crate, single-threaded) and one fused gate pass ([`super::gates`]). The two directions
+//! are independent, so they run on two rayon tasks: on a 2-thread pool each gets a core, which
+//! the small per-step multiplies could not use well (two threads inside one were no faster).
+//!
+//! An LSTM adds `h·R` to the projection in place. A GRU (`reset_after=True`) cannot: its reset
+//! gate scales the candidate's recurrent part alone, so `h·R` goes to its own buffer and the
+//! gate pass combines the two (and keeps the candidate's recurrent part for backward).
 //!
 //! Backward through time is written out by hand. The activations the forward pass computed are
 //! kept inside the op (candle hands `bwd` only the inputs and the output), and the recurrent
@@ -29,14 +34,17 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Storage, Tensor};
 use gemm::Parallelism;
 
-use super::gates::{self, BackwardStep, ForwardStep};
+use super::gates::{self, BackwardStep, ForwardStep, GruBackwardStep, GruForwardStep};
+use crate::config::Cell;
 
-/// The fused op for one call. Inputs: `z_forward`, `z_backward` (`[T, B, 4U]`, the input
-/// projections without bias) and `recurrent` (`[2, U + 1, 4U]`: per direction the recurrent
-/// kernel with the bias as its last row: candle's custom ops take at most three inputs).
-/// Output: `[T, B, 2U]` (every step, forward then backward units) or `[B, 2U]` (the final
-/// states).
-pub(crate) struct FusedBiLstm {
+/// The fused op for one call, with `G` gate blocks (4 for an LSTM, 3 for a GRU) and `K` bias
+/// rows (1; a GRU's recurrent bias makes 2). Inputs: `z_forward`, `z_backward` (`[T, B, G·U]`,
+/// the input projections without bias) and `recurrent` (`[2, U + K, G·U]`: per direction the
+/// recurrent kernel with the bias rows below it: candle's custom ops take at most three
+/// inputs). Output: `[T, B, 2U]` (every step, forward then backward units) or `[B, 2U]` (the
+/// final states).
+pub(crate) struct FusedBiRnn {
+    cell: Cell,
     /// `[T, B]`, 1 for a real token, in the op's row order (see `rows`).
     mask: Vec<u8>,
     rows: Rows,
@@ -51,15 +59,24 @@ pub(crate) struct FusedBiLstm {
 
 /// What the backward pass of one direction needs from its forward pass.
 struct Trace {
-    /// `[T, B, 4U]` gate activations i, f, g, o.
+    /// `[T, B, G·U]` gate activations (LSTM i, f, g, o; GRU z, r, ĥ).
     gates: Vec<f32>,
-    /// `[T, B, U]` each: the state before each step and `tanh` of the cell after it.
+    /// `[T, B, U]`: the state before each step.
     h_prev: Vec<f32>,
-    c_prev: Vec<f32>,
-    tanh_c: Vec<f32>,
+    cell: CellTrace,
 }
 
+/// The cell's own part of a [`Trace`], `[T, B, U]` each.
+enum CellTrace {
+    /// The cell state before each step and `tanh` of the cell after it.
+    Lstm { c_prev: Vec<f32>, tanh_c: Vec<f32> },
+    /// The candidate's recurrent part `h·R_h + b'_h`.
+    Gru { candidate_recurrent: Vec<f32> },
+}
+
+#[derive(Clone, Copy)]
 struct Dims {
+    cell: Cell,
     time: usize,
     batch: usize,
     units: usize,
@@ -174,6 +191,10 @@ impl Rows {
 }
 
 impl Dims {
+    fn gate_width(&self) -> usize {
+        self.cell.gates() * self.units
+    }
+
     fn order(&self, reverse: bool) -> Box<dyn Iterator<Item = usize>> {
         if reverse {
             Box::new((0..self.time).rev())
@@ -183,8 +204,9 @@ impl Dims {
     }
 }
 
-impl FusedBiLstm {
+impl FusedBiRnn {
     pub(crate) fn new(
+        cell: Cell,
         mask: Vec<u8>,
         time: usize,
         batch: usize,
@@ -205,6 +227,7 @@ impl FusedBiLstm {
             mask
         };
         Self {
+            cell,
             mask,
             rows,
             time,
@@ -218,6 +241,7 @@ impl FusedBiLstm {
 
     fn dims(&self) -> Dims {
         Dims {
+            cell: self.cell,
             time: self.time,
             batch: self.batch,
             units: self.units,
@@ -227,7 +251,7 @@ impl FusedBiLstm {
     fn check(&self, what: &str, layout: &Layout, expected: &[usize]) -> candle_core::Result<()> {
         if layout.dims() != expected {
             candle_core::bail!(
-                "fused LSTM: {what} has shape {:?}, expected {expected:?}",
+                "fused recurrent layer: {what} has shape {:?}, expected {expected:?}",
                 layout.dims()
             );
         }
@@ -241,11 +265,14 @@ fn contiguous<'a>(
     layout: &Layout,
 ) -> candle_core::Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
-        candle_core::bail!("fused LSTM: {what} must be f32, got {:?}", storage.dtype());
+        candle_core::bail!(
+            "fused recurrent layer: {what} must be f32, got {:?}",
+            storage.dtype()
+        );
     };
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("fused LSTM: {what} must be contiguous"),
+        None => candle_core::bail!("fused recurrent layer: {what} must be contiguous"),
     }
 }
 
@@ -255,7 +282,7 @@ fn with_data<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<
     let (storage, layout) = t.storage_and_layout();
     match &*storage {
         Storage::Cpu(cpu) => Ok(f(contiguous("tensor", cpu, layout)?)),
-        _ => candle_core::bail!("fused LSTM: the fused kernel runs on the CPU only"),
+        _ => candle_core::bail!("fused recurrent layer: the fused kernel runs on the CPU only"),
     }
 }
 
@@ -317,22 +344,44 @@ fn matmul(
     }
 }
 
-/// The forward pass of one direction. Returns the trace, the per-step outputs `[T, B, U]`
-/// (empty unless `sequences`) and the final hidden state `[B, U]`.
+/// A forward pass's working state besides `h`.
+enum ForwardScratch<'a> {
+    /// The cell state, and the trace's cell states and their `tanh`.
+    Lstm {
+        c: Vec<f32>,
+        c_prev: Vec<f32>,
+        tanh_c: Vec<f32>,
+    },
+    /// The step's `h·R`, the trace's candidate recurrent parts, and the recurrent bias.
+    Gru {
+        h_times_r: Vec<f32>,
+        candidate_recurrent: Vec<f32>,
+        recurrent_bias: &'a [f32],
+    },
+}
+
+/// The forward pass of one direction. `recurrent` is the direction's `[U + K, G·U]` kernel
+/// with its bias rows; `gates` its input projection with the input bias. Returns the trace,
+/// the per-step outputs `[T, B, U]` (empty unless `sequences`) and the final state `[B, U]`.
 fn forward_direction(
     dims: &Dims,
     mask: &[u8],
     active: &[usize],
     mut gates: Vec<f32>,
-    kernel: &[f32],
+    recurrent: &[f32],
     reverse: bool,
     sequences: bool,
 ) -> (Trace, Vec<f32>, Vec<f32>) {
-    let Dims { time, batch, units } = *dims;
-    let (gate_width, step_gates, step_state) = (4 * units, batch * 4 * units, batch * units);
+    let Dims {
+        cell,
+        time,
+        batch,
+        units,
+    } = *dims;
+    let gate_width = dims.gate_width();
+    let (step_gates, step_state) = (batch * gate_width, batch * units);
+    let kernel = &recurrent[..units * gate_width];
     let mut trace_h = vec![0.0; time * step_state];
-    let mut c_prev = vec![0.0; time * step_state];
-    let mut tanh_c = vec![0.0; time * step_state];
     let out_len = if sequences {
         time * step_state
     } else {
@@ -340,7 +389,18 @@ fn forward_direction(
     };
     let mut out = vec![0.0; out_len];
     let mut h = vec![0.0; step_state];
-    let mut c = vec![0.0; step_state];
+    let mut scratch = match cell {
+        Cell::Lstm => ForwardScratch::Lstm {
+            c: vec![0.0; step_state],
+            c_prev: vec![0.0; time * step_state],
+            tanh_c: vec![0.0; time * step_state],
+        },
+        Cell::Gru => ForwardScratch::Gru {
+            h_times_r: vec![0.0; step_gates],
+            candidate_recurrent: vec![0.0; time * step_state],
+            recurrent_bias: &recurrent[(units + 1) * gate_width..(units + 2) * gate_width],
+        },
+    };
     for t in dims.order(reverse) {
         let n = active[t];
         let step_mask = &mask[t * batch..t * batch + n];
@@ -352,38 +412,78 @@ fn forward_direction(
         // Only the step's active rows: a prefix of the batch (all of it when masked).
         let rows = t * step_state..t * step_state + n * units;
         let z = &mut gates[t * step_gates..t * step_gates + n * gate_width];
-        matmul(
-            (n, gate_width, units),
-            z,
-            (gate_width, 1),
-            true,
-            &trace_h[rows.clone()],
-            (units, 1),
-            kernel,
-            (gate_width, 1),
-        );
+        let h_prev = &trace_h[rows.clone()];
         let out_step = if sequences {
             &mut out[rows.clone()]
         } else {
             // Only the final state is wanted; the scratch output row is overwritten each step.
             &mut out[..n * units]
         };
-        gates::forward_step(ForwardStep {
-            gates: z,
-            c: &mut c[..n * units],
-            h: &mut h[..n * units],
-            c_prev: &mut c_prev[rows.clone()],
-            tanh_c: &mut tanh_c[rows],
-            out: out_step,
-            mask: step_mask,
-            units,
-        });
+        match &mut scratch {
+            ForwardScratch::Lstm { c, c_prev, tanh_c } => {
+                matmul(
+                    (n, gate_width, units),
+                    z,
+                    (gate_width, 1),
+                    true,
+                    h_prev,
+                    (units, 1),
+                    kernel,
+                    (gate_width, 1),
+                );
+                gates::forward_step(ForwardStep {
+                    gates: z,
+                    c: &mut c[..n * units],
+                    h: &mut h[..n * units],
+                    c_prev: &mut c_prev[rows.clone()],
+                    tanh_c: &mut tanh_c[rows],
+                    out: out_step,
+                    mask: step_mask,
+                    units,
+                });
+            }
+            ForwardScratch::Gru {
+                h_times_r,
+                candidate_recurrent,
+                recurrent_bias,
+            } => {
+                let h_times_r = &mut h_times_r[..n * gate_width];
+                matmul(
+                    (n, gate_width, units),
+                    h_times_r,
+                    (gate_width, 1),
+                    false,
+                    h_prev,
+                    (units, 1),
+                    kernel,
+                    (gate_width, 1),
+                );
+                gates::gru_forward_step(GruForwardStep {
+                    gates: z,
+                    recurrent: h_times_r,
+                    recurrent_bias,
+                    h: &mut h[..n * units],
+                    candidate_recurrent: &mut candidate_recurrent[rows],
+                    out: out_step,
+                    mask: step_mask,
+                    units,
+                });
+            }
+        }
     }
+    let cell = match scratch {
+        ForwardScratch::Lstm { c_prev, tanh_c, .. } => CellTrace::Lstm { c_prev, tanh_c },
+        ForwardScratch::Gru {
+            candidate_recurrent,
+            ..
+        } => CellTrace::Gru {
+            candidate_recurrent,
+        },
+    };
     let trace = Trace {
         gates,
         h_prev: trace_h,
-        c_prev,
-        tanh_c,
+        cell,
     };
     (trace, if sequences { out } else { Vec::new() }, h)
 }
@@ -397,8 +497,8 @@ struct OutputGradient<'a> {
     offset: usize,
 }
 
-/// The backward pass of one direction. Returns the gradients of the projection `[T, B, 4U]`
-/// and of the recurrent kernel with its bias row `[U + 1, 4U]`.
+/// The backward pass of one direction. Returns the gradients of the projection `[T, B, G·U]`
+/// and of the recurrent kernel with its bias rows `[U + K, G·U]`.
 fn backward_direction(
     dims: &Dims,
     mask: &[u8],
@@ -413,8 +513,14 @@ fn backward_direction(
         sequences,
         offset,
     } = d_output;
-    let Dims { time, batch, units } = *dims;
-    let (gate_width, step_gates, step_state) = (4 * units, batch * 4 * units, batch * units);
+    let Dims {
+        cell,
+        time,
+        batch,
+        units,
+    } = *dims;
+    let gate_width = dims.gate_width();
+    let (step_gates, step_state) = (batch * gate_width, batch * units);
     // Rᵀ laid out row by row: `gemm` then reads it in the order its kernels want and does not
     // repack the whole recurrent kernel at every step.
     let mut kernel_t = vec![0.0; units * gate_width];
@@ -428,8 +534,19 @@ fn backward_direction(
     }
     let mut dz = vec![0.0; time * step_gates];
     let mut dh = vec![0.0; step_state];
-    let mut dc = vec![0.0; step_state];
-    let mut dh_before = vec![0.0; step_state];
+    let is_gru = cell == Cell::Gru;
+    // LSTM: the cell's gradient, and a buffer for `dz·Rᵀ` on partly padded steps.
+    let (mut dc, mut dh_before) = if is_gru {
+        (Vec::new(), Vec::new())
+    } else {
+        (vec![0.0; step_state], vec![0.0; step_state])
+    };
+    // GRU: the gradient of `h·R + b'`, which differs from `dz` in the candidate block.
+    let mut dz_recurrent = if is_gru {
+        vec![0.0; time * step_gates]
+    } else {
+        Vec::new()
+    };
     if !sequences {
         for (row, dh_row) in dh.chunks_exact_mut(units).enumerate() {
             let start = row * 2 * units + offset;
@@ -443,47 +560,82 @@ fn backward_direction(
             continue;
         }
         let rows = t * step_state..t * step_state + n * units;
-        let dz_step = &mut dz[t * step_gates..t * step_gates + n * gate_width];
+        let step = t * step_gates..t * step_gates + n * gate_width;
+        let dz_step = &mut dz[step.clone()];
         let d_out = sequences.then(|| (&d_output[t * batch * 2 * units..], 2 * units, offset));
-        gates::backward_step(BackwardStep {
-            gates: &trace.gates[t * step_gates..t * step_gates + n * gate_width],
-            c_prev: &trace.c_prev[rows.clone()],
-            tanh_c: &trace.tanh_c[rows],
-            dh: &dh[..n * units],
-            dc: &mut dc[..n * units],
-            d_out,
-            dz: dz_step,
-            mask: step_mask,
-            units,
-        });
-        // dh before the step = dz·Rᵀ on real rows; padded rows pass theirs through.
-        let all_real = step_mask.iter().all(|&m| m == 1);
-        let target = if all_real {
-            &mut dh[..n * units]
-        } else {
-            &mut dh_before[..n * units]
-        };
-        matmul(
-            (n, units, gate_width),
-            target,
-            (units, 1),
-            false,
-            dz_step,
-            (gate_width, 1),
-            &kernel_t,
-            (units, 1),
-        );
-        if !all_real {
-            for (row, &real) in step_mask.iter().enumerate() {
-                if real == 1 {
-                    let r = row * units..(row + 1) * units;
-                    dh[r.clone()].copy_from_slice(&dh_before[r]);
+        match &trace.cell {
+            CellTrace::Lstm { c_prev, tanh_c } => {
+                gates::backward_step(BackwardStep {
+                    gates: &trace.gates[step],
+                    c_prev: &c_prev[rows.clone()],
+                    tanh_c: &tanh_c[rows],
+                    dh: &dh[..n * units],
+                    dc: &mut dc[..n * units],
+                    d_out,
+                    dz: dz_step,
+                    mask: step_mask,
+                    units,
+                });
+                // dh before the step = dz·Rᵀ on real rows; padded rows pass theirs through.
+                let all_real = step_mask.iter().all(|&m| m == 1);
+                let target = if all_real {
+                    &mut dh[..n * units]
+                } else {
+                    &mut dh_before[..n * units]
+                };
+                matmul(
+                    (n, units, gate_width),
+                    target,
+                    (units, 1),
+                    false,
+                    dz_step,
+                    (gate_width, 1),
+                    &kernel_t,
+                    (units, 1),
+                );
+                if !all_real {
+                    for (row, &real) in step_mask.iter().enumerate() {
+                        if real == 1 {
+                            let r = row * units..(row + 1) * units;
+                            dh[r.clone()].copy_from_slice(&dh_before[r]);
+                        }
+                    }
                 }
+            }
+            CellTrace::Gru {
+                candidate_recurrent,
+            } => {
+                let dz_recurrent_step = &mut dz_recurrent[step.clone()];
+                // Leaves dh ⊙ z in dh on real rows, then adds dz_recurrent·Rᵀ; a padded row's
+                // dz_recurrent is zero, so its dh passes through.
+                gates::gru_backward_step(GruBackwardStep {
+                    gates: &trace.gates[step],
+                    h_prev: &trace.h_prev[rows.clone()],
+                    candidate_recurrent: &candidate_recurrent[rows],
+                    dh: &mut dh[..n * units],
+                    d_out,
+                    dz_input: dz_step,
+                    dz_recurrent: dz_recurrent_step,
+                    mask: step_mask,
+                    units,
+                });
+                matmul(
+                    (n, units, gate_width),
+                    &mut dh[..n * units],
+                    (units, 1),
+                    true,
+                    dz_recurrent_step,
+                    (gate_width, 1),
+                    &kernel_t,
+                    (units, 1),
+                );
             }
         }
     }
-    let mut d_recurrent = vec![0.0; (units + 1) * gate_width];
+    let bias_rows = cell.bias_rows();
+    let mut d_recurrent = vec![0.0; (units + bias_rows) * gate_width];
     let (d_kernel, d_bias) = d_recurrent.split_at_mut(units * gate_width);
+    let d_through_kernel = if is_gru { &dz_recurrent } else { &dz };
     if active.iter().all(|&n| n == batch) {
         matmul(
             (units, gate_width, time * batch),
@@ -492,7 +644,7 @@ fn backward_direction(
             false,
             &trace.h_prev,
             (1, units),
-            &dz,
+            d_through_kernel,
             (gate_width, 1),
         );
     } else {
@@ -503,7 +655,9 @@ fn backward_direction(
         let mut dz_packed = Vec::with_capacity(real * gate_width);
         for (t, &n) in active.iter().enumerate() {
             h_packed.extend_from_slice(&trace.h_prev[t * step_state..t * step_state + n * units]);
-            dz_packed.extend_from_slice(&dz[t * step_gates..t * step_gates + n * gate_width]);
+            dz_packed.extend_from_slice(
+                &d_through_kernel[t * step_gates..t * step_gates + n * gate_width],
+            );
         }
         matmul(
             (units, gate_width, real),
@@ -516,17 +670,26 @@ fn backward_direction(
             (gate_width, 1),
         );
     }
+    let (d_input_bias, d_recurrent_bias) = d_bias.split_at_mut(gate_width);
     for row in dz.chunks_exact(gate_width) {
-        for (db, d) in d_bias.iter_mut().zip(row) {
+        for (db, d) in d_input_bias.iter_mut().zip(row) {
+            *db += d;
+        }
+    }
+    for row in dz_recurrent.chunks_exact(gate_width) {
+        for (db, d) in d_recurrent_bias.iter_mut().zip(row) {
             *db += d;
         }
     }
     (dz, d_recurrent)
 }
 
-impl CustomOp3 for FusedBiLstm {
+impl CustomOp3 for FusedBiRnn {
     fn name(&self) -> &'static str {
-        "fused-bilstm"
+        match self.cell {
+            Cell::Lstm => "fused-bilstm",
+            Cell::Gru => "fused-bigru",
+        }
     }
 
     fn cpu_fwd(
@@ -539,21 +702,28 @@ impl CustomOp3 for FusedBiLstm {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let dims = self.dims();
-        let Dims { time, batch, units } = dims;
-        self.check("the forward projection", l1, &[time, batch, 4 * units])?;
-        self.check("the backward projection", l2, &[time, batch, 4 * units])?;
-        self.check("the recurrent kernels", l3, &[2, units + 1, 4 * units])?;
+        let Dims {
+            time, batch, units, ..
+        } = dims;
+        let gate_width = dims.gate_width();
+        let recurrent_rows = units + self.cell.bias_rows();
+        self.check("the forward projection", l1, &[time, batch, gate_width])?;
+        self.check("the backward projection", l2, &[time, batch, gate_width])?;
+        self.check(
+            "the recurrent kernels",
+            l3,
+            &[2, recurrent_rows, gate_width],
+        )?;
         let z_forward = contiguous("the forward projection", s1, l1)?;
         let z_backward = contiguous("the backward projection", s2, l2)?;
         let recurrent = contiguous("the recurrent kernels", s3, l3)?;
         let (r_forward, r_backward) = recurrent.split_at(recurrent.len() / 2);
         let seq = self.return_sequences;
         let (mask, rows) = (&self.mask, &self.rows);
-        let gate_width = 4 * units;
         let direction = |z: &[f32], recurrent: &[f32], reverse: bool| {
-            let (kernel, bias) = recurrent.split_at(units * gate_width);
-            let gates = rows.gates_with_bias(z, time, bias);
-            forward_direction(&dims, mask, &rows.active, gates, kernel, reverse, seq)
+            let input_bias = &recurrent[units * gate_width..(units + 1) * gate_width];
+            let gates = rows.gates_with_bias(z, time, input_bias);
+            forward_direction(&dims, mask, &rows.active, gates, recurrent, reverse, seq)
         };
         let ((trace_f, out_f, last_f), (trace_b, out_b, last_b)) = rayon::join(
             || direction(z_forward, r_forward, false),
@@ -574,10 +744,9 @@ impl CustomOp3 for FusedBiLstm {
         }
         let merged = rows.to_caller(merged, steps, 2 * units);
         if self.keep_trace {
-            let mut slot = self
-                .trace
-                .lock()
-                .map_err(|_| candle_core::Error::Msg("fused LSTM: trace lock poisoned".into()))?;
+            let mut slot = self.trace.lock().map_err(|_| {
+                candle_core::Error::Msg("fused recurrent layer: trace lock poisoned".into())
+            })?;
             *slot = Some([trace_f, trace_b]);
         }
         Ok((CpuStorage::F32(merged), shape))
@@ -594,16 +763,19 @@ impl CustomOp3 for FusedBiLstm {
         let [trace_f, trace_b] = self
             .trace
             .lock()
-            .map_err(|_| candle_core::Error::Msg("fused LSTM: trace lock poisoned".into()))?
+            .map_err(|_| candle_core::Error::Msg("fused recurrent layer: trace lock poisoned".into()))?
             .take()
             .ok_or_else(|| {
                 candle_core::Error::Msg(
-                    "fused LSTM: no forward trace (run in inference mode, or backward twice)"
+                    "fused recurrent layer: no forward trace (run in inference mode, or backward twice)"
                         .into(),
                 )
             })?;
         let dims = self.dims();
-        let Dims { time, batch, units } = dims;
+        let Dims {
+            time, batch, units, ..
+        } = dims;
+        let gate_width = dims.gate_width();
         let d_output = d_output.to_dtype(DType::F32)?;
         let seq = self.return_sequences;
         let (mask, rows) = (&self.mask, &self.rows);
@@ -629,7 +801,7 @@ impl CustomOp3 for FusedBiLstm {
                             false,
                             gradient(0),
                         );
-                        (rows.to_caller(dz, time, 4 * units), dr)
+                        (rows.to_caller(dz, time, gate_width), dr)
                     },
                     || {
                         let (dz, dr) = backward_direction(
@@ -641,15 +813,15 @@ impl CustomOp3 for FusedBiLstm {
                             true,
                             gradient(units),
                         );
-                        (rows.to_caller(dz, time, 4 * units), dr)
+                        (rows.to_caller(dz, time, gate_width), dr)
                     },
                 )
             })
         })??;
         let device = recurrent.device();
-        let projection_shape = (time, batch, 4 * units);
-        let d_recurrent =
-            Tensor::from_vec([dr_f, dr_b].concat(), (2, units + 1, 4 * units), device)?;
+        let projection_shape = (time, batch, gate_width);
+        let recurrent_shape = (2, units + self.cell.bias_rows(), gate_width);
+        let d_recurrent = Tensor::from_vec([dr_f, dr_b].concat(), recurrent_shape, device)?;
         Ok((
             Some(Tensor::from_vec(dz_f, projection_shape, device)?),
             Some(Tensor::from_vec(dz_b, projection_shape, device)?),
@@ -665,6 +837,7 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     use super::super::{time_major_mask, BiLstm, BiOutput, LstmWeights, StepMask};
+    use crate::config::Cell;
 
     #[test]
     fn rows_are_ordered_longest_first_and_steps_cut_to_their_real_prefix() {
@@ -729,6 +902,7 @@ mod tests {
 
     #[derive(Debug)]
     struct Case {
+        cell: Cell,
         time: usize,
         batch: usize,
         input: usize,
@@ -768,8 +942,12 @@ mod tests {
         Var::from_tensor(&t.to_dtype(dtype).unwrap()).unwrap()
     }
 
-    fn weights(rng: &mut ChaCha8Rng, input: usize, units: usize) -> [Vec<f64>; 3] {
-        let w = LstmWeights::new(rng, input, units, &Device::Cpu).unwrap();
+    fn weights(rng: &mut ChaCha8Rng, cell: Cell, input: usize, units: usize) -> [Vec<f64>; 3] {
+        let w = match cell {
+            Cell::Lstm => LstmWeights::new(rng, input, units, &Device::Cpu),
+            Cell::Gru => LstmWeights::gru(rng, input, units, &Device::Cpu),
+        }
+        .unwrap();
         let flat = |v: &Var| -> Vec<f64> {
             v.as_tensor()
                 .to_dtype(DType::F64)
@@ -779,17 +957,29 @@ mod tests {
                 .to_vec1()
                 .unwrap()
         };
-        // A non-trivial bias, so its gradient is tested away from the initial values.
-        let bias = uniform(rng, 4 * units, 0.5);
+        // A non-trivial bias (both of a GRU's), so its gradient is tested away from the
+        // initial values.
+        let bias = uniform(rng, cell.bias_rows() * cell.gates() * units, 0.5);
         [flat(&w.kernel), flat(&w.recurrent), bias]
     }
 
-    fn layer(w: &[[Vec<f64>; 3]; 2], input: usize, units: usize, dtype: DType) -> BiLstm {
+    fn layer(
+        w: &[[Vec<f64>; 3]; 2],
+        cell: Cell,
+        input: usize,
+        units: usize,
+        dtype: DType,
+    ) -> BiLstm {
+        let width = cell.gates() * units;
+        let bias_shape: Vec<usize> = match cell {
+            Cell::Lstm => vec![width],
+            Cell::Gru => vec![2, width],
+        };
         let direction = |w: &[Vec<f64>; 3]| LstmWeights {
-            cell: crate::config::Cell::Lstm,
-            kernel: var(&w[0], &[input, 4 * units], dtype),
-            recurrent: var(&w[1], &[units, 4 * units], dtype),
-            bias: var(&w[2], &[4 * units], dtype),
+            cell,
+            kernel: var(&w[0], &[input, width], dtype),
+            recurrent: var(&w[1], &[units, width], dtype),
+            bias: var(&w[2], &bias_shape, dtype),
             units,
         };
         BiLstm {
@@ -822,7 +1012,10 @@ mod tests {
         let (t, b, i, u) = (case.time, case.batch, case.input, case.units);
         let ids = ids(case, &mut rng);
         let x = uniform(&mut rng, t * b * i, 1.0);
-        let w = [weights(&mut rng, i, u), weights(&mut rng, i, u)];
+        let w = [
+            weights(&mut rng, case.cell, i, u),
+            weights(&mut rng, case.cell, i, u),
+        ];
         let keep: Option<[Vec<f64>; 2]> = case.dropout.then(|| {
             let mut mask = || -> Vec<f64> {
                 (0..b * i)
@@ -839,7 +1032,7 @@ mod tests {
         let coefficients = uniform(&mut rng, out_len, 1.0);
 
         // The reference layer in f64: the oracle.
-        let reference = layer(&w, i, u, DType::F64);
+        let reference = layer(&w, case.cell, i, u, DType::F64);
         let x64 = var(&x, &[t, b, i], DType::F64);
         let steps: Vec<Tensor> = (0..t).map(|s| x64.as_tensor().get(s).unwrap()).collect();
         let masks = StepMask::from_ids(&ids, b, t, DType::F64, &Device::Cpu).unwrap();
@@ -861,7 +1054,7 @@ mod tests {
         };
 
         // The fused kernel in f32.
-        let fused = layer(&w, i, u, DType::F32);
+        let fused = layer(&w, case.cell, i, u, DType::F32);
         let x32 = var(&x, &[t, b, i], DType::F32);
         let keep32 = keep.as_ref().map(|k| {
             k.clone().map(|m| {
@@ -923,13 +1116,30 @@ mod tests {
             (4, 2, 3, 16),
             (37, 64, 12, 16),
         ];
-        let mut seed = 0;
-        for &(time, batch, input, units) in &shapes {
+        check_every_case(Cell::Lstm, &shapes, 0);
+    }
+
+    #[test]
+    fn fused_gru_layer_matches_the_reference_gru_outputs_and_gradients() {
+        let shapes = [
+            (1, 1, 1, 1),
+            (5, 3, 4, 3),
+            (7, 4, 6, 17),
+            (9, 6, 10, 33),
+            (37, 64, 12, 16),
+        ];
+        check_every_case(Cell::Gru, &shapes, 1000);
+    }
+
+    /// Every padding, output form and dropout setting for each `(time, batch, input, units)`.
+    fn check_every_case(cell: Cell, shapes: &[(usize, usize, usize, usize)], mut seed: u64) {
+        for &(time, batch, input, units) in shapes {
             for padding in [Padding::None, Padding::Post, Padding::Pre, Padding::Holes] {
                 for sequences in [true, false] {
                     for dropout in [false, true] {
                         seed += 1;
                         let case = Case {
+                            cell,
                             time,
                             batch,
                             input,
@@ -948,8 +1158,11 @@ mod tests {
     #[test]
     fn inference_keeps_no_trace_and_refuses_backward() {
         let mut rng = ChaCha8Rng::seed_from_u64(9);
-        let w = [weights(&mut rng, 2, 3), weights(&mut rng, 2, 3)];
-        let fused = layer(&w, 2, 3, DType::F32);
+        let w = [
+            weights(&mut rng, Cell::Lstm, 2, 3),
+            weights(&mut rng, Cell::Lstm, 2, 3),
+        ];
+        let fused = layer(&w, Cell::Lstm, 2, 3, DType::F32);
         let x = Tensor::ones((2, 1, 2), DType::F32, &Device::Cpu).unwrap();
         let out = fused.run_fused(&x, &[1, 1], false, None, false).unwrap();
         let err = out.sum_all().unwrap().backward().unwrap_err().to_string();

@@ -1,4 +1,4 @@
-//! The LSTM's elementwise gate passes, vectorised.
+//! The elementwise gate passes of the LSTM and GRU cells, vectorised.
 //!
 //! std's `exp` and `tanh` are scalar libm calls: with them the gate pass of one step cost about
 //! six times the step's recurrent matrix multiply. Here sigmoid and tanh are branch-free
@@ -215,6 +215,159 @@ fn backward_body(s: BackwardStep) {
     }
 }
 
+/// One forward step of a GRU direction (Keras `reset_after=True`), over the whole batch.
+pub struct GruForwardStep<'a> {
+    /// `[batch, 3U]`: in, the input projection with the input bias (update, reset, candidate);
+    /// out, the activations `z`, `r`, `ĥ`.
+    pub gates: &'a mut [f32],
+    /// `[batch, 3U]`: `h·R`, without the recurrent bias.
+    pub recurrent: &'a [f32],
+    /// `[3U]`: the recurrent bias.
+    pub recurrent_bias: &'a [f32],
+    /// `[batch, U]`: the state, updated on real rows.
+    pub h: &'a mut [f32],
+    /// `[batch, U]` out: the candidate's recurrent part `h·R_h + b'_h`, before the reset
+    /// gate scales it (backward needs it for the reset gate's gradient).
+    pub candidate_recurrent: &'a mut [f32],
+    /// `[batch, U]`: the step's output, left untouched (zero) on padded rows.
+    pub out: &'a mut [f32],
+    pub mask: &'a [u8],
+    pub units: usize,
+}
+
+/// One backward step of a GRU direction, over the whole batch.
+pub struct GruBackwardStep<'a> {
+    /// `[batch, 3U]` activations `z`, `r`, `ĥ` saved by the forward step.
+    pub gates: &'a [f32],
+    /// `[batch, U]`: the state before the step and the candidate's recurrent part.
+    pub h_prev: &'a [f32],
+    pub candidate_recurrent: &'a [f32],
+    /// `[batch, U]`: in, the gradient reaching the state after this step; out, on real rows,
+    /// the part of the gradient before the step that does not go through `R` (`dh ⊙ z`).
+    pub dh: &'a mut [f32],
+    /// As [`BackwardStep::d_out`].
+    pub d_out: Option<(&'a [f32], usize, usize)>,
+    /// `[batch, 3U]` out: the gradients of the input projection and of `h·R + b'` (they differ
+    /// in the candidate block only); zero on padded rows.
+    pub dz_input: &'a mut [f32],
+    pub dz_recurrent: &'a mut [f32],
+    pub mask: &'a [u8],
+    pub units: usize,
+}
+
+#[inline(always)]
+fn gru_forward_body(s: GruForwardStep) {
+    let u = s.units;
+    for (row, &real) in s.mask.iter().enumerate() {
+        if real == 0 {
+            continue;
+        }
+        let z = &mut s.gates[row * 3 * u..(row + 1) * 3 * u];
+        let rz = &s.recurrent[row * 3 * u..(row + 1) * 3 * u];
+        let state = row * u..(row + 1) * u;
+        let h = &mut s.h[state.clone()];
+        let candidate_recurrent = &mut s.candidate_recurrent[state.clone()];
+        let out = &mut s.out[state];
+        let b = s.recurrent_bias;
+        let mut start = 0;
+        while start < u {
+            let n = LANES.min(u - start);
+            let mut update = load(&z[start..], n);
+            let mut reset = load(&z[u + start..], n);
+            let mut candidate = load(&z[2 * u + start..], n);
+            let (ru, rr, rc) = (
+                load(&rz[start..], n),
+                load(&rz[u + start..], n),
+                load(&rz[2 * u + start..], n),
+            );
+            let (bu, br, bc) = (
+                load(&b[start..], n),
+                load(&b[u + start..], n),
+                load(&b[2 * u + start..], n),
+            );
+            let old = load(&h[start..], n);
+            let mut hc = [0.0; LANES];
+            let mut new_h = [0.0; LANES];
+            for l in 0..LANES {
+                update[l] = sigmoid(update[l] + ru[l] + bu[l]);
+                reset[l] = sigmoid(reset[l] + rr[l] + br[l]);
+                hc[l] = rc[l] + bc[l];
+                candidate[l] = tanh(candidate[l] + reset[l] * hc[l]);
+                new_h[l] = candidate[l] + update[l] * (old[l] - candidate[l]);
+            }
+            store(&mut z[start..], &update, n);
+            store(&mut z[u + start..], &reset, n);
+            store(&mut z[2 * u + start..], &candidate, n);
+            store(&mut candidate_recurrent[start..], &hc, n);
+            store(&mut h[start..], &new_h, n);
+            store(&mut out[start..], &new_h, n);
+            start += n;
+        }
+    }
+}
+
+#[inline(always)]
+fn gru_backward_body(s: GruBackwardStep) {
+    let u = s.units;
+    for (row, &real) in s.mask.iter().enumerate() {
+        if real == 0 {
+            continue;
+        }
+        let gates = &s.gates[row * 3 * u..(row + 1) * 3 * u];
+        let dx = &mut s.dz_input[row * 3 * u..(row + 1) * 3 * u];
+        let dr = &mut s.dz_recurrent[row * 3 * u..(row + 1) * 3 * u];
+        let state = row * u..(row + 1) * u;
+        let (h_prev, hc) = (
+            &s.h_prev[state.clone()],
+            &s.candidate_recurrent[state.clone()],
+        );
+        let dh = &mut s.dh[state];
+        let d_out = s
+            .d_out
+            .map(|(grad, stride, offset)| &grad[row * stride + offset..row * stride + offset + u]);
+        let mut start = 0;
+        while start < u {
+            let n = LANES.min(u - start);
+            let update = load(&gates[start..], n);
+            let reset = load(&gates[u + start..], n);
+            let candidate = load(&gates[2 * u + start..], n);
+            let (hp, hcs) = (load(&h_prev[start..], n), load(&hc[start..], n));
+            let mut dh_new = load(&dh[start..], n);
+            if let Some(d) = d_out {
+                let d = load(&d[start..], n);
+                for l in 0..LANES {
+                    dh_new[l] += d[l];
+                }
+            }
+            let (mut du, mut drx, mut dcx, mut dch, mut dh_direct) = (
+                [0.0; LANES],
+                [0.0; LANES],
+                [0.0; LANES],
+                [0.0; LANES],
+                [0.0; LANES],
+            );
+            for l in 0..LANES {
+                // h' = ĥ + z ⊙ (h − ĥ)
+                let d_candidate = dh_new[l] * (1.0 - update[l]);
+                du[l] = dh_new[l] * (hp[l] - candidate[l]) * update[l] * (1.0 - update[l]);
+                dh_direct[l] = dh_new[l] * update[l];
+                // ĥ = tanh(x_h + r ⊙ hc)
+                dcx[l] = d_candidate * (1.0 - candidate[l] * candidate[l]);
+                dch[l] = dcx[l] * reset[l];
+                drx[l] = dcx[l] * hcs[l] * reset[l] * (1.0 - reset[l]);
+            }
+            store(&mut dx[start..], &du, n);
+            store(&mut dx[u + start..], &drx, n);
+            store(&mut dx[2 * u + start..], &dcx, n);
+            store(&mut dr[start..], &du, n);
+            store(&mut dr[u + start..], &drx, n);
+            store(&mut dr[2 * u + start..], &dch, n);
+            store(&mut dh[start..], &dh_direct, n);
+            start += n;
+        }
+    }
+}
+
 /// Defines a pass that dispatches to the best instruction set this CPU has.
 macro_rules! multiversioned {
     ($name:ident, $step:ident, $body:ident) => {
@@ -243,6 +396,8 @@ macro_rules! multiversioned {
 
 multiversioned!(forward_step, ForwardStep, forward_body);
 multiversioned!(backward_step, BackwardStep, backward_body);
+multiversioned!(gru_forward_step, GruForwardStep, gru_forward_body);
+multiversioned!(gru_backward_step, GruBackwardStep, gru_backward_body);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InstructionSet {
@@ -344,6 +499,69 @@ mod tests {
         // Padded rows are left alone.
         let [_, _, h, ..] = run(true);
         assert!(h[units..2 * units].iter().all(|&v| v == 0.0));
+    }
+
+    /// The same for the GRU passes.
+    #[test]
+    fn dispatched_and_baseline_gru_passes_agree() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        let (batch, units) = (5, 37);
+        let mut values =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-4.0..4.0)).collect() };
+        let mask = [1, 0, 1, 1, 0];
+        let gates = values(batch * 3 * units);
+        let recurrent = values(batch * 3 * units);
+        let recurrent_bias = values(3 * units);
+        let h = values(batch * units);
+        let d_out = values(batch * 2 * units);
+        let run = |dispatched: bool| {
+            let (mut g, mut h, h_prev) = (gates.clone(), h.clone(), h.clone());
+            let (mut hc, mut out) = (vec![0.0; batch * units], vec![0.0; batch * units]);
+            let forward = GruForwardStep {
+                gates: &mut g,
+                recurrent: &recurrent,
+                recurrent_bias: &recurrent_bias,
+                h: &mut h,
+                candidate_recurrent: &mut hc,
+                out: &mut out,
+                mask: &mask,
+                units,
+            };
+            if dispatched {
+                gru_forward_step(forward)
+            } else {
+                gru_forward_body(forward)
+            }
+            let mut dh = h.clone();
+            let (mut dx, mut dr) = (vec![0.0; batch * 3 * units], vec![0.0; batch * 3 * units]);
+            let backward = GruBackwardStep {
+                gates: &g,
+                h_prev: &h_prev,
+                candidate_recurrent: &hc,
+                dh: &mut dh,
+                d_out: Some((&d_out, 2 * units, units)),
+                dz_input: &mut dx,
+                dz_recurrent: &mut dr,
+                mask: &mask,
+                units,
+            };
+            if dispatched {
+                gru_backward_step(backward)
+            } else {
+                gru_backward_body(backward)
+            }
+            [g, h, hc, out, dh, dx, dr]
+        };
+        for (a, b) in run(true).iter().zip(run(false)) {
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() <= 1e-6 * (1.0 + y.abs()), "{x} vs {y}");
+            }
+        }
+        // Padded rows keep their state and emit nothing.
+        let [_, h_after, _, out, ..] = run(true);
+        assert_eq!(h_after[units..2 * units], h[units..2 * units]);
+        assert!(out[units..2 * units].iter().all(|&v| v == 0.0));
     }
 
     #[test]

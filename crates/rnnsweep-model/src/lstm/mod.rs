@@ -1,4 +1,4 @@
-//! The masked bidirectional recurrent layer: LSTM cells, or GRU cells on the reference path.
+//! The masked bidirectional recurrent layer, of LSTM or GRU cells.
 //!
 //! Sequences travel between layers as time-major lists of `[batch, features]` tensors rather
 //! than one `[batch, time, features]` tensor: slicing a step out of a big tensor with `narrow`
@@ -26,7 +26,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand_chacha::ChaCha8Rng;
 
 use crate::config::Cell;
-use crate::error::{ModelError, Result};
+use crate::error::Result;
 use crate::init;
 
 /// One step's padding mask, with host-side facts that let the layer skip work.
@@ -314,14 +314,9 @@ impl BiLstm {
         dropout: Option<(&Tensor, &Tensor)>,
         keep_trace: bool,
     ) -> Result<Tensor> {
-        if self.forward.cell != Cell::Lstm {
-            return Err(ModelError::Config {
-                at: "lstm_impl".into(),
-                message: "the fused CPU kernel runs LSTM cells; a GRU runs on `reference`".into(),
-            });
-        }
         let (time, batch, input) = x.dims3()?;
-        let units = self.forward.units;
+        let (cell, units) = (self.forward.cell, self.forward.units);
+        let gate_width = cell.gates() * units;
         // The input projection of all steps at once: one large multiply per direction, run by
         // candle on every thread and differentiated without per-step slices.
         let project = |w: &LstmWeights, keep: Option<&Tensor>| -> Result<Tensor> {
@@ -331,24 +326,24 @@ impl BiLstm {
             };
             Ok(x.reshape((time * batch, input))?
                 .matmul(w.kernel.as_tensor())?
-                .reshape((time, batch, 4 * units))?)
+                .reshape((time, batch, gate_width))?)
         };
         let z_forward = project(&self.forward, dropout.map(|d| d.0))?;
         let z_backward = project(&self.backward, dropout.map(|d| d.1))?;
-        let with_bias_row = |w: &LstmWeights| {
-            Tensor::cat(
-                &[w.recurrent.as_tensor(), &w.bias.as_tensor().unsqueeze(0)?],
-                0,
-            )
+        // An LSTM's bias `[4U]` is one row, a GRU's `[2, 3U]` two.
+        let with_bias_rows = |w: &LstmWeights| {
+            let bias = w.bias.as_tensor().reshape((cell.bias_rows(), gate_width))?;
+            Tensor::cat(&[w.recurrent.as_tensor(), &bias], 0)
         };
         let recurrent = Tensor::stack(
             &[
-                with_bias_row(&self.forward)?,
-                with_bias_row(&self.backward)?,
+                with_bias_rows(&self.forward)?,
+                with_bias_rows(&self.backward)?,
             ],
             0,
         )?;
-        let op = fused::FusedBiLstm::new(
+        let op = fused::FusedBiRnn::new(
+            cell,
             mask.to_vec(),
             time,
             batch,
