@@ -88,7 +88,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             other => return Err(format!("unknown flag {other}").into()),
         }
     }
-    let device = rnnsweep_model::device(&device_name)?;
+    let device = rnnsweep_model::device::open(&device_name)?;
     // LSTM lines keep their names; a GRU's say so.
     let cell_tag = match cell {
         Cell::Lstm => "",

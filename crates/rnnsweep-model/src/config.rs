@@ -6,10 +6,10 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
-pub use crate::optim::{OptimizerConfig, OptimizerName};
-pub use crate::pooling::Pooling;
-pub use crate::threshold::{Threshold, ThresholdMode};
-pub use crate::tokenizer::TokenizerOptions;
+use crate::optim::OptimizerConfig;
+use crate::pooling::Pooling;
+use crate::threshold::Threshold;
+use crate::tokenizer::TokenizerOptions;
 
 /// Keras `pad_sequences` options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -577,6 +577,7 @@ pub fn set_path(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::optim::OptimizerName;
 
     #[test]
     fn defaults_are_the_reports_model() {

@@ -7,7 +7,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::config::ModelConfig;
-pub use crate::config::{Padding, Truncating};
+use crate::config::{Padding, Truncating};
 use crate::data::Table;
 use crate::error::{ModelError, Result};
 use crate::tokenizer::Tokenizer;

@@ -9,6 +9,7 @@ pub mod artifact;
 pub mod config;
 pub mod data;
 pub mod dataset;
+pub mod device;
 pub mod error;
 #[cfg(any(test, feature = "fuzz"))]
 pub mod fuzz;
@@ -40,27 +41,4 @@ pub fn cuda_device_count() -> Result<usize, String> {
             };
             format!("{}: {}", text(e.error_name()), text(e.error_string()))
         })
-}
-
-/// Parses a device name: `cpu`, or `cuda:N` in builds with the `cuda` feature.
-pub fn device(name: &str) -> Result<candle_core::Device, ModelError> {
-    match name {
-        "cpu" => Ok(candle_core::Device::Cpu),
-        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(ordinal)) => {
-                if candle_core::utils::cuda_is_available() {
-                    Ok(candle_core::Device::new_cuda(ordinal)?)
-                } else {
-                    Err(ModelError::Config {
-                        at: "device".into(),
-                        message: format!("`{other}` needs a build with the `cuda` feature"),
-                    })
-                }
-            }
-            _ => Err(ModelError::Config {
-                at: "device".into(),
-                message: format!("`{other}` is not a device (use cpu or cuda:N)"),
-            }),
-        },
-    }
 }

@@ -9,6 +9,33 @@ pub enum Direction {
     Maximize,
 }
 
+impl Direction {
+    /// Whether `a` is strictly better than `b`.
+    pub fn better(self, a: f64, b: f64) -> bool {
+        match self {
+            Direction::Maximize => a > b,
+            Direction::Minimize => a < b,
+        }
+    }
+
+    /// Best first: `Less` when `a` is better than `b` (a total order; NaN sorts as IEEE's
+    /// `total_cmp` puts it).
+    pub fn cmp(self, a: f64, b: f64) -> std::cmp::Ordering {
+        match self {
+            Direction::Maximize => b.total_cmp(&a),
+            Direction::Minimize => a.total_cmp(&b),
+        }
+    }
+
+    /// The better of two values.
+    pub fn best(self, a: f64, b: f64) -> f64 {
+        match self {
+            Direction::Maximize => a.max(b),
+            Direction::Minimize => a.min(b),
+        }
+    }
+}
+
 /// Every metric a training run reports per epoch: its name (in the worker protocol, the
 /// study's attributes and the spec), which way is better, and how a table heads it. The
 /// validation metrics are computed on the held-out rows after each epoch ([`classify`]).

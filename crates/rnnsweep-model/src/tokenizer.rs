@@ -21,6 +21,8 @@ pub enum TokenizerError {
         path: String,
         source: serde_json::Error,
     },
+    #[error("{at}: {message}")]
+    Options { at: String, message: String },
 }
 
 /// Splits a text the way `keras.preprocessing.text.text_to_word_sequence` does with defaults:
@@ -62,9 +64,9 @@ impl TokenizerOptions {
         *self == Self::default()
     }
 
-    pub fn validate(&self) -> Result<(), crate::error::ModelError> {
+    pub fn validate(&self) -> Result<(), TokenizerError> {
         if self.split.is_empty() && !self.char_level {
-            return Err(crate::error::ModelError::Config {
+            return Err(TokenizerError::Options {
                 at: "tokenizer.split".into(),
                 message: "an empty separator splits nothing (Python's str.split refuses it too)"
                     .into(),

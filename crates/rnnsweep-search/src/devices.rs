@@ -1,9 +1,7 @@
 //! The device pool: slots on CPUs and GPUs, leased to one trial at a time, and the
 //! environment a trial process gets for its lease (thread share, `CUDA_VISIBLE_DEVICES`).
 
-use std::fmt;
-use std::str::FromStr;
-
+use rnnsweep_model::device::DeviceName;
 use serde::{Deserialize, Serialize};
 
 /// Set to `1` (tests only) to run `cuda:N` slots on the CPU while leases and
@@ -12,38 +10,6 @@ pub const FAKE_CUDA_ENV: &str = "RNNSWEEP_FAKE_CUDA";
 
 pub fn fake_cuda() -> bool {
     std::env::var(FAKE_CUDA_ENV).is_ok_and(|v| v == "1")
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum DeviceName {
-    Cpu,
-    Cuda(usize),
-}
-
-impl fmt::Display for DeviceName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DeviceName::Cpu => write!(f, "cpu"),
-            DeviceName::Cuda(i) => write!(f, "cuda:{i}"),
-        }
-    }
-}
-
-impl FromStr for DeviceName {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim() {
-            "cpu" => Ok(DeviceName::Cpu),
-            "cuda" | "gpu" => Ok(DeviceName::Cuda(0)),
-            other => other
-                .strip_prefix("cuda:")
-                .or_else(|| other.strip_prefix("gpu:"))
-                .and_then(|n| n.parse().ok())
-                .map(DeviceName::Cuda)
-                .ok_or_else(|| format!("`{other}` is not a device (use cpu or cuda:N)")),
-        }
-    }
 }
 
 /// The spec's `resources` section (key names as in NNI).

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rnnsweep_model::metrics::Direction;
-use rnnsweep_search::dispatch::SweepEvent;
-use rnnsweep_search::leaderboard::{short_value, sig4};
+use rnnsweep_search::display::{short_value, sig4};
+use rnnsweep_search::run::dispatch::SweepEvent;
 use rnnsweep_search::store::TrialState;
 
 pub struct Reporter {
@@ -115,11 +115,7 @@ impl Reporter {
             SweepEvent::TrialFinished { number, state, value, seconds, reason } => {
                 if *state == TrialState::Complete {
                     if let Some(v) = value {
-                        let better = match (self.best, self.direction) {
-                            (None, _) => true,
-                            (Some(b), Direction::Maximize) => *v > b,
-                            (Some(b), Direction::Minimize) => *v < b,
-                        };
+                        let better = self.best.is_none_or(|b| self.direction.better(*v, b));
                         if better {
                             self.best = Some(*v);
                         }

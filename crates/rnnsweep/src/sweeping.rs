@@ -5,12 +5,12 @@
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use rnnsweep_search::dispatch::{run_sweep, StopCause, SweepOptions};
-use rnnsweep_search::executor::{install_signal_handlers, Interrupts};
-use rnnsweep_search::leaderboard::{rank, render_table};
+use rnnsweep_search::results::leaderboard::{rank, render_table};
+use rnnsweep_search::results::study::Study;
+use rnnsweep_search::run::dispatch::{run_sweep, StopCause, SweepOptions};
+use rnnsweep_search::run::signals::{install_signal_handlers, Interrupts};
 use rnnsweep_search::spec::Spec;
 use rnnsweep_search::store::TrialState;
-use rnnsweep_search::study::Study;
 
 use crate::progress::Reporter;
 
@@ -80,7 +80,7 @@ pub fn sweep(
         spec.tables()?;
     }
     if dry_run {
-        say!("{}", rnnsweep_search::plan::describe(spec)?);
+        say!("{}", rnnsweep_search::run::plan::describe(spec)?);
         return Ok(ExitCode::SUCCESS);
     }
     let mut store = spec.storage.open()?;
@@ -121,7 +121,7 @@ pub fn sweep(
     drop(store);
     let study = Study::open(&spec.storage, Some(&spec.name))?;
     let name = study.name.clone();
-    let trials = study.store.trials(study.id)?;
+    let trials = study.trials()?;
     let rows = rank(&trials, &spec.metric, study.direction, None);
     let table = render_table(&rows, &spec.metric, None, None).map_err(|m| anyhow::anyhow!(m))?;
     say!("\n{table}");

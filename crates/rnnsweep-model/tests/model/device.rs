@@ -16,7 +16,8 @@ const UNITS: usize = 4;
 
 fn device_under_test() -> Device {
     let name = std::env::var("RNNSWEEP_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
-    rnnsweep_model::device(&name).unwrap_or_else(|e| panic!("RNNSWEEP_TEST_DEVICE={name}: {e}"))
+    rnnsweep_model::device::open(&name)
+        .unwrap_or_else(|e| panic!("RNNSWEEP_TEST_DEVICE={name}: {e}"))
 }
 
 fn copy_var(v: &Var, dtype: DType, device: &Device) -> Var {

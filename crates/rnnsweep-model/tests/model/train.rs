@@ -5,10 +5,11 @@ use std::path::PathBuf;
 
 use candle_core::Device;
 use rnnsweep_model::artifact::TrainedModel;
-use rnnsweep_model::config::{DenseConfig, OptimizerName};
+use rnnsweep_model::config::DenseConfig;
 use rnnsweep_model::data::{load_csv, Columns, Labels, Table};
 use rnnsweep_model::dataset::prepare;
 use rnnsweep_model::metrics::classify;
+use rnnsweep_model::optim::OptimizerName;
 use rnnsweep_model::train::{evaluate_examples, fit, Control, EpochReport, FitOptions, StopReason};
 use rnnsweep_model::ModelConfig;
 
@@ -200,7 +201,7 @@ fn non_finite_loss_is_an_error_not_a_panic() {
 
 #[test]
 fn a_saved_model_predicts_what_the_trained_one_did_at_the_threshold_chosen_on_training_rows() {
-    use rnnsweep_model::config::{Threshold, ThresholdMode};
+    use rnnsweep_model::threshold::{Threshold, ThresholdMode};
     use rnnsweep_model::train::predict_padded;
     let table = sample(400);
     let cfg = ModelConfig {

@@ -13,9 +13,8 @@ pub mod sql;
 pub mod sqlite;
 
 #[cfg(feature = "postgres")]
-pub use postgres::PgStore;
-pub use recovery::{fixed_params_attr, legacy_fixed_params};
-pub use sqlite::SqliteStore;
+use postgres::PgStore;
+use sqlite::SqliteStore;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -103,6 +102,12 @@ impl StoredParam {
     }
 }
 
+/// Stored parameters as the user wrote them, `{name: value}`: the one decoder every reader of
+/// a trial's parameters (leaderboard, plots, confirm, retrain, requeue) goes through.
+pub fn user_values(params: &BTreeMap<String, StoredParam>) -> BTreeMap<String, Value> {
+    params.iter().map(|(k, p)| (k.clone(), p.value())).collect()
+}
+
 #[derive(Debug, Clone)]
 pub struct TrialRecord {
     pub trial_id: i64,
@@ -116,6 +121,20 @@ pub struct TrialRecord {
     pub system_attrs: BTreeMap<String, Value>,
     pub datetime_start: Option<String>,
     pub datetime_complete: Option<String>,
+}
+
+impl TrialRecord {
+    /// The trial's parameters as the user wrote them ([`user_values`]).
+    pub fn param_values(&self) -> BTreeMap<String, Value> {
+        user_values(&self.params)
+    }
+
+    /// The trial a confirmation run repeats, if it is one.
+    pub fn repeat_of(&self) -> Option<i64> {
+        self.system_attrs
+            .get(keys::CONFIRM_OF)
+            .and_then(Value::as_i64)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -405,10 +424,7 @@ impl std::str::FromStr for StorageLocation {
 
 /// The best of a study's objective values.
 pub(crate) fn best_of(values: impl Iterator<Item = f64>, direction: Direction) -> Option<f64> {
-    values.reduce(|a, b| match direction {
-        Direction::Minimize => a.min(b),
-        Direction::Maximize => a.max(b),
-    })
+    values.reduce(|a, b| direction.best(a, b))
 }
 
 /// The wall clock as Optuna writes datetimes (`YYYY-MM-DD HH:MM:SS.ffffff`, UTC).

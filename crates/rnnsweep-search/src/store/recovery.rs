@@ -11,7 +11,7 @@ use super::{keys, StoredParam, TrialRecord};
 
 /// The trial's parameters as Optuna's `enqueue_trial` stores them: `{name: user value}`.
 pub fn fixed_params_attr(params: &BTreeMap<String, StoredParam>) -> Value {
-    Value::Object(params.iter().map(|(k, p)| (k.clone(), p.value())).collect())
+    Value::Object(super::user_values(params).into_iter().collect())
 }
 
 fn crash_retries(t: &TrialRecord) -> usize {
@@ -33,8 +33,27 @@ pub(crate) fn retry_history(t: &TrialRecord) -> Vec<Value> {
     history
 }
 
-/// What the WAITING trial that re-runs `t` carries: its values in Optuna's enqueue form,
-/// where its checkpoint lives, and its retry history under Optuna's callback keys.
+/// What any re-run of `t` carries, under Optuna's `RetryFailedTrialCallback` keys: its values
+/// in Optuna's enqueue form, the first trial of its line and its retry history (`retry` asks
+/// for these alone).
+pub fn retry_attrs(t: &TrialRecord) -> BTreeMap<String, Value> {
+    let first = t
+        .system_attrs
+        .get(keys::FAILED_TRIAL)
+        .cloned()
+        .unwrap_or(Value::from(t.number));
+    BTreeMap::from([
+        (keys::FIXED_PARAMS.to_string(), fixed_params_attr(&t.params)),
+        (keys::FAILED_TRIAL.to_string(), first),
+        (
+            keys::RETRY_HISTORY.to_string(),
+            Value::Array(retry_history(t)),
+        ),
+    ])
+}
+
+/// What the WAITING trial that re-runs a dead or crashed `t` carries: [`retry_attrs`], where
+/// its checkpoint lives and how many crashes its line has had.
 pub(crate) fn requeue_attrs(
     t: &TrialRecord,
     crashed: bool,
@@ -45,24 +64,12 @@ pub(crate) fn requeue_attrs(
         .get(keys::RESUME_FROM)
         .cloned()
         .unwrap_or(Value::from(t.number));
-    let first = t
-        .system_attrs
-        .get(keys::FAILED_TRIAL)
-        .cloned()
-        .unwrap_or(Value::from(t.number));
-    let mut attrs = BTreeMap::from([
-        (keys::FIXED_PARAMS.to_string(), fixed_params_attr(&t.params)),
-        (keys::RESUME_FROM.to_string(), origin),
-        (keys::FAILED_TRIAL.to_string(), first),
-        (
-            keys::RETRY_HISTORY.to_string(),
-            Value::Array(retry_history(t)),
-        ),
-        (
-            keys::CRASH_RETRIES.to_string(),
-            Value::from(crash_retries(t) + usize::from(crashed)),
-        ),
-    ]);
+    let mut attrs = retry_attrs(t);
+    attrs.insert(keys::RESUME_FROM.to_string(), origin);
+    attrs.insert(
+        keys::CRASH_RETRIES.to_string(),
+        Value::from(crash_retries(t) + usize::from(crashed)),
+    );
     attrs.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
     attrs
 }

@@ -945,6 +945,13 @@ mod tests {
             _dir: Some(dir),
         }];
         #[cfg(feature = "postgres")]
+        assert!(
+            std::env::var_os("RNNSWEEP_TEST_POSTGRES").is_some()
+                || (std::env::var_os("CI").is_none()
+                    && std::env::var_os("RNNSWEEP_REQUIRE_POSTGRES").is_none()),
+            "PostgreSQL was expected (CI or RNNSWEEP_REQUIRE_POSTGRES) but RNNSWEEP_TEST_POSTGRES is not set (scripts/start-postgres.sh)"
+        );
+        #[cfg(feature = "postgres")]
         if let Ok(url) = std::env::var("RNNSWEEP_TEST_POSTGRES") {
             let name = format!("unit_{}_{}", tag.to_lowercase(), std::process::id());
             let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
@@ -956,7 +963,9 @@ mod tests {
                 .unwrap();
             let (base, _) = url.rsplit_once('/').unwrap();
             out.push(Backend {
-                store: Box::new(crate::store::PgStore::connect(&format!("{base}/{name}")).unwrap()),
+                store: Box::new(
+                    crate::store::postgres::PgStore::connect(&format!("{base}/{name}")).unwrap(),
+                ),
                 _dir: None,
             });
         }

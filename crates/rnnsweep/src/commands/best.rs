@@ -4,11 +4,14 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use rnnsweep_model::artifact::Combine;
-use rnnsweep_model::train::{write_history, Control};
-use rnnsweep_search::ensemble::{ensemble_of, Selection, SelectionRule};
-use rnnsweep_search::leaderboard::sig4;
+use rnnsweep_model::train::Control;
+use rnnsweep_search::display::sig4;
+use rnnsweep_search::results::ensemble::Selection;
+use rnnsweep_search::results::final_model::{save, FinalModelRequest, Saved};
+use rnnsweep_search::results::retrain::RetrainOptions;
+use rnnsweep_search::results::study::Study;
+use rnnsweep_search::spec::final_model::SelectionRule;
 use rnnsweep_search::store::StorageLocation;
-use rnnsweep_search::study::{RetrainOptions, Study};
 
 #[derive(clap::Args)]
 pub struct BestArgs {
@@ -87,30 +90,20 @@ pub fn run(args: &BestArgs) -> anyhow::Result<()> {
         keep_validation: args.keep_validation,
         device: args.device.clone(),
     };
-    let stored = study.stored_spec().ok();
-    let spec_ensemble = stored.as_ref().and_then(|s| s.final_ensemble);
-    let rule = match args.selection {
-        Some(SelectionArg::Greedy) => SelectionRule::Greedy,
-        Some(SelectionArg::Top) => SelectionRule::Top,
-        None => stored
-            .as_ref()
-            .map(|s| s.final_selection)
-            .unwrap_or_default(),
-    };
-    let combine = match args.combine {
-        Some(CombineArg::Probability) => Combine::Probability,
-        Some(CombineArg::Logit) => Combine::Logit,
-        None => stored.map(|s| s.final_combine).unwrap_or_default(),
-    };
-    let members = args.ensemble.or(spec_ensemble).unwrap_or(1);
-    if members == 0 {
-        bail!("--ensemble 0: an ensemble needs at least one member");
-    }
-    let chosen = if members == 1 {
-        vec![study.best_trial()?]
-    } else {
-        let (candidates, selection) = study.choose_ensemble(members, rule, combine)?;
-        match &selection {
+    let plan = study.final_model_plan(FinalModelRequest {
+        ensemble: args.ensemble,
+        selection: args.selection.map(|s| match s {
+            SelectionArg::Greedy => SelectionRule::Greedy,
+            SelectionArg::Top => SelectionRule::Top,
+        }),
+        combine: args.combine.map(|c| match c {
+            CombineArg::Probability => Combine::Probability,
+            CombineArg::Logit => Combine::Logit,
+        }),
+    })?;
+    let members = plan.asked;
+    if let Some((candidates, selection)) = &plan.selection {
+        match selection {
             Selection::Greedy {
                 members: m,
                 path,
@@ -146,12 +139,8 @@ pub fn run(args: &BestArgs) -> anyhow::Result<()> {
                 selection.members().len()
             );
         }
-        selection
-            .members()
-            .iter()
-            .map(|&i| candidates[i].clone())
-            .collect()
-    };
+    }
+    let chosen = plan.chosen;
     let mut retrained = Vec::new();
     // What selection chose, which may be fewer than asked for.
     let total = chosen.len();
@@ -192,27 +181,14 @@ pub fn run(args: &BestArgs) -> anyhow::Result<()> {
             Control::Continue
         })?);
     }
-    if retrained.len() == 1 {
-        let one = retrained.remove(0);
-        one.model.save(out)?;
-        write_history(&out.join("history.csv"), &one.history)?;
-        println!(
+    match save(retrained, plan.combine, out)? {
+        Saved::Model(model) => println!(
             "model written to {} ({}; use `rnnsweep predict --model {}`)",
             out.display(),
-            decision(&one.model.threshold, one.model.task.outputs()),
+            decision(&model.threshold, model.task.outputs()),
             out.display()
-        );
-    } else {
-        let histories: Vec<_> = retrained.iter().map(|r| r.history.clone()).collect();
-        let ensemble = ensemble_of(retrained, combine)?;
-        ensemble.save(out)?;
-        for (k, h) in histories.iter().enumerate() {
-            write_history(
-                &out.join(format!("member-{}", k + 1)).join("history.csv"),
-                h,
-            )?;
-        }
-        println!(
+        ),
+        Saved::Ensemble(ensemble) => println!(
             "ensemble of {} written to {} ({}, {} chosen on {} calibration rows; use `rnnsweep predict --model {}`)",
             ensemble.members.len(),
             out.display(),
@@ -223,7 +199,7 @@ pub fn run(args: &BestArgs) -> anyhow::Result<()> {
             decision(&ensemble.threshold, ensemble.task().outputs()),
             ensemble.threshold.calibration_rows,
             out.display()
-        );
+        ),
     }
     Ok(())
 }

@@ -3,9 +3,9 @@
 
 use std::process::ExitCode;
 
-use rnnsweep_search::confirm::{confirmed_ranking, render_confirmed};
+use rnnsweep_search::results::confirm::{confirmed_ranking, render_confirmed};
+use rnnsweep_search::results::study::Study;
 use rnnsweep_search::store::{StorageLocation, TrialState};
-use rnnsweep_search::study::Study;
 
 use crate::sweeping::{sweep, ExecArgs};
 
@@ -43,7 +43,7 @@ pub fn run(args: &ConfirmArgs) -> anyhow::Result<ExitCode> {
     }
     let mut spec = study.stored_spec()?;
     // Only the queued runs: the spec's run_cap and time limit were for the search.
-    let summary = study.store.summary(study.id)?;
+    let summary = study.summary()?;
     let count = |s: TrialState| summary.counts.get(s.as_str()).copied().unwrap_or(0);
     spec.run_cap = count(TrialState::Complete)
         + count(TrialState::Pruned)
@@ -62,7 +62,7 @@ pub fn run(args: &ConfirmArgs) -> anyhow::Result<ExitCode> {
         sweep(&mut spec, false, false, &args.exec)?
     };
     let study = Study::open(&args.db, args.study.as_deref())?;
-    let ranked = confirmed_ranking(&study.store.trials(study.id)?, study.direction);
+    let ranked = confirmed_ranking(&study.trials()?, study.direction);
     say!(
         "\nranked by the mean over seeds (what `best` now uses):\n{}",
         render_confirmed(&ranked, &study.objective()?)

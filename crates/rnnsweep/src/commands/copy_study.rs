@@ -1,7 +1,7 @@
 //! `rnnsweep copy-study`: studies moved between SQLite and PostgreSQL, trials as they are.
 
+use rnnsweep_search::results::study::copy_studies;
 use rnnsweep_search::store::StorageLocation;
-use rnnsweep_search::study::copy_studies;
 
 #[derive(clap::Args)]
 pub struct CopyArgs {

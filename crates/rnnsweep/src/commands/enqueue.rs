@@ -1,9 +1,9 @@
 //! `rnnsweep enqueue`: a trial queued with given values (Optuna's `enqueue_trial`).
 
 use anyhow::bail;
-use rnnsweep_search::sampler::Point;
+use rnnsweep_search::results::study::Study;
+use rnnsweep_search::space::Point;
 use rnnsweep_search::store::StorageLocation;
-use rnnsweep_search::study::Study;
 
 #[derive(clap::Args)]
 pub struct EnqueueArgs {

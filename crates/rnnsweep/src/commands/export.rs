@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use rnnsweep_search::report;
+use rnnsweep_search::results::export;
+use rnnsweep_search::results::study::Study;
 use rnnsweep_search::store::StorageLocation;
-use rnnsweep_search::study::Study;
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum ExportFormat {
@@ -32,9 +32,9 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
     let study = Study::open(&args.db, args.study.as_deref())?;
     let (metric, trials) = (study.objective()?, study.trials_with_epochs()?);
     let text = match args.format {
-        ExportFormat::Csv => report::export_csv(&trials, &metric, args.epochs),
+        ExportFormat::Csv => export::export_csv(&trials, &metric, args.epochs),
         ExportFormat::Json => {
-            serde_json::to_string_pretty(&report::export_rows(&trials, &metric, args.epochs))?
+            serde_json::to_string_pretty(&export::export_rows(&trials, &metric, args.epochs))?
                 + "\n"
         }
     };

@@ -1,10 +1,9 @@
 //! `rnnsweep data inspect`: a data file the way the model will see it.
 
 use anyhow::Context;
+use rnnsweep_model::config::{Padding, Truncating};
 use rnnsweep_model::data::{load_csv_with, Labels};
-use rnnsweep_model::dataset::{
-    class_weights, longest, pad_sequences, task_class_weights, Padding, Truncating,
-};
+use rnnsweep_model::dataset::{class_weights, longest, pad_sequences, task_class_weights};
 use rnnsweep_model::tokenizer::Tokenizer;
 
 use std::path::PathBuf;

@@ -2,10 +2,10 @@
 
 use anyhow::bail;
 use rnnsweep_model::metrics::{direction_of, Metric};
-use rnnsweep_search::confirm::{confirmed_ranking, render_confirmed};
-use rnnsweep_search::leaderboard::{rank, render_csv, render_json, render_table};
+use rnnsweep_search::results::confirm::{confirmed_ranking, render_confirmed};
+use rnnsweep_search::results::leaderboard::{rank, render_csv, render_json, render_table};
+use rnnsweep_search::results::study::Study;
 use rnnsweep_search::store::StorageLocation;
-use rnnsweep_search::study::Study;
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum Format {
@@ -49,7 +49,7 @@ pub fn run(args: &LeaderboardArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let trials = study.store.trials(study.id)?;
+    let trials = study.trials()?;
     if args.confirmed {
         let mut ranked = confirmed_ranking(&trials, study.direction);
         if ranked.is_empty() {

@@ -3,11 +3,12 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use rnnsweep_search::leaderboard::rank;
-use rnnsweep_search::report::{self, TrialData};
+use rnnsweep_search::results::leaderboard::rank;
+use rnnsweep_search::results::plots::{self, TrialData};
+use rnnsweep_search::results::study::Study;
+use rnnsweep_search::run::predictions;
+use rnnsweep_search::run::protocol::VAL_PREDICTIONS_FILE;
 use rnnsweep_search::store::{keys, StorageLocation};
-use rnnsweep_search::study::Study;
-use rnnsweep_search::worker::VAL_PREDICTIONS_FILE;
 
 #[derive(clap::Args)]
 pub struct PlotArgs {
@@ -43,11 +44,11 @@ pub fn run(args: &PlotArgs) -> anyhow::Result<()> {
         bail!("{}: study `{name}` has no completed trial to plot", args.db);
     }
     let mut files = Vec::new();
-    files.extend(report::optimization_history(
+    files.extend(plots::optimization_history(
         &out, &trials, &metric, direction,
     )?);
-    files.extend(report::parallel_coordinates(&out, &trials, &metric)?);
-    files.extend(report::learning_curves(&out, &top, &metric)?);
+    files.extend(plots::parallel_coordinates(&out, &trials, &metric)?);
+    files.extend(plots::learning_curves(&out, &top, &metric)?);
     let best = top[0];
     let dir = best
         .record
@@ -59,27 +60,27 @@ pub fn run(args: &PlotArgs) -> anyhow::Result<()> {
         .map(|d| d.join(VAL_PREDICTIONS_FILE))
         .filter(|p| p.exists())
     {
-        Some(p) => match report::read_predictions(&p) {
+        Some(p) => match predictions::read_predictions(&p) {
             Ok((probs, labels)) => {
-                files.extend(report::confusion_matrix(
+                files.extend(plots::confusion_matrix(
                     &out,
                     best.record.number,
                     &probs,
                     &labels,
                 )?);
-                files.extend(report::roc_pr(&out, best.record.number, &probs, &labels)?);
+                files.extend(plots::roc_pr(&out, best.record.number, &probs, &labels)?);
             }
             // K classes or labels: one probability column each.
             Err(binary) => {
-                let classes = report::read_class_predictions(&p).map_err(|_| binary)?;
+                let classes = predictions::read_class_predictions(&p).map_err(|_| binary)?;
                 if !classes.multi_label {
-                    files.extend(report::class_confusion_matrix(
+                    files.extend(plots::class_confusion_matrix(
                         &out,
                         best.record.number,
                         &classes,
                     )?);
                 }
-                files.extend(report::class_pr_curves(&out, best.record.number, &classes)?);
+                files.extend(plots::class_pr_curves(&out, best.record.number, &classes)?);
             }
         },
         None => eprintln!(

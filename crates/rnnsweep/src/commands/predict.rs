@@ -38,7 +38,7 @@ pub fn run(args: &PredictArgs) -> anyhow::Result<()> {
     if let Some(t) = args.threshold.filter(|t| !(0.0..=1.0).contains(t)) {
         anyhow::bail!("--threshold {t}: must be between 0 and 1");
     }
-    let device = rnnsweep_model::device(&args.device)?;
+    let device = rnnsweep_model::device::open(&args.device)?;
     let model = Predictor::load(&args.model, &device)?;
     let task = model.task().clone();
     // The file is read with the columns and label rule the model was trained with.

@@ -1,7 +1,7 @@
 //! `rnnsweep retry`: failed trials queued again with their values.
 
+use rnnsweep_search::results::study::{RetrySelection, Study};
 use rnnsweep_search::store::StorageLocation;
-use rnnsweep_search::study::{RetrySelection, Study};
 
 #[derive(clap::Args)]
 #[command(group(clap::ArgGroup::new("which").required(true).args(["failed", "trial"])))]

@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use rnnsweep_search::results::study::Study;
 use rnnsweep_search::spec::Spec;
 use rnnsweep_search::store::StorageLocation;
-use rnnsweep_search::study::Study;
 
 use crate::sweeping::{sweep, ExecArgs};
 

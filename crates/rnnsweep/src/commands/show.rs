@@ -2,8 +2,8 @@
 
 use anyhow::Context;
 use rnnsweep_model::metrics::Metric;
+use rnnsweep_search::results::study::Study;
 use rnnsweep_search::store::{StorageLocation, TrialState};
-use rnnsweep_search::study::Study;
 
 #[derive(clap::Args)]
 pub struct ShowArgs {
@@ -15,13 +15,9 @@ pub struct ShowArgs {
 }
 
 pub fn run(args: &ShowArgs) -> anyhow::Result<()> {
-    let Study {
-        store,
-        id: study,
-        name,
-        ..
-    } = Study::open(&args.db, args.study.as_deref())?;
-    let trials = store.trials(study)?;
+    let study = Study::open(&args.db, args.study.as_deref())?;
+    let name = &study.name;
+    let trials = study.trials()?;
     let t = trials
         .iter()
         .find(|t| t.number == args.trial)
@@ -38,7 +34,10 @@ pub fn run(args: &ShowArgs) -> anyhow::Result<()> {
         "completed       {}",
         t.datetime_complete.as_deref().unwrap_or("-")
     );
-    if let Some(r) = t.system_attrs.get("fail_reason") {
+    if let Some(r) = t
+        .system_attrs
+        .get(rnnsweep_search::store::keys::FAIL_REASON)
+    {
         println!("fail reason     {}", r.as_str().unwrap_or_default());
     }
     println!("parameters:");
@@ -49,7 +48,7 @@ pub fn run(args: &ShowArgs) -> anyhow::Result<()> {
     for (k, v) in &t.user_attrs {
         println!("  {k:<22} {v}");
     }
-    let epochs = store.epochs(t.trial_id)?;
+    let epochs = study.epochs(t.trial_id)?;
     if !epochs.is_empty() {
         let cols: Vec<&str> = [
             Metric::TrainLoss,

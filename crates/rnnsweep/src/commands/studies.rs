@@ -33,8 +33,7 @@ pub fn run(args: &StudiesArgs) -> anyhow::Result<()> {
             c("FAIL"),
             c("RUNNING"),
             c("WAITING"),
-            s.best
-                .map_or("-".into(), rnnsweep_search::leaderboard::sig4),
+            s.best.map_or("-".into(), rnnsweep_search::display::sig4),
         ]);
     }
     println!("{table}");

@@ -50,7 +50,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     // since every worker it forks copies its page tables.
     rnnsweep_model::alloc::keep_freed_memory();
     let cfg = load_config(args)?;
-    let device = rnnsweep_model::device(&args.device)?;
+    let device = rnnsweep_model::device::open(&args.device)?;
     let (table, validation) = load_labelled(
         &args.data,
         args.validation.as_deref(),

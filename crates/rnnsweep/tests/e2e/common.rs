@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rnnsweep_search::store::{SqliteStore, Store, TrialRecord, TrialState};
+use rnnsweep_search::store::sqlite::SqliteStore;
+use rnnsweep_search::store::{Store, TrialRecord, TrialState};
 
 extern "C" {
     #[link_name = "kill"]
@@ -153,19 +154,41 @@ pub fn start_until(spec: &Path, until: impl Fn(&str) -> bool) -> (Child, Vec<Str
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
+    // Lines arrive through a channel so the deadline holds even when the driver goes silent
+    // (a read would block forever); the reader keeps draining so the driver never writes into
+    // a closed pipe.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
     let mut lines = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut reader = BufReader::new(stdout).lines();
-    for line in reader.by_ref() {
-        let line = line.unwrap();
-        let done = until(&line);
-        lines.push(line);
-        if done || Instant::now() > deadline {
-            break;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let done = until(&line);
+                lines.push(line);
+                if done {
+                    break;
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                panic!(
+                    "the driver printed nothing awaited within 60 s; its output so far:\n{}",
+                    lines.join("\n")
+                );
+            }
         }
     }
-    // Keep draining so the driver never writes into a closed pipe.
-    std::thread::spawn(move || reader.for_each(drop));
+    std::thread::spawn(move || rx.into_iter().for_each(drop));
     (child, lines)
 }
 

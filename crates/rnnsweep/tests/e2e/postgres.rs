@@ -14,8 +14,9 @@ use rnnsweep_search::store::{StorageLocation, TrialState};
 fn database(tag: &str) -> Option<String> {
     let Ok(url) = std::env::var("RNNSWEEP_TEST_POSTGRES") else {
         assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must provide RNNSWEEP_TEST_POSTGRES (scripts/start-postgres.sh)"
+            std::env::var_os("CI").is_none()
+                && std::env::var_os("RNNSWEEP_REQUIRE_POSTGRES").is_none(),
+            "PostgreSQL was expected (CI or RNNSWEEP_REQUIRE_POSTGRES) but RNNSWEEP_TEST_POSTGRES is not set (scripts/start-postgres.sh)"
         );
         eprintln!("RNNSWEEP_TEST_POSTGRES is not set: skipping (eval \"$(scripts/start-postgres.sh)\" to run)");
         return None;

@@ -459,7 +459,7 @@ fn enqueued_values_run_exactly_and_bad_ones_never_run() {
     );
     // Optuna's enqueue form written straight into the file, with a value outside the space.
     {
-        let store = rnnsweep_search::store::SqliteStore::open(&db).unwrap();
+        let store = rnnsweep_search::store::sqlite::SqliteStore::open(&db).unwrap();
         let mut store: Box<dyn rnnsweep_search::store::Store> = Box::new(store);
         let id = store.study_id("queue").unwrap().unwrap();
         let attrs = std::collections::BTreeMap::from([(

@@ -12,19 +12,9 @@
 use rnnsweep_model::artifact::{Combine, Ensemble, StoredThreshold};
 use rnnsweep_model::metrics::{average_precision, classify_multiclass};
 
-use crate::report::Predictions;
-use crate::study::{Retrained, StudyError};
-
-/// How an ensemble's members are chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SelectionRule {
-    /// Greedy ensemble selection on the trials' validation predictions ([`select`]).
-    #[default]
-    Greedy,
-    /// The K best configurations by rank (by the mean over seeds once `confirm` ran).
-    Top,
-}
+use crate::results::error::StudyError;
+use crate::results::retrain::Retrained;
+use crate::run::predictions::Predictions;
 
 /// How the members were chosen.
 #[derive(Debug, Clone, PartialEq)]

@@ -7,15 +7,7 @@ use std::collections::BTreeMap;
 use rnnsweep_model::metrics::Direction;
 use serde_json::Value;
 
-use crate::store::{keys, TrialRecord, TrialState};
-
-/// The trial a confirmation run repeats, if it is one.
-pub fn repeat_of(trial: &TrialRecord) -> Option<i64> {
-    trial
-        .system_attrs
-        .get(keys::CONFIRM_OF)
-        .and_then(Value::as_i64)
-}
+use crate::store::{TrialRecord, TrialState};
 
 /// One configuration's runs: the original trial and its finished repeats.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,7 +32,7 @@ pub fn confirmed_ranking(trials: &[TrialRecord], direction: Direction) -> Vec<Co
     };
     let mut repeats: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
     for t in trials {
-        if let (Some(of), Some(v)) = (repeat_of(t), value(t)) {
+        if let (Some(of), Some(v)) = (t.repeat_of(), value(t)) {
             repeats.entry(of).or_default().push(v);
         }
     }
@@ -64,18 +56,12 @@ pub fn confirmed_ranking(trials: &[TrialRecord], direction: Direction) -> Vec<Co
                 values,
                 mean,
                 sd,
-                params: t
-                    .params
-                    .iter()
-                    .map(|(k, p)| (k.clone(), p.value()))
-                    .collect(),
+                params: t.param_values(),
             })
         })
         .collect();
-    out.sort_by(|a, b| match direction {
-        Direction::Maximize => b.mean.total_cmp(&a.mean),
-        Direction::Minimize => a.mean.total_cmp(&b.mean),
-    });
+    // Ties go to the earlier configuration, as everywhere a study is ranked.
+    out.sort_by(|a, b| direction.cmp(a.mean, b.mean).then(a.trial.cmp(&b.trial)));
     out
 }
 
@@ -90,16 +76,12 @@ pub fn repeats_to_queue(
 ) -> Vec<(i64, Vec<u64>)> {
     let mut originals: Vec<&TrialRecord> = trials
         .iter()
-        .filter(|t| repeat_of(t).is_none() && t.state == TrialState::Complete)
+        .filter(|t| t.repeat_of().is_none() && t.state == TrialState::Complete)
         .filter(|t| t.value.is_some_and(f64::is_finite))
         .collect();
     originals.sort_by(|a, b| {
         let (x, y) = (a.value.unwrap_or(f64::NAN), b.value.unwrap_or(f64::NAN));
-        match direction {
-            Direction::Maximize => y.total_cmp(&x),
-            Direction::Minimize => x.total_cmp(&y),
-        }
-        .then(a.number.cmp(&b.number))
+        direction.cmp(x, y).then(a.number.cmp(&b.number))
     });
     originals
         .into_iter()
@@ -107,7 +89,7 @@ pub fn repeats_to_queue(
         .filter_map(|t| {
             let have = trials
                 .iter()
-                .filter(|r| repeat_of(r) == Some(t.number) && r.state != TrialState::Fail)
+                .filter(|r| r.repeat_of() == Some(t.number) && r.state != TrialState::Fail)
                 .count();
             // Seeds depend on the trial and the repeat's index only, so asking for more
             // repeats later adds new seeds and never reuses one.
@@ -123,8 +105,8 @@ pub fn repeats_to_queue(
 pub fn describe(c: &Confirmed) -> String {
     format!(
         "{} ± {} (n={})",
-        crate::leaderboard::sig4(c.mean),
-        crate::leaderboard::sig4(c.sd),
+        crate::display::sig4(c.mean),
+        crate::display::sig4(c.sd),
         c.values.len()
     )
 }
@@ -162,7 +144,7 @@ pub fn render_confirmed(rows: &[Confirmed], metric: &str) -> String {
             describe(r),
             r.values
                 .iter()
-                .map(|v| crate::leaderboard::sig4(*v))
+                .map(|v| crate::display::sig4(*v))
                 .collect::<Vec<_>>()
                 .join(" "),
         ];
@@ -172,7 +154,7 @@ pub fn render_confirmed(rows: &[Confirmed], metric: &str) -> String {
                 Some(Value::Number(n)) => n
                     .as_f64()
                     .filter(|_| !n.is_i64())
-                    .map_or(n.to_string(), crate::leaderboard::sig4),
+                    .map_or(n.to_string(), crate::display::sig4),
                 Some(v) => v.to_string(),
                 None => "-".into(),
             }
@@ -185,6 +167,7 @@ pub fn render_confirmed(rows: &[Confirmed], metric: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::keys;
     use crate::store::StoredParam;
 
     fn trial(number: i64, state: TrialState, value: Option<f64>, of: Option<i64>) -> TrialRecord {

@@ -9,7 +9,9 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 
 use crate::store::{StoredParam, TrialRecord};
-use crate::trial_config::active;
+use trial_config::active;
+
+pub mod trial_config;
 
 /// One parameter's distribution.
 #[derive(Debug, Clone, PartialEq)]

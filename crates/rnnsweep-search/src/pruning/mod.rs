@@ -99,13 +99,6 @@ fn value_at(t: &TrialRecord, epoch: i64) -> Option<f64> {
         .filter(|v| !v.is_nan())
 }
 
-fn better(a: f64, b: f64, direction: Direction) -> bool {
-    match direction {
-        Direction::Maximize => a > b,
-        Direction::Minimize => a < b,
-    }
-}
-
 pub struct MedianPruner {
     pub direction: Direction,
     pub warmup_epochs: i64,
@@ -151,11 +144,8 @@ impl Pruner for MedianPruner {
             .filter(|(s, _)| *s <= epoch)
             .filter_map(|(_, v)| *v)
             .filter(|v| !v.is_nan())
-            .fold(
-                current,
-                |a, b| if better(b, a, self.direction) { b } else { a },
-            );
-        better(median, best, self.direction)
+            .fold(current, |a, b| self.direction.best(a, b));
+        self.direction.better(median, best)
     }
 }
 
@@ -203,14 +193,10 @@ impl Pruner for HyperbandPruner {
         if !trials.iter().any(|t| t.trial_id == trial.trial_id) {
             competing.push(value);
         }
-        competing.sort_by(f64::total_cmp);
+        competing.sort_by(|a, b| self.direction.cmp(*a, *b));
         // Optuna's rule: the k-th best of n with k = max(n / eta, 1).
         let k = (competing.len() / self.eta as usize).max(1);
-        let threshold = match self.direction {
-            Direction::Maximize => competing[competing.len() - k],
-            Direction::Minimize => competing[k - 1],
-        };
-        better(threshold, value, self.direction)
+        self.direction.better(competing[k - 1], value)
     }
 }
 

@@ -1,78 +1,15 @@
-//! Starting and watching trial processes: spawn a worker in its own process group, read its
-//! JSON lines on a thread, keep its stderr, stop it (gracefully, then for good). Also the
-//! interrupt flags the dispatcher polls; signals only set them.
+//! Starting and watching trial processes: spawn one in its own process group, read its JSON
+//! lines on a thread, keep its stderr, stop it (gracefully, then for good).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, OnceLock};
+use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::spec::Spec;
-use crate::worker::{TrialTask, TRIAL_ENV};
-
-/// What the user asked the sweep to do: 0 nothing, 1 drain (first Ctrl-C: no new trials),
-/// 2+ stop now (second Ctrl-C, SIGTERM). Shared, so a test (or a signal handler) can set it.
-#[derive(Debug, Clone, Default)]
-pub struct Interrupts {
-    level: Arc<AtomicUsize>,
-    terminated: Arc<AtomicBool>,
-}
-
-impl Interrupts {
-    pub fn level(&self) -> usize {
-        self.level.load(Ordering::SeqCst)
-    }
-
-    /// Ctrl-C: the first drains, the second stops.
-    pub fn interrupt(&self) {
-        self.level.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// SIGTERM: stop now.
-    pub fn terminate(&self) {
-        self.terminated.store(true, Ordering::SeqCst);
-        self.level.fetch_add(2, Ordering::SeqCst);
-    }
-
-    /// The signal that stopped the sweep, for the shell's exit code (128 + n): SIGTERM if one
-    /// came, else SIGINT.
-    pub fn signal(&self) -> i32 {
-        if self.terminated.load(Ordering::SeqCst) {
-            libc::SIGTERM
-        } else {
-            libc::SIGINT
-        }
-    }
-}
-
-/// The flags the process's signal handlers set (a handler cannot capture anything).
-static SIGNALLED: OnceLock<Interrupts> = OnceLock::new();
-
-extern "C" fn on_sigint(_: libc::c_int) {
-    if let Some(i) = SIGNALLED.get() {
-        i.interrupt();
-    }
-}
-
-extern "C" fn on_sigterm(_: libc::c_int) {
-    if let Some(i) = SIGNALLED.get() {
-        i.terminate();
-    }
-}
-
-/// Routes SIGINT and SIGTERM of this process to `interrupts` (the first call wins).
-pub fn install_signal_handlers(interrupts: &Interrupts) -> Interrupts {
-    let target = SIGNALLED.get_or_init(|| interrupts.clone()).clone();
-    // SAFETY: the handlers only touch atomics, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_sigterm as *const () as libc::sighandler_t);
-    }
-    target
-}
+use crate::run::protocol::{TrialTask, TRIAL_ENV};
+use crate::spec::TrialKind;
 
 /// A line from a worker, or the end of its output.
 pub enum Line {
@@ -80,18 +17,18 @@ pub enum Line {
     Closed,
 }
 
-/// A running worker process with its output threads.
-pub struct Worker {
+/// A running trial process with its output threads.
+pub struct TrialProcess {
     pub child: Child,
     reader: Option<JoinHandle<()>>,
     stderr: Option<JoinHandle<String>>,
 }
 
-impl Worker {
+impl TrialProcess {
     /// Starts the trial's process; its stdout lines go to `lines` tagged with `id`, its
     /// stderr to `stderr.log` in the trial folder.
     pub fn spawn(
-        spec: &Spec,
+        trial: &TrialKind,
         exe: &Path,
         task: &TrialTask,
         task_path: &Path,
@@ -99,8 +36,8 @@ impl Worker {
         id: u64,
         lines: mpsc::Sender<(u64, Line)>,
     ) -> std::io::Result<Self> {
-        let mut cmd = match &spec.trial {
-            crate::spec::TrialKind::Command(argv) if !argv.is_empty() => {
+        let mut cmd = match trial {
+            TrialKind::Command(argv) if !argv.is_empty() => {
                 let params = serde_json::to_string(&task.params).unwrap_or_default();
                 let fill = |a: &String| {
                     a.replace("{params_json}", &params)
@@ -217,24 +154,5 @@ impl Worker {
             .and_then(|h| h.join().ok())
             .unwrap_or_default();
         (how, stderr)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn interrupts_escalate_and_remember_sigterm() {
-        let i = Interrupts::default();
-        assert_eq!((i.level(), i.signal()), (0, libc::SIGINT));
-        i.interrupt();
-        assert_eq!(i.level(), 1);
-        let seen_elsewhere = i.clone();
-        i.terminate();
-        assert_eq!(
-            (seen_elsewhere.level(), seen_elsewhere.signal()),
-            (3, libc::SIGTERM)
-        );
     }
 }

@@ -18,7 +18,7 @@ use rnnsweep_model::metrics::Direction;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::sampler::{Point, RandomSampler, Sampler, Space};
+use crate::sampling::{Point, RandomSampler, Sampler, Space};
 use crate::space::{number, Distribution};
 use crate::store::{TrialRecord, TrialState};
 

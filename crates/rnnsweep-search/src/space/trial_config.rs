@@ -135,7 +135,8 @@ pub fn build_config(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rnnsweep_model::config::{Activation, OptimizerName};
+    use rnnsweep_model::config::Activation;
+    use rnnsweep_model::optim::OptimizerName;
 
     fn training() -> Value {
         serde_json::to_value(ModelConfig::default()).unwrap()

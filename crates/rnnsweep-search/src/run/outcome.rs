@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
+use crate::run::protocol::{metric, WorkerMessage};
 use crate::store::keys;
-use crate::worker::{metric, WorkerMessage};
 
 /// What is known about a trial whose worker's output has ended.
 #[derive(Debug, Clone, Default)]

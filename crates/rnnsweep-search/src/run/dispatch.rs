@@ -1,6 +1,6 @@
 //! The sweep's dispatcher, sole owner of the store and the pruner: it claims trials while the
-//! device pool has free slots, hands each to the [`crate::executor`] (a worker process),
-//! records what workers report, decides how each trial ended ([`crate::outcome`]) and resumes
+//! device pool has free slots, hands each to a [`TrialProcess`] (its own OS process),
+//! records what the trials report, decides how each trial ended ([`crate::run::outcome`]) and resumes
 //! an interrupted study. It never prints: progress goes out as [`SweepEvent`]s to whatever
 //! reporter the caller plugs in, and interrupts come in as [`Interrupts`] flags.
 
@@ -11,17 +11,20 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-pub use crate::executor::Interrupts;
-use crate::executor::{Line, Worker};
-use crate::outcome::{classify, Ended, Outcome};
+use rnnsweep_model::device::DeviceName;
 
-use crate::devices::{DeviceName, DevicePool, Lease};
-use crate::pruner::Pruner;
-use crate::sampler::{GridSampler, Point, RandomSampler, Sampler, Space};
-use crate::spec::{Method, Spec};
-use crate::store::{keys, legacy_fixed_params, Claim, Store, StoreError, TrialRecord, TrialState};
-use crate::trial_config::build_config;
-use crate::worker::{metric, TrialTask, WorkerMessage};
+use crate::devices::{DevicePool, Lease};
+use crate::pruning::Pruner;
+use crate::run::outcome::{classify, Ended, Outcome};
+use crate::run::process::{Line, TrialProcess};
+use crate::run::protocol::{metric, TrialTask, WorkerMessage};
+use crate::run::signals::Interrupts;
+use crate::sampling;
+use crate::space::trial_config::build_config;
+use crate::space::{Point, Space};
+use crate::spec::Spec;
+use crate::store::recovery::legacy_fixed_params;
+use crate::store::{keys, user_values, Claim, Store, StoreError, TrialRecord, TrialState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SweepError {
@@ -107,13 +110,6 @@ pub enum StopCause {
 pub const SPACE_ATTR: &str = keys::SPACE;
 const AVOID_ATTR: &str = keys::AVOID_DEVICE;
 const OOM_RETRY_ATTR: &str = keys::OOM_RETRY;
-
-pub fn space_of(spec: &Spec) -> Space {
-    Space {
-        parameters: spec.parameters.clone(),
-        training: spec.training.clone(),
-    }
-}
 
 /// A fresh random identity for a study (UUID version 4 form). Not a training draw: it must
 /// differ between two studies made from the same spec, so it comes from the OS.
@@ -207,7 +203,7 @@ struct Running {
     trial: TrialRecord,
     lease: Lease,
     device: String,
-    worker: Worker,
+    process: TrialProcess,
     started: Instant,
     last_beat: Instant,
     ended: Ended,
@@ -238,22 +234,9 @@ pub fn run_sweep(
 ) -> Result<StopCause, SweepError> {
     let study = open_study(spec, store, options.force_new_space)?;
     let study_uuid = study_uuid(store, study)?;
-    let space = space_of(spec);
-    let mut sampler: Box<dyn Sampler> = match spec.method {
-        Method::Random => Box::new(RandomSampler::new(space.clone(), spec.seed)),
-        Method::Tpe => Box::new(crate::tpe::TpeSampler::new(
-            space.clone(),
-            spec.seed,
-            spec.direction,
-            spec.tpe.clone(),
-        )),
-        Method::Grid => Box::new(GridSampler::new(space.clone(), spec.seed).ok_or_else(|| {
-            SweepError::Space(format!(
-                "the grid has more than {} points: use method: random",
-                crate::sampler::MAX_GRID_POINTS
-            ))
-        })?),
-    };
+    let space = spec.space();
+    let mut sampler = sampling::build(spec.method, &space, spec.seed, spec.direction, &spec.tpe)
+        .map_err(SweepError::Space)?;
     let pool = DevicePool::new(&spec.resources).map_err(SweepError::Space)?;
     let (tx, rx) = mpsc::channel();
     let mut d = Dispatcher {
@@ -268,7 +251,7 @@ pub fn run_sweep(
         next_id: 0,
         tx,
         failures: 0,
-        pruner: crate::pruner::build(spec.early_terminate.as_ref(), spec.direction),
+        pruner: crate::pruning::build(spec.early_terminate.as_ref(), spec.direction),
     };
     let started = Instant::now();
     let tick = (spec.heartbeat_grace / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
@@ -387,19 +370,11 @@ impl Dispatcher<'_> {
     ) -> Result<Result<(), String>, SweepError> {
         let given = if !trial.params.is_empty() {
             // Optuna's `add_trial` and RetryFailedTrialCallback store the values as params.
-            Value::Object(
-                trial
-                    .params
-                    .iter()
-                    .map(|(k, p)| (k.clone(), p.value()))
-                    .collect(),
-            )
+            Value::Object(trial.param_values().into_iter().collect())
         } else {
             match trial.system_attrs.get(keys::FIXED_PARAMS) {
                 Some(v) => match legacy_fixed_params(v) {
-                    Some(stored) => {
-                        Value::Object(stored.iter().map(|(k, p)| (k.clone(), p.value())).collect())
-                    }
+                    Some(stored) => Value::Object(user_values(&stored).into_iter().collect()),
                     None => v.clone(),
                 },
                 None => Value::Object(Default::default()),
@@ -535,8 +510,8 @@ impl Dispatcher<'_> {
 
         let id = self.next_id;
         self.next_id += 1;
-        let worker = match Worker::spawn(
-            spec,
+        let process = match TrialProcess::spawn(
+            &spec.trial,
             &self.options.exe,
             &task,
             &task_path,
@@ -564,7 +539,7 @@ impl Dispatcher<'_> {
                 trial,
                 lease,
                 device: device_label,
-                worker,
+                process,
                 started,
                 last_beat: Instant::now(),
                 ended: Ended {
@@ -644,7 +619,7 @@ impl Dispatcher<'_> {
                     value,
                 });
                 // A `confirm` run measures seed noise: stopping it early would bias the mean.
-                let repeat = crate::confirm::repeat_of(&r.trial).is_some();
+                let repeat = r.trial.repeat_of().is_some();
                 if let Some(pruner) = self.pruner.as_ref().filter(|_| !repeat) {
                     // The other trials' values at this epoch, as every driver has recorded
                     // them: one small query, however large the study.
@@ -653,7 +628,7 @@ impl Dispatcher<'_> {
                     if pruner.prune(&others, &r.trial, epoch) {
                         r.ended.pruned_at = Some(epoch);
                         // Stop now: the slot is free as soon as the worker is gone.
-                        r.worker.signal(libc::SIGKILL);
+                        r.process.signal(libc::SIGKILL);
                     }
                 }
             }
@@ -687,12 +662,12 @@ impl Dispatcher<'_> {
             trial,
             lease,
             device,
-            worker,
+            process,
             started,
             mut ended,
             ..
         } = r;
-        let (exit, stderr) = worker.reap();
+        let (exit, stderr) = process.reap();
         ended.exit = Some(exit);
         ended.stderr = stderr;
         self.pool.release(&lease);
@@ -781,7 +756,7 @@ impl Dispatcher<'_> {
     /// Stops every running trial and queues it again, so a resume re-runs it.
     fn stop_all(&mut self, on_event: &mut dyn FnMut(&SweepEvent)) -> Result<(), SweepError> {
         for r in self.running.values() {
-            r.worker.signal(libc::SIGTERM);
+            r.process.signal(libc::SIGTERM);
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         let ids: Vec<u64> = self.running.keys().copied().collect();
@@ -789,7 +764,7 @@ impl Dispatcher<'_> {
             let Some(r) = self.running.remove(&id) else {
                 continue;
             };
-            r.worker.stop(deadline);
+            r.process.stop(deadline);
             self.pool.release(&r.lease);
             let queued = self.store.fail_and_requeue(
                 self.study,
@@ -814,7 +789,7 @@ mod tests {
     //! The dispatcher on its own: trials are a shell script, interrupts are set by the test
     //! (no signals, no `rnnsweep` binary).
     use super::*;
-    use crate::store::SqliteStore;
+    use crate::store::sqlite::SqliteStore;
 
     /// A spec whose trials run `worker.sh`: sleep, then one epoch and a final line.
     fn spec(dir: &Path, run_cap: usize, sleep: f64) -> Spec {

@@ -6,6 +6,7 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, ContentArra
 use rnnsweep_model::metrics::{direction_of, Direction, Metric};
 use serde_json::{json, Value};
 
+use crate::display::short_value;
 use crate::store::{keys, TrialRecord, TrialState};
 
 /// The metrics a leaderboard carries (trial user attributes): the validation ones.
@@ -73,11 +74,7 @@ pub fn rank(
                 metrics: leaderboard_metrics()
                     .map(|m| (m.name().to_string(), attr(m.name())))
                     .collect(),
-                params: t
-                    .params
-                    .iter()
-                    .map(|(k, p)| (k.clone(), p.value()))
-                    .collect(),
+                params: t.param_values(),
                 epochs: t
                     .user_attrs
                     .get(keys::EPOCHS)
@@ -102,15 +99,7 @@ pub fn rank(
         TrialState::Fail => 4,
     };
     rows.sort_by(|a, b| match (a.score, b.score) {
-        (Some(x), Some(y)) => {
-            let o = x.total_cmp(&y);
-            let o = if dir == Direction::Maximize {
-                o.reverse()
-            } else {
-                o
-            };
-            o.then(a.number.cmp(&b.number))
-        }
+        (Some(x), Some(y)) => dir.cmp(x, y).then(a.number.cmp(&b.number)),
         (Some(_), None) => std::cmp::Ordering::Less,
         (None, Some(_)) => std::cmp::Ordering::Greater,
         (None, None) => state_order(a.state)
@@ -123,34 +112,6 @@ pub fn rank(
         }
     }
     rows
-}
-
-/// A float for people to read: about four significant digits (`0.004913`, `123.5`,
-/// `1.235e-7`). Files keep full precision.
-pub fn sig4(x: f64) -> String {
-    if x == 0.0 || !x.is_finite() {
-        return format!("{x}");
-    }
-    let magnitude = x.abs().log10().floor() as i32;
-    if !(-4..=5).contains(&magnitude) {
-        return format!("{x:.3e}");
-    }
-    let decimals = (3 - magnitude).max(0) as usize;
-    let text = format!("{x:.decimals$}");
-    if text.contains('.') {
-        text.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        text
-    }
-}
-
-/// A parameter value for people to read (floats at about four significant digits).
-pub fn short_value(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Number(n) if n.is_f64() => n.as_f64().map_or_else(|| n.to_string(), sig4),
-        other => other.to_string(),
-    }
 }
 
 fn fmt(v: Option<f64>) -> String {
@@ -523,17 +484,5 @@ mod tests {
             ),
             "{e}"
         );
-    }
-
-    #[test]
-    fn people_read_four_significant_digits() {
-        assert_eq!(sig4(0.0049128401861577315), "0.004913");
-        assert_eq!(sig4(123.456), "123.5");
-        assert_eq!(sig4(0.1), "0.1");
-        assert_eq!(sig4(2.0), "2");
-        assert_eq!(sig4(1.23456e-7), "1.235e-7");
-        assert_eq!(short_value(&json!(0.0049128401861577315)), "0.004913");
-        assert_eq!(short_value(&json!(64)), "64");
-        assert_eq!(short_value(&json!("adam")), "adam");
     }
 }

@@ -7,11 +7,12 @@ use rnnsweep_model::dataset::prepare_with;
 use rnnsweep_model::ModelConfig;
 
 use crate::devices::DevicePool;
-use crate::dispatch::space_of;
-use crate::leaderboard::short_value;
-use crate::sampler::{GridSampler, Point, RandomSampler, Sampler};
-use crate::spec::{Method, Spec};
-use crate::trial_config::build_config;
+use crate::display::short_value;
+use crate::sampling::{self, Method};
+use crate::space::trial_config::build_config;
+use crate::space::Point;
+use crate::spec::Spec;
+use crate::store::{TrialRecord, TrialState};
 
 /// How many planned trials the dry run lists.
 pub const PLANNED_TRIALS: usize = 5;
@@ -75,7 +76,7 @@ fn human_count(x: f64) -> String {
 
 /// The dry run's report. Reads the data file (for a built-in model) but writes nothing.
 pub fn describe(spec: &Spec) -> Result<String, PlanError> {
-    let space = space_of(spec);
+    let space = spec.space();
     let mut out = String::new();
     let w = &mut out;
     let _ = writeln!(
@@ -101,42 +102,30 @@ pub fn describe(spec: &Spec) -> Result<String, PlanError> {
         }
     }
 
-    let planned: Vec<Point> = match spec.method {
-        Method::Grid => {
-            let mut g = GridSampler::new(space.clone(), spec.seed).ok_or_else(|| {
-                PlanError::Invalid(format!(
-                    "the grid has more than {} points: use method: random",
-                    crate::sampler::MAX_GRID_POINTS
-                ))
-            })?;
-            let mut seen = Vec::new();
-            for n in 0..PLANNED_TRIALS {
-                let Some(p) = g.sample(&seen, n as i64) else {
-                    break;
-                };
-                seen.push(crate::store::TrialRecord {
-                    trial_id: n as i64,
-                    number: n as i64,
-                    state: crate::store::TrialState::Complete,
-                    params: space.to_stored(&p),
-                    value: None,
-                    intermediate: Vec::new(),
-                    user_attrs: Default::default(),
-                    system_attrs: Default::default(),
-                    datetime_start: None,
-                    datetime_complete: None,
-                });
-            }
-            seen.iter().map(|t| space.decode(&t.params)).collect()
-        }
-        // TPE starts with `n_startup_trials` random trials drawn exactly as random search's.
-        Method::Random | Method::Tpe => {
-            let mut r = RandomSampler::new(space.clone(), spec.seed);
-            (0..PLANNED_TRIALS as i64)
-                .filter_map(|n| r.sample(&[], n))
-                .collect()
-        }
-    };
+    // Each planned point is recorded as a finished trial so that samplers which skip points
+    // already seen (grid, random over a finite space) plan what the sweep would run; TPE finds
+    // no values among them and draws its random start-up trials.
+    let mut sampler = sampling::build(spec.method, &space, spec.seed, spec.direction, &spec.tpe)
+        .map_err(PlanError::Invalid)?;
+    let mut seen: Vec<TrialRecord> = Vec::new();
+    for n in 0..PLANNED_TRIALS as i64 {
+        let Some(p) = sampler.sample(&seen, n) else {
+            break;
+        };
+        seen.push(TrialRecord {
+            trial_id: n,
+            number: n,
+            state: TrialState::Complete,
+            params: space.to_stored(&p),
+            value: None,
+            intermediate: Vec::new(),
+            user_attrs: Default::default(),
+            system_attrs: Default::default(),
+            datetime_start: None,
+            datetime_complete: None,
+        });
+    }
+    let planned: Vec<Point> = seen.iter().map(|t| space.decode(&t.params)).collect();
     let _ = writeln!(w, "\nfirst planned trials:");
     for (n, p) in planned.iter().enumerate() {
         let _ = writeln!(w, "  trial {n}: {}", point_text(p));

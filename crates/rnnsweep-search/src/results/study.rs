@@ -6,129 +6,29 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use rnnsweep_model::artifact::TrainedModel;
 use rnnsweep_model::dataset::{prepare_all, prepare_with};
 use rnnsweep_model::metrics::Direction;
-use rnnsweep_model::train::{fit, predict_padded, Control, EpochReport, FitOptions};
 use serde_json::Value;
 
-use crate::leaderboard::rank;
-use crate::report::TrialData;
-use crate::sampler::{Point, Space};
-use crate::spec::{Spec, SpecError};
-use crate::store::{keys, StorageLocation, Store, StoreError, TrialRecord, TrialState};
-use crate::trial_config::build_config;
+use crate::results::confirm::confirmed_ranking;
+use crate::results::ensemble::{self, Selection};
+use crate::results::error::StudyError;
+use crate::results::leaderboard::rank;
+use crate::results::plots::TrialData;
+use crate::results::retrain::{RetrainOptions, RetrainPlan};
+use crate::run::predictions;
+use crate::run::protocol::VAL_PREDICTIONS_FILE;
+use crate::space::trial_config::build_config;
+use crate::space::{Point, Space};
+use crate::spec::final_model::SelectionRule;
+use crate::spec::Spec;
+use crate::store::recovery::retry_attrs;
+use crate::store::{keys, StorageLocation, Store, StudySummary, TrialRecord, TrialState};
 
-#[derive(Debug, thiserror::Error)]
-pub enum StudyError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Spec(#[from] SpecError),
-    #[error("{at}: {message}")]
-    Invalid { at: String, message: String },
-    #[error(transparent)]
-    Model(#[from] rnnsweep_model::ModelError),
-    #[error(transparent)]
-    Data(#[from] rnnsweep_model::data::DataError),
-}
-
-/// How `best --retrain` trains the final model.
-#[derive(Debug, Clone, Default)]
-pub struct RetrainOptions {
-    /// Epochs (default: the best trial's kept epoch on every row, or its configured epochs
-    /// with `keep_validation`).
-    pub epochs: Option<usize>,
-    /// Keep the validation split and early stopping, as the report did.
-    pub keep_validation: bool,
-    pub device: String,
-}
-
-/// The best trial's configuration with its data, ready to train.
-pub struct RetrainPlan {
-    pub trial: TrialRecord,
-    pub config: rnnsweep_model::ModelConfig,
-    pub data: rnnsweep_model::dataset::Prepared,
-    device: rnnsweep_model::Device,
-}
-
-impl RetrainPlan {
-    pub fn train_rows(&self) -> usize {
-        self.data.train.labels.len()
-    }
-
-    pub fn validation_rows(&self) -> usize {
-        self.data.validation.labels.len()
-    }
-
-    /// Rows held out to choose the threshold (0 for a fixed one).
-    pub fn calibration_rows(&self) -> usize {
-        self.data.calibration.labels.len()
-    }
-
-    /// Trains the final model; `on_epoch` sees every epoch.
-    pub fn train(
-        self,
-        on_epoch: impl FnMut(&EpochReport) -> Control,
-    ) -> Result<Retrained, StudyError> {
-        let outcome = fit(
-            &self.config,
-            &self.data,
-            &self.device,
-            &FitOptions::default(),
-            on_epoch,
-        )?;
-        // Scored by `fit` when it chose the threshold; a fixed one scores them here.
-        let probabilities = if outcome.calibration_probabilities.is_empty() {
-            predict_padded(
-                &outcome.net,
-                &self.data.calibration.ids,
-                self.config.batch_size,
-            )?
-        } else {
-            outcome.calibration_probabilities
-        };
-        let calibration = Calibration {
-            rows: self.data.calibration.source_rows.clone(),
-            labels: if self.data.multi_label {
-                self.data.calibration.targets.clone()
-            } else {
-                self.data.calibration.labels.clone()
-            },
-            probabilities,
-        };
-        Ok(Retrained {
-            model: TrainedModel::from_training(
-                self.config,
-                self.data,
-                outcome.net,
-                outcome.threshold,
-            )
-            .with_offsets(outcome.offsets)
-            .with_label_thresholds(outcome.label_thresholds),
-            history: outcome.history,
-            calibration,
-        })
-    }
-}
-
-/// A final model with its training history and its scores on the calibration rows.
-pub struct Retrained {
-    pub model: TrainedModel,
-    pub history: Vec<EpochReport>,
-    pub calibration: Calibration,
-}
-
-/// Held-out training-file rows (by row number) with a model's probabilities for them.
-#[derive(Debug, Clone)]
-pub struct Calibration {
-    pub rows: Vec<usize>,
-    pub labels: Vec<u8>,
-    pub probabilities: Vec<f32>,
-}
-
+/// A stored study, opened. Its store stays inside: commands read and change a study through
+/// these methods, so every reader sees the same ranking and every change the same checks.
 pub struct Study {
-    pub store: Box<dyn Store>,
+    store: Box<dyn Store>,
     pub location: StorageLocation,
     pub id: i64,
     pub name: String,
@@ -144,6 +44,21 @@ pub enum RetrySelection {
 }
 
 impl Study {
+    /// Every trial of the study, in number order.
+    pub fn trials(&self) -> Result<Vec<TrialRecord>, StudyError> {
+        Ok(self.store.trials(self.id)?)
+    }
+
+    /// One trial's per-epoch metrics, in epoch order.
+    pub fn epochs(&self, trial_id: i64) -> Result<Vec<(i64, serde_json::Value)>, StudyError> {
+        Ok(self.store.epochs(trial_id)?)
+    }
+
+    /// Trial counts by state and the best value.
+    pub fn summary(&self) -> Result<StudySummary, StudyError> {
+        Ok(self.store.summary(self.id)?)
+    }
+
     /// Opens an existing study; `name` is needed when the store holds several.
     pub fn open(location: &StorageLocation, name: Option<&str>) -> Result<Self, StudyError> {
         let store = location.open_existing()?;
@@ -250,24 +165,11 @@ impl Study {
             .collect()
     }
 
-    /// The best finished trial by the study's objective.
-    /// The best trial: by the mean over seeds when `confirm` has repeated some
+    /// The best trial (the first of [`Study::top_trials`]): by the mean over seeds when `confirm` has repeated some
     /// configurations (the original trial of the best confirmed one), else by its value.
     pub fn best_trial(&self) -> Result<TrialRecord, StudyError> {
-        let trials = self.store.trials(self.id)?;
-        if let Some(top) = crate::confirm::confirmed_ranking(&trials, self.direction).first() {
-            if let Some(t) = trials.iter().find(|t| t.number == top.trial) {
-                return Ok(t.clone());
-            }
-        }
-        let objective = self.objective()?;
-        let ranked = rank(&trials, &objective, self.direction, None);
-        ranked
-            .first()
-            .filter(|r| r.rank.is_some())
-            .and_then(|top| trials.iter().find(|t| t.number == top.number))
-            .cloned()
-            .ok_or_else(|| self.invalid(format!("study `{}` has no completed trial", self.name)))
+        let mut top = self.top_trials(1)?;
+        Ok(top.remove(0))
     }
 
     /// The best trial's configuration set up to train again for a final model: on every row
@@ -280,13 +182,13 @@ impl Study {
     /// trials by their value (a configuration's `confirm` repeats are not counted again).
     pub fn top_trials(&self, k: usize) -> Result<Vec<TrialRecord>, StudyError> {
         let trials = self.store.trials(self.id)?;
-        let mut out: Vec<TrialRecord> = crate::confirm::confirmed_ranking(&trials, self.direction)
+        let mut out: Vec<TrialRecord> = confirmed_ranking(&trials, self.direction)
             .iter()
             .filter_map(|c| trials.iter().find(|t| t.number == c.trial).cloned())
             .collect();
         let originals: Vec<TrialRecord> = trials
             .iter()
-            .filter(|t| crate::confirm::repeat_of(t).is_none())
+            .filter(|t| t.repeat_of().is_none())
             .cloned()
             .collect();
         for row in rank(&originals, &self.objective()?, self.direction, None) {
@@ -304,20 +206,20 @@ impl Study {
     }
 
     /// An ensemble's `k` members: chosen greedily on validation predictions from the best 50
-    /// configurations (auto-sklearn's `ensemble_nbest`; [`crate::ensemble::select`]); returns
+    /// configurations (auto-sklearn's `ensemble_nbest`; [`ensemble::select`]); returns
     /// the candidates and the selection (indices into the candidates).
     pub fn choose_ensemble(
         &self,
         k: usize,
-        rule: crate::ensemble::SelectionRule,
+        rule: SelectionRule,
         combine: rnnsweep_model::artifact::Combine,
-    ) -> Result<(Vec<TrialRecord>, crate::ensemble::Selection), StudyError> {
-        if rule == crate::ensemble::SelectionRule::Top {
+    ) -> Result<(Vec<TrialRecord>, Selection), StudyError> {
+        if rule == SelectionRule::Top {
             let top = self.top_trials(k)?;
             let members = (0..top.len()).collect();
             return Ok((
                 top,
-                crate::ensemble::Selection::Ranked {
+                Selection::Ranked {
                     members,
                     why: "selection: top".into(),
                 },
@@ -328,13 +230,13 @@ impl Study {
             .iter()
             .map(|t| {
                 let dir = t.system_attrs.get(keys::TRIAL_DIR)?.as_str()?;
-                let path = std::path::Path::new(dir).join(crate::worker::VAL_PREDICTIONS_FILE);
-                crate::report::read_predictions_with_ids(&path)
-                    .or_else(|_| crate::report::read_class_predictions(&path))
+                let path = std::path::Path::new(dir).join(VAL_PREDICTIONS_FILE);
+                predictions::read_predictions_with_ids(&path)
+                    .or_else(|_| predictions::read_class_predictions(&path))
                     .ok()
             })
             .collect();
-        let selection = crate::ensemble::select(&predictions, k, combine);
+        let selection = ensemble::select(&predictions, k, combine);
         Ok((candidates, selection))
     }
 
@@ -345,15 +247,11 @@ impl Study {
         options: &RetrainOptions,
     ) -> Result<RetrainPlan, StudyError> {
         let spec = self.stored_spec()?;
-        let params = best
-            .params
-            .iter()
-            .map(|(k, p)| (k.clone(), p.value()))
-            .collect();
+        let params = best.param_values();
         let mut cfg = build_config(&spec.training, &params)
             .map_err(|m| self.invalid(format!("best trial's configuration: {m}")))?;
         let (table, validation) = spec.tables()?;
-        let device = rnnsweep_model::device(&options.device)?;
+        let device = rnnsweep_model::device::open(&options.device)?;
         let data = if options.keep_validation {
             if let Some(n) = options.epochs {
                 cfg.epochs = n;
@@ -377,7 +275,7 @@ impl Study {
     }
 
     pub fn space(&self) -> Result<Space, StudyError> {
-        Ok(crate::dispatch::space_of(&self.stored_spec()?))
+        Ok(self.stored_spec()?.space())
     }
 
     /// Queues a trial with exactly these values (Optuna's `enqueue_trial`), after checking
@@ -404,18 +302,20 @@ impl Study {
             .ok()
             .and_then(|s| s.training.get("seed").and_then(Value::as_u64))
             .unwrap_or(0);
-        let plan =
-            crate::confirm::repeats_to_queue(&trials, self.direction, top, repeats, base_seed);
+        let plan = crate::results::confirm::repeats_to_queue(
+            &trials,
+            self.direction,
+            top,
+            repeats,
+            base_seed,
+        );
         let mut out = Vec::new();
         for (number, seeds) in plan {
             let Some(original) = trials.iter().find(|t| t.number == number) else {
                 continue;
             };
-            let values: serde_json::Map<String, Value> = original
-                .params
-                .iter()
-                .map(|(k, p)| (k.clone(), p.value()))
-                .collect();
+            let values: serde_json::Map<String, Value> =
+                original.param_values().into_iter().collect();
             let mut queued = Vec::new();
             for seed in seeds {
                 let attrs = BTreeMap::from([
@@ -464,23 +364,7 @@ impl Study {
         };
         let mut out = Vec::new();
         for t in chosen {
-            let attrs = BTreeMap::from([
-                (
-                    keys::FIXED_PARAMS.to_string(),
-                    crate::store::fixed_params_attr(&t.params),
-                ),
-                (
-                    keys::FAILED_TRIAL.to_string(),
-                    t.system_attrs
-                        .get(keys::FAILED_TRIAL)
-                        .cloned()
-                        .unwrap_or(Value::from(t.number)),
-                ),
-                (
-                    keys::RETRY_HISTORY.to_string(),
-                    Value::Array(crate::store::recovery::retry_history(t)),
-                ),
-            ]);
+            let attrs = retry_attrs(t);
             let number = self.store.enqueue(self.id, &attrs)?;
             self.store.set_trial_system_attr(
                 t.trial_id,

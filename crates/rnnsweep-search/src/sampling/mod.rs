@@ -6,9 +6,46 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rnnsweep_model::dataset::mix;
+use rnnsweep_model::metrics::Direction;
+use serde::{Deserialize, Serialize};
 
-pub use crate::space::{Point, Space, MAX_GRID_POINTS};
+use crate::space::{Point, Space, MAX_GRID_POINTS};
 use crate::store::TrialRecord;
+
+pub mod synthetic;
+pub mod tpe;
+
+/// The spec's `method`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    Grid,
+    Random,
+    Tpe,
+}
+
+/// The one place a `method` becomes a sampler (the sweep and its dry run both ask here, so
+/// the plan shows what the sweep will draw).
+pub fn build(
+    method: Method,
+    space: &Space,
+    seed: u64,
+    direction: Direction,
+    tpe: &tpe::TpeSettings,
+) -> Result<Box<dyn Sampler>, String> {
+    Ok(match method {
+        Method::Random => Box::new(RandomSampler::new(space.clone(), seed)),
+        Method::Tpe => Box::new(tpe::TpeSampler::new(
+            space.clone(),
+            seed,
+            direction,
+            tpe.clone(),
+        )),
+        Method::Grid => Box::new(GridSampler::new(space.clone(), seed).ok_or_else(|| {
+            format!("the grid has more than {MAX_GRID_POINTS} points: use method: random")
+        })?),
+    })
+}
 
 /// Optuna's sampler seam, reduced to what a process-based driver needs.
 pub trait Sampler {

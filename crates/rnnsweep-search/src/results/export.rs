@@ -1,0 +1,137 @@
+//! A study as rows for other tools: one JSON object or CSV row per trial (or per epoch), with
+//! its state, objective, final metrics, parameters and why it failed.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+use crate::results::plots::TrialData;
+use crate::store::keys;
+
+/// One JSON object per trial: state, objective, every final metric, every parameter, epochs,
+/// duration, device (and `history` when `with_epochs`).
+pub fn export_rows(trials: &[TrialData], metric: &str, with_epochs: bool) -> Vec<Value> {
+    trials
+        .iter()
+        .map(|t| {
+            let r = &t.record;
+            let params: BTreeMap<String, Value> = r.param_values();
+            let mut row = json!({
+                "trial": r.number,
+                "state": r.state.as_str(),
+                "objective": r.value,
+                "metric": metric,
+                "params": params,
+                "user_attrs": r.user_attrs,
+                "datetime_start": r.datetime_start,
+                "datetime_complete": r.datetime_complete,
+            });
+            if let Some(reason) = r.system_attrs.get(keys::FAIL_REASON) {
+                row[keys::FAIL_REASON] = reason.clone();
+            }
+            if with_epochs {
+                row["history"] = Value::Array(
+                    t.epochs
+                        .iter()
+                        .map(|(e, m)| json!({"epoch": e, "metrics": m}))
+                        .collect(),
+                );
+            }
+            row
+        })
+        .collect()
+}
+
+fn csv_field(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A CSV writer into memory with `\n` line ends (it quotes commas, quotes, `\r` and `\n`).
+fn csv_writer() -> csv::Writer<Vec<u8>> {
+    csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new())
+}
+
+/// The export as CSV: one row per trial, or one row per trial and epoch with `with_epochs`.
+pub fn export_csv(trials: &[TrialData], metric: &str, with_epochs: bool) -> String {
+    let mut params: Vec<String> = trials
+        .iter()
+        .flat_map(|t| t.record.params.keys().cloned())
+        .collect();
+    params.sort();
+    params.dedup();
+    let skip = ["confusion"];
+    let mut attrs: Vec<String> = trials
+        .iter()
+        .flat_map(|t| t.record.user_attrs.keys().cloned())
+        // The objective has its own column.
+        .filter(|k| !skip.contains(&k.as_str()) && k != metric)
+        .collect();
+    attrs.sort();
+    attrs.dedup();
+    let mut epoch_keys: Vec<String> = trials
+        .iter()
+        .flat_map(|t| {
+            t.epochs.iter().flat_map(|(_, m)| {
+                m.as_object()
+                    .map(|o| o.keys().cloned().collect::<Vec<_>>())
+                    .unwrap_or_default()
+            })
+        })
+        .filter(|k| !skip.contains(&k.as_str()))
+        .collect();
+    epoch_keys.sort();
+    epoch_keys.dedup();
+    let mut header = vec!["trial".to_string(), "state".into(), metric.to_string()];
+    header.extend(params.iter().map(|p| format!("param_{p}")));
+    if with_epochs {
+        header.push("epoch".into());
+        header.extend(epoch_keys.iter().cloned());
+    } else {
+        header.extend(attrs.iter().cloned());
+        header.push(keys::FAIL_REASON.into());
+    }
+    let mut out = csv_writer();
+    let _ = out.write_record(&header);
+    for t in trials {
+        let r = &t.record;
+        let mut base = vec![json!(r.number), json!(r.state.as_str()), json!(r.value)];
+        base.extend(
+            params
+                .iter()
+                .map(|p| r.params.get(p).map_or(Value::Null, |sp| sp.value())),
+        );
+        if with_epochs {
+            for (e, m) in &t.epochs {
+                let mut row = base.clone();
+                row.push(json!(e));
+                row.extend(
+                    epoch_keys
+                        .iter()
+                        .map(|k| m.get(k).cloned().unwrap_or(Value::Null)),
+                );
+                let _ = out.write_record(row.iter().map(csv_field));
+            }
+        } else {
+            let mut row = base;
+            row.extend(
+                attrs
+                    .iter()
+                    .map(|k| r.user_attrs.get(k).cloned().unwrap_or(Value::Null)),
+            );
+            row.push(
+                r.system_attrs
+                    .get(keys::FAIL_REASON)
+                    .cloned()
+                    .unwrap_or(Value::Null),
+            );
+            let _ = out.write_record(row.iter().map(csv_field));
+        }
+    }
+    String::from_utf8(out.into_inner().unwrap_or_default()).unwrap_or_default()
+}

@@ -1,0 +1,102 @@
+//! Training a chosen configuration again as a final model, and what comes back: the model,
+//! its history and its scores on the calibration rows (which ensembles and thresholds use).
+
+use rnnsweep_model::artifact::TrainedModel;
+use rnnsweep_model::train::{fit, predict_padded, Control, EpochReport, FitOptions};
+
+use crate::results::error::StudyError;
+use crate::store::TrialRecord;
+
+/// How `best --retrain` trains the final model.
+#[derive(Debug, Clone, Default)]
+pub struct RetrainOptions {
+    /// Epochs (default: the best trial's kept epoch on every row, or its configured epochs
+    /// with `keep_validation`).
+    pub epochs: Option<usize>,
+    /// Keep the validation split and early stopping, as the report did.
+    pub keep_validation: bool,
+    pub device: String,
+}
+
+/// The best trial's configuration with its data, ready to train.
+pub struct RetrainPlan {
+    pub trial: TrialRecord,
+    pub config: rnnsweep_model::ModelConfig,
+    pub data: rnnsweep_model::dataset::Prepared,
+    pub(crate) device: rnnsweep_model::Device,
+}
+
+impl RetrainPlan {
+    pub fn train_rows(&self) -> usize {
+        self.data.train.labels.len()
+    }
+
+    pub fn validation_rows(&self) -> usize {
+        self.data.validation.labels.len()
+    }
+
+    /// Rows held out to choose the threshold (0 for a fixed one).
+    pub fn calibration_rows(&self) -> usize {
+        self.data.calibration.labels.len()
+    }
+
+    /// Trains the final model; `on_epoch` sees every epoch.
+    pub fn train(
+        self,
+        on_epoch: impl FnMut(&EpochReport) -> Control,
+    ) -> Result<Retrained, StudyError> {
+        let outcome = fit(
+            &self.config,
+            &self.data,
+            &self.device,
+            &FitOptions::default(),
+            on_epoch,
+        )?;
+        // Scored by `fit` when it chose the threshold; a fixed one scores them here.
+        let probabilities = if outcome.calibration_probabilities.is_empty() {
+            predict_padded(
+                &outcome.net,
+                &self.data.calibration.ids,
+                self.config.batch_size,
+            )?
+        } else {
+            outcome.calibration_probabilities
+        };
+        let calibration = Calibration {
+            rows: self.data.calibration.source_rows.clone(),
+            labels: if self.data.multi_label {
+                self.data.calibration.targets.clone()
+            } else {
+                self.data.calibration.labels.clone()
+            },
+            probabilities,
+        };
+        Ok(Retrained {
+            model: TrainedModel::from_training(
+                self.config,
+                self.data,
+                outcome.net,
+                outcome.threshold,
+            )
+            .with_offsets(outcome.offsets)
+            .with_label_thresholds(outcome.label_thresholds),
+            history: outcome.history,
+            calibration,
+        })
+    }
+}
+
+/// A final model with its training history and its scores on the calibration rows.
+pub struct Retrained {
+    pub model: TrainedModel,
+    pub history: Vec<EpochReport>,
+    pub calibration: Calibration,
+}
+
+/// Held-out training-file rows (by row number) with a model's probabilities for them.
+#[derive(Debug, Clone)]
+pub struct Calibration {
+    pub rows: Vec<usize>,
+    pub labels: Vec<u8>,
+    pub probabilities: Vec<f32>,
+}

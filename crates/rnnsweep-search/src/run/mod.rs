@@ -1,0 +1,11 @@
+//! Running a sweep: the dispatcher's loop, the trial processes it starts and the protocol
+//! they speak, the devices they are leased, and what a finished process means for the store.
+
+pub mod dispatch;
+pub mod outcome;
+pub mod plan;
+pub mod predictions;
+pub mod process;
+pub mod protocol;
+pub mod signals;
+pub mod trial;

@@ -1,0 +1,607 @@
+//! The reader steps: YAML into the raw types, then each section validated into its typed
+//! form, every error naming `file:line:column`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rnnsweep_model::config::set_path;
+use rnnsweep_model::data::Columns;
+use rnnsweep_model::metrics::{direction_of, Direction, Metric};
+use rnnsweep_model::ModelConfig;
+use serde_json::Value;
+
+use crate::pruning::EarlyTerminate;
+use crate::sampling::Method;
+use crate::space::Distribution;
+use crate::spec::duration::parse_duration;
+use crate::spec::locate::locate;
+use crate::spec::raw::{DistributionName, RawData, RawMethod, RawParam, RawSpec};
+use crate::spec::{FunctionTrial, Spec, SpecError, TrialKind};
+use crate::store::StorageLocation;
+
+pub(super) fn read(text: &str, path: &Path) -> Result<Spec, SpecError> {
+    let r = Reader {
+        text,
+        file: path.display().to_string(),
+        base_dir: path.parent().unwrap_or(Path::new(".")),
+    };
+    let raw = r.raw()?;
+    let (method, notes) = r.method(&raw);
+    r.basics(&raw)?;
+    let function = r.function(&raw)?;
+    let (metric, direction) = r.objective(&raw, function.as_ref())?;
+    let (max_duration, heartbeat_grace) = r.durations(&raw)?;
+    let data = r.data(&raw, function.as_ref())?;
+    let train_file = r.base_dir.join(&data.train);
+    let validation_file = data.validation.as_ref().map(|v| r.base_dir.join(v));
+    let labels = r.label_rule(&data)?;
+    let training = r.training(&raw, &data)?;
+    let parameters = r.parameters(&raw, method, &training, function.as_ref())?;
+    let storage = r.storage(&raw)?;
+    let resources = raw.resources.clone().unwrap_or_default();
+    let warnings = resources.validate().map_err(|m| r.err(&["resources"], m))?;
+    let early_terminate = r.early_terminate(&raw, &training, function.as_ref())?;
+    Ok(Spec {
+        resources,
+        warnings,
+        notes,
+        storage,
+        name: raw.name,
+        train_file,
+        validation_file,
+        columns: data.columns,
+        labels,
+        method,
+        seed: raw.seed,
+        metric,
+        direction,
+        run_cap: raw.run_cap,
+        max_duration,
+        max_failures: raw.max_failures.unwrap_or(raw.run_cap.max(3)),
+        // Optuna's RetryFailedTrialCallback users typically allow two retries.
+        max_retries: raw.max_retries.unwrap_or(2),
+        final_selection: raw
+            .final_model
+            .as_ref()
+            .map(|f| f.selection)
+            .unwrap_or_default(),
+        final_combine: raw
+            .final_model
+            .as_ref()
+            .map(|f| f.combine)
+            .unwrap_or_default(),
+        final_ensemble: match raw.final_model.as_ref().map(|f| f.ensemble) {
+            Some(0) => return Err(r.err(&["final", "ensemble"], "must be at least 1".into())),
+            k => k,
+        },
+        heartbeat_grace,
+        training,
+        parameters,
+        trial: match (function, raw.trial.and_then(|t| t.command)) {
+            (Some(f), _) => TrialKind::Function(f),
+            (None, Some(argv)) => TrialKind::Command(argv),
+            (None, None) => TrialKind::Model,
+        },
+        tpe: raw.tpe.unwrap_or_default(),
+        early_terminate,
+        source: text.to_string(),
+        path: std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
+    })
+}
+
+/// Reads one spec's text: each step validates a section and names file:line:column in errors.
+struct Reader<'a> {
+    text: &'a str,
+    file: String,
+    /// Relative paths in the spec are relative to its folder.
+    base_dir: &'a Path,
+}
+
+impl Reader<'_> {
+    fn err(&self, key_path: &[&str], message: String) -> SpecError {
+        SpecError {
+            at: match locate(self.text, key_path) {
+                Some((l, c)) => format!("{}:{l}:{c}", self.file),
+                None => self.file.clone(),
+            },
+            message: format!("{}: {message}", key_path.join(".")),
+        }
+    }
+
+    fn raw(&self) -> Result<RawSpec, SpecError> {
+        serde_yaml::from_str(self.text).map_err(|e| SpecError {
+            at: match e.location() {
+                Some(l) => format!("{}:{}:{}", self.file, l.line(), l.column()),
+                None => self.file.clone(),
+            },
+            message: e
+                .to_string()
+                .split(" at line ")
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        })
+    }
+
+    /// The sampler, and a note where a W&B name means something close but not the same.
+    fn method(&self, raw: &RawSpec) -> (Method, Vec<String>) {
+        let mut notes = Vec::new();
+        let method = match raw.method {
+            RawMethod::Grid => Method::Grid,
+            RawMethod::Random => Method::Random,
+            RawMethod::Tpe => Method::Tpe,
+            RawMethod::Bayes => {
+                notes.push(format!(
+                    "{}: method: bayes runs TPE (Tree-structured Parzen Estimator), rnnsweep's model-based sampler; write `method: tpe` to silence this note",
+                    self.err(&["method"], String::new()).at
+                ));
+                Method::Tpe
+            }
+        };
+        (method, notes)
+    }
+
+    fn basics(&self, raw: &RawSpec) -> Result<(), SpecError> {
+        if raw.name.trim().is_empty() || raw.name.contains('/') {
+            return Err(self.err(&["name"], "must be a non-empty name without `/`".into()));
+        }
+        if raw.run_cap == 0 {
+            return Err(self.err(&["run_cap"], "must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// A synthetic trial's settings (`trial: {kind: function, …}`), checking `trial` too.
+    fn function(&self, raw: &RawSpec) -> Result<Option<FunctionTrial>, SpecError> {
+        let function = match &raw.trial {
+            Some(t) if t.kind.as_deref() == Some("function") => {
+                if t.command.is_some() {
+                    return Err(self.err(
+                        &["trial", "command"],
+                        "a function trial has no command".into(),
+                    ));
+                }
+                let function = t.name.ok_or_else(|| {
+                    self.err(
+                        &["trial"],
+                        "needs `name`: branin, hartmann6 or sphere".into(),
+                    )
+                })?;
+                Some(FunctionTrial {
+                    function,
+                    epochs: t.epochs.unwrap_or(10).max(1),
+                    noise: t.noise.unwrap_or(0.0).max(0.0),
+                })
+            }
+            Some(t) => {
+                if let Some(k) = &t.kind {
+                    return Err(self.err(
+                        &["trial", "kind"],
+                        format!("`{k}` is not a trial kind (function, or give `command`)"),
+                    ));
+                }
+                if t.command.as_ref().is_none_or(Vec::is_empty) {
+                    return Err(self.err(
+                        &["trial"],
+                        "needs `command: [program, args…]` or `kind: function`".into(),
+                    ));
+                }
+                None
+            }
+            None => None,
+        };
+        Ok(function)
+    }
+
+    /// The metric the study optimises and its direction.
+    fn objective(
+        &self,
+        raw: &RawSpec,
+        function: Option<&FunctionTrial>,
+    ) -> Result<(String, Direction), SpecError> {
+        let (metric, direction) = match (&raw.metric, function) {
+            (None, Some(_)) => ("value".to_string(), Direction::Minimize),
+            (Some(m), Some(_)) => {
+                if m.name != "value" {
+                    return Err(self.err(
+                        &["metric", "name"],
+                        format!("a function trial reports `value`, not `{}`", m.name),
+                    ));
+                }
+                ("value".to_string(), m.goal.unwrap_or(Direction::Minimize))
+            }
+            (None, None) => ("val_f1".to_string(), Direction::Maximize),
+            (Some(m), None) => {
+                let natural = direction_of(&m.name).ok_or_else(|| {
+                    self.err(
+                        &["metric", "name"],
+                        format!(
+                            "`{}` is not a metric the trainer reports (one of: {})",
+                            m.name,
+                            Metric::names()
+                        ),
+                    )
+                })?;
+                (m.name.clone(), m.goal.unwrap_or(natural))
+            }
+        };
+        Ok((metric, direction))
+    }
+
+    fn durations(&self, raw: &RawSpec) -> Result<(Option<Duration>, Duration), SpecError> {
+        let max_duration = match &raw.max_duration {
+            None => None,
+            Some(v) => Some(parse_duration(v).ok_or_else(|| {
+                self.err(
+                    &["max_duration"],
+                    format!("{v} is not a duration such as 90s, 30m or 2h"),
+                )
+            })?),
+        };
+        let heartbeat_grace = match &raw.heartbeat_grace {
+            None => Duration::from_secs(60),
+            Some(v) => parse_duration(v).ok_or_else(|| {
+                self.err(
+                    &["heartbeat_grace"],
+                    format!("{v} is not a duration such as 30s"),
+                )
+            })?,
+        };
+
+        Ok((max_duration, heartbeat_grace))
+    }
+
+    fn data(&self, raw: &RawSpec, function: Option<&FunctionTrial>) -> Result<RawData, SpecError> {
+        let data = match (&raw.data, function) {
+            (Some(d), _) => d.clone(),
+            (None, Some(_)) => RawData {
+                train: String::new(),
+                validation: None,
+                columns: Columns::default(),
+                validation_split: None,
+                max_words: None,
+                seed: None,
+                labels: None,
+                positive: None,
+            },
+            (None, None) => {
+                return Err(self.err(
+                    &[],
+                    "missing field `data` (data: {train: path/to/train.csv})".into(),
+                ))
+            }
+        };
+        if data.validation.is_some() && data.validation_split.is_some() {
+            return Err(self.err(
+                &["data", "validation_split"],
+                "give either `validation` (a file) or `validation_split`, not both".into(),
+            ));
+        }
+        Ok(data)
+    }
+
+    /// `data.labels` (the classes, in order) and `data.positive` (one name or a list).
+    fn label_rule(&self, data: &RawData) -> Result<rnnsweep_model::data::LabelRule, SpecError> {
+        let name = |v: &Value, at: &[&str]| match v {
+            Value::String(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+            Value::Number(n) => Ok(n.to_string()),
+            other => Err(self.err(
+                at,
+                format!("a class is a number or a non-empty word, not `{other}`"),
+            )),
+        };
+        let classes = match &data.labels {
+            None => None,
+            Some(list) if list.len() < 2 => {
+                return Err(self.err(&["data", "labels"], "give two or more classes".into()))
+            }
+            Some(list) => Some(
+                list.iter()
+                    .map(|v| name(v, &["data", "labels"]))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        let positive = match &data.positive {
+            None => Vec::new(),
+            Some(Value::Array(list)) => list
+                .iter()
+                .map(|v| name(v, &["data", "positive"]))
+                .collect::<Result<Vec<_>, _>>()?,
+            Some(v) => vec![name(v, &["data", "positive"])?],
+        };
+        if let Some(classes) = &classes {
+            if let Some(p) = positive.iter().find(|p| !classes.contains(p)) {
+                return Err(self.err(
+                    &["data", "positive"],
+                    format!("`{p}` is not one of `labels` ({})", classes.join(", ")),
+                ));
+            }
+        }
+        Ok(rnnsweep_model::data::LabelRule { classes, positive })
+    }
+
+    /// Fixed settings: defaults, then `training`, then the `data` section's model keys.
+    fn training(&self, raw: &RawSpec, data: &RawData) -> Result<Value, SpecError> {
+        let mut training = serde_json::to_value(ModelConfig::default())
+            .map_err(|e| self.err(&["training"], e.to_string()))?;
+        if let Some(t) = &raw.training {
+            let Value::Object(map) = t else {
+                return Err(self.err(&["training"], "must be a mapping of model settings".into()));
+            };
+            for (k, v) in map {
+                set_path(&mut training, k, v.clone()).map_err(|m| self.err(&["training", k], m))?;
+            }
+        }
+        for (k, v) in [
+            ("validation_split", data.validation_split.map(Value::from)),
+            ("max_words", data.max_words.map(Value::from)),
+            ("seed", data.seed.map(Value::from)),
+        ] {
+            if let Some(v) = v {
+                set_path(&mut training, k, v).map_err(|m| self.err(&["data", k], m))?;
+            }
+        }
+        ModelConfig::from_value(training.clone(), "training").map_err(|e| match e {
+            rnnsweep_model::ModelError::Config { at, message } => {
+                // Point at the offending key: a field named in the message, else the field
+                // the validation named.
+                let unknown = message
+                    .strip_prefix("unknown field `")
+                    .and_then(|r| r.split('`').next())
+                    .map(str::to_string);
+                let key = unknown.unwrap_or_else(|| {
+                    at.trim_start_matches("training")
+                        .trim_start_matches(": ")
+                        .to_string()
+                });
+                let mut path: Vec<&str> = vec!["training"];
+                path.extend(key.split('.').filter(|s| !s.is_empty()));
+                let mut e = self.err(&path, message);
+                e.message = format!(
+                    "training: {}",
+                    e.message
+                        .split_once(": ")
+                        .map_or(e.message.as_str(), |(_, m)| m)
+                );
+                e
+            }
+            other => self.err(&["training"], other.to_string()),
+        })?;
+
+        Ok(training)
+    }
+
+    /// The searched parameters, each checked to make a valid model with every value it takes.
+    fn parameters(
+        &self,
+        raw: &RawSpec,
+        method: Method,
+        training: &Value,
+        function: Option<&FunctionTrial>,
+    ) -> Result<Vec<(String, Distribution)>, SpecError> {
+        let mut parameters = Vec::new();
+        for (name, p) in &raw.parameters {
+            let d = to_distribution(name, p).map_err(|(field, m)| {
+                let mut path = vec!["parameters", name.as_str()];
+                if let Some(f) = field {
+                    path.push(f);
+                }
+                self.err(&path, m)
+            })?;
+            if method == Method::Grid && d.grid_values().is_none() {
+                return Err(self.err(
+                    &["parameters", name],
+                    "grid search needs `values`, `value` or a quantized distribution (int_uniform, q_uniform, q_log_uniform_values)".into(),
+                ));
+            }
+            parameters.push((name.clone(), d));
+        }
+        // Every value a parameter can take must make a valid model configuration (a user's
+        // own training command defines its own parameters).
+        let probe_model = raw.trial.is_none();
+        if let Some(f) = function {
+            let names: Vec<&str> = parameters.iter().map(|(n, _)| n.as_str()).collect();
+            let wanted: Vec<String> = (0..f.function.dims().unwrap_or(names.len().max(1)))
+                .map(|i| format!("x{i}"))
+                .collect();
+            if names.iter().any(|n| !wanted.iter().any(|w| w == n))
+                || (f.function.dims().is_some() && names.len() != wanted.len())
+            {
+                return Err(self.err(
+                    &["parameters"],
+                    format!("{:?} takes parameters {}", f.function, wanted.join(", "))
+                        .to_lowercase(),
+                ));
+            }
+        }
+        for (name, d) in parameters.iter().filter(|_| probe_model) {
+            let probes = match d {
+                Distribution::Uniform { min, max } | Distribution::LogUniform { min, max } => {
+                    vec![Value::from(*min), Value::from(*max)]
+                }
+                other => other.grid_values().unwrap_or_default(),
+            };
+            for probe in probes {
+                let single = BTreeMap::from([(name.clone(), probe.clone())]);
+                crate::space::trial_config::build_config(training, &single)
+                    .map_err(|m| self.err(&["parameters", name], format!("value {probe}: {m}")))?;
+            }
+        }
+
+        Ok(parameters)
+    }
+
+    fn storage(&self, raw: &RawSpec) -> Result<StorageLocation, SpecError> {
+        let storage = match raw.storage.as_deref() {
+            None => {
+                StorageLocation::Sqlite(PathBuf::from("results").join(format!("{}.db", raw.name)))
+            }
+            Some(s) => match StorageLocation::parse(s).map_err(|m| self.err(&["storage"], m))? {
+                // A relative study file is relative to the spec, like the data file.
+                StorageLocation::Sqlite(p) => StorageLocation::Sqlite(self.base_dir.join(p)),
+                pg => pg,
+            },
+        };
+        Ok(storage)
+    }
+
+    /// The pruner; hyperband's `max_iter` defaults to the trial's epochs.
+    fn early_terminate(
+        &self,
+        raw: &RawSpec,
+        training: &Value,
+        function: Option<&FunctionTrial>,
+    ) -> Result<Option<EarlyTerminate>, SpecError> {
+        let mut early_terminate = raw.early_terminate.clone();
+        if let Some(e) = &mut early_terminate {
+            e.validate()
+                .map_err(|m| self.err(&["early_terminate"], m))?;
+            if let crate::pruning::EarlyTerminate::Hyperband {
+                max_iter: max_iter @ None,
+                ..
+            } = e
+            {
+                let epochs = function
+                    .map(|f| f.epochs as i64)
+                    .or_else(|| training["epochs"].as_i64());
+                *max_iter = epochs;
+            }
+        }
+
+        Ok(early_terminate)
+    }
+}
+
+type FieldError = (Option<&'static str>, String);
+
+fn to_distribution(name: &str, p: &RawParam) -> Result<Distribution, FieldError> {
+    if name.is_empty() {
+        return Err((None, "empty parameter name".into()));
+    }
+    // W&B: `distribution: categorical` with `values`, `constant` with `value`; min and max
+    // without a distribution are int_uniform when both are integers, else uniform.
+    let dist = match (p.distribution, &p.value, &p.values) {
+        (Some(DistributionName::Categorical), None, Some(_)) => None,
+        (Some(DistributionName::Categorical), _, _) => {
+            return Err((Some("distribution"), "categorical needs `values`".into()))
+        }
+        (Some(DistributionName::Constant), Some(_), None) => None,
+        (Some(DistributionName::Constant), _, _) => {
+            return Err((Some("distribution"), "constant needs `value`".into()))
+        }
+        (Some(d), None, None) => Some(d),
+        (None, None, None) if p.min.is_some() || p.max.is_some() => {
+            let integral = |n: &Option<serde_json::Number>| {
+                n.as_ref().is_some_and(|n| n.is_i64() || n.is_u64())
+            };
+            Some(if integral(&p.min) && integral(&p.max) {
+                DistributionName::IntUniform
+            } else {
+                DistributionName::Uniform
+            })
+        }
+        (None, Some(_), None) | (None, None, Some(_)) => None,
+        _ => {
+            return Err((
+                None,
+                "give exactly one of `value`, `values` or `distribution` (or `min` and `max`)"
+                    .into(),
+            ))
+        }
+    };
+    let Some(dist) = dist else {
+        if p.min.is_some() || p.max.is_some() || p.q.is_some() {
+            return Err((
+                None,
+                "`min`, `max` and `q` go with a numeric distribution, not with `value`/`values`"
+                    .into(),
+            ));
+        }
+        if let Some(v) = &p.value {
+            return Ok(Distribution::Constant(v.clone()));
+        }
+        let vs = p.values.as_ref().expect("matched above");
+        if vs.is_empty() {
+            return Err((Some("values"), "is empty".into()));
+        }
+        for (i, v) in vs.iter().enumerate() {
+            if vs[..i].contains(v) {
+                return Err((Some("values"), format!("{v} appears twice")));
+            }
+        }
+        return Ok(Distribution::Categorical(vs.clone()));
+    };
+    let number = |n: &Option<serde_json::Number>, field: &'static str| -> Result<f64, FieldError> {
+        n.as_ref()
+            .ok_or((Some("distribution"), format!("needs `{field}`")))?
+            .as_f64()
+            .ok_or((Some(field), "is not a number".to_string()))
+    };
+    let min = number(&p.min, "min")?;
+    let max = number(&p.max, "max")?;
+    if !(min.is_finite() && max.is_finite()) {
+        return Err((Some("min"), "min and max must be finite".into()));
+    }
+    if min > max {
+        return Err((Some("min"), format!("min {min} is greater than max {max}")));
+    }
+    let needs_q = matches!(
+        dist,
+        DistributionName::QUniform | DistributionName::QLogUniformValues
+    );
+    let q = match (needs_q, p.q) {
+        (true, None) => 1.0,
+        (true, Some(q)) if q > 0.0 && q.is_finite() => q,
+        (true, Some(q)) => return Err((Some("q"), format!("{q} must be > 0"))),
+        (false, Some(_)) => {
+            return Err((
+                Some("q"),
+                "only q_uniform and q_log_uniform_values take `q`".into(),
+            ))
+        }
+        (false, None) => 0.0,
+    };
+    let log = matches!(
+        dist,
+        DistributionName::LogUniformValues | DistributionName::QLogUniformValues
+    );
+    if log && min <= 0.0 {
+        return Err((Some("min"), format!("a log range needs min > 0, got {min}")));
+    }
+    let d = match dist {
+        DistributionName::IntUniform => {
+            if min.fract() != 0.0 || max.fract() != 0.0 {
+                return Err((Some("min"), "int_uniform needs integer min and max".into()));
+            }
+            Distribution::IntUniform {
+                min: min as i64,
+                max: max as i64,
+            }
+        }
+        DistributionName::Uniform => Distribution::Uniform { min, max },
+        DistributionName::LogUniformValues => Distribution::LogUniform { min, max },
+        DistributionName::QUniform => Distribution::QUniform { min, max, q },
+        DistributionName::QLogUniformValues => Distribution::QLogUniform { min, max, q },
+        DistributionName::Categorical | DistributionName::Constant => {
+            unreachable!("handled before the numeric forms")
+        }
+    };
+    if d.grid_values().is_some_and(|v| v.is_empty()) {
+        return Err((
+            Some("q"),
+            format!("no multiple of q = {q} lies in [{min}, {max}] (empty range)"),
+        ));
+    }
+    if matches!(
+        d,
+        Distribution::Uniform { .. } | Distribution::LogUniform { .. }
+    ) && min == max
+    {
+        return Err((
+            Some("max"),
+            format!("empty range: min and max are both {min}"),
+        ));
+    }
+    Ok(d)
+}
