@@ -20,7 +20,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rnnsweep_model::config::{Activation, Cell, DenseConfig, LstmImpl, ModelConfig};
 use rnnsweep_model::dataset::{bucket_batches, class_weights};
-use rnnsweep_model::net::{IdBatch, Net};
+use rnnsweep_model::nn::{IdBatch, Net};
 use rnnsweep_model::optim::KerasOptimizer;
 use rnnsweep_model::train::train_batch;
 
@@ -147,10 +147,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             rows,
             len: time,
         };
-        rnnsweep_model::train::predict_logits(&net, &padded, batch)?;
+        rnnsweep_model::train::predict::predict_logits(&net, &padded, batch)?;
         let started = Instant::now();
         for _ in 0..epochs {
-            rnnsweep_model::train::predict_logits(&net, &padded, batch)?;
+            rnnsweep_model::train::predict::predict_logits(&net, &padded, batch)?;
         }
         let seconds = started.elapsed().as_secs_f64();
         let batches = rows.div_ceil(batch) * epochs;

@@ -11,9 +11,9 @@ use crate::config::ModelConfig;
 use crate::data::{Columns, LabelRule, Table};
 use crate::dataset::pad_sequences;
 use crate::error::{ModelError, Result};
-use crate::net::Net;
+use crate::nn::Net;
 use crate::tokenizer::Tokenizer;
-use crate::train::predict_padded;
+use crate::train::predict::predict_padded;
 
 pub const CONFIG_FILE: &str = "config.json";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";

@@ -7,7 +7,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
 use crate::optim::OptimizerConfig;
-use crate::pooling::Pooling;
 use crate::threshold::Threshold;
 use crate::tokenizer::TokenizerOptions;
 
@@ -572,6 +571,70 @@ pub fn set_path(
         };
     }
     Ok(())
+}
+
+/// How the last recurrent layer's outputs become one vector per row (the computation is
+/// `nn::pooling`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Pooling {
+    /// The forward direction's last real state and the backward direction's first.
+    #[default]
+    Last,
+    /// The largest value of each feature over the real steps.
+    Max,
+    /// The mean of each feature over the real steps.
+    Mean,
+    /// `max` and `mean` side by side (twice the features).
+    MaxMean,
+    /// A learned weighted mean: `softmax_t(v · tanh(W x_t + b))` over the real steps.
+    Attention,
+}
+
+impl Pooling {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Whether the last LSTM layer must return every step.
+    pub fn needs_sequence(self) -> bool {
+        self != Pooling::Last
+    }
+
+    /// Features per row out of `features` LSTM outputs per step.
+    pub fn output_features(self, features: usize) -> usize {
+        match self {
+            Pooling::MaxMean => 2 * features,
+            _ => features,
+        }
+    }
+
+    /// Multiply-adds × 2 it adds per row and step for `features` inputs (attention's scorer).
+    pub fn flops_per_step(self, features: usize) -> f64 {
+        match self {
+            Pooling::Attention => {
+                let a = attention_units(features);
+                2.0 * (features * a + a) as f64
+            }
+            _ => 0.0,
+        }
+    }
+
+    /// Trainable weights it adds for `features` inputs.
+    pub fn parameters(self, features: usize) -> usize {
+        match self {
+            Pooling::Attention => {
+                let a = attention_units(features);
+                features * a + a + a
+            }
+            _ => 0,
+        }
+    }
+}
+
+/// The attention scorer's width for `features` inputs.
+pub fn attention_units(features: usize) -> usize {
+    (features / 2).max(1)
 }
 
 #[cfg(test)]

@@ -14,11 +14,9 @@ pub mod error;
 #[cfg(any(test, feature = "fuzz"))]
 pub mod fuzz;
 pub mod init;
-pub mod lstm;
 pub mod metrics;
-pub mod net;
+pub mod nn;
 pub mod optim;
-pub mod pooling;
 pub mod threshold;
 pub mod tokenizer;
 pub mod train;

@@ -7,7 +7,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rnnsweep_model::lstm::{BiLstm, BiOutput, LstmWeights, StepMask};
+use rnnsweep_model::nn::lstm::{BiLstm, BiOutput, LstmWeights, StepMask};
 
 const BATCH: usize = 6;
 const TIME: usize = 7;

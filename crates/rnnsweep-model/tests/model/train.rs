@@ -10,7 +10,9 @@ use rnnsweep_model::data::{load_csv, Columns, Labels, Table};
 use rnnsweep_model::dataset::prepare;
 use rnnsweep_model::metrics::classify;
 use rnnsweep_model::optim::OptimizerName;
-use rnnsweep_model::train::{evaluate_examples, fit, Control, EpochReport, FitOptions, StopReason};
+use rnnsweep_model::train::evaluate::evaluate_examples;
+use rnnsweep_model::train::history::EpochReport;
+use rnnsweep_model::train::{fit, Control, FitOptions, StopReason};
 use rnnsweep_model::ModelConfig;
 
 fn sample(rows: usize) -> Table {
@@ -202,7 +204,7 @@ fn non_finite_loss_is_an_error_not_a_panic() {
 #[test]
 fn a_saved_model_predicts_what_the_trained_one_did_at_the_threshold_chosen_on_training_rows() {
     use rnnsweep_model::threshold::{Threshold, ThresholdMode};
-    use rnnsweep_model::train::predict_padded;
+    use rnnsweep_model::train::predict::predict_padded;
     let table = sample(400);
     let cfg = ModelConfig {
         threshold: Threshold {
@@ -270,8 +272,8 @@ fn a_saved_model_predicts_what_the_trained_one_did_at_the_threshold_chosen_on_tr
 #[test]
 fn fused_and_reference_lstm_give_the_same_loss_curve_and_share_weights() {
     use rnnsweep_model::config::LstmImpl;
-    use rnnsweep_model::net::Net;
-    use rnnsweep_model::train::predict_logits;
+    use rnnsweep_model::nn::Net;
+    use rnnsweep_model::train::predict::predict_logits;
 
     let table = sample(4000);
     let config = |lstm_impl| ModelConfig {
@@ -329,7 +331,7 @@ fn fused_and_reference_lstm_give_the_same_loss_curve_and_share_weights() {
 
 #[test]
 fn the_fused_kernel_is_the_default_on_the_cpu() {
-    let net = rnnsweep_model::net::Net::new(&small(1), 100, &Device::Cpu).unwrap();
+    let net = rnnsweep_model::nn::Net::new(&small(1), 100, &Device::Cpu).unwrap();
     assert!(net.fused_lstm);
 }
 
@@ -368,12 +370,12 @@ fn a_gru_learns_the_sample_and_its_saved_model_predicts_the_same() {
         ..cfg
     };
     let vocab = loaded.net.embedding.as_tensor().dims()[0];
-    let as_reference = rnnsweep_model::net::Net::new(&reference, vocab, &Device::Cpu).unwrap();
+    let as_reference = rnnsweep_model::nn::Net::new(&reference, vocab, &Device::Cpu).unwrap();
     assert!(!as_reference.fused_lstm);
     as_reference
         .load_state(&loaded.net.state().unwrap(), "fused")
         .unwrap();
-    use rnnsweep_model::train::predict_logits;
+    use rnnsweep_model::train::predict::predict_logits;
     let a = predict_logits(&loaded.net, &data.validation.ids, 128).unwrap();
     let b = predict_logits(&as_reference, &data.validation.ids, 128).unwrap();
     for (x, y) in a.iter().zip(&b) {

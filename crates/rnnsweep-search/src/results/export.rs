@@ -135,3 +135,80 @@ pub fn export_csv(trials: &[TrialData], metric: &str, with_epochs: bool) -> Stri
     }
     String::from_utf8(out.into_inner().unwrap_or_default()).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{StoredParam, TrialRecord, TrialState};
+
+    fn trial(number: i64, state: TrialState, value: Option<f64>, units: f64) -> TrialData {
+        TrialData {
+            record: TrialRecord {
+                trial_id: number,
+                number,
+                state,
+                params: BTreeMap::from([(
+                    "units".to_string(),
+                    StoredParam {
+                        internal: units,
+                        distribution_json: r#"{"name":"IntDistribution","attributes":{"log":false,"step":1,"low":16,"high":64}}"#.into(),
+                    },
+                )]),
+                value,
+                intermediate: vec![],
+                user_attrs: BTreeMap::new(),
+                system_attrs: BTreeMap::new(),
+                datetime_start: None,
+                datetime_complete: None,
+            },
+            epochs: vec![],
+        }
+    }
+
+    fn two_trials() -> Vec<TrialData> {
+        let mut done = trial(0, TrialState::Complete, Some(0.5), 32.0);
+        done.record.user_attrs =
+            BTreeMap::from([("val_f1".into(), json!(0.5)), ("epochs".into(), json!(3))]);
+        done.epochs = vec![
+            (1, json!({"val_f1": 0.25, "confusion": [[1, 0], [0, 1]]})),
+            (2, json!({"val_f1": 0.5})),
+        ];
+        let mut failed = trial(1, TrialState::Fail, None, 16.0);
+        failed.record.system_attrs =
+            BTreeMap::from([(keys::FAIL_REASON.into(), json!("out of memory, at batch 3"))]);
+        vec![done, failed]
+    }
+
+    #[test]
+    fn csv_has_the_objective_parameters_attributes_and_why_a_trial_failed() {
+        assert_eq!(
+            export_csv(&two_trials(), "val_f1", false),
+            "trial,state,val_f1,param_units,epochs,fail_reason\n\
+             0,COMPLETE,0.5,32,3,\n\
+             1,FAIL,,16,,\"out of memory, at batch 3\"\n"
+        );
+    }
+
+    #[test]
+    fn epoch_csv_has_a_row_per_epoch_without_the_confusion_matrix() {
+        assert_eq!(
+            export_csv(&two_trials(), "val_f1", true),
+            "trial,state,val_f1,param_units,epoch,val_f1\n\
+             0,COMPLETE,0.5,32,1,0.25\n\
+             0,COMPLETE,0.5,32,2,0.5\n"
+        );
+    }
+
+    #[test]
+    fn json_rows_carry_user_values_and_the_failure() {
+        let rows = export_rows(&two_trials(), "val_f1", true);
+        assert_eq!(rows[0]["params"], json!({"units": 32}));
+        assert_eq!(
+            rows[0]["history"][1],
+            json!({"epoch": 2, "metrics": {"val_f1": 0.5}})
+        );
+        assert_eq!(rows[1]["fail_reason"], json!("out of memory, at batch 3"));
+        assert_eq!(rows[1]["objective"], Value::Null);
+        assert!(rows[0].get("fail_reason").is_none());
+    }
+}

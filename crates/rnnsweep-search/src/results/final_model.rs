@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use rnnsweep_model::artifact::{Combine, Ensemble, TrainedModel};
-use rnnsweep_model::train::write_history;
+use rnnsweep_model::train::history::write_history;
 
 use crate::results::ensemble::{ensemble_of, Selection};
 use crate::results::error::StudyError;

@@ -2,7 +2,9 @@
 //! its history and its scores on the calibration rows (which ensembles and thresholds use).
 
 use rnnsweep_model::artifact::TrainedModel;
-use rnnsweep_model::train::{fit, predict_padded, Control, EpochReport, FitOptions};
+use rnnsweep_model::train::history::EpochReport;
+use rnnsweep_model::train::predict::predict_padded;
+use rnnsweep_model::train::{fit, Control, FitOptions};
 
 use crate::results::error::StudyError;
 use crate::store::TrialRecord;

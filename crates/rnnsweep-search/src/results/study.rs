@@ -428,3 +428,166 @@ pub fn copy_studies(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoredParam;
+    use serde_json::json;
+
+    fn trial(number: i64, state: TrialState, value: Option<f64>) -> TrialRecord {
+        TrialRecord {
+            trial_id: 0,
+            number,
+            state,
+            params: BTreeMap::from([(
+                "units".to_string(),
+                StoredParam {
+                    internal: (16 + number) as f64,
+                    distribution_json: r#"{"name":"IntDistribution","attributes":{"log":false,"step":1,"low":16,"high":64}}"#.into(),
+                },
+            )]),
+            value,
+            intermediate: vec![],
+            user_attrs: BTreeMap::new(),
+            system_attrs: BTreeMap::new(),
+            datetime_start: None,
+            datetime_complete: None,
+        }
+    }
+
+    /// A maximising study `s` holding these trials, opened as a user would.
+    fn study_with(dir: &tempfile::TempDir, trials: &[TrialRecord]) -> Study {
+        let location = StorageLocation::Sqlite(dir.path().join("s.db"));
+        let mut store = location.open().unwrap();
+        let attrs = BTreeMap::from([(keys::METRIC.to_string(), json!("val_f1"))]);
+        let id = store
+            .open_study("s", Direction::Maximize, &attrs, &BTreeMap::new())
+            .unwrap();
+        for t in trials {
+            store.import_trial(id, t, &[]).unwrap();
+        }
+        Study::open(&location, None).unwrap()
+    }
+
+    fn numbers(trials: &[TrialRecord]) -> Vec<i64> {
+        trials.iter().map(|t| t.number).collect()
+    }
+
+    #[test]
+    fn best_and_top_rank_by_value_with_ties_to_the_earlier_trial() {
+        let dir = tempfile::tempdir().unwrap();
+        let study = study_with(
+            &dir,
+            &[
+                trial(0, TrialState::Complete, Some(0.80)),
+                trial(1, TrialState::Complete, Some(0.90)),
+                trial(2, TrialState::Complete, Some(0.90)),
+                trial(3, TrialState::Fail, None),
+                trial(4, TrialState::Complete, Some(0.85)),
+            ],
+        );
+        assert_eq!(study.objective().unwrap(), "val_f1");
+        assert_eq!(numbers(&study.top_trials(3).unwrap()), [1, 2, 4]);
+        assert_eq!(numbers(&study.top_trials(10).unwrap()), [1, 2, 4, 0]);
+        assert_eq!(study.best_trial().unwrap().number, 1);
+    }
+
+    #[test]
+    fn a_confirmed_configuration_comes_first_and_its_repeats_are_not_counted_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut repeat = trial(5, TrialState::Complete, Some(0.95));
+        repeat
+            .system_attrs
+            .insert(keys::CONFIRM_OF.into(), json!(0));
+        let study = study_with(
+            &dir,
+            &[
+                trial(0, TrialState::Complete, Some(0.80)),
+                trial(1, TrialState::Complete, Some(0.90)),
+                repeat,
+            ],
+        );
+        // Trial 0's mean over seeds (0.875) is confirmed; trial 1's single 0.90 is not.
+        assert_eq!(study.best_trial().unwrap().number, 0);
+        assert_eq!(numbers(&study.top_trials(5).unwrap()), [0, 1]);
+    }
+
+    #[test]
+    fn an_empty_study_has_no_best_trial_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let study = study_with(&dir, &[trial(0, TrialState::Fail, None)]);
+        let e = study.best_trial().unwrap_err().to_string();
+        assert!(e.ends_with("study `s` has no completed trial"), "{e}");
+    }
+
+    #[test]
+    fn retry_queues_a_failed_trial_once_with_its_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut study = study_with(
+            &dir,
+            &[
+                trial(0, TrialState::Complete, Some(0.5)),
+                trial(1, TrialState::Fail, None),
+            ],
+        );
+        let e = study
+            .retry(RetrySelection::Trial(0))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with("trial 0 is COMPLETE; only FAIL trials are retried"),
+            "{e}"
+        );
+        assert_eq!(study.retry(RetrySelection::AllFailed).unwrap(), [(1, 2)]);
+        let trials = study.trials().unwrap();
+        let queued = &trials[2];
+        assert_eq!(queued.state, TrialState::Waiting);
+        assert_eq!(
+            queued.system_attrs[keys::FIXED_PARAMS],
+            json!({"units": 17})
+        );
+        assert_eq!(queued.system_attrs[keys::FAILED_TRIAL], json!(1));
+        assert_eq!(trials[1].system_attrs[keys::REQUEUED_AS], json!(2));
+        let e = study
+            .retry(RetrySelection::Trial(1))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with("trial 1 was already queued again as trial 2"),
+            "{e}"
+        );
+        assert!(study.retry(RetrySelection::AllFailed).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_file_with_several_studies_needs_a_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let location = StorageLocation::Sqlite(dir.path().join("s.db"));
+        let mut store = location.open().unwrap();
+        for name in ["a", "b"] {
+            store
+                .open_study(
+                    name,
+                    Direction::Minimize,
+                    &BTreeMap::new(),
+                    &BTreeMap::new(),
+                )
+                .unwrap();
+        }
+        let e = Study::open(&location, None).err().unwrap().to_string();
+        assert!(
+            e.ends_with("the file holds several studies (a, b); choose one with --study"),
+            "{e}"
+        );
+        let e = Study::open(&location, Some("c")).err().unwrap().to_string();
+        assert!(e.ends_with("no study named `c`"), "{e}");
+        assert_eq!(
+            Study::open(&location, Some("b"))
+                .unwrap()
+                .objective()
+                .unwrap(),
+            "objective"
+        );
+    }
+}

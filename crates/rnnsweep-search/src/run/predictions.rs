@@ -249,3 +249,73 @@ pub fn write_label_predictions(
     }
     std::fs::write(path, csv_text(w)).map_err(err(path))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_form_reads_back_what_was_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let binary = dir.path().join("binary.csv");
+        write_predictions(&binary, &["a", "b,c"], &[0.25, 0.75], &[0, 1]).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&binary).unwrap(),
+            "id,probability,label\na,0.25,0\n\"b,c\",0.75,1\n"
+        );
+        let back = read_predictions_with_ids(&binary).unwrap();
+        assert_eq!(back.ids, ["a", "b,c"]);
+        assert_eq!(
+            (back.probabilities, back.labels),
+            (vec![0.25, 0.75], vec![0, 1])
+        );
+
+        let classes = ["ham", "spam", "eggs"].map(String::from);
+        let multi = dir.path().join("classes.csv");
+        write_class_predictions(
+            &multi,
+            &["x", "y"],
+            &[0.5, 0.25, 0.25, 0.0, 0.0, 1.0],
+            &[0, 2],
+            &classes,
+        )
+        .unwrap();
+        let back = read_class_predictions(&multi).unwrap();
+        assert_eq!(back.ids, ["x", "y"]);
+        assert_eq!(back.probabilities, [0.5, 0.25, 0.25, 0.0, 0.0, 1.0]);
+        assert_eq!(
+            (back.labels, back.classes.as_slice()),
+            (vec![0, 2], classes.as_slice())
+        );
+        assert!(!back.multi_label);
+
+        let labels = dir.path().join("labels.csv");
+        write_label_predictions(&labels, &["r"], &[0.5, 0.75], &[1, 0], &classes[..2]).unwrap();
+        let back = read_class_predictions(&labels).unwrap();
+        assert!(back.multi_label);
+        assert_eq!(
+            (back.probabilities, back.labels),
+            (vec![0.5, 0.75], vec![1, 0])
+        );
+        // A binary reader refuses a K-class file instead of misreading it.
+        assert!(read_predictions(&multi).is_err());
+    }
+
+    #[test]
+    fn a_bad_row_is_named_by_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.csv");
+        std::fs::write(&path, "id,probability,label\na,0.5,1\nb,high,0\n").unwrap();
+        let e = read_predictions(&path).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "{}: line 3: expected a probability and a 0/1 label",
+                path.display()
+            )
+        );
+        std::fs::write(&path, "id,score\n").unwrap();
+        let e = read_predictions(&path).unwrap_err().to_string();
+        assert!(e.ends_with("line 1: no `probability` column"), "{e}");
+    }
+}

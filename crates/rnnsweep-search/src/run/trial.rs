@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 
 use rnnsweep_model::data::load_labelled;
 use rnnsweep_model::dataset::prepare_with;
-use rnnsweep_model::train::{
-    data_fingerprint, discard_foreign_checkpoint, evaluate_examples, fit, Control, EpochReport,
-    FitOptions,
-};
+use rnnsweep_model::train::checkpoint::{data_fingerprint, discard_foreign_checkpoint};
+use rnnsweep_model::train::evaluate::evaluate_examples;
+use rnnsweep_model::train::history::EpochReport;
+use rnnsweep_model::train::{fit, Control, FitOptions};
 use serde_json::Value;
 
 use crate::run::predictions::{

@@ -128,3 +128,104 @@ pub fn legacy_fixed_params(v: &Value) -> Option<BTreeMap<String, StoredParam>> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::TrialState;
+    use serde_json::json;
+
+    /// Trial 7, the second re-run of trial 3 (after 5), crashed once before.
+    fn rerun() -> TrialRecord {
+        TrialRecord {
+            trial_id: 70,
+            number: 7,
+            state: TrialState::Fail,
+            params: BTreeMap::from([(
+                "optimizer".to_string(),
+                StoredParam {
+                    internal: 1.0,
+                    distribution_json: r#"{"name":"CategoricalDistribution","attributes":{"choices":["adam","rmsprop"]}}"#.into(),
+                },
+            )]),
+            value: None,
+            intermediate: vec![],
+            user_attrs: BTreeMap::new(),
+            system_attrs: BTreeMap::from([
+                (keys::FAILED_TRIAL.to_string(), json!(3)),
+                (keys::RETRY_HISTORY.to_string(), json!([3, 5])),
+                (keys::RESUME_FROM.to_string(), json!(3)),
+                (keys::CRASH_RETRIES.to_string(), json!(1)),
+            ]),
+            datetime_start: None,
+            datetime_complete: None,
+        }
+    }
+
+    #[test]
+    fn a_retry_carries_the_values_the_first_trial_and_every_attempt() {
+        assert_eq!(
+            retry_attrs(&rerun()),
+            BTreeMap::from([
+                (
+                    keys::FIXED_PARAMS.to_string(),
+                    json!({"optimizer": "rmsprop"})
+                ),
+                (keys::FAILED_TRIAL.to_string(), json!(3)),
+                (keys::RETRY_HISTORY.to_string(), json!([3, 5, 7])),
+            ])
+        );
+        let mut first = rerun();
+        first.system_attrs.clear();
+        let attrs = retry_attrs(&first);
+        assert_eq!(
+            (&attrs[keys::FAILED_TRIAL], &attrs[keys::RETRY_HISTORY]),
+            (&json!(7), &json!([7]))
+        );
+    }
+
+    #[test]
+    fn a_requeue_keeps_the_checkpoint_line_and_counts_crashes_only() {
+        let extra = BTreeMap::from([(keys::AVOID_DEVICE.to_string(), json!("cuda:1"))]);
+        let crashed = requeue_attrs(&rerun(), true, &extra);
+        assert_eq!(crashed[keys::RESUME_FROM], json!(3));
+        assert_eq!(crashed[keys::CRASH_RETRIES], json!(2));
+        assert_eq!(crashed[keys::AVOID_DEVICE], json!("cuda:1"));
+        assert_eq!(crashed[keys::RETRY_HISTORY], json!([3, 5, 7]));
+        let interrupted = requeue_attrs(&rerun(), false, &BTreeMap::new());
+        assert_eq!(interrupted[keys::CRASH_RETRIES], json!(1));
+        let mut fresh = rerun();
+        fresh.system_attrs.clear();
+        assert_eq!(
+            requeue_attrs(&fresh, true, &BTreeMap::new())[keys::RESUME_FROM],
+            json!(7)
+        );
+    }
+
+    #[test]
+    fn a_dead_driver_is_given_up_after_max_retries() {
+        let t = rerun();
+        let grace = Duration::from_secs(30);
+        assert!(matches!(
+            stale_action(&t, grace, 2, 8),
+            StaleAction::Requeue(why) if why.ends_with("re-queued as trial 8")
+                && why.contains("no heartbeat for 30 s")
+        ));
+        assert!(matches!(
+            stale_action(&t, grace, 1, 8),
+            StaleAction::GiveUp(why) if why.ends_with("its driver died 2 times (max_retries 1)")
+        ));
+        assert_eq!(given_up_history(&t), json!([3, 5, 7]));
+    }
+
+    #[test]
+    fn round_one_fixed_params_still_decode() {
+        let old = json!({
+            "internal": {"units": 32.0},
+            "distributions": {"units": r#"{"name":"IntDistribution","attributes":{"log":false,"step":1,"low":16,"high":64}}"#},
+        });
+        let params = legacy_fixed_params(&old).unwrap();
+        assert_eq!(fixed_params_attr(&params), json!({"units": 32}));
+        assert!(legacy_fixed_params(&json!({"units": 32})).is_none());
+    }
+}

@@ -7,203 +7,20 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::config::{Activation, EmbeddingUpdate, LstmImpl, ModelConfig};
+use crate::config::{Activation, EmbeddingUpdate, LstmImpl, ModelConfig, Pooling};
 use crate::dataset::mix;
 use crate::error::{ModelError, Result};
 use crate::init;
-use crate::lstm::{time_major_mask, BiLstm, BiOutput, StepMask};
-use crate::pooling::{pool, Attention, Pooling};
+use batch_norm::BatchNorm;
+use dense::Dense;
+use lstm::{time_major_mask, BiLstm, BiOutput, StepMask};
+use pooling::{pool, Attention};
 
-/// Keras BatchNormalization's epsilon.
-const BN_EPSILON: f64 = 1e-3;
-
-#[derive(Debug, Clone)]
-pub struct BatchNorm {
-    pub gamma: Var,
-    pub beta: Var,
-    pub moving_mean: Var,
-    pub moving_variance: Var,
-    pub momentum: f64,
-}
-
-impl BatchNorm {
-    fn new(features: usize, momentum: f64, device: &Device) -> Result<Self> {
-        let ones = Tensor::ones(features, DType::F32, device)?;
-        let zeros = Tensor::zeros(features, DType::F32, device)?;
-        Ok(Self {
-            gamma: Var::from_tensor(&ones)?,
-            beta: Var::from_tensor(&zeros)?,
-            moving_mean: Var::from_tensor(&zeros)?,
-            moving_variance: Var::from_tensor(&ones)?,
-            momentum,
-        })
-    }
-
-    /// Normalises each `[batch, F]` step. In training the statistics come from the real
-    /// (unmasked) entries only and the moving averages are updated; otherwise the moving
-    /// averages are used. Padded entries stay zero.
-    pub fn apply(
-        &self,
-        steps: &[Tensor],
-        masks: Option<&[StepMask]>,
-        train: bool,
-    ) -> Result<Vec<Tensor>> {
-        let (mean, var) = if train {
-            let stacked = Tensor::stack(steps, 0)?; // [T, B, F]
-            let (mask, count) = match masks {
-                Some(m) => {
-                    let count = m
-                        .iter()
-                        .map(|s| s.tensor.sum_all()?.to_scalar::<f32>())
-                        .sum::<candle_core::Result<f32>>()?;
-                    let mask =
-                        Tensor::stack(&m.iter().map(|s| s.tensor.clone()).collect::<Vec<_>>(), 0)?;
-                    (Some(mask), f64::from(count))
-                }
-                None => (None, (steps.len() * steps[0].dim(0)?) as f64),
-            };
-            self.batch_statistics(&stacked, mask.as_ref(), count)?
-        } else {
-            self.moving_statistics()
-        };
-        let (mean, scale, shift) = self.affine(mean, var)?;
-        steps
-            .iter()
-            .enumerate()
-            .map(|(t, x)| {
-                let y = x
-                    .broadcast_sub(&mean)?
-                    .broadcast_mul(&scale)?
-                    .broadcast_add(&shift)?;
-                match masks {
-                    Some(m) if !m[t].all_real => Ok(y.broadcast_mul(&m[t].tensor)?),
-                    _ => Ok(y),
-                }
-            })
-            .collect()
-    }
-
-    /// [`BatchNorm::apply`] for a whole `[T, B, F]` sequence with its `[T, B, 1]` mask and
-    /// count of real entries (`None`: every entry is real).
-    pub fn apply_sequence(
-        &self,
-        x: &Tensor,
-        mask: Option<(&Tensor, usize)>,
-        train: bool,
-    ) -> Result<Tensor> {
-        let (mean, var) = if train {
-            let count = match mask {
-                Some((_, count)) => count,
-                None => x.dim(0)? * x.dim(1)?,
-            };
-            self.batch_statistics(x, mask.map(|m| m.0), count as f64)?
-        } else {
-            self.moving_statistics()
-        };
-        let (mean, scale, shift) = self.affine(mean, var)?;
-        let y = x
-            .broadcast_sub(&mean)?
-            .broadcast_mul(&scale)?
-            .broadcast_add(&shift)?;
-        match mask {
-            Some((m, count)) if count < m.elem_count() => Ok(y.broadcast_mul(m)?),
-            _ => Ok(y),
-        }
-    }
-
-    /// Mean and variance over the real entries of `[T, B, F]` (padded entries are zero, so a
-    /// plain sum is the masked sum), with the moving averages updated.
-    fn batch_statistics(
-        &self,
-        x: &Tensor,
-        mask: Option<&Tensor>,
-        count: f64,
-    ) -> Result<(Tensor, Tensor)> {
-        let count = count.max(1.0);
-        let mean = (x.sum((0, 1))? / count)?;
-        let centered = x.broadcast_sub(&mean)?;
-        let centered = match mask {
-            Some(mask) => centered.broadcast_mul(mask)?,
-            None => centered,
-        };
-        let var = (centered.sqr()?.sum((0, 1))? / count)?;
-        let m = self.momentum;
-        self.moving_mean
-            .set(&((self.moving_mean.as_tensor() * m)? + (mean.detach() * (1.0 - m))?)?)?;
-        self.moving_variance
-            .set(&((self.moving_variance.as_tensor() * m)? + (var.detach() * (1.0 - m))?)?)?;
-        Ok((mean, var))
-    }
-
-    fn moving_statistics(&self) -> (Tensor, Tensor) {
-        (
-            self.moving_mean.as_tensor().clone(),
-            self.moving_variance.as_tensor().clone(),
-        )
-    }
-
-    /// `(mean, gamma/√(var+ε), beta)`, each `[1, F]`, broadcastable over a step.
-    fn affine(&self, mean: Tensor, var: Tensor) -> Result<(Tensor, Tensor, Tensor)> {
-        let scale = self
-            .gamma
-            .as_tensor()
-            .div(&(var + BN_EPSILON)?.sqrt()?)?
-            .unsqueeze(0)?;
-        let shift = self.beta.as_tensor().unsqueeze(0)?;
-        Ok((mean.unsqueeze(0)?, scale, shift))
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Dense {
-    pub kernel: Var,
-    pub bias: Var,
-    pub activation: Activation,
-    pub l2: f64,
-}
-
-impl Dense {
-    fn new(
-        rng: &mut ChaCha8Rng,
-        input: usize,
-        units: usize,
-        activation: Activation,
-        l2: f64,
-        device: &Device,
-    ) -> Result<Self> {
-        Ok(Self {
-            kernel: Var::from_tensor(&init::glorot_uniform(rng, input, units, device)?)?,
-            bias: Var::from_tensor(&Tensor::zeros(units, DType::F32, device)?)?,
-            activation,
-            l2,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let z = x
-            .matmul(self.kernel.as_tensor())?
-            .broadcast_add(self.bias.as_tensor())?;
-        activate(&z, self.activation)
-    }
-}
-
-/// Keras's activations (Keras 3 definitions: `hard_sigmoid` = relu6(x+3)/6, `gelu` exact).
-pub fn activate(z: &Tensor, activation: Activation) -> Result<Tensor> {
-    Ok(match activation {
-        Activation::Relu => z.relu()?,
-        Activation::Sigmoid => candle_nn::ops::sigmoid(z)?,
-        Activation::Tanh => z.tanh()?,
-        Activation::Linear => z.clone(),
-        Activation::Elu => z.elu(1.0)?,
-        Activation::Selu => (z.elu(1.673_263_242_354_377_3)? * 1.050_700_987_355_480_5)?,
-        // Stable softplus: max(z, 0) + log(1 + e^-|z|).
-        Activation::Softplus => z.relu()?.add(&(z.abs()?.neg()?.exp()? + 1.0)?.log()?)?,
-        Activation::Softsign => z.div(&(z.abs()? + 1.0)?)?,
-        Activation::HardSigmoid => ((z + 3.0)?.clamp(0f32, 6f32)? / 6.0)?,
-        Activation::Gelu => z.gelu_erf()?,
-        Activation::Swish => z.silu()?,
-    })
-}
+pub mod batch_norm;
+pub mod dense;
+pub mod loss;
+pub mod lstm;
+pub mod pooling;
 
 /// A padded id batch on the host.
 #[derive(Debug, Clone)]
@@ -229,7 +46,7 @@ pub struct Net {
     /// Training steps hand back the batch's embedding rows as their own variable (see
     /// [`EmbeddingRows`]) instead of differentiating the whole table.
     pub sparse_embedding: bool,
-    /// Whether the LSTM layers run the fused CPU kernel (see [`crate::lstm`]).
+    /// Whether the LSTM layers run the fused CPU kernel (see [`lstm`]).
     pub fused_lstm: bool,
     /// 1 (a sigmoid's logit) for a binary task, K (softmax logits) for K classes.
     pub outputs: usize,
@@ -690,27 +507,12 @@ fn keep_mask(
     Ok(Tensor::from_vec(data, (rows, cols), device)?)
 }
 
-/// Per-row binary cross-entropy from logits, stable for any logit:
-/// `max(z, 0) − z·y + log(1 + e^−|z|)`.
-pub fn bce_with_logits(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
-    let softplus_neg_abs = (logits.abs()?.neg()?.exp()? + 1.0)?.log()?;
-    Ok(logits
-        .relu()?
-        .sub(&logits.mul(labels)?)?
-        .add(&softplus_neg_abs)?)
-}
-
-/// Per-row categorical cross-entropy from logits `[batch, K]` against one-hot targets
-/// `[batch, K]`: `logsumexp(z) − z_y` (log-softmax, stable for any logit).
-pub fn softmax_cross_entropy(logits: &Tensor, one_hot: &Tensor) -> Result<Tensor> {
-    let log_probs = candle_nn::ops::log_softmax(logits, 1)?;
-    Ok(log_probs.mul(one_hot)?.sum(1)?.neg()?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{EmbeddingUpdate, LstmImpl};
+    use crate::nn::dense::activate;
+    use crate::nn::loss::{bce_with_logits, softmax_cross_entropy};
 
     fn t(v: &[f32]) -> Tensor {
         Tensor::new(v, &Device::Cpu).unwrap()
@@ -831,7 +633,7 @@ mod tests {
             rows: 5,
             len: 4,
         };
-        let together = crate::train::predict_logits(&net, &padded, 2).unwrap();
+        let together = crate::train::predict::predict_logits(&net, &padded, 2).unwrap();
         for r in 0..5 {
             let alone = net
                 .forward(

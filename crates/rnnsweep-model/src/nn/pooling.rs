@@ -4,74 +4,13 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 
+use crate::config::{attention_units, Pooling};
 use crate::error::Result;
 use crate::init;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Pooling {
-    /// The forward direction's last real state and the backward direction's first.
-    #[default]
-    Last,
-    /// The largest value of each feature over the real steps.
-    Max,
-    /// The mean of each feature over the real steps.
-    Mean,
-    /// `max` and `mean` side by side (twice the features).
-    MaxMean,
-    /// A learned weighted mean: `softmax_t(v · tanh(W x_t + b))` over the real steps.
-    Attention,
-}
-
-impl Pooling {
-    pub fn is_default(&self) -> bool {
-        *self == Self::default()
-    }
-
-    /// Whether the last LSTM layer must return every step.
-    pub fn needs_sequence(self) -> bool {
-        self != Pooling::Last
-    }
-
-    /// Features per row out of `features` LSTM outputs per step.
-    pub fn output_features(self, features: usize) -> usize {
-        match self {
-            Pooling::MaxMean => 2 * features,
-            _ => features,
-        }
-    }
-
-    /// Multiply-adds × 2 it adds per row and step for `features` inputs (attention's scorer).
-    pub fn flops_per_step(self, features: usize) -> f64 {
-        match self {
-            Pooling::Attention => {
-                let a = attention_units(features);
-                2.0 * (features * a + a) as f64
-            }
-            _ => 0.0,
-        }
-    }
-
-    /// Trainable weights it adds for `features` inputs.
-    pub fn parameters(self, features: usize) -> usize {
-        match self {
-            Pooling::Attention => {
-                let a = attention_units(features);
-                features * a + a + a
-            }
-            _ => 0,
-        }
-    }
-}
-
 /// Padded steps are pushed this far below any real value before a max or softmax.
 const MASKED: f64 = 1e9;
-
-fn attention_units(features: usize) -> usize {
-    (features / 2).max(1)
-}
 
 /// The attention scorer's weights: `W [F, A]`, `b [A]`, `v [A, 1]`.
 #[derive(Debug, Clone)]
