@@ -10,6 +10,7 @@ use crate::config::ModelConfig;
 use crate::config::{Padding, Truncating};
 use crate::data::Table;
 use crate::error::{ModelError, Result};
+use crate::seed::mix;
 use crate::tokenizer::Tokenizer;
 
 /// A rectangular `[rows, len]` matrix of token ids, 0 = padding.
@@ -183,16 +184,6 @@ pub fn bucket_batches(
         0xB0C7,
     )));
     batches
-}
-
-/// Derives independent stream seeds from one user seed (SplitMix64 finaliser).
-pub fn mix(seed: u64, a: u64, b: u64) -> u64 {
-    let mut z = seed
-        .wrapping_add(a.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-        .wrapping_add(b.wrapping_mul(0xD1B5_4A32_D192_ED03));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// Padded rows with their labels.

@@ -5,7 +5,11 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::ModelError;
+/// candle's device, the one type of candle the orchestrator handles (it holds an opened device
+/// between choosing and training), so that crate needs no candle dependency of its own.
+pub use candle_core::Device;
+
+use crate::error::ModelError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DeviceName {
@@ -40,7 +44,7 @@ impl FromStr for DeviceName {
 }
 
 /// Opens the named device; `cuda:N` needs a build with the `cuda` feature.
-pub fn open(name: &str) -> Result<candle_core::Device, ModelError> {
+pub fn open(name: &str) -> Result<Device, ModelError> {
     let config = |message: String| ModelError::Config {
         at: "device".into(),
         message,

@@ -17,13 +17,10 @@ pub mod init;
 pub mod metrics;
 pub mod nn;
 pub mod optim;
+pub mod seed;
 pub mod threshold;
 pub mod tokenizer;
 pub mod train;
-
-pub use candle_core::Device;
-pub use config::ModelConfig;
-pub use error::ModelError;
 
 /// How many CUDA devices the driver reports, or why it cannot say (no driver, no device), so a
 /// sweep can refuse `cuda:N` before it starts instead of failing every trial.

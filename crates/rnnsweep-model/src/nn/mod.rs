@@ -8,9 +8,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::config::{Activation, EmbeddingUpdate, LstmImpl, ModelConfig, Pooling};
-use crate::dataset::mix;
 use crate::error::{ModelError, Result};
 use crate::init;
+use crate::seed::mix;
 use batch_norm::BatchNorm;
 use dense::Dense;
 use lstm::{time_major_mask, BiLstm, BiOutput, StepMask};

@@ -89,3 +89,102 @@ impl<'a> EarlyStopping<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ModelConfig;
+    use crate::train::history::tests::report;
+    use candle_core::Device;
+
+    fn net() -> Net {
+        let cfg = ModelConfig {
+            embedding_dim: 4,
+            lstm_units: vec![2],
+            dense: vec![],
+            ..ModelConfig::default()
+        };
+        Net::new(&cfg, 20, &Device::Cpu).unwrap()
+    }
+
+    fn settings(monitor: &str, patience: usize, min_delta: f64) -> crate::config::EarlyStopping {
+        crate::config::EarlyStopping {
+            monitor: monitor.into(),
+            patience,
+            min_delta,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn patience_counts_epochs_without_an_improvement_larger_than_min_delta() {
+        let net = net();
+        let s = settings("val_loss", 2, 0.01);
+        let mut stopping = EarlyStopping::new(&s).unwrap();
+        // 0.495 is better than 0.5 but not by more than 0.01: it does not count.
+        let mut stops = Vec::new();
+        for (epoch, loss) in [0.5, 0.495, 0.48, 0.479, 0.478].into_iter().enumerate() {
+            stopping
+                .observe(&report(epoch + 1, loss, f64::NAN), true, &net)
+                .unwrap();
+            stops.push(stopping.should_stop(true));
+        }
+        assert_eq!(stops, [false, false, false, false, true]);
+        assert_eq!((stopping.best_epoch, stopping.best_value), (3, Some(0.48)));
+        assert_eq!(stopping.restore(&net, 5).unwrap(), 3);
+    }
+
+    #[test]
+    fn a_maximised_metric_improves_upwards() {
+        let net = net();
+        let s = settings("val_f1", 1, 0.0);
+        let mut stopping = EarlyStopping::new(&s).unwrap();
+        stopping.observe(&report(1, 0.5, 0.6), true, &net).unwrap();
+        stopping.observe(&report(2, 0.4, 0.7), true, &net).unwrap();
+        assert!(!stopping.should_stop(true));
+        stopping.observe(&report(3, 0.3, 0.7), true, &net).unwrap();
+        assert!(stopping.should_stop(true));
+        assert_eq!(stopping.best_epoch, 2);
+    }
+
+    #[test]
+    fn without_validation_rows_every_epoch_runs_and_the_last_is_kept() {
+        let net = net();
+        let s = settings("val_loss", 1, 0.0);
+        let mut stopping = EarlyStopping::new(&s).unwrap();
+        for epoch in 1..=4 {
+            stopping
+                .observe(&report(epoch, f64::NAN, f64::NAN), false, &net)
+                .unwrap();
+            assert!(!stopping.should_stop(false));
+        }
+        assert_eq!(stopping.restore(&net, 4).unwrap(), 4);
+        let e = EarlyStopping::new(&settings("val_nonsense", 1, 0.0))
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string()
+                .contains("`val_nonsense` is not a reported metric"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_best_epochs_weights_come_back() {
+        let net = net();
+        let s = settings("val_loss", 5, 0.0);
+        let mut stopping = EarlyStopping::new(&s).unwrap();
+        stopping
+            .observe(&report(1, 0.3, f64::NAN), true, &net)
+            .unwrap();
+        let best = net.embedding.as_tensor().to_vec2::<f32>().unwrap();
+        net.embedding
+            .set(&(net.embedding.as_tensor() + 1.0).unwrap())
+            .unwrap();
+        stopping
+            .observe(&report(2, 0.4, f64::NAN), true, &net)
+            .unwrap();
+        assert_eq!(stopping.restore(&net, 2).unwrap(), 1);
+        assert_eq!(net.embedding.as_tensor().to_vec2::<f32>().unwrap(), best);
+    }
+}

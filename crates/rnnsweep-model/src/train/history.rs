@@ -125,3 +125,61 @@ pub fn write_history(path: &Path, history: &[EpochReport]) -> Result<()> {
     }
     w.flush().map_err(io)
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// An epoch whose validation metrics are all NaN but `val_loss` and `val_f1`.
+    pub(crate) fn report(epoch: usize, val_loss: f64, val_f1: f64) -> EpochReport {
+        let mut r: EpochReport = serde_json::from_value(serde_json::json!({
+            "epoch": epoch, "train_loss": 0.5, "train_accuracy": 0.75, "val_loss": null,
+            "val_accuracy": null, "val_precision": null, "val_recall": null, "val_f1": null,
+            "val_specificity": null, "val_roc_auc": null, "val_pr_auc": null,
+            "confusion": [1, 2, 3, 4], "seconds": 1.23456,
+        }))
+        .unwrap();
+        r.val_loss = val_loss;
+        r.val_f1 = val_f1;
+        r
+    }
+
+    #[test]
+    fn nan_travels_as_null_and_reads_back_as_nan() {
+        let r = report(2, 0.25, f64::NAN);
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["val_f1"], serde_json::Value::Null);
+        assert_eq!(json["val_loss"], serde_json::json!(0.25));
+        let back: EpochReport = serde_json::from_value(json).unwrap();
+        assert!(back.val_f1.is_nan() && back.val_precision.is_nan());
+        assert_eq!((back.threshold, back.val_loss), (0.5, 0.25));
+        assert_eq!(back.metric("val_loss"), Some(0.25));
+        assert_eq!(back.metric("no_such_metric"), None);
+    }
+
+    #[test]
+    fn the_history_file_has_a_header_and_one_row_per_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.csv");
+        write_history(&path, &[report(1, 0.5, 0.25), report(2, 0.25, 0.5)]).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        let header: Vec<&str> = lines[0].split(',').collect();
+        assert_eq!(header[..3], ["epoch", "train_loss", "train_accuracy"]);
+        assert_eq!(
+            header[header.len() - 6..],
+            ["threshold", "tn", "fp", "fn", "tp", "seconds"]
+        );
+        let row: Vec<&str> = lines[2].split(',').collect();
+        let at = |name: &str| row[header.iter().position(|h| *h == name).unwrap()];
+        assert_eq!(
+            (at("epoch"), at("val_loss"), at("val_f1")),
+            ("2", "0.25", "0.5")
+        );
+        assert_eq!(
+            (at("val_precision"), at("tp"), at("seconds")),
+            ("NaN", "4", "1.235")
+        );
+    }
+}

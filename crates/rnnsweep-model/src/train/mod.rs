@@ -13,11 +13,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::BatchingMode;
 use crate::config::ModelConfig;
-use crate::dataset::{bucket_batches, epoch_batches, mix, Examples, Prepared};
+use crate::dataset::{bucket_batches, epoch_batches, Examples, Prepared};
 use crate::error::{ModelError, Result};
 use crate::nn::loss::{bce_with_logits, softmax_cross_entropy};
 use crate::nn::{IdBatch, Net};
 use crate::optim::KerasOptimizer;
+use crate::seed::mix;
 use checkpoint::Checkpointer;
 use early_stopping::EarlyStopping;
 use evaluate::{calibrate, evaluate_epoch, Calibrated};

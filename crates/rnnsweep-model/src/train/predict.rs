@@ -74,3 +74,26 @@ pub(crate) fn log_softmax_at(row: &[f32], class: usize) -> f64 {
     let sum: f64 = row.iter().map(|&z| f64::from(z - max).exp()).sum();
     f64::from(row[class] - max) - sum.ln()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logits_become_sigmoids_or_row_softmaxes() {
+        let one = probabilities_of(&[0.0, 2.0_f32.ln()], 1);
+        assert!(
+            (one[0] - 0.5).abs() < 1e-7 && (one[1] - 2.0 / 3.0).abs() < 1e-6,
+            "{one:?}"
+        );
+        // ln 1, ln 2, ln 5 → 1/8, 2/8, 5/8; a shift of every logit changes nothing.
+        let row = [0.0, 2.0_f32.ln(), 5.0_f32.ln()];
+        let shifted = row.map(|z| z + 100.0);
+        let p = probabilities_of(&[row, shifted].concat(), 3);
+        for (got, want) in p.iter().zip([0.125, 0.25, 0.625, 0.125, 0.25, 0.625]) {
+            assert!((got - want).abs() < 1e-6, "{p:?}");
+        }
+        assert!((log_softmax_at(&row, 2) - (0.625f64).ln()).abs() < 1e-6);
+        assert!((sigmoid(-40.0)).abs() < 1e-12 && sigmoid(40.0) == 1.0);
+    }
+}

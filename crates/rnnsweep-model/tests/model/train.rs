@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use candle_core::Device;
 use rnnsweep_model::artifact::TrainedModel;
 use rnnsweep_model::config::DenseConfig;
+use rnnsweep_model::config::ModelConfig;
 use rnnsweep_model::data::{load_csv, Columns, Labels, Table};
 use rnnsweep_model::dataset::prepare;
 use rnnsweep_model::metrics::classify;
@@ -13,7 +14,6 @@ use rnnsweep_model::optim::OptimizerName;
 use rnnsweep_model::train::evaluate::evaluate_examples;
 use rnnsweep_model::train::history::EpochReport;
 use rnnsweep_model::train::{fit, Control, FitOptions, StopReason};
-use rnnsweep_model::ModelConfig;
 
 fn sample(rows: usize) -> Table {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../experiments/data/sample.csv");

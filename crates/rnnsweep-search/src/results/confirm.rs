@@ -94,7 +94,7 @@ pub fn repeats_to_queue(
             // Seeds depend on the trial and the repeat's index only, so asking for more
             // repeats later adds new seeds and never reuses one.
             let seeds: Vec<u64> = (have..repeats)
-                .map(|k| rnnsweep_model::dataset::mix(base_seed, t.number as u64, k as u64 + 1))
+                .map(|k| rnnsweep_model::seed::mix(base_seed, t.number as u64, k as u64 + 1))
                 .collect();
             (!seeds.is_empty()).then_some((t.number, seeds))
         })
@@ -167,30 +167,16 @@ pub fn render_confirmed(rows: &[Confirmed], metric: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::keys;
-    use crate::store::StoredParam;
+    use crate::store::{fixtures, keys};
 
     fn trial(number: i64, state: TrialState, value: Option<f64>, of: Option<i64>) -> TrialRecord {
-        let mut t = TrialRecord {
-            trial_id: number + 100,
+        let mut t = fixtures::trial(
             number,
             state,
-            params: BTreeMap::from([(
-                "units".to_string(),
-                StoredParam {
-                    internal: (16 * (1 + of.unwrap_or(number) % 3)) as f64,
-                    distribution_json:
-                        r#"{"name":"IntDistribution","attributes":{"log":false,"step":1,"low":16,"high":64}}"#
-                            .into(),
-                },
-            )]),
             value,
-            intermediate: vec![],
-            user_attrs: BTreeMap::new(),
-            system_attrs: BTreeMap::new(),
-            datetime_start: None,
-            datetime_complete: None,
-        };
+            (16 * (1 + of.unwrap_or(number) % 3)) as f64,
+        );
+        t.trial_id = number + 100;
         if let Some(of) = of {
             t.system_attrs
                 .insert(keys::CONFIRM_OF.into(), Value::from(of));
@@ -246,7 +232,7 @@ mod tests {
         assert_eq!(plan[1].0, 1);
         assert_eq!(plan[1].1.len(), 3);
         // Repeat k of trial n always gets the same seed; different repeats differ.
-        assert_eq!(plan[0].1[0], rnnsweep_model::dataset::mix(6464, 0, 2));
+        assert_eq!(plan[0].1[0], rnnsweep_model::seed::mix(6464, 0, 2));
         assert_ne!(plan[1].1[0], plan[1].1[1]);
         assert!(repeats_to_queue(&trials, Direction::Maximize, 1, 1, 6464).is_empty());
     }

@@ -12,7 +12,7 @@ pub enum StudyError {
     #[error("{at}: {message}")]
     Invalid { at: String, message: String },
     #[error(transparent)]
-    Model(#[from] rnnsweep_model::ModelError),
+    Model(#[from] rnnsweep_model::error::ModelError),
     #[error(transparent)]
     Data(#[from] rnnsweep_model::data::DataError),
 }

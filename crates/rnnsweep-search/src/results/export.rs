@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use crate::results::plots::TrialData;
-use crate::store::keys;
+use crate::store::{keys, param_names};
 
 /// One JSON object per trial: state, objective, every final metric, every parameter, epochs,
 /// duration, device (and `history` when `with_epochs`).
@@ -59,12 +59,7 @@ fn csv_writer() -> csv::Writer<Vec<u8>> {
 
 /// The export as CSV: one row per trial, or one row per trial and epoch with `with_epochs`.
 pub fn export_csv(trials: &[TrialData], metric: &str, with_epochs: bool) -> String {
-    let mut params: Vec<String> = trials
-        .iter()
-        .flat_map(|t| t.record.params.keys().cloned())
-        .collect();
-    params.sort();
-    params.dedup();
+    let params = param_names(trials.iter().map(|t| &t.record));
     let skip = ["confusion"];
     let mut attrs: Vec<String> = trials
         .iter()
@@ -139,28 +134,11 @@ pub fn export_csv(trials: &[TrialData], metric: &str, with_epochs: bool) -> Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{StoredParam, TrialRecord, TrialState};
+    use crate::store::{fixtures, TrialState};
 
     fn trial(number: i64, state: TrialState, value: Option<f64>, units: f64) -> TrialData {
         TrialData {
-            record: TrialRecord {
-                trial_id: number,
-                number,
-                state,
-                params: BTreeMap::from([(
-                    "units".to_string(),
-                    StoredParam {
-                        internal: units,
-                        distribution_json: r#"{"name":"IntDistribution","attributes":{"log":false,"step":1,"low":16,"high":64}}"#.into(),
-                    },
-                )]),
-                value,
-                intermediate: vec![],
-                user_attrs: BTreeMap::new(),
-                system_attrs: BTreeMap::new(),
-                datetime_start: None,
-                datetime_complete: None,
-            },
+            record: fixtures::trial(number, state, value, units),
             epochs: vec![],
         }
     }

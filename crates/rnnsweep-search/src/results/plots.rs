@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::run::predictions::Predictions;
 use crate::store::decode_param;
-use crate::store::{TrialRecord, TrialState};
+use crate::store::{param_names, TrialRecord, TrialState};
 
 static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 static REGISTER: Once = Once::new();
@@ -95,6 +95,19 @@ fn padded_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
 }
 
 /// Objective per completed trial with the best-so-far line.
+/// The best value after each point (the history plot's staircase).
+fn best_so_far(points: &[(f64, f64)], direction: Direction) -> Vec<(f64, f64)> {
+    let mut so_far: Option<f64> = None;
+    points
+        .iter()
+        .map(|&(x, y)| {
+            let best = so_far.map_or(y, |b| direction.best(b, y));
+            so_far = Some(best);
+            (x, best)
+        })
+        .collect()
+}
+
 pub fn optimization_history(
     dir: &Path,
     trials: &[TrialData],
@@ -106,12 +119,7 @@ pub fn optimization_history(
         .filter(|t| t.record.state == TrialState::Complete)
         .filter_map(|t| Some((t.record.number as f64, t.record.value?)))
         .collect();
-    let mut best = Vec::new();
-    let mut so_far: Option<f64> = None;
-    for &(x, y) in &points {
-        so_far = Some(so_far.map_or(y, |b| direction.best(b, y)));
-        best.push((x, so_far.unwrap_or(y)));
-    }
+    let best = best_so_far(&points, direction);
     let max_x = trials
         .iter()
         .map(|t| t.record.number)
@@ -180,12 +188,7 @@ pub fn parallel_coordinates(
         .iter()
         .filter(|t| t.record.state == TrialState::Complete && t.record.value.is_some())
         .collect();
-    let mut names: Vec<String> = complete
-        .iter()
-        .flat_map(|t| t.record.params.keys().cloned())
-        .collect();
-    names.sort();
-    names.dedup();
+    let names = param_names(complete.iter().map(|t| &t.record));
     // Per parameter: (low, high) of the stored value; categoricals use their index.
     let ranges: Vec<(f64, f64)> = names
         .iter()
@@ -701,4 +704,78 @@ pub fn roc_pr(
             .map_err(e2s)?;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::fixtures;
+
+    fn trial(number: i64, state: TrialState, value: Option<f64>) -> TrialData {
+        TrialData {
+            record: fixtures::trial(number, state, value, 32.0),
+            epochs: vec![
+                (1, serde_json::json!({"val_f1": 0.25})),
+                (2, serde_json::json!({"val_f1": 0.5})),
+            ],
+        }
+    }
+
+    #[test]
+    fn the_history_staircase_keeps_the_best_so_far_in_the_studys_direction() {
+        let points = [(0.0, 0.5), (1.0, 0.25), (2.0, 0.75), (3.0, 0.5)];
+        let up: Vec<f64> = best_so_far(&points, Direction::Maximize)
+            .iter()
+            .map(|p| p.1)
+            .collect();
+        let down: Vec<f64> = best_so_far(&points, Direction::Minimize)
+            .iter()
+            .map(|p| p.1)
+            .collect();
+        assert_eq!(up, [0.5, 0.5, 0.75, 0.75]);
+        assert_eq!(down, [0.5, 0.25, 0.25, 0.25]);
+    }
+
+    #[test]
+    fn roc_and_pr_curves_step_once_per_distinct_score() {
+        // Scores 0.9 (pos), 0.8 (neg), 0.8 (pos), 0.1 (neg): the tie is one step.
+        let (roc, pr) = curves(&[0.9, 0.8, 0.8, 0.1], &[1, 0, 1, 0]);
+        assert_eq!(roc, [(0.0, 0.0), (0.0, 0.5), (0.5, 1.0), (1.0, 1.0)]);
+        assert_eq!(pr, [(0.5, 1.0), (1.0, 2.0 / 3.0), (1.0, 0.5)]);
+    }
+
+    #[test]
+    fn each_plot_is_written_as_png_and_svg_with_its_caption() {
+        let dir = tempfile::tempdir().unwrap();
+        let trials = [
+            trial(0, TrialState::Complete, Some(0.5)),
+            trial(1, TrialState::Fail, None),
+            trial(2, TrialState::Complete, Some(0.75)),
+        ];
+        let top: Vec<&TrialData> = trials.iter().collect();
+        let files = [
+            optimization_history(dir.path(), &trials, "val_f1", Direction::Maximize).unwrap(),
+            learning_curves(dir.path(), &top, "val_f1").unwrap(),
+            confusion_matrix(dir.path(), 2, &[0.9, 0.2, 0.6], &[1, 0, 0]).unwrap(),
+            roc_pr(dir.path(), 2, &[0.9, 0.2, 0.6], &[1, 0, 0]).unwrap(),
+        ];
+        let captions = [
+            "Optimization history (val_f1)",
+            "val_f1 per epoch",
+            "Confusion matrix, trial 2",
+            "ROC, trial 2",
+        ];
+        for (paths, caption) in files.iter().zip(captions) {
+            assert_eq!(paths.len(), 2);
+            let png = std::fs::read(&paths[0]).unwrap();
+            assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{}", paths[0].display());
+            let svg = std::fs::read_to_string(&paths[1]).unwrap();
+            assert!(svg.starts_with("<svg"), "{}", paths[1].display());
+            assert!(
+                svg.contains(caption),
+                "{caption} not in {}",
+                paths[1].display()
+            );
+        }
+    }
 }

@@ -23,9 +23,9 @@ pub struct RetrainOptions {
 /// The best trial's configuration with its data, ready to train.
 pub struct RetrainPlan {
     pub trial: TrialRecord,
-    pub config: rnnsweep_model::ModelConfig,
+    pub config: rnnsweep_model::config::ModelConfig,
     pub data: rnnsweep_model::dataset::Prepared,
-    pub(crate) device: rnnsweep_model::Device,
+    pub(crate) device: rnnsweep_model::device::Device,
 }
 
 impl RetrainPlan {

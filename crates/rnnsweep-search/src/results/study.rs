@@ -432,28 +432,11 @@ pub fn copy_studies(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::StoredParam;
+    use crate::store::fixtures;
     use serde_json::json;
 
     fn trial(number: i64, state: TrialState, value: Option<f64>) -> TrialRecord {
-        TrialRecord {
-            trial_id: 0,
-            number,
-            state,
-            params: BTreeMap::from([(
-                "units".to_string(),
-                StoredParam {
-                    internal: (16 + number) as f64,
-                    distribution_json: r#"{"name":"IntDistribution","attributes":{"log":false,"step":1,"low":16,"high":64}}"#.into(),
-                },
-            )]),
-            value,
-            intermediate: vec![],
-            user_attrs: BTreeMap::new(),
-            system_attrs: BTreeMap::new(),
-            datetime_start: None,
-            datetime_complete: None,
-        }
+        fixtures::trial(number, state, value, (16 + number) as f64)
     }
 
     /// A maximising study `s` holding these trials, opened as a user would.

@@ -436,7 +436,7 @@ impl Dispatcher<'_> {
         let seed = trial.system_attrs.get(keys::SEED).and_then(Value::as_u64);
         let config = match build_config(&spec.training, &params) {
             // A `confirm` run: the same configuration with its own seed.
-            Ok(c) => Some(rnnsweep_model::ModelConfig {
+            Ok(c) => Some(rnnsweep_model::config::ModelConfig {
                 seed: seed.unwrap_or(c.seed),
                 ..c
             }),

@@ -3,8 +3,8 @@
 
 use std::fmt::Write as _;
 
+use rnnsweep_model::config::ModelConfig;
 use rnnsweep_model::dataset::prepare_with;
-use rnnsweep_model::ModelConfig;
 
 use crate::devices::DevicePool;
 use crate::display::short_value;
@@ -20,7 +20,7 @@ pub const PLANNED_TRIALS: usize = 5;
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     #[error(transparent)]
-    Model(#[from] rnnsweep_model::ModelError),
+    Model(#[from] rnnsweep_model::error::ModelError),
     #[error(transparent)]
     Data(#[from] rnnsweep_model::data::DataError),
     #[error("{0}")]
@@ -195,4 +195,101 @@ pub fn describe(spec: &Spec) -> Result<String, PlanError> {
         );
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn plan(yaml: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = Spec::parse(yaml, &dir.path().join("spec.yaml")).unwrap();
+        describe(&spec).unwrap()
+    }
+
+    fn planned_trials(text: &str) -> Vec<&str> {
+        text.lines()
+            .skip_while(|l| *l != "first planned trials:")
+            .skip(1)
+            .take_while(|l| l.starts_with("  trial "))
+            .collect()
+    }
+
+    #[test]
+    fn a_grid_plans_each_point_once_in_its_seeded_order() {
+        let text = plan(
+            "name: g\nmethod: grid\nrun_cap: 9\ntrial: {kind: function, name: sphere}\n\
+             parameters:\n  x0: {values: [-1, 0, 1]}\n  x1: {value: 2}\n",
+        );
+        assert!(text.contains("grid size: 3 distinct points"), "{text}");
+        let trials = planned_trials(&text);
+        assert_eq!(trials.len(), 3, "{text}");
+        for x in ["x0=-1 x1=2", "x0=0 x1=2", "x0=1 x1=2"] {
+            assert_eq!(
+                trials.iter().filter(|t| t.ends_with(x)).count(),
+                1,
+                "{x}: {text}"
+            );
+        }
+        assert!(text.contains("cost: trials run your own command; no model estimate"));
+    }
+
+    #[test]
+    fn random_search_over_a_small_space_plans_what_the_sweep_will_draw() {
+        let yaml =
+            "name: r\nmethod: random\nseed: 4\nrun_cap: 9\ntrial: {kind: function, name: sphere}\n\
+                    parameters:\n  x0: {values: [-1, 1]}\n";
+        let text = plan(yaml);
+        let trials = planned_trials(&text);
+        // Two distinct points, then the space is spent: no repeats, as in the sweep.
+        assert_eq!(trials.len(), 2, "{text}");
+        assert_ne!(trials[0].split(": ").nth(1), trials[1].split(": ").nth(1));
+        assert_eq!(plan(yaml), text, "the plan is seeded");
+    }
+
+    #[test]
+    fn tpe_says_its_start_up_trials_are_random_and_names_the_devices() {
+        let text = plan(
+            "name: t\nmethod: tpe\nrun_cap: 9\ntrial: {kind: function, name: sphere}\n\
+             tpe: {n_startup_trials: 4}\nresources: {trials_per_device: 2, threads_per_trial: 1}\n\
+             parameters:\n  x0: {min: -1.0, max: 1.0}\n",
+        );
+        assert!(
+            text.contains("grid size: unbounded (a parameter is continuous)"),
+            "{text}"
+        );
+        assert_eq!(planned_trials(&text).len(), PLANNED_TRIALS);
+        assert!(
+            text.contains("(TPE: the first 4 trials are random as above;"),
+            "{text}"
+        );
+        assert!(
+            text.contains("devices: cpu; 2 trial(s) at once, 1 CPU thread(s) each"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_model_spec_reports_its_data_classes_and_cost() {
+        let sample =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/data/sample.csv");
+        let yaml = format!(
+            "name: m\nmethod: random\nrun_cap: 2\ndata: {{train: {}}}\n\
+             training: {{epochs: 3}}\nparameters:\n  lstm_units: {{values: [16, 32]}}\n",
+            sample.display()
+        );
+        let text = plan(&yaml);
+        assert!(text.contains("classes (binary): 0 ("), "{text}");
+        let costs: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("cost per trial"))
+            .skip(1)
+            .collect();
+        assert_eq!(costs.len(), 2, "{text}");
+        assert!(
+            costs.iter().all(|l| l.ends_with("3 epochs at most")),
+            "{text}"
+        );
+    }
 }

@@ -27,7 +27,7 @@ pub struct TrialTask {
     /// The sampled values, by parameter name.
     pub params: BTreeMap<String, Value>,
     /// The full model configuration (absent for a user's command or a synthetic function).
-    pub config: Option<rnnsweep_model::ModelConfig>,
+    pub config: Option<rnnsweep_model::config::ModelConfig>,
     pub train_file: PathBuf,
     /// Validation rows from their own file (`data.validation`).
     #[serde(default)]

@@ -22,7 +22,7 @@ use crate::spec::FunctionTrial;
 #[derive(Debug, thiserror::Error)]
 pub enum TrialError {
     #[error(transparent)]
-    Model(#[from] rnnsweep_model::ModelError),
+    Model(#[from] rnnsweep_model::error::ModelError),
     #[error(transparent)]
     Data(#[from] rnnsweep_model::data::DataError),
     #[error(transparent)]
@@ -144,4 +144,80 @@ fn evaluate_function(
         stop: None,
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sampling::synthetic::Function;
+
+    fn task(params: BTreeMap<String, Value>, function: Option<FunctionTrial>) -> TrialTask {
+        TrialTask {
+            study: "s".into(),
+            number: 3,
+            params,
+            config: None,
+            train_file: "unused.csv".into(),
+            validation_file: None,
+            columns: Default::default(),
+            labels: Default::default(),
+            checkpoint_dir: "unused".into(),
+            trial_dir: "unused".into(),
+            metric: "value".into(),
+            device: "cpu".into(),
+            function,
+        }
+    }
+
+    #[test]
+    fn a_function_trial_reports_its_learning_curve_then_its_last_value() {
+        let f = FunctionTrial {
+            function: Function::Sphere,
+            epochs: 3,
+            noise: 0.0,
+        };
+        let params = BTreeMap::from([
+            ("x0".to_string(), Value::from(0.5)),
+            ("x1".to_string(), Value::from(-1.0)),
+        ]);
+        let mut seen = Vec::new();
+        run_trial(&task(params, Some(f.clone())), &mut |m| seen.push(m)).unwrap();
+        assert_eq!(seen.len(), 4);
+        let values: Vec<f64> = seen
+            .iter()
+            .map(|m| match m {
+                WorkerMessage::Epoch { metrics, .. } | WorkerMessage::Final { metrics, .. } => {
+                    metrics["value"].as_f64().unwrap()
+                }
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        for (epoch, v) in values[..3].iter().enumerate() {
+            assert_eq!(*v, f.function.curve(&[0.5, -1.0], epoch + 1, 3, 0.0, 3));
+        }
+        assert_eq!(values[3], values[2]);
+        assert!(matches!(
+            &seen[3],
+            WorkerMessage::Final {
+                best_epoch: Some(3),
+                epochs: Some(3),
+                stop: None,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_task_without_its_parameters_or_a_model_says_what_is_missing() {
+        let f = FunctionTrial {
+            function: Function::Sphere,
+            epochs: 1,
+            noise: 0.0,
+        };
+        let params = BTreeMap::from([("x0".to_string(), Value::from("a"))]);
+        let e = run_trial(&task(params, Some(f)), &mut |_| {}).unwrap_err();
+        assert_eq!(e.to_string(), "parameter x0 is missing or not a number");
+        let e = run_trial(&task(BTreeMap::new(), None), &mut |_| {}).unwrap_err();
+        assert_eq!(e.to_string(), "the trial task has no model configuration");
+    }
 }

@@ -5,8 +5,8 @@
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rnnsweep_model::dataset::mix;
 use rnnsweep_model::metrics::Direction;
+use rnnsweep_model::seed::mix;
 use serde::{Deserialize, Serialize};
 
 use crate::space::{Point, Space, MAX_GRID_POINTS};
@@ -154,7 +154,7 @@ mod tests {
     use super::*;
     use crate::space::Distribution;
     use crate::store::TrialState;
-    use rnnsweep_model::ModelConfig;
+    use rnnsweep_model::config::ModelConfig;
     use serde_json::json;
     use std::collections::{BTreeMap, HashSet};
 

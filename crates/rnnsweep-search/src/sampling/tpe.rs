@@ -13,8 +13,8 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution as _, StandardNormal};
-use rnnsweep_model::dataset::mix;
 use rnnsweep_model::metrics::Direction;
+use rnnsweep_model::seed::mix;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -485,7 +485,7 @@ impl Sampler for TpeSampler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rnnsweep_model::ModelConfig;
+    use rnnsweep_model::config::ModelConfig;
     use std::collections::BTreeMap;
 
     fn space() -> Space {

@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 
 use rnnsweep_model::config::set_path;
-use rnnsweep_model::ModelConfig;
+use rnnsweep_model::config::ModelConfig;
 use serde_json::{json, Value};
 
 fn alias(name: &str) -> &str {

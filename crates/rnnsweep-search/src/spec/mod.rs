@@ -129,7 +129,7 @@ impl Spec {
             rnnsweep_model::data::Table,
             Option<rnnsweep_model::data::Table>,
         ),
-        rnnsweep_model::ModelError,
+        rnnsweep_model::error::ModelError,
     > {
         Ok(rnnsweep_model::data::load_labelled(
             &self.train_file,

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rnnsweep_model::config::set_path;
+use rnnsweep_model::config::ModelConfig;
 use rnnsweep_model::data::Columns;
 use rnnsweep_model::metrics::{direction_of, Direction, Metric};
-use rnnsweep_model::ModelConfig;
 use serde_json::Value;
 
 use crate::pruning::EarlyTerminate;
@@ -343,7 +343,7 @@ impl Reader<'_> {
             }
         }
         ModelConfig::from_value(training.clone(), "training").map_err(|e| match e {
-            rnnsweep_model::ModelError::Config { at, message } => {
+            rnnsweep_model::error::ModelError::Config { at, message } => {
                 // Point at the offending key: a field named in the message, else the field
                 // the validation named.
                 let unknown = message

@@ -31,6 +31,16 @@ pub enum StoreError {
         path: String,
         source: rusqlite::Error,
     },
+    /// The server's own words in `message` (its error, detail and hint), the driver's error
+    /// kept as the source.
+    #[cfg(feature = "postgres")]
+    #[error("{path}: {message}")]
+    Postgres {
+        path: String,
+        message: String,
+        #[source]
+        source: ::postgres::Error,
+    },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
 }
@@ -100,6 +110,17 @@ impl StoredParam {
     pub fn value(&self) -> Value {
         decode_param(self.internal, &self.distribution_json)
     }
+}
+
+/// Every parameter name the trials have, sorted, each once (columns for tables and plots).
+pub fn param_names<'a>(trials: impl IntoIterator<Item = &'a TrialRecord>) -> Vec<String> {
+    let mut names: Vec<String> = trials
+        .into_iter()
+        .flat_map(|t| t.params.keys().cloned())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// Stored parameters as the user wrote them, `{name: value}`: the one decoder every reader of
@@ -511,5 +532,42 @@ mod tests {
             timestamp(UNIX_EPOCH + Duration::from_secs(951_782_400)),
             "2000-02-29 00:00:00.000000"
         );
+    }
+}
+
+/// Trials as tests across the crate build them.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+
+    /// `units`, an `IntDistribution` over [16, 64], at `value`.
+    pub(crate) fn units(value: f64) -> StoredParam {
+        StoredParam {
+            internal: value,
+            distribution_json:
+                r#"{"name":"IntDistribution","attributes":{"log":false,"step":1,"low":16,"high":64}}"#
+                    .into(),
+        }
+    }
+
+    /// A trial whose one parameter is `units`.
+    pub(crate) fn trial(
+        number: i64,
+        state: TrialState,
+        value: Option<f64>,
+        units_value: f64,
+    ) -> TrialRecord {
+        TrialRecord {
+            trial_id: number,
+            number,
+            state,
+            params: BTreeMap::from([("units".to_string(), units(units_value))]),
+            value,
+            intermediate: vec![],
+            user_attrs: BTreeMap::new(),
+            system_attrs: BTreeMap::new(),
+            datetime_start: None,
+            datetime_complete: None,
+        }
     }
 }

@@ -37,9 +37,10 @@ pub type PgStore = SqlStore<PgConn>;
 impl SqlStore<PgConn> {
     /// Connects and creates the schema if the database has none.
     pub fn connect(url: &str) -> Result<Self> {
-        let client = Client::connect(url, NoTls).map_err(|e| StoreError::Invalid {
+        let client = Client::connect(url, NoTls).map_err(|e| StoreError::Postgres {
             path: shown(url),
             message: format!("cannot connect: {e}"),
+            source: e,
         })?;
         let mut conn = PgConn {
             client,
@@ -165,24 +166,25 @@ fn cell(row: &postgres::Row, i: usize) -> std::result::Result<Cell, postgres::Er
     })
 }
 
+/// A driver error as the store reports it: the server's words, the driver's error as source.
+fn from_pg(url: &str, e: postgres::Error) -> StoreError {
+    StoreError::Postgres {
+        path: shown(url),
+        message: pg_message(&e),
+        source: e,
+    }
+}
+
 impl PgConn {
-    fn err(&self, e: &postgres::Error) -> StoreError {
-        StoreError::Invalid {
-            path: shown(&self.url),
-            message: pg_message(e),
-        }
+    fn err(&self, e: postgres::Error) -> StoreError {
+        from_pg(&self.url, e)
     }
 
     fn migrate(&mut self) -> Result<()> {
-        let mut tx = self.client.transaction().map_err(|e| StoreError::Invalid {
-            path: shown(&self.url),
-            message: pg_message(&e),
-        })?;
-        let shown_url = shown(&self.url);
-        let err = |e: postgres::Error| StoreError::Invalid {
-            path: shown_url.clone(),
-            message: pg_message(&e),
-        };
+        let url = self.url.clone();
+        let mut tx = self.client.transaction().map_err(|e| from_pg(&url, e))?;
+        let shown_url = shown(&url);
+        let err = |e: postgres::Error| from_pg(&url, e);
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .map_err(err)?;
         let exists: bool = tx
@@ -219,7 +221,7 @@ impl PgConn {
                 let s = self
                     .client
                     .prepare(&dollar_placeholders(sql))
-                    .map_err(|e| self.err(&e))?;
+                    .map_err(|e| self.err(e))?;
                 self.statements.insert(sql.to_string(), s.clone());
                 s
             }
@@ -247,13 +249,11 @@ impl Conn for PgConn {
     }
 
     fn begin(&mut self, _write: bool) -> Result<()> {
-        self.client.batch_execute("BEGIN").map_err(|e| self.err(&e))
+        self.client.batch_execute("BEGIN").map_err(|e| self.err(e))
     }
 
     fn commit(&mut self) -> Result<()> {
-        self.client
-            .batch_execute("COMMIT")
-            .map_err(|e| self.err(&e))
+        self.client.batch_execute("COMMIT").map_err(|e| self.err(e))
     }
 
     fn rollback(&mut self) {
@@ -264,7 +264,7 @@ impl Conn for PgConn {
         let (stmt, bound) = self.prepared(sql, args)?;
         self.client
             .execute(&stmt, &refs(&bound))
-            .map_err(|e| self.err(&e))
+            .map_err(|e| self.err(e))
     }
 
     fn query(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<Row>> {
@@ -272,7 +272,7 @@ impl Conn for PgConn {
         let rows = self
             .client
             .query(&stmt, &refs(&bound))
-            .map_err(|e| self.err(&e))?;
+            .map_err(|e| self.err(e))?;
         rows.iter()
             .map(|r| {
                 (0..r.len())
@@ -280,7 +280,7 @@ impl Conn for PgConn {
                     .collect::<std::result::Result<Row, _>>()
             })
             .collect::<std::result::Result<Vec<Row>, _>>()
-            .map_err(|e| self.err(&e))
+            .map_err(|e| self.err(e))
     }
 
     fn now(&self) -> &'static str {

@@ -20,7 +20,7 @@ pub struct EnqueueArgs {
 pub fn run(args: &EnqueueArgs) -> anyhow::Result<()> {
     let mut values = Point::new();
     for a in &args.set {
-        let (name, value) = rnnsweep_model::ModelConfig::parse_assignment(a)?;
+        let (name, value) = rnnsweep_model::config::ModelConfig::parse_assignment(a)?;
         if values.insert(name.clone(), value).is_some() {
             bail!("--set {name}: given twice");
         }

@@ -3,12 +3,12 @@
 use std::path::PathBuf;
 
 use rnnsweep_model::artifact::TrainedModel;
+use rnnsweep_model::config::ModelConfig;
 use rnnsweep_model::data::load_labelled;
 use rnnsweep_model::dataset::prepare_with;
 use rnnsweep_model::train::checkpoint::{data_fingerprint, discard_foreign_checkpoint};
 use rnnsweep_model::train::history::write_history;
 use rnnsweep_model::train::{fit, Control, FitOptions};
-use rnnsweep_model::ModelConfig;
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
