@@ -93,6 +93,5 @@ mod tests {
             e.contains("`cuda:x` is not a device (use cpu or cuda:N)"),
             "{e}"
         );
-        assert!(open("gpu:0").is_ok() == candle_core::utils::cuda_is_available());
     }
 }
