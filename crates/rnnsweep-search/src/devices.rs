@@ -130,6 +130,8 @@ pub struct Lease {
 pub struct DevicePool {
     slots: Vec<DeviceName>,
     busy: Vec<bool>,
+    /// Slots taken out of use (a trial there was killed from outside, likely for memory).
+    retired: Vec<bool>,
     cap: usize,
     /// Thread share of each CPU trial (GPU trials get the same, for their host work).
     pub cpu_threads: usize,
@@ -157,6 +159,7 @@ impl DevicePool {
             .unwrap_or_else(|| (cores() / cpu_slots.max(1)).max(1));
         Ok(Self {
             busy: vec![false; slots.len()],
+            retired: vec![false; slots.len()],
             slots,
             cap,
             cpu_threads,
@@ -171,8 +174,34 @@ impl DevicePool {
         self.busy.iter().filter(|b| **b).count()
     }
 
+    fn active(&self) -> usize {
+        self.retired.iter().filter(|r| !**r).count()
+    }
+
     pub fn has_free(&self) -> bool {
-        self.in_use() < self.cap && self.busy.iter().any(|b| !b)
+        self.in_use() < self.cap.min(self.active())
+            && (0..self.slots.len()).any(|i| !self.busy[i] && !self.retired[i])
+    }
+
+    /// Runs one fewer trial at once on `device` from now on (a trial there was killed from
+    /// outside, most likely by the out-of-memory killer), as long as the pool keeps a slot.
+    /// Returns how many trials may now run at once on that device, or `None` when no slot
+    /// could be given up.
+    pub fn retire_slot(&mut self, device: DeviceName) -> Option<usize> {
+        if self.active() <= 1 {
+            return None;
+        }
+        let on_device = |pool: &Self, i: usize| pool.slots[i] == device && !pool.retired[i];
+        // A free slot if there is one, so no running trial loses its lease.
+        let slot = (0..self.slots.len())
+            .filter(|&i| on_device(self, i))
+            .max_by_key(|&i| (!self.busy[i], i))?;
+        self.retired[slot] = true;
+        Some(
+            (0..self.slots.len())
+                .filter(|&i| on_device(self, i))
+                .count(),
+        )
     }
 
     fn concurrent_cpu_trials(&self) -> usize {
@@ -197,7 +226,7 @@ impl DevicePool {
                 .count()
         };
         let slot = (0..self.slots.len())
-            .filter(|&i| !self.busy[i])
+            .filter(|&i| !self.busy[i] && !self.retired[i])
             .min_by_key(|&i| {
                 (
                     Some(self.slots[i]) == avoid,
@@ -252,6 +281,23 @@ mod tests {
             trial_concurrency: concurrency,
             ..Resources::default()
         }
+    }
+
+    #[test]
+    fn a_retired_slot_is_never_leased_again_and_the_last_slot_is_kept() {
+        let mut pool = DevicePool::new(&res(&["cpu"], 2, None)).unwrap();
+        let a = pool.lease(None).unwrap();
+        assert_eq!(pool.retire_slot(DeviceName::Cpu), Some(1));
+        // The free slot went, not the one in use.
+        assert!(!pool.has_free());
+        pool.release(&a);
+        assert!(pool.has_free());
+        let b = pool.lease(None).unwrap();
+        assert_eq!(b.slot, a.slot);
+        assert!(!pool.has_free());
+        assert_eq!(pool.retire_slot(DeviceName::Cpu), None);
+        pool.release(&b);
+        assert!(pool.has_free());
     }
 
     #[test]

@@ -32,7 +32,8 @@ fn main() -> ExitCode {
     match cli::run() {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            let message = rnnsweep_search::display::said_once(err.chain().map(ToString::to_string));
+            eprintln!("error: {message}");
             ExitCode::from(exit::ERROR)
         }
     }

@@ -7,7 +7,8 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rnnsweep_model::metrics::Direction;
 use rnnsweep_search::display::{short_value, sig4};
-use rnnsweep_search::run::dispatch::SweepEvent;
+use rnnsweep_search::run::events::SweepEvent;
+use rnnsweep_search::run::outcome::same_reason;
 use rnnsweep_search::store::TrialState;
 
 pub struct Reporter {
@@ -15,6 +16,9 @@ pub struct Reporter {
     direction: Direction,
     best: Option<f64>,
     bars: Option<Bars>,
+    /// The last failure's trial and reason, and how many failed in a row with it: a run of
+    /// equal failures prints the reason once.
+    failing: Option<(i64, String, usize)>,
 }
 
 struct Bars {
@@ -56,6 +60,7 @@ impl Reporter {
             direction,
             best,
             bars,
+            failing: None,
         };
         r.show_best();
         r
@@ -132,15 +137,41 @@ impl Reporter {
                 }
                 self.show_best();
                 let v = value.map_or(String::new(), |v| format!(" {} {}", self.metric, sig4(v)));
-                let r = reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default();
+                let r = match (reason, *state == TrialState::Fail) {
+                    (Some(r), true) => self.failure(*number, r),
+                    (Some(r), false) => format!(": {r}"),
+                    (None, _) => String::new(),
+                };
+                if *state != TrialState::Fail {
+                    self.failing = None;
+                }
                 self.line(format!("trial {number} {}{v} in {seconds:.1}s{r}", state.as_str()));
             }
             SweepEvent::TrialWarning { number, message } => self.line(format!("trial {number} warning: {message}")),
             SweepEvent::Draining { running } => self.line(format!(
                 "interrupted: no new trials; waiting for {running} running trial(s) to finish (Ctrl-C again to stop them now — they will be re-run on resume)"
             )),
+            SweepEvent::SlotRetired { device, remaining } => self.line(format!(
+                "a trial on {device} was killed from outside (most likely for memory): at most {remaining} trial(s) at once there from now on"
+            )),
+            SweepEvent::TimingOut { number, reason } => self.line(format!("trial {number} {reason}: stopping it")),
             SweepEvent::Waiting { running_elsewhere } => {
                 tracing::info!("waiting for {running_elsewhere} trial(s) run by other drivers")
+            }
+        }
+    }
+
+    /// The reason part of a FAIL line: in full the first time, then "same reason as trial N
+    /// (k in a row)".
+    fn failure(&mut self, number: i64, reason: &str) -> String {
+        match &mut self.failing {
+            Some((first, seen, count)) if same_reason(seen, reason) => {
+                *count += 1;
+                format!(": same reason as trial {first} ({count} in a row)")
+            }
+            _ => {
+                self.failing = Some((number, reason.to_string(), 1));
+                format!(": {reason}")
             }
         }
     }

@@ -5,10 +5,14 @@
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use rnnsweep_search::results::leaderboard::{rank, render_table};
+use std::time::Duration;
+
+use rnnsweep_search::results::leaderboard::{failure_summary, rank, render_table};
 use rnnsweep_search::results::study::Study;
-use rnnsweep_search::run::dispatch::{run_sweep, StopCause, SweepOptions};
+use rnnsweep_search::run::dispatch::{run_sweep, SweepOptions};
+use rnnsweep_search::run::events::StopCause;
 use rnnsweep_search::run::signals::{install_signal_handlers, Interrupts};
+use rnnsweep_search::spec::duration::parse_duration;
 use rnnsweep_search::spec::Spec;
 use rnnsweep_search::store::TrialState;
 
@@ -26,6 +30,19 @@ pub struct ExecArgs {
     /// CPU threads each trial may use.
     #[arg(long)]
     pub threads_per_trial: Option<usize>,
+    /// Stop (and FAIL) a trial that runs longer than this, e.g. `30m` (the spec's
+    /// `trial_timeout`).
+    #[arg(long, value_parser = parse_limit)]
+    pub trial_timeout: Option<Duration>,
+    /// Stop (and FAIL) a trial that writes no protocol line for this long, e.g. `10m` (the
+    /// spec's `silence_timeout`).
+    #[arg(long, value_parser = parse_limit)]
+    pub silence_timeout: Option<Duration>,
+}
+
+fn parse_limit(text: &str) -> Result<Duration, String> {
+    parse_duration(&serde_json::Value::from(text))
+        .ok_or_else(|| format!("`{text}` is not a positive duration such as 90s, 30m or 2h"))
 }
 
 pub fn sweep(
@@ -43,6 +60,12 @@ pub fn sweep(
     }
     if exec.threads_per_trial.is_some() {
         spec.resources.threads_per_trial = exec.threads_per_trial;
+    }
+    if exec.trial_timeout.is_some() {
+        spec.trial_timeout = exec.trial_timeout;
+    }
+    if exec.silence_timeout.is_some() {
+        spec.silence_timeout = exec.silence_timeout;
     }
     for w in spec
         .resources
@@ -122,15 +145,61 @@ pub fn sweep(
     let study = Study::open(&spec.storage, Some(&spec.name))?;
     let name = study.name.clone();
     let trials = study.trials()?;
-    let rows = rank(&trials, &spec.metric, study.direction, None);
-    let table = render_table(&rows, &spec.metric, None, None).map_err(|m| anyhow::anyhow!(m))?;
-    say!("\n{table}");
+    // A broken setup's closing message gives the reasons itself.
+    let summary =
+        failure_summary(&trials).filter(|_| !matches!(cause, StopCause::BrokenSetup { .. }));
+    match summary {
+        Some(failures) => say!("\n{failures}"),
+        None if matches!(cause, StopCause::BrokenSetup { .. }) => {}
+        None => {
+            let rows = rank(&trials, &spec.metric, study.direction, None);
+            let table =
+                render_table(&rows, &spec.metric, None, None).map_err(|m| anyhow::anyhow!(m))?;
+            say!("\n{table}");
+        }
+    }
     let finished = trials.iter().filter(|t| t.state.is_finished()).count();
     let why = match &cause {
         StopCause::RunCapReached => "run_cap reached".to_string(),
         StopCause::SpaceExhausted => "every point of the search space has been tried".to_string(),
         StopCause::MaxDuration => "max_duration reached".to_string(),
         StopCause::TooManyFailures(n) => format!("stopped after {n} failed trials (max_failures)"),
+        StopCause::BrokenSetup {
+            failed,
+            reasons,
+            trial_dir,
+        } => {
+            let said = match reasons.as_slice() {
+                [(reason, _)] => format!("all with the same reason:\n  {reason}"),
+                _ => reasons
+                    .iter()
+                    .map(|(r, n)| format!("\n  {n} × {r}"))
+                    .collect::<String>(),
+            };
+            format!(
+                "stopped: the first {failed} trials of this run all failed (max_initial_failures), {said}\n\
+                 the first one's folder, with its stderr.log and trial.json: {}\n\
+                 fix the trial and run the same command again",
+                trial_dir.display()
+            )
+        }
+        StopCause::EnvironmentFault {
+            fault,
+            path,
+            trial,
+            detail,
+        } => {
+            let seen = match trial {
+                // The driver's own write names path and fault already.
+                Some(n) if detail.contains(path.as_str()) => format!(" (met by trial {n})"),
+                Some(n) => format!(" (met by trial {n}: {detail})"),
+                None => String::new(),
+            };
+            format!(
+                "stopped: {fault}: {path}{seen}\n\
+                 no new trial was started and nothing finished is lost; fix it and run the same command again to resume"
+            )
+        }
         StopCause::Interrupted => {
             "interrupted after the running trials finished; run the same command again to resume"
                 .to_string()
@@ -147,7 +216,9 @@ pub fn sweep(
         StopCause::Interrupted | StopCause::InterruptedNow => {
             crate::exit::for_signal(options.interrupts.signal())
         }
-        StopCause::TooManyFailures(_) => ExitCode::from(crate::exit::ERROR),
+        StopCause::TooManyFailures(_)
+        | StopCause::BrokenSetup { .. }
+        | StopCause::EnvironmentFault { .. } => ExitCode::from(crate::exit::ERROR),
         _ => ExitCode::SUCCESS,
     })
 }

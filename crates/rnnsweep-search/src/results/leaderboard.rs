@@ -7,6 +7,7 @@ use rnnsweep_model::metrics::{direction_of, Direction, Metric};
 use serde_json::{json, Value};
 
 use crate::display::short_value;
+use crate::run::outcome::group_reasons;
 use crate::store::{keys, TrialRecord, TrialState};
 
 /// The metrics a leaderboard carries (trial user attributes): the validation ones.
@@ -300,6 +301,52 @@ pub fn render_table(
     Ok(table.to_string())
 }
 
+/// The reasons a study's FAIL trials give, each with the trials that gave it (reasons that
+/// differ only in the trial they name count as one), most frequent first.
+pub fn failure_reasons(trials: &[TrialRecord]) -> Vec<(String, Vec<i64>)> {
+    group_reasons(
+        trials
+            .iter()
+            .filter(|t| t.state == TrialState::Fail)
+            .map(|t| {
+                let reason = t
+                    .system_attrs
+                    .get(keys::FAIL_REASON)
+                    .and_then(Value::as_str);
+                (reason.unwrap_or("no reason recorded"), t.number)
+            }),
+    )
+}
+
+/// For a study with no finished trial to rank: why its trials failed, `N × reason` (with the
+/// trials' numbers), instead of a table of dashes. `None` when some trial has a value.
+pub fn failure_summary(trials: &[TrialRecord]) -> Option<String> {
+    if trials.iter().any(|t| t.value.is_some())
+        || !trials.iter().any(|t| t.state == TrialState::Fail)
+    {
+        return None;
+    }
+    let mut out = String::from("no trial finished with a value; the failures:\n");
+    for (reason, numbers) in failure_reasons(trials) {
+        let which: Vec<String> = numbers.iter().map(i64::to_string).collect();
+        let which = if which.len() > 8 {
+            format!(
+                "{} … {}",
+                which[..4].join(", "),
+                which[which.len() - 2..].join(", ")
+            )
+        } else {
+            which.join(", ")
+        };
+        out.push_str(&format!(
+            "  {} × {reason}  (trial{} {which})\n",
+            numbers.len(),
+            if numbers.len() == 1 { "" } else { "s" }
+        ));
+    }
+    Some(out)
+}
+
 /// Every column, full precision, through the CSV writer (quotes, `\r`, commas).
 pub fn render_csv(rows: &[Row], objective_label: &str) -> String {
     let params = param_names(rows);
@@ -389,6 +436,32 @@ mod tests {
             datetime_start: None,
             datetime_complete: None,
         }
+    }
+
+    #[test]
+    fn a_study_whose_trials_all_failed_lists_each_reason_once_with_its_count() {
+        let failed = |number: i64, reason: &str| {
+            let mut t = trial(number, TrialState::Fail, None, 0.0);
+            t.system_attrs
+                .insert(keys::FAIL_REASON.into(), json!(reason));
+            t
+        };
+        let trials = vec![
+            failed(0, "boom at /r/trial-0/x"),
+            failed(1, "timed out after 2s (trial_timeout)"),
+            failed(2, "boom at /r/trial-2/x"),
+            failed(3, "boom at /r/trial-3/x"),
+        ];
+        assert_eq!(
+            failure_summary(&trials).unwrap(),
+            "no trial finished with a value; the failures:\n  \
+             3 × boom at /r/trial-0/x  (trials 0, 2, 3)\n  \
+             1 × timed out after 2s (trial_timeout)  (trial 1)\n"
+        );
+        let mut some_value = trials.clone();
+        some_value.push(trial(4, TrialState::Complete, Some(0.5), 0.5));
+        assert_eq!(failure_summary(&some_value), None);
+        assert_eq!(failure_summary(&[]), None);
     }
 
     #[test]

@@ -14,30 +14,23 @@ use serde_json::{json, Value};
 use rnnsweep_model::device::DeviceName;
 
 use crate::devices::{DevicePool, Lease};
+use crate::display::human_duration;
 use crate::pruning::Pruner;
-use crate::run::outcome::{classify, Ended, Outcome};
+use crate::run::error::SweepError;
+use crate::run::events::{StopCause, SweepEvent};
+use crate::run::identity::{open_study, study_uuid, trial_dir};
+use crate::run::outcome::{
+    classify, environment_fault, group_reasons, path_in, Ended, Outcome, KILLED_FROM_OUTSIDE,
+};
 use crate::run::process::{Line, TrialProcess};
 use crate::run::protocol::{metric, TrialTask, WorkerMessage};
 use crate::run::signals::Interrupts;
 use crate::sampling;
 use crate::space::trial_config::build_config;
-use crate::space::{Point, Space};
+use crate::space::Space;
 use crate::spec::Spec;
 use crate::store::recovery::legacy_fixed_params;
-use crate::store::{keys, user_values, Claim, Store, StoreError, TrialRecord, TrialState};
-
-#[derive(Debug, thiserror::Error)]
-pub enum SweepError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("{0}")]
-    Space(String),
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
-}
+use crate::store::{keys, user_values, Claim, Store, TrialRecord, TrialState};
 
 /// What the driver needs besides the spec.
 #[derive(Debug, Clone)]
@@ -52,152 +45,8 @@ pub struct SweepOptions {
     pub interrupts: Interrupts,
 }
 
-/// Progress, for reporters (progress bars, log lines, the final table).
-#[derive(Debug, Clone)]
-pub enum SweepEvent {
-    /// A trial whose driver died: re-queued as `queued`, or (`None`) given up after
-    /// `max_retries`.
-    Requeued {
-        failed: i64,
-        queued: Option<i64>,
-    },
-    TrialStarted {
-        number: i64,
-        params: Point,
-        device: String,
-        epochs: Option<i64>,
-        resumed_from: Option<i64>,
-    },
-    Epoch {
-        number: i64,
-        epoch: i64,
-        value: Option<f64>,
-    },
-    TrialFinished {
-        number: i64,
-        state: TrialState,
-        value: Option<f64>,
-        seconds: f64,
-        reason: Option<String>,
-    },
-    /// A worker's warning (e.g. a checkpoint it would not resume).
-    TrialWarning {
-        number: i64,
-        message: String,
-    },
-    /// The first interrupt: no new trials; running ones finish.
-    Draining {
-        running: usize,
-    },
-    Waiting {
-        running_elsewhere: usize,
-    },
-}
-
-/// Why the sweep loop ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StopCause {
-    RunCapReached,
-    SpaceExhausted,
-    MaxDuration,
-    TooManyFailures(usize),
-    /// First interrupt: running trials were allowed to finish.
-    Interrupted,
-    /// Second interrupt (or SIGTERM): running trials were stopped and queued again.
-    InterruptedNow,
-}
-
-pub const SPACE_ATTR: &str = keys::SPACE;
-const AVOID_ATTR: &str = keys::AVOID_DEVICE;
-const OOM_RETRY_ATTR: &str = keys::OOM_RETRY;
-
-/// A fresh random identity for a study (UUID version 4 form). Not a training draw: it must
-/// differ between two studies made from the same spec, so it comes from the OS.
-fn new_study_uuid() -> String {
-    use rand::Rng;
-    let mut b: [u8; 16] = rand::rng().random();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
-}
-
-/// The study's identity, given one now if it has none (a study Optuna or an older rnnsweep
-/// made).
-pub fn study_uuid(store: &mut dyn Store, study: i64) -> Result<String, SweepError> {
-    if let Some(u) = store
-        .study_system_attrs(study)?
-        .get(keys::STUDY_UUID)
-        .and_then(Value::as_str)
-    {
-        return Ok(u.to_string());
-    }
-    let uuid = new_study_uuid();
-    store.set_study_system_attr(study, keys::STUDY_UUID, &Value::from(uuid.clone()))?;
-    Ok(uuid)
-}
-
-/// Opens (or creates) the spec's study, refusing a changed search space unless forced.
-pub fn open_study(
-    spec: &Spec,
-    store: &mut dyn Store,
-    force_new_space: bool,
-) -> Result<i64, SweepError> {
-    let fingerprint = Value::from(spec.space_fingerprint());
-    let user = BTreeMap::from([
-        (keys::SPEC.to_string(), Value::from(spec.source.clone())),
-        (
-            keys::SPEC_FILE.to_string(),
-            Value::from(spec.path.display().to_string()),
-        ),
-        (keys::METRIC.to_string(), Value::from(spec.metric.clone())),
-    ]);
-    let system = BTreeMap::from([
-        (SPACE_ATTR.to_string(), fingerprint.clone()),
-        (keys::STUDY_UUID.to_string(), Value::from(new_study_uuid())),
-    ]);
-    let study = store.open_study(&spec.name, spec.direction, &user, &system)?;
-    let stored = store.study_system_attrs(study)?.get(SPACE_ATTR).cloned();
-    if stored.as_ref() != Some(&fingerprint) {
-        if !force_new_space {
-            return Err(SweepError::Space(format!(
-                "study `{}` in {} was created with a different search space, training settings or metric; \
-                 run with --force-new-space to continue it with this spec, or give the spec another name",
-                spec.name,
-                spec.storage
-            )));
-        }
-        store.set_study_system_attr(study, SPACE_ATTR, &fingerprint)?;
-        store.set_study_user_attr(study, keys::SPEC, &Value::from(spec.source.clone()))?;
-        store.set_study_user_attr(study, keys::METRIC, &Value::from(spec.metric.clone()))?;
-    }
-    Ok(study)
-}
-
-/// Where a trial keeps its files: `<results_dir>/<study>/<first 8 of the study's UUID>/trial-<n>`.
-/// Keyed by the study's identity, so a new study of the same name (the file deleted and the
-/// spec run again) never finds an old study's checkpoints.
-pub fn trial_dir(results_dir: &Path, study: &str, study_uuid: &str, number: i64) -> PathBuf {
-    let short: String = study_uuid.chars().filter(|c| *c != '-').take(8).collect();
-    results_dir
-        .join(study)
-        .join(short)
-        .join(format!("trial-{number}"))
-}
-
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SweepError + '_ {
-    move |source| SweepError::Io {
-        path: path.display().to_string(),
-        source,
-    }
-}
+/// How long a trial stopped for its time limit gets between SIGTERM and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 struct Running {
     trial: TrialRecord,
@@ -206,6 +55,11 @@ struct Running {
     process: TrialProcess,
     started: Instant,
     last_beat: Instant,
+    /// The last protocol line: `silence_timeout` counts from here.
+    last_line: Instant,
+    /// When the time limit's SIGTERM went out, and whether SIGKILL followed.
+    stopping_since: Option<Instant>,
+    killed: bool,
     ended: Ended,
 }
 
@@ -221,6 +75,12 @@ struct Dispatcher<'a> {
     next_id: u64,
     tx: mpsc::Sender<(u64, Line)>,
     failures: usize,
+    /// Trials of this run that reached an end (not re-queued), and the failed ones among them
+    /// with their reasons and folders: a run whose first trials all fail stops.
+    run_finished: usize,
+    run_failed: Vec<(String, PathBuf)>,
+    /// Set when the sweep must start no new trial (a broken setup, a fault of the machine).
+    halt: Option<StopCause>,
     pruner: Option<Box<dyn Pruner + Send>>,
 }
 
@@ -251,10 +111,22 @@ pub fn run_sweep(
         next_id: 0,
         tx,
         failures: 0,
+        run_finished: 0,
+        run_failed: Vec::new(),
+        halt: None,
         pruner: crate::pruning::build(spec.early_terminate.as_ref(), spec.direction),
     };
     let started = Instant::now();
-    let tick = (spec.heartbeat_grace / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    let shortest_limit = [
+        Some(spec.heartbeat_grace),
+        spec.trial_timeout,
+        spec.silence_timeout,
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .unwrap_or(spec.heartbeat_grace);
+    let tick = (shortest_limit / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
     let mut last_recovery: Option<Instant> = None;
     let mut drained_announced = false;
     // Why no new trial can start, once that is known.
@@ -273,6 +145,8 @@ pub fn run_sweep(
             }
             drained_announced = true;
             Some(StopCause::Interrupted)
+        } else if let Some(cause) = &d.halt {
+            Some(cause.clone())
         } else if spec.max_duration.is_some_and(|m| started.elapsed() >= m) {
             Some(StopCause::MaxDuration)
         } else if d.failures >= spec.max_failures {
@@ -287,9 +161,8 @@ pub fn run_sweep(
                     .store
                     .recover_stale(study, spec.heartbeat_grace, spec.max_retries)?
                 {
-                    if r.queued.is_none() {
-                        d.failures += 1;
-                    }
+                    // A trial given up after its drivers kept dying is bounded by max_retries;
+                    // it says nothing about this run's setup, so max_failures does not count it.
                     on_event(&SweepEvent::Requeued {
                         failed: r.failed,
                         queued: r.queued,
@@ -300,7 +173,16 @@ pub fn run_sweep(
             no_more = None;
             // A trial that fails at once frees its slot at once: the failure cap must be
             // checked here too, or a broken configuration would be claimed forever.
-            while d.pool.has_free() && d.failures < spec.max_failures {
+            while d.pool.has_free() && d.failures < spec.max_failures && d.halt.is_none() {
+                if let Some(gone) = spec.data_files().into_iter().find(|f| !f.is_file()) {
+                    d.halt = Some(StopCause::EnvironmentFault {
+                        fault: "the data file is gone".into(),
+                        path: gone.display().to_string(),
+                        trial: None,
+                        detail: String::new(),
+                    });
+                    break;
+                }
                 let history = sampler.needs_history();
                 let claim =
                     d.store
@@ -358,6 +240,7 @@ pub fn run_sweep(
             Err(_) => {}
         }
         d.heartbeats(tick)?;
+        d.enforce_time_limits(on_event);
     }
 }
 
@@ -411,7 +294,7 @@ impl Dispatcher<'_> {
         }
         let avoid = trial
             .system_attrs
-            .get(AVOID_ATTR)
+            .get(keys::AVOID_DEVICE)
             .and_then(Value::as_str)
             .and_then(|s| s.parse::<DeviceName>().ok());
         let Some(lease) = self.pool.lease(avoid) else {
@@ -469,7 +352,6 @@ impl Dispatcher<'_> {
             &self.study_uuid,
             trial.number,
         );
-        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let task = TrialTask {
             study: spec.name.clone(),
             number: trial.number,
@@ -492,11 +374,15 @@ impl Dispatcher<'_> {
             function: spec.trial.function().cloned(),
         };
         let task_path = dir.join("trial.json");
-        std::fs::write(
-            &task_path,
-            serde_json::to_string_pretty(&task).unwrap_or_default(),
-        )
-        .map_err(io_err(&task_path))?;
+        if let Err((path, e)) = write_task(&dir, &task_path, &task) {
+            // The driver's own write: the machine is at fault, not this trial's values.
+            self.pool.release(&lease);
+            let fault =
+                environment_fault(&e.to_string()).unwrap_or("cannot write the trial folder");
+            let detail = format!("cannot write {}: {e}", path.display());
+            let path = path.display().to_string();
+            return self.halt_for_environment(&trial, started, fault, path, detail, on_event);
+        }
         self.store.set_trial_user_attr(
             trial.trial_id,
             keys::DEVICE,
@@ -530,7 +416,8 @@ impl Dispatcher<'_> {
                 );
             }
         };
-        let oom_retry_allowed = !trial.system_attrs.contains_key(OOM_RETRY_ATTR)
+        let kill_retry_allowed = !trial.system_attrs.contains_key(keys::KILL_RETRY);
+        let oom_retry_allowed = !trial.system_attrs.contains_key(keys::OOM_RETRY)
             && matches!(lease.device, DeviceName::Cuda(_))
             && self.pool.capacity() > 1;
         self.running.insert(
@@ -542,8 +429,12 @@ impl Dispatcher<'_> {
                 process,
                 started,
                 last_beat: Instant::now(),
+                last_line: Instant::now(),
+                stopping_since: None,
+                killed: false,
                 ended: Ended {
                     oom_retry_allowed,
+                    kill_retry_allowed,
                     ..Ended::default()
                 },
             },
@@ -574,6 +465,14 @@ impl Dispatcher<'_> {
         self.store
             .finish(trial.trial_id, TrialState::Fail, None, &user_attrs, &system)?;
         self.failures += 1;
+        let dir = trial_dir(
+            &self.options.results_dir,
+            &self.spec.name,
+            &self.study_uuid,
+            trial.number,
+        );
+        self.run_failed.push((reason.clone(), dir));
+        self.ended_in_run();
         on_event(&SweepEvent::TrialFinished {
             number: trial.number,
             state: TrialState::Fail,
@@ -597,7 +496,11 @@ impl Dispatcher<'_> {
             // Lines the worker wrote before it was stopped: the trial ended at the pruning epoch.
             return Ok(());
         }
-        match WorkerMessage::parse(line) {
+        let message = WorkerMessage::parse(line);
+        if message.is_some() {
+            r.last_line = Instant::now();
+        }
+        match message {
             Some(WorkerMessage::Epoch { epoch, metrics }) => {
                 let value = metric(&metrics, &self.spec.metric);
                 self.store.report_epoch(
@@ -667,9 +570,10 @@ impl Dispatcher<'_> {
             mut ended,
             ..
         } = r;
-        let (exit, stderr) = process.reap();
-        ended.exit = Some(exit);
-        ended.stderr = stderr;
+        let reaped = process.reap();
+        ended.exit = Some(reaped.how);
+        ended.signal = reaped.signal;
+        ended.stderr = reaped.stderr;
         self.pool.release(&lease);
         let seconds = started.elapsed().as_secs_f64();
         let duration = (keys::DURATION_S.to_string(), json!(seconds));
@@ -687,6 +591,7 @@ impl Dispatcher<'_> {
                     &user_attrs,
                     &none,
                 )?;
+                self.ended_in_run();
                 on_event(&SweepEvent::TrialFinished {
                     number: trial.number,
                     state: TrialState::Complete,
@@ -708,6 +613,7 @@ impl Dispatcher<'_> {
                     &user_attrs,
                     &none,
                 )?;
+                self.ended_in_run();
                 on_event(&SweepEvent::TrialFinished {
                     number: trial.number,
                     state: TrialState::Pruned,
@@ -721,8 +627,8 @@ impl Dispatcher<'_> {
                 self.store
                     .set_trial_user_attr(trial.trial_id, &duration.0, &duration.1)?;
                 let extra = BTreeMap::from([
-                    (AVOID_ATTR.to_string(), Value::from(device.clone())),
-                    (OOM_RETRY_ATTR.to_string(), json!(1)),
+                    (keys::AVOID_DEVICE.to_string(), Value::from(device.clone())),
+                    (keys::OOM_RETRY.to_string(), json!(1)),
                 ]);
                 let queued = self.store.fail_and_requeue(
                     self.study,
@@ -740,7 +646,51 @@ impl Dispatcher<'_> {
                     )),
                 });
             }
+            Outcome::KilledFromOutside => {
+                self.store
+                    .set_trial_user_attr(trial.trial_id, &duration.0, &duration.1)?;
+                if let Some(remaining) = self.pool.retire_slot(lease.device) {
+                    on_event(&SweepEvent::SlotRetired {
+                        device: device.clone(),
+                        remaining,
+                    });
+                }
+                let extra = BTreeMap::from([(keys::KILL_RETRY.to_string(), json!(1))]);
+                let queued = self.store.fail_and_requeue(
+                    self.study,
+                    trial.trial_id,
+                    KILLED_FROM_OUTSIDE,
+                    &extra,
+                )?;
+                on_event(&SweepEvent::TrialFinished {
+                    number: trial.number,
+                    state: TrialState::Fail,
+                    value: None,
+                    seconds,
+                    reason: Some(format!(
+                        "{KILLED_FROM_OUTSIDE}; re-queued as trial {queued}"
+                    )),
+                });
+            }
             Outcome::Fail { reason } => {
+                let fault = environment_fault(&reason).or_else(|| environment_fault(&ended.stderr));
+                if let Some(fault) = fault {
+                    self.store
+                        .set_trial_user_attr(trial.trial_id, &duration.0, &duration.1)?;
+                    let path = path_in(&reason)
+                        .or_else(|| path_in(&ended.stderr))
+                        .unwrap_or_else(|| {
+                            let dir = trial_dir(
+                                &self.options.results_dir,
+                                &self.spec.name,
+                                &self.study_uuid,
+                                trial.number,
+                            );
+                            dir.display().to_string()
+                        });
+                    return self
+                        .halt_for_environment(&trial, started, fault, path, reason, on_event);
+                }
                 self.fail_with(
                     &trial,
                     started,
@@ -751,6 +701,89 @@ impl Dispatcher<'_> {
             }
         }
         Ok(())
+    }
+
+    /// A fault of the machine met by `trial` (in its own error or in the driver's writes for
+    /// it): the trial FAILs with the reason and its values are queued again, so a resume once
+    /// the machine is fixed runs them; no new trial starts in this run.
+    fn halt_for_environment(
+        &mut self,
+        trial: &TrialRecord,
+        started: Instant,
+        fault: &str,
+        path: String,
+        detail: String,
+        on_event: &mut dyn FnMut(&SweepEvent),
+    ) -> Result<(), SweepError> {
+        let queued =
+            self.store
+                .fail_and_requeue(self.study, trial.trial_id, &detail, &BTreeMap::new())?;
+        on_event(&SweepEvent::TrialFinished {
+            number: trial.number,
+            state: TrialState::Fail,
+            value: None,
+            seconds: started.elapsed().as_secs_f64(),
+            reason: Some(format!("{detail}; re-queued as trial {queued}")),
+        });
+        self.halt = Some(StopCause::EnvironmentFault {
+            fault: fault.to_string(),
+            path,
+            trial: Some(trial.number),
+            detail,
+        });
+        Ok(())
+    }
+
+    /// Counts a trial of this run that reached its end; when the first
+    /// `max_initial_failures` of them all failed, the setup is broken and the sweep stops.
+    fn ended_in_run(&mut self) {
+        self.run_finished += 1;
+        let limit = self.spec.max_initial_failures;
+        let all_failed = self.run_failed.len() == self.run_finished;
+        if limit == 0 || self.run_finished != limit || !all_failed || self.halt.is_some() {
+            return;
+        }
+        let reasons = group_reasons(self.run_failed.iter().map(|(r, _)| (r.as_str(), 0)))
+            .into_iter()
+            .map(|(reason, trials)| (reason, trials.len()))
+            .collect();
+        self.halt = Some(StopCause::BrokenSetup {
+            failed: self.run_failed.len(),
+            reasons,
+            trial_dir: self.run_failed[0].1.clone(),
+        });
+    }
+
+    /// Stops trials past `trial_timeout` or `silence_timeout`: SIGTERM to the process group,
+    /// SIGKILL after [`STOP_GRACE`]. The trial is recorded when its output closes.
+    fn enforce_time_limits(&mut self, on_event: &mut dyn FnMut(&SweepEvent)) {
+        let (total, silence) = (self.spec.trial_timeout, self.spec.silence_timeout);
+        for r in self.running.values_mut() {
+            if let Some(since) = r.stopping_since {
+                if !r.killed && since.elapsed() >= STOP_GRACE {
+                    r.process.signal(libc::SIGKILL);
+                    r.killed = true;
+                }
+                continue;
+            }
+            let reason = if let Some(limit) = total.filter(|l| r.started.elapsed() >= *l) {
+                format!("timed out after {} (trial_timeout)", human_duration(limit))
+            } else if let Some(limit) = silence.filter(|l| r.last_line.elapsed() >= *l) {
+                format!(
+                    "timed out after {} without a protocol line (silence_timeout)",
+                    human_duration(limit)
+                )
+            } else {
+                continue;
+            };
+            r.ended.timed_out = Some(reason.clone());
+            r.process.signal(libc::SIGTERM);
+            r.stopping_since = Some(Instant::now());
+            on_event(&SweepEvent::TimingOut {
+                number: r.trial.number,
+                reason,
+            });
+        }
     }
 
     /// Stops every running trial and queues it again, so a resume re-runs it.
@@ -782,6 +815,17 @@ impl Dispatcher<'_> {
         }
         Ok(())
     }
+}
+
+/// The trial's folder and its `trial.json`; on failure, the path that could not be written.
+fn write_task(
+    dir: &Path,
+    task_path: &Path,
+    task: &TrialTask,
+) -> Result<(), (PathBuf, std::io::Error)> {
+    std::fs::create_dir_all(dir).map_err(|e| (dir.to_path_buf(), e))?;
+    let text = serde_json::to_string_pretty(task).unwrap_or_default();
+    std::fs::write(task_path, text).map_err(|e| (task_path.to_path_buf(), e))
 }
 
 #[cfg(test)]

@@ -2,6 +2,9 @@
 //! they speak, the devices they are leased, and what a finished process means for the store.
 
 pub mod dispatch;
+pub mod error;
+pub mod events;
+pub mod identity;
 pub mod outcome;
 pub mod plan;
 pub mod predictions;

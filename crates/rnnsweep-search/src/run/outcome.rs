@@ -21,11 +21,21 @@ pub struct Ended {
     /// How the process ended: `exited with status 3`, `was killed (signal: 9)`.
     pub exit: Option<String>,
     pub stderr: String,
+    /// The signal that ended the process, if one did.
+    pub signal: Option<i32>,
+    /// Set when rnnsweep stopped the trial for running too long or too quietly: the reason.
+    pub timed_out: Option<String>,
     pub epochs_seen: i64,
     /// Out of memory here may be retried once elsewhere: the trial ran on a GPU, was not
     /// retried before, and another slot exists.
     pub oom_retry_allowed: bool,
+    /// A SIGKILL rnnsweep did not send may be retried once (with one fewer trial at once on
+    /// that device): the trial was not retried for it before.
+    pub kill_retry_allowed: bool,
 }
+
+/// The reason stored for a trial killed by a SIGKILL rnnsweep did not send.
+pub const KILLED_FROM_OUTSIDE: &str = "killed by signal 9 (probably out of memory)";
 
 /// The verdict, with everything the store records for it.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +53,9 @@ pub enum Outcome {
     OutOfMemory {
         reason: String,
     },
+    /// Killed by a SIGKILL from outside (the kernel's out-of-memory killer, most likely):
+    /// fail this attempt and queue the values again, with one fewer trial at once there.
+    KilledFromOutside,
     Fail {
         reason: String,
     },
@@ -62,6 +75,22 @@ pub fn classify(e: &Ended, objective: &str) -> Outcome {
             epoch,
             value: e.last_value.filter(|v| v.is_finite()),
             user_attrs: BTreeMap::from([(keys::EPOCHS.to_string(), json!(epoch))]),
+        };
+    }
+    if let Some(reason) = &e.timed_out {
+        return Outcome::Fail {
+            reason: reason.clone(),
+        };
+    }
+    let no_result =
+        e.error.is_none() && !matches!(e.final_message, Some(WorkerMessage::Final { .. }));
+    if no_result && e.signal == Some(libc::SIGKILL) {
+        return if e.kill_retry_allowed {
+            Outcome::KilledFromOutside
+        } else {
+            Outcome::Fail {
+                reason: KILLED_FROM_OUTSIDE.into(),
+            }
         };
     }
     let failure = match (&e.final_message, &e.error) {
@@ -106,6 +135,97 @@ pub fn classify(e: &Ended, objective: &str) -> Outcome {
     } else {
         Outcome::Fail { reason: failure }
     }
+}
+
+/// A fault of the machine rather than of the trial, recognised in an error text (Rust's,
+/// Python's or the C library's wording): the sweep stops instead of failing trial after trial.
+pub fn environment_fault(text: &str) -> Option<&'static str> {
+    const FAULTS: [(&[&str], &str); 5] = [
+        (
+            &[
+                "no space left on device",
+                "os error 28",
+                "errno 28",
+                "enospc",
+            ],
+            "no space left on device",
+        ),
+        (
+            &["disk quota exceeded", "os error 122", "errno 122"],
+            "disk quota exceeded",
+        ),
+        (
+            &["read-only file system", "os error 30", "errno 30", "erofs"],
+            "read-only file system",
+        ),
+        (
+            &["permission denied", "os error 13", "errno 13"],
+            "permission denied",
+        ),
+        (
+            &["too many open files", "os error 24", "errno 24", "emfile"],
+            "too many open files",
+        ),
+    ];
+    let lower = text.to_lowercase();
+    FAULTS
+        .iter()
+        .find(|(marks, _)| marks.iter().any(|m| lower.contains(m)))
+        .map(|(_, fault)| *fault)
+}
+
+/// The path the fault in an error text is about: the first absolute path on the line (or
+/// ` | `-joined part) that names the fault (`'/data/x.csv'`, `/tmp/run: No space…`), never
+/// one from elsewhere in a traceback.
+pub fn path_in(text: &str) -> Option<String> {
+    let line = text
+        .split(['\n', '|'])
+        .find(|line| environment_fault(line).is_some())?;
+    line.split(|c: char| c.is_whitespace() || matches!(c, '\'' | '"' | '`' | ',' | '(' | ')'))
+        .map(|w| w.trim_end_matches([':', '.', ';']))
+        .find(|w| w.len() > 1 && w.starts_with('/'))
+        .map(str::to_string)
+}
+
+/// Failure reasons grouped (reasons that differ only in the trial they name are one), each with
+/// the trials that gave it, most frequent first; ties keep the order they came in.
+pub fn group_reasons<'a>(
+    failures: impl IntoIterator<Item = (&'a str, i64)>,
+) -> Vec<(String, Vec<i64>)> {
+    let mut groups: Vec<(String, Vec<i64>)> = Vec::new();
+    for (reason, number) in failures {
+        match groups.iter_mut().find(|(r, _)| same_reason(r, reason)) {
+            Some((_, numbers)) => numbers.push(number),
+            None => groups.push((reason.to_string(), vec![number])),
+        }
+    }
+    groups.sort_by_key(|(_, numbers)| std::cmp::Reverse(numbers.len()));
+    groups
+}
+
+/// Two failure reasons that differ only in the trial they name (its folder, its number).
+pub fn same_reason(a: &str, b: &str) -> bool {
+    fn key(s: &str) -> String {
+        let mut out = String::with_capacity(s.len());
+        let mut rest = s;
+        while let Some(i) = rest.find("trial") {
+            let (head, tail) = rest.split_at(i + "trial".len());
+            out.push_str(head);
+            let sep = tail.chars().next().filter(|c| *c == '-' || *c == ' ');
+            let after = sep.map_or(tail, |c| &tail[c.len_utf8()..]);
+            let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+            if let (Some(c), true) = (sep, digits > 0) {
+                out.push(c);
+                out.push('N');
+                rest = &after[digits..];
+            } else {
+                rest = tail;
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+    key(a) == key(b)
 }
 
 #[cfg(test)]
@@ -253,5 +373,107 @@ mod tests {
             classify(&in_stderr, "val_f1"),
             Outcome::OutOfMemory { .. }
         ));
+    }
+
+    #[test]
+    fn a_sigkill_nobody_asked_for_is_retried_once_then_fails_with_its_cause() {
+        let killed = |allowed| Ended {
+            exit: Some("was killed (signal: 9 (SIGKILL))".into()),
+            signal: Some(libc::SIGKILL),
+            kill_retry_allowed: allowed,
+            ..Ended::default()
+        };
+        assert_eq!(
+            classify(&killed(true), "val_f1"),
+            Outcome::KilledFromOutside
+        );
+        assert_eq!(
+            classify(&killed(false), "val_f1"),
+            Outcome::Fail {
+                reason: "killed by signal 9 (probably out of memory)".into()
+            }
+        );
+        // A worker that reported its error before it died failed for that error.
+        let said = Ended {
+            error: Some("bad x".into()),
+            ..killed(true)
+        };
+        assert_eq!(
+            classify(&said, "val_f1"),
+            Outcome::Fail {
+                reason: "bad x".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_timed_out_trial_fails_with_the_time_limit_whatever_it_said() {
+        let e = Ended {
+            timed_out: Some("timed out after 2s".into()),
+            signal: Some(libc::SIGKILL),
+            kill_retry_allowed: true,
+            final_message: Some(final_with(json!({"val_f1": 0.8}), None)),
+            ..Ended::default()
+        };
+        assert_eq!(
+            classify(&e, "val_f1"),
+            Outcome::Fail {
+                reason: "timed out after 2s".into()
+            }
+        );
+    }
+
+    #[test]
+    fn machine_faults_are_told_from_trial_faults_in_rust_python_and_c_wording() {
+        for (text, fault) in [
+            (
+                "/r/t-6/out: No space left on device (os error 28)",
+                "no space left on device",
+            ),
+            (
+                "OSError: [Errno 28] No space left on device: '/r/x'",
+                "no space left on device",
+            ),
+            (
+                "PermissionError: [Errno 13] Permission denied: '/d.csv'",
+                "permission denied",
+            ),
+            (
+                "/r: Read-only file system (os error 30)",
+                "read-only file system",
+            ),
+            (
+                "OSError: [Errno 24] Too many open files",
+                "too many open files",
+            ),
+        ] {
+            assert_eq!(environment_fault(text), Some(fault), "{text}");
+        }
+        assert_eq!(environment_fault("ValueError: x must be positive"), None);
+        assert_eq!(
+            path_in("OSError: [Errno 28] No space left on device: '/r/x'").as_deref(),
+            Some("/r/x")
+        );
+        assert_eq!(
+            path_in("/r/t-6/out: No space left on device (os error 28)").as_deref(),
+            Some("/r/t-6/out")
+        );
+        assert_eq!(path_in("Too many open files"), None);
+        // A traceback's file lines are not what the fault is about.
+        assert_eq!(
+            path_in("Traceback: | File \"/x/trial.py\", line 12 | OSError: [Errno 28] No space left on device"),
+            None
+        );
+    }
+
+    #[test]
+    fn reasons_that_differ_only_in_the_trial_they_name_are_the_same() {
+        assert!(same_reason(
+            "boom in /r/s/ab12/trial-3/x",
+            "boom in /r/s/ab12/trial-14/x"
+        ));
+        assert!(same_reason("trial 3 lost", "trial 12 lost"));
+        assert!(!same_reason("x=2 is not allowed", "y=2 is not allowed"));
+        assert!(!same_reason("exited with status 1", "exited with status 2"));
     }
 }

@@ -17,6 +17,14 @@ pub enum Line {
     Closed,
 }
 
+/// How a finished trial process ended.
+pub struct Reaped {
+    /// `exited with status 3`, `was killed (signal: 9 (SIGKILL))`.
+    pub how: String,
+    pub signal: Option<i32>,
+    pub stderr: String,
+}
+
 /// A running trial process with its output threads.
 pub struct TrialProcess {
     pub child: Child,
@@ -118,16 +126,23 @@ impl TrialProcess {
         }
     }
 
-    /// Waits for a worker whose output has ended; returns how it exited and its stderr.
-    pub fn reap(mut self) -> (String, String) {
-        let how = match self.child.wait() {
+    /// Waits for a worker whose output has ended: how it exited, the signal that ended it (if
+    /// one did) and its stderr.
+    pub fn reap(mut self) -> Reaped {
+        use std::os::unix::process::ExitStatusExt;
+        let (how, signal) = match self.child.wait() {
             Ok(s) => match s.code() {
-                Some(c) => format!("exited with status {c}"),
-                None => format!("was killed ({s})"),
+                Some(c) => (format!("exited with status {c}"), None),
+                None => (format!("was killed ({s})"), s.signal()),
             },
-            Err(e) => format!("could not be waited for: {e}"),
+            Err(e) => (format!("could not be waited for: {e}"), None),
         };
-        self.join_threads(how)
+        let (how, stderr) = self.join_threads(how);
+        Reaped {
+            how,
+            signal,
+            stderr,
+        }
     }
 
     /// Waits until `deadline`, then kills the process group; returns its stderr.

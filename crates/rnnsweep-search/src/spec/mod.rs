@@ -72,6 +72,8 @@ pub struct Spec {
     pub name: String,
     pub storage: StorageLocation,
     pub train_file: PathBuf,
+    /// Whether the spec names a data file (a user's command or a function may need none).
+    pub reads_data: bool,
     /// `data.validation`: validation rows from this file (same columns) instead of a split.
     pub validation_file: Option<PathBuf>,
     pub columns: Columns,
@@ -83,7 +85,14 @@ pub struct Spec {
     pub direction: Direction,
     pub run_cap: usize,
     pub max_duration: Option<Duration>,
+    /// Stop once this many failed trials have been counted in a run.
     pub max_failures: usize,
+    /// Stop at once when the first this-many trials of a run all fail: a broken setup (0: never).
+    pub max_initial_failures: usize,
+    /// A trial running longer than this is stopped and FAILs.
+    pub trial_timeout: Option<Duration>,
+    /// A trial that writes no protocol line for this long is stopped and FAILs.
+    pub silence_timeout: Option<Duration>,
     /// How often a trial whose driver died is re-queued before it stays FAIL.
     pub max_retries: usize,
     pub heartbeat_grace: Duration,
@@ -122,6 +131,16 @@ impl Spec {
     }
 
     /// The labelled training table and, with `data.validation`, the validation table.
+    /// The data files the trials read: gone mid-sweep, they stop it (not each trial).
+    pub fn data_files(&self) -> Vec<&Path> {
+        let mut files = Vec::new();
+        if self.reads_data {
+            files.push(self.train_file.as_path());
+        }
+        files.extend(self.validation_file.as_deref());
+        files
+    }
+
     pub fn tables(
         &self,
     ) -> Result<
@@ -225,7 +244,7 @@ parameters:
     fn errors_name_file_line_and_column() {
         assert_eq!(
             message(&GOOD.replace("run_cap: 4", "run_cap: 4\nrun_caps: 5")),
-            "exp/s.yaml:9:1: unknown field `run_caps`, expected one of `name`, `storage`, `data`, `method`, `seed`, `metric`, `run_cap`, `max_duration`, `max_failures`, `max_retries`, `heartbeat_grace`, `training`, `parameters`, `trial`, `resources`, `tpe`, `early_terminate`, `final`"
+            "exp/s.yaml:9:1: unknown field `run_caps`, expected one of `name`, `storage`, `data`, `method`, `seed`, `metric`, `run_cap`, `max_duration`, `max_failures`, `max_retries`, `max_initial_failures`, `trial_timeout`, `silence_timeout`, `heartbeat_grace`, `training`, `parameters`, `trial`, `resources`, `tpe`, `early_terminate`, `final`"
         );
         assert_eq!(
             message(&GOOD.replace("min: 0.0001", "min: 0.1")),
@@ -345,6 +364,47 @@ parameters:
         assert!(
             e.contains("`min`, `max` and `q` go with a numeric distribution"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn failure_limits_default_to_a_few_trials_and_time_limits_are_read_as_durations() {
+        let s = parse(GOOD).unwrap();
+        assert_eq!((s.max_failures, s.max_initial_failures), (3, 3));
+        assert_eq!((s.trial_timeout, s.silence_timeout), (None, None));
+        let big = parse(&GOOD.replace("run_cap: 4", "run_cap: 400")).unwrap();
+        assert_eq!(big.max_failures, 40);
+        let odd = parse(&GOOD.replace("run_cap: 4", "run_cap: 41")).unwrap();
+        assert_eq!(odd.max_failures, 5);
+        let set = parse(&GOOD.replace(
+            "run_cap: 4",
+            "run_cap: 4\nmax_initial_failures: 0\ntrial_timeout: 2h\nsilence_timeout: 90",
+        ))
+        .unwrap();
+        assert_eq!(set.max_initial_failures, 0);
+        assert_eq!(set.trial_timeout, Some(Duration::from_secs(7200)));
+        assert_eq!(set.silence_timeout, Some(Duration::from_secs(90)));
+        let e = message(&GOOD.replace("run_cap: 4", "run_cap: 4\nsilence_timeout: soon"));
+        assert_eq!(
+            e,
+            "exp/s.yaml:9:1: silence_timeout: \"soon\" is not a positive duration such as 90s, 30m or 2h"
+        );
+    }
+
+    #[test]
+    fn a_command_trial_needs_no_data_but_the_built_in_model_does() {
+        let no_data = GOOD.replace("data:\n  train: data/sample.csv\n  seed: 7\n", "");
+        let e = message(&no_data);
+        assert!(e.contains("missing field `data`"), "{e}");
+        let command = parse(&format!(
+            "{no_data}trial: {{command: [python3, train.py]}}\n"
+        ))
+        .unwrap();
+        assert!(command.data_files().is_empty());
+        assert!(matches!(command.trial, TrialKind::Command(_)));
+        assert_eq!(
+            parse(GOOD).unwrap().data_files(),
+            vec![Path::new("exp/data/sample.csv")]
         );
     }
 

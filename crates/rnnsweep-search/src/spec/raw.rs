@@ -45,6 +45,12 @@ pub(super) struct RawSpec {
     #[serde(default)]
     pub(super) max_retries: Option<usize>,
     #[serde(default)]
+    pub(super) max_initial_failures: Option<usize>,
+    #[serde(default)]
+    pub(super) trial_timeout: Option<Value>,
+    #[serde(default)]
+    pub(super) silence_timeout: Option<Value>,
+    #[serde(default)]
     pub(super) heartbeat_grace: Option<Value>,
     #[serde(default)]
     pub(super) training: Option<Value>,

@@ -32,7 +32,10 @@ pub(super) fn read(text: &str, path: &Path) -> Result<Spec, SpecError> {
     let function = r.function(&raw)?;
     let (metric, direction) = r.objective(&raw, function.as_ref())?;
     let (max_duration, heartbeat_grace) = r.durations(&raw)?;
-    let data = r.data(&raw, function.as_ref())?;
+    let trial_timeout = r.optional_duration(&raw.trial_timeout, "trial_timeout")?;
+    let silence_timeout = r.optional_duration(&raw.silence_timeout, "silence_timeout")?;
+    let command = raw.trial.as_ref().and_then(|t| t.command.clone());
+    let data = r.data(&raw, function.is_some() || command.is_some())?;
     let train_file = r.base_dir.join(&data.train);
     let validation_file = data.validation.as_ref().map(|v| r.base_dir.join(v));
     let labels = r.label_rule(&data)?;
@@ -49,6 +52,7 @@ pub(super) fn read(text: &str, path: &Path) -> Result<Spec, SpecError> {
         storage,
         name: raw.name,
         train_file,
+        reads_data: raw.data.is_some(),
         validation_file,
         columns: data.columns,
         labels,
@@ -58,7 +62,12 @@ pub(super) fn read(text: &str, path: &Path) -> Result<Spec, SpecError> {
         direction,
         run_cap: raw.run_cap,
         max_duration,
-        max_failures: raw.max_failures.unwrap_or(raw.run_cap.max(3)),
+        // A tenth of the run's trials, at least 3: a broken setup costs a few trials, not
+        // the whole run_cap, while a few unlucky configurations do not end a long search.
+        max_failures: raw.max_failures.unwrap_or(raw.run_cap.div_ceil(10).max(3)),
+        max_initial_failures: raw.max_initial_failures.unwrap_or(3),
+        trial_timeout,
+        silence_timeout,
         // Optuna's RetryFailedTrialCallback users typically allow two retries.
         max_retries: raw.max_retries.unwrap_or(2),
         final_selection: raw
@@ -78,7 +87,7 @@ pub(super) fn read(text: &str, path: &Path) -> Result<Spec, SpecError> {
         heartbeat_grace,
         training,
         parameters,
-        trial: match (function, raw.trial.and_then(|t| t.command)) {
+        trial: match (function, command) {
             (Some(f), _) => TrialKind::Function(f),
             (None, Some(argv)) => TrialKind::Command(argv),
             (None, None) => TrialKind::Model,
@@ -252,10 +261,28 @@ impl Reader<'_> {
         Ok((max_duration, heartbeat_grace))
     }
 
-    fn data(&self, raw: &RawSpec, function: Option<&FunctionTrial>) -> Result<RawData, SpecError> {
-        let data = match (&raw.data, function) {
+    fn optional_duration(
+        &self,
+        v: &Option<Value>,
+        key: &str,
+    ) -> Result<Option<Duration>, SpecError> {
+        match v {
+            None => Ok(None),
+            Some(v) => match parse_duration(v) {
+                Some(d) if !d.is_zero() => Ok(Some(d)),
+                _ => Err(self.err(
+                    &[key],
+                    format!("{v} is not a positive duration such as 90s, 30m or 2h"),
+                )),
+            },
+        }
+    }
+
+    /// A function or a user's command may read no data file; the built-in model needs one.
+    fn data(&self, raw: &RawSpec, data_optional: bool) -> Result<RawData, SpecError> {
+        let data = match (&raw.data, data_optional) {
             (Some(d), _) => d.clone(),
-            (None, Some(_)) => RawData {
+            (None, true) => RawData {
                 train: String::new(),
                 validation: None,
                 columns: Columns::default(),
@@ -265,7 +292,7 @@ impl Reader<'_> {
                 labels: None,
                 positive: None,
             },
-            (None, None) => {
+            (None, false) => {
                 return Err(self.err(
                     &[],
                     "missing field `data` (data: {train: path/to/train.csv})".into(),

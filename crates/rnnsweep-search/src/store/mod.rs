@@ -295,6 +295,8 @@ pub mod keys {
     pub const SPACE: &str = "rnnsweep:space";
     pub const AVOID_DEVICE: &str = "rnnsweep:avoid_device";
     pub const OOM_RETRY: &str = "rnnsweep:oom_retry";
+    /// On a trial that re-runs one killed from outside (SIGKILL rnnsweep did not send).
+    pub const KILL_RETRY: &str = "rnnsweep:kill_retry";
     /// On a `confirm` run: the number of the trial whose configuration it repeats.
     pub const CONFIRM_OF: &str = "rnnsweep:confirm_of";
     /// On a `confirm` run: the model seed it trains with instead of the configuration's.

@@ -3,7 +3,9 @@
 use anyhow::bail;
 use rnnsweep_model::metrics::{direction_of, Metric};
 use rnnsweep_search::results::confirm::{confirmed_ranking, render_confirmed};
-use rnnsweep_search::results::leaderboard::{rank, render_csv, render_json, render_table};
+use rnnsweep_search::results::leaderboard::{
+    failure_summary, rank, render_csv, render_json, render_table,
+};
 use rnnsweep_search::results::study::Study;
 use rnnsweep_search::store::StorageLocation;
 
@@ -94,6 +96,10 @@ pub fn run(args: &LeaderboardArgs) -> anyhow::Result<()> {
             }
         };
         print!("{text}");
+        return Ok(());
+    }
+    if let (Format::Table, Some(failures)) = (args.format, failure_summary(&trials)) {
+        print!("{failures}");
         return Ok(());
     }
     let mut rows = rank(&trials, &objective, study.direction, args.metric.as_deref());

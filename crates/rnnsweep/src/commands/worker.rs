@@ -29,7 +29,7 @@ pub fn run() -> anyhow::Result<std::process::ExitCode> {
         Ok(()) => Ok(std::process::ExitCode::SUCCESS),
         Err(e) => {
             emit(&WorkerMessage::Error {
-                message: e.to_string(),
+                message: rnnsweep_search::display::error_said_once(&e),
             });
             Ok(std::process::ExitCode::from(crate::exit::ERROR))
         }

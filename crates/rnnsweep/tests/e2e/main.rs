@@ -5,6 +5,7 @@
 mod classes;
 mod common;
 mod data_inspect;
+mod faults;
 mod postgres;
 mod report;
 mod scheduler;
