@@ -630,21 +630,8 @@ impl Dispatcher<'_> {
                     (keys::AVOID_DEVICE.to_string(), Value::from(device.clone())),
                     (keys::OOM_RETRY.to_string(), json!(1)),
                 ]);
-                let queued = self.store.fail_and_requeue(
-                    self.study,
-                    trial.trial_id,
-                    &format!("out of memory on {device}"),
-                    &extra,
-                )?;
-                on_event(&SweepEvent::TrialFinished {
-                    number: trial.number,
-                    state: TrialState::Fail,
-                    value: None,
-                    seconds,
-                    reason: Some(format!(
-                        "out of memory on {device}; retried as trial {queued} on another device"
-                    )),
-                });
+                let reason = format!("out of memory on {device}");
+                self.requeue(&trial, seconds, &reason, &extra, on_event)?;
             }
             Outcome::KilledFromOutside => {
                 self.store
@@ -656,21 +643,7 @@ impl Dispatcher<'_> {
                     });
                 }
                 let extra = BTreeMap::from([(keys::KILL_RETRY.to_string(), json!(1))]);
-                let queued = self.store.fail_and_requeue(
-                    self.study,
-                    trial.trial_id,
-                    KILLED_FROM_OUTSIDE,
-                    &extra,
-                )?;
-                on_event(&SweepEvent::TrialFinished {
-                    number: trial.number,
-                    state: TrialState::Fail,
-                    value: None,
-                    seconds,
-                    reason: Some(format!(
-                        "{KILLED_FROM_OUTSIDE}; re-queued as trial {queued}"
-                    )),
-                });
+                self.requeue(&trial, seconds, KILLED_FROM_OUTSIDE, &extra, on_event)?;
             }
             Outcome::Fail { reason } => {
                 let fault = environment_fault(&reason).or_else(|| environment_fault(&ended.stderr));
@@ -715,16 +688,8 @@ impl Dispatcher<'_> {
         detail: String,
         on_event: &mut dyn FnMut(&SweepEvent),
     ) -> Result<(), SweepError> {
-        let queued =
-            self.store
-                .fail_and_requeue(self.study, trial.trial_id, &detail, &BTreeMap::new())?;
-        on_event(&SweepEvent::TrialFinished {
-            number: trial.number,
-            state: TrialState::Fail,
-            value: None,
-            seconds: started.elapsed().as_secs_f64(),
-            reason: Some(format!("{detail}; re-queued as trial {queued}")),
-        });
+        let seconds = started.elapsed().as_secs_f64();
+        self.requeue(trial, seconds, &detail, &BTreeMap::new(), on_event)?;
         self.halt = Some(StopCause::EnvironmentFault {
             fault: fault.to_string(),
             path,
@@ -732,6 +697,29 @@ impl Dispatcher<'_> {
             detail,
         });
         Ok(())
+    }
+
+    /// Fails a running trial with `reason` and queues its values again (with `extra` for the
+    /// retry), telling the reporter which trial re-runs it. Returns that trial's number.
+    fn requeue(
+        &mut self,
+        trial: &TrialRecord,
+        seconds: f64,
+        reason: &str,
+        extra: &BTreeMap<String, Value>,
+        on_event: &mut dyn FnMut(&SweepEvent),
+    ) -> Result<i64, SweepError> {
+        let queued = self
+            .store
+            .fail_and_requeue(self.study, trial.trial_id, reason, extra)?;
+        on_event(&SweepEvent::TrialFinished {
+            number: trial.number,
+            state: TrialState::Fail,
+            value: None,
+            seconds,
+            reason: Some(format!("{reason}; re-queued as trial {queued}")),
+        });
+        Ok(queued)
     }
 
     /// Counts a trial of this run that reached its end; when the first
