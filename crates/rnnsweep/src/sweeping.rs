@@ -145,12 +145,14 @@ pub fn sweep(
     let study = Study::open(&spec.storage, Some(&spec.name))?;
     let name = study.name.clone();
     let trials = study.trials()?;
-    // A broken setup's closing message gives the reasons itself.
-    let summary =
-        failure_summary(&trials).filter(|_| !matches!(cause, StopCause::BrokenSetup { .. }));
-    match summary {
-        Some(failures) => say!("\n{failures}"),
-        None if matches!(cause, StopCause::BrokenSetup { .. }) => {}
+    // A broken setup's and a machine fault's closing messages give the reasons themselves.
+    let stop_says_why = matches!(
+        cause,
+        StopCause::BrokenSetup { .. } | StopCause::EnvironmentFault { .. }
+    );
+    match failure_summary(&trials) {
+        Some(failures) if !stop_says_why => say!("\n{failures}"),
+        Some(_) => {}
         None => {
             let rows = rank(&trials, &spec.metric, study.direction, None);
             let table =

@@ -483,3 +483,34 @@ final(p['x'] / 10)
         "{stdout}"
     );
 }
+
+#[test]
+fn the_built_in_trial_on_a_full_disk_says_the_fault_once_and_stops_the_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = crate::common::real_spec(dir.path());
+    // Room for the trial's task file, not for its checkpoint.
+    let Some(mount) = Mount::tmpfs(&dir.path().join("out/real"), "size=32k") else {
+        assert!(!is_root(), "root could not mount a tmpfs");
+        eprintln!("skipped: not root, so no small disk can be mounted");
+        return;
+    };
+    let o = rnnsweep().arg("run").arg(&spec).output().unwrap();
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{stdout}\n{stderr}");
+    let all = trials(&dir.path().join("out/real.db"), "real");
+    let states: Vec<TrialState> = all.iter().map(|t| t.state).collect();
+    assert_eq!(states, [TrialState::Fail, TrialState::Waiting], "{stdout}");
+    let why = reason(&all[0]);
+    assert_eq!(why.matches("No space left on device").count(), 1, "{why}");
+    // Once in the trial's line, once in the closing message: no summary repeating it.
+    assert_eq!(
+        stdout.matches("No space left on device").count(),
+        2,
+        "{stdout}"
+    );
+    assert!(
+        closing(&stdout).starts_with("no space left on device: "),
+        "{stdout}"
+    );
+    drop(mount);
+}
