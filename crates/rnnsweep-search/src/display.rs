@@ -31,6 +31,14 @@ pub fn short_value(v: &Value) -> String {
     }
 }
 
+/// A spec's `run_cap` for people: `none` when it has none (W&B: run until stopped).
+pub fn run_cap_text(run_cap: usize) -> String {
+    match run_cap {
+        usize::MAX => "none".into(),
+        n => n.to_string(),
+    }
+}
+
 /// A duration as a spec would write it: `90s`, `2m30s`, `1h5m`, `0.5s`.
 pub fn human_duration(d: std::time::Duration) -> String {
     let secs = d.as_secs_f64();

@@ -38,7 +38,10 @@ impl Reporter {
     ) -> Self {
         let bars = std::io::stdout().is_terminal().then(|| {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout());
-            let overall = multi.add(ProgressBar::new(run_cap as u64));
+            let overall = multi.add(match run_cap {
+                usize::MAX => ProgressBar::no_length(),
+                n => ProgressBar::new(n as u64),
+            });
             overall.set_style(
                 ProgressStyle::with_template(
                     "{prefix:.bold} [{bar:30}] {pos}/{len} finished  {msg}  ETA {eta}",

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use std::time::Duration;
 
+use rnnsweep_search::display::run_cap_text;
 use rnnsweep_search::results::leaderboard::{failure_summary, rank, render_table};
 use rnnsweep_search::results::study::Study;
 use rnnsweep_search::run::dispatch::{run_sweep, SweepOptions};
@@ -30,6 +31,9 @@ pub struct ExecArgs {
     /// CPU threads each trial may use.
     #[arg(long)]
     pub threads_per_trial: Option<usize>,
+    /// Finished trials wanted, instead of the spec's `run_cap` (W&B's `wandb agent --count`).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub run_cap: Option<u64>,
     /// Stop (and FAIL) a trial that runs longer than this, e.g. `30m` (the spec's
     /// `trial_timeout`).
     #[arg(long, value_parser = parse_limit)]
@@ -60,6 +64,9 @@ pub fn sweep(
     }
     if exec.threads_per_trial.is_some() {
         spec.resources.threads_per_trial = exec.threads_per_trial;
+    }
+    if let Some(n) = exec.run_cap {
+        spec.run_cap = usize::try_from(n).unwrap_or(usize::MAX);
     }
     if exec.trial_timeout.is_some() {
         spec.trial_timeout = exec.trial_timeout;
@@ -122,7 +129,7 @@ pub fn sweep(
         spec.method,
         spec.resources.device_names().map_err(|m| anyhow::anyhow!(m))?.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
         spec.metric,
-        spec.run_cap,
+        run_cap_text(spec.run_cap),
         pool.capacity(),
         pool.cpu_threads
     );
@@ -163,6 +170,12 @@ pub fn sweep(
     let finished = trials.iter().filter(|t| t.state.is_finished()).count();
     let why = match &cause {
         StopCause::RunCapReached => "run_cap reached".to_string(),
+        StopCause::TargetReached { trial, value } => {
+            format!(
+                "trial {trial} reached metric.target ({} {value})",
+                spec.metric
+            )
+        }
         StopCause::SpaceExhausted => "every point of the search space has been tried".to_string(),
         StopCause::MaxDuration => "max_duration reached".to_string(),
         StopCause::TooManyFailures(n) => format!("stopped after {n} failed trials (max_failures)"),
@@ -210,10 +223,11 @@ pub fn sweep(
             "interrupted; the stopped trials are queued and re-run on resume".to_string()
         }
     };
-    say!(
-        "study `{name}`: {finished} of {} trials finished — {why}",
-        spec.run_cap
-    );
+    let of = match spec.run_cap {
+        usize::MAX => String::new(),
+        n => format!(" of {n}"),
+    };
+    say!("study `{name}`: {finished}{of} trials finished — {why}");
     Ok(match cause {
         StopCause::Interrupted | StopCause::InterruptedNow => {
             crate::exit::for_signal(options.interrupts.signal())

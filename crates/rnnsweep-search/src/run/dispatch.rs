@@ -592,6 +592,16 @@ impl Dispatcher<'_> {
                     &none,
                 )?;
                 self.ended_in_run();
+                let reached = self
+                    .spec
+                    .metric_target
+                    .is_some_and(|t| value == t || self.spec.direction.better(value, t));
+                if reached && self.halt.is_none() {
+                    self.halt = Some(StopCause::TargetReached {
+                        trial: trial.number,
+                        value,
+                    });
+                }
                 on_event(&SweepEvent::TrialFinished {
                     number: trial.number,
                     state: TrialState::Complete,

@@ -59,8 +59,13 @@ pub enum SweepEvent {
 }
 
 /// Why the sweep loop ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum StopCause {
+    /// A trial's objective reached `metric.target`.
+    TargetReached {
+        trial: i64,
+        value: f64,
+    },
     /// The first trials of the run all failed: the script, the command or the data is broken.
     BrokenSetup {
         failed: usize,

@@ -12,3 +12,4 @@ pub mod process;
 pub mod protocol;
 pub mod signals;
 pub mod trial;
+pub mod wandb;

@@ -87,7 +87,11 @@ pub fn describe(spec: &Spec) -> Result<String, PlanError> {
     let _ = writeln!(
         w,
         "objective: {} ({:?}); {:?} search; run_cap {}; max_retries {}",
-        spec.metric, spec.direction, spec.method, spec.run_cap, spec.max_retries
+        spec.metric,
+        spec.direction,
+        spec.method,
+        crate::display::run_cap_text(spec.run_cap),
+        spec.max_retries
     );
     let _ = writeln!(w, "\nsearch space ({} parameters):", space.parameters.len());
     for (name, d) in &space.parameters {

@@ -9,6 +9,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::run::protocol::{TrialTask, TRIAL_ENV};
+use crate::run::wandb;
 use crate::spec::TrialKind;
 
 /// A line from a worker, or the end of its output.
@@ -44,7 +45,20 @@ impl TrialProcess {
         id: u64,
         lines: mpsc::Sender<(u64, Line)>,
     ) -> std::io::Result<Self> {
+        let mut python_path = None;
         let mut cmd = match trial {
+            TrialKind::Program(program) => {
+                let argv = wandb::command_line(program, &task.params, &task.trial_dir)?;
+                if program.shim {
+                    python_path = Some(wandb::install_shim(&task.trial_dir)?);
+                }
+                let (first, rest) = argv
+                    .split_first()
+                    .ok_or_else(|| std::io::Error::other("the command is empty"))?;
+                let mut c = Command::new(first);
+                c.args(rest);
+                c
+            }
             TrialKind::Command(argv) if !argv.is_empty() => {
                 let params = serde_json::to_string(&task.params).unwrap_or_default();
                 let fill = |a: &String| {
@@ -63,6 +77,19 @@ impl TrialProcess {
                 c
             }
         };
+        if let Some(dir) = python_path {
+            // The stand-in `wandb` first; the script's own modules still resolve after it.
+            let mut paths = vec![dir];
+            paths.extend(
+                std::env::var_os("PYTHONPATH")
+                    .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+                    .unwrap_or_default(),
+            );
+            cmd.env(
+                "PYTHONPATH",
+                std::env::join_paths(paths).map_err(std::io::Error::other)?,
+            );
+        }
         cmd.env(TRIAL_ENV, task_path)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())

@@ -51,6 +51,18 @@ pub enum TrialKind {
     Command(Vec<String>),
     /// A synthetic objective, for measuring the orchestrator.
     Function(FunctionTrial),
+    /// A script given W&B's way (`program`, `command` with W&B's macros).
+    Program(WandbProgram),
+}
+
+/// A W&B sweep's trial: `command` with its macros expanded per trial.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WandbProgram {
+    /// `program`, relative to the spec's folder.
+    pub program: Option<PathBuf>,
+    pub command: Vec<String>,
+    /// Put rnnsweep's `wandb` stand-in first on the script's `PYTHONPATH`.
+    pub shim: bool,
 }
 
 impl TrialKind {
@@ -83,7 +95,11 @@ pub struct Spec {
     pub seed: u64,
     pub metric: String,
     pub direction: Direction,
+    /// Finished trials wanted; `usize::MAX` when the spec gives none (W&B: run until stopped,
+    /// a grid until every point ran).
     pub run_cap: usize,
+    /// `metric.target`: stop once a trial's objective reaches it.
+    pub metric_target: Option<f64>,
     pub max_duration: Option<Duration>,
     /// Stop once this many failed trials have been counted in a run.
     pub max_failures: usize,
@@ -244,7 +260,7 @@ parameters:
     fn errors_name_file_line_and_column() {
         assert_eq!(
             message(&GOOD.replace("run_cap: 4", "run_cap: 4\nrun_caps: 5")),
-            "exp/s.yaml:9:1: unknown field `run_caps`, expected one of `name`, `storage`, `data`, `method`, `seed`, `metric`, `run_cap`, `max_duration`, `max_failures`, `max_retries`, `max_initial_failures`, `trial_timeout`, `silence_timeout`, `heartbeat_grace`, `training`, `parameters`, `trial`, `resources`, `tpe`, `early_terminate`, `final`"
+            "exp/s.yaml:9:1: unknown field `run_caps`, expected one of `name`, `description`, `project`, `entity`, `controller`, `program`, `command`, `wandb`, `storage`, `data`, `method`, `seed`, `metric`, `run_cap`, `max_duration`, `max_failures`, `max_retries`, `max_initial_failures`, `trial_timeout`, `silence_timeout`, `heartbeat_grace`, `training`, `parameters`, `trial`, `resources`, `tpe`, `early_terminate`, `final`"
         );
         assert_eq!(
             message(&GOOD.replace("min: 0.0001", "min: 0.1")),
@@ -406,6 +422,73 @@ parameters:
             parse(GOOD).unwrap().data_files(),
             vec![Path::new("exp/data/sample.csv")]
         );
+    }
+
+    const WANDB: &str = "\
+description: sweep example
+program: train.py
+project: sweeps-examples
+controller: {type: local}
+method: bayes
+metric: {name: loss_metric, goal: minimize, target: 0.5}
+parameters:
+  base: {values: [10, 15]}
+  optimizer:
+    parameters:
+      lr: {values: [0.001, 0.0001]}
+";
+
+    #[test]
+    fn a_w_and_b_sweep_file_reads_as_w_and_b_means_it() {
+        let s = Spec::parse(WANDB, Path::new("exp/sweep-bayes.yaml")).unwrap();
+        assert_eq!(s.name, "sweep-bayes", "no name: the file's");
+        assert_eq!(s.run_cap, usize::MAX, "no run_cap: until stopped");
+        assert_eq!(s.max_failures, 10);
+        assert_eq!(
+            (s.metric.as_str(), s.direction),
+            ("loss_metric", Direction::Minimize)
+        );
+        assert_eq!(s.metric_target, Some(0.5));
+        let names: Vec<&str> = s.parameters.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["base", "optimizer.lr"]);
+        assert!(s.data_files().is_empty());
+        assert_eq!(
+            s.trial,
+            TrialKind::Program(WandbProgram {
+                program: Some(PathBuf::from("exp/train.py")),
+                command: ["${env}", "${interpreter}", "${program}", "${args}"]
+                    .map(String::from)
+                    .to_vec(),
+                shim: true,
+            })
+        );
+        assert!(
+            s.notes.iter().any(|n| n
+                == "exp/sweep-bayes.yaml: `description`, `project`, `controller` are W&B's and not used here (kept with the study's spec)"),
+            "{:?}",
+            s.notes
+        );
+    }
+
+    #[test]
+    fn w_and_b_command_mistakes_name_the_key() {
+        let at = |text: &str| {
+            Spec::parse(text, Path::new("s.yaml"))
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            at(&WANDB.replace("program: train.py", "program: train.py\ncommand:\n  - ${program}\n  - ${argz}")),
+            "s.yaml:3:1: command: `${argz}` is not one of W&B's macros (${env}, ${interpreter}, ${program}, ${args}, ${args_no_hyphens}, ${args_no_boolean_flags}, ${args_json}, ${args_json_file})"
+        );
+        assert!(at(&format!("{WANDB}trial: {{command: [x]}}\n")).contains(
+            "program: give the trial either W&B's way (`program`, `command`) or as `trial`, not both"
+        ));
+        assert!(at(&WANDB.replace(
+            "      lr: {values: [0.001, 0.0001]}",
+            "      lr: {values: []}"
+        ))
+        .starts_with("s.yaml:11:12: parameters.optimizer.parameters.lr.values: is empty"));
     }
 
     #[test]

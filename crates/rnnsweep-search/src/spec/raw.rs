@@ -27,7 +27,28 @@ pub(super) enum RawMethod {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSpec {
-    pub(super) name: String,
+    /// Optional as in W&B: the spec file's name without its extension.
+    #[serde(default)]
+    pub(super) name: Option<String>,
+    /// W&B's keys that mean nothing here: kept in the spec's text, noted, never an error.
+    #[serde(default)]
+    pub(super) description: Option<String>,
+    #[serde(default)]
+    pub(super) project: Option<String>,
+    #[serde(default)]
+    pub(super) entity: Option<String>,
+    #[serde(default)]
+    pub(super) controller: Option<Value>,
+    /// W&B's training script; its trials run `command` (W&B's macros), by default
+    /// `${env} ${interpreter} ${program} ${args}`.
+    #[serde(default)]
+    pub(super) program: Option<String>,
+    #[serde(default)]
+    pub(super) command: Option<Vec<String>>,
+    /// `shim` (default): a W&B script's `import wandb` finds rnnsweep's stand-in; `real`
+    /// leaves the installed package (the script prints rnnsweep's protocol itself).
+    #[serde(default)]
+    pub(super) wandb: Option<WandbModule>,
     #[serde(default)]
     pub(super) storage: Option<String>,
     #[serde(default)]
@@ -37,7 +58,9 @@ pub(super) struct RawSpec {
     pub(super) seed: u64,
     #[serde(default)]
     pub(super) metric: Option<RawMetric>,
-    pub(super) run_cap: usize,
+    /// Optional as in W&B: a grid runs every point, other methods run until stopped.
+    #[serde(default)]
+    pub(super) run_cap: Option<usize>,
     #[serde(default)]
     pub(super) max_duration: Option<Value>,
     #[serde(default)]
@@ -109,6 +132,16 @@ pub(super) struct RawMetric {
     pub(super) name: String,
     #[serde(default)]
     pub(super) goal: Option<Direction>,
+    /// Stop the sweep once a trial reaches this value (W&B's `metric.target`).
+    #[serde(default)]
+    pub(super) target: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum WandbModule {
+    Shim,
+    Real,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -126,6 +159,9 @@ pub(super) struct RawParam {
     pub(super) max: Option<serde_json::Number>,
     #[serde(default)]
     pub(super) q: Option<f64>,
+    /// W&B's nested parameters: the script sees a nested dict, the study dotted names.
+    #[serde(default)]
+    pub(super) parameters: Option<BTreeMap<String, RawParam>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]

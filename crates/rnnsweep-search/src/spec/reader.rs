@@ -16,8 +16,8 @@ use crate::sampling::Method;
 use crate::space::Distribution;
 use crate::spec::duration::parse_duration;
 use crate::spec::locate::locate;
-use crate::spec::raw::{DistributionName, RawData, RawMethod, RawParam, RawSpec};
-use crate::spec::{FunctionTrial, Spec, SpecError, TrialKind};
+use crate::spec::raw::{DistributionName, RawData, RawMethod, RawParam, RawSpec, WandbModule};
+use crate::spec::{FunctionTrial, Spec, SpecError, TrialKind, WandbProgram};
 use crate::store::StorageLocation;
 
 pub(super) fn read(text: &str, path: &Path) -> Result<Spec, SpecError> {
@@ -27,21 +27,28 @@ pub(super) fn read(text: &str, path: &Path) -> Result<Spec, SpecError> {
         base_dir: path.parent().unwrap_or(Path::new(".")),
     };
     let raw = r.raw()?;
-    let (method, notes) = r.method(&raw);
-    r.basics(&raw)?;
+    let (method, mut notes) = r.method(&raw);
+    let name = r.basics(&raw, path)?;
+    notes.extend(r.wandb_notes(&raw));
     let function = r.function(&raw)?;
-    let (metric, direction) = r.objective(&raw, function.as_ref())?;
+    let program = r.program(&raw)?;
+    let (metric, direction) = r.objective(&raw, function.as_ref(), &mut notes)?;
     let (max_duration, heartbeat_grace) = r.durations(&raw)?;
     let trial_timeout = r.optional_duration(&raw.trial_timeout, "trial_timeout")?;
     let silence_timeout = r.optional_duration(&raw.silence_timeout, "silence_timeout")?;
     let command = raw.trial.as_ref().and_then(|t| t.command.clone());
-    let data = r.data(&raw, function.is_some() || command.is_some())?;
+    let data = r.data(
+        &raw,
+        function.is_some() || command.is_some() || program.is_some(),
+    )?;
     let train_file = r.base_dir.join(&data.train);
     let validation_file = data.validation.as_ref().map(|v| r.base_dir.join(v));
     let labels = r.label_rule(&data)?;
     let training = r.training(&raw, &data)?;
     let parameters = r.parameters(&raw, method, &training, function.as_ref())?;
-    let storage = r.storage(&raw)?;
+    let storage = r.storage(&raw, &name)?;
+    // W&B's meaning without `run_cap`: a grid runs every point, the others until stopped.
+    let run_cap = raw.run_cap.unwrap_or(usize::MAX);
     let resources = raw.resources.clone().unwrap_or_default();
     let warnings = resources.validate().map_err(|m| r.err(&["resources"], m))?;
     let early_terminate = r.early_terminate(&raw, &training, function.as_ref())?;
@@ -50,7 +57,7 @@ pub(super) fn read(text: &str, path: &Path) -> Result<Spec, SpecError> {
         warnings,
         notes,
         storage,
-        name: raw.name,
+        name,
         train_file,
         reads_data: raw.data.is_some(),
         validation_file,
@@ -60,11 +67,15 @@ pub(super) fn read(text: &str, path: &Path) -> Result<Spec, SpecError> {
         seed: raw.seed,
         metric,
         direction,
-        run_cap: raw.run_cap,
+        run_cap,
+        metric_target: raw.metric.as_ref().and_then(|m| m.target),
         max_duration,
         // A tenth of the run's trials, at least 3: a broken setup costs a few trials, not
         // the whole run_cap, while a few unlucky configurations do not end a long search.
-        max_failures: raw.max_failures.unwrap_or(raw.run_cap.div_ceil(10).max(3)),
+        max_failures: raw.max_failures.unwrap_or(match run_cap {
+            usize::MAX => 10,
+            n => n.div_ceil(10).max(3),
+        }),
         max_initial_failures: raw.max_initial_failures.unwrap_or(3),
         trial_timeout,
         silence_timeout,
@@ -87,10 +98,11 @@ pub(super) fn read(text: &str, path: &Path) -> Result<Spec, SpecError> {
         heartbeat_grace,
         training,
         parameters,
-        trial: match (function, command) {
-            (Some(f), _) => TrialKind::Function(f),
-            (None, Some(argv)) => TrialKind::Command(argv),
-            (None, None) => TrialKind::Model,
+        trial: match (function, command, program) {
+            (Some(f), _, _) => TrialKind::Function(f),
+            (None, Some(argv), _) => TrialKind::Command(argv),
+            (None, None, Some(p)) => TrialKind::Program(p),
+            (None, None, None) => TrialKind::Model,
         },
         tpe: raw.tpe.unwrap_or_default(),
         early_terminate,
@@ -151,14 +163,104 @@ impl Reader<'_> {
         (method, notes)
     }
 
-    fn basics(&self, raw: &RawSpec) -> Result<(), SpecError> {
-        if raw.name.trim().is_empty() || raw.name.contains('/') {
+    /// The study's name (W&B's files have none: the spec file's name without extension).
+    fn basics(&self, raw: &RawSpec, path: &Path) -> Result<String, SpecError> {
+        let name = match &raw.name {
+            Some(n) => n.clone(),
+            None => path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        };
+        if name.trim().is_empty() || name.contains('/') {
             return Err(self.err(&["name"], "must be a non-empty name without `/`".into()));
         }
-        if raw.run_cap == 0 {
+        if raw.run_cap == Some(0) {
             return Err(self.err(&["run_cap"], "must be at least 1".into()));
         }
-        Ok(())
+        Ok(name)
+    }
+
+    /// W&B's top-level keys that mean nothing here, named in one note.
+    fn wandb_notes(&self, raw: &RawSpec) -> Vec<String> {
+        let unused: Vec<&str> = [
+            ("description", raw.description.is_some()),
+            ("project", raw.project.is_some()),
+            ("entity", raw.entity.is_some()),
+            ("controller", raw.controller.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(key, given)| given.then_some(key))
+        .collect();
+        if unused.is_empty() {
+            return Vec::new();
+        }
+        let keys: Vec<String> = unused.iter().map(|k| format!("`{k}`")).collect();
+        vec![format!(
+            "{}: {} {} W&B's and not used here (kept with the study's spec)",
+            self.file,
+            keys.join(", "),
+            if unused.len() == 1 { "is" } else { "are" }
+        )]
+    }
+
+    /// W&B's way of giving the trial: `program` and its `command` with W&B's macros.
+    fn program(&self, raw: &RawSpec) -> Result<Option<WandbProgram>, SpecError> {
+        if raw.program.is_none() && raw.command.is_none() {
+            return Ok(None);
+        }
+        if raw.trial.is_some() {
+            let key = if raw.program.is_some() {
+                "program"
+            } else {
+                "command"
+            };
+            return Err(self.err(
+                &[key],
+                "give the trial either W&B's way (`program`, `command`) or as `trial`, not both"
+                    .into(),
+            ));
+        }
+        let command = raw.command.clone().unwrap_or_else(|| {
+            ["${env}", "${interpreter}", "${program}", "${args}"]
+                .map(String::from)
+                .to_vec()
+        });
+        if command.is_empty() {
+            return Err(self.err(&["command"], "needs at least one element".into()));
+        }
+        let program = match &raw.program {
+            Some(p) => Some(self.base_dir.join(p)),
+            None if command.iter().any(|a| a.contains("${program}")) => {
+                return Err(self.err(
+                    &["command"],
+                    "uses ${program} but the spec gives no `program`".into(),
+                ))
+            }
+            None => None,
+        };
+        for arg in &command {
+            let mut rest = arg.as_str();
+            while let Some(i) = rest.find("${") {
+                let end = rest[i..].find('}').map_or(rest.len(), |j| i + j + 1);
+                let macro_name = &rest[i..end];
+                if !WANDB_MACROS.contains(&macro_name) {
+                    return Err(self.err(
+                        &["command"],
+                        format!(
+                            "`{macro_name}` is not one of W&B's macros ({})",
+                            WANDB_MACROS.join(", ")
+                        ),
+                    ));
+                }
+                rest = &rest[end..];
+            }
+        }
+        Ok(Some(WandbProgram {
+            program,
+            command,
+            shim: raw.wandb != Some(WandbModule::Real),
+        }))
     }
 
     /// A synthetic trial's settings (`trial: {kind: function, …}`), checking `trial` too.
@@ -208,7 +310,26 @@ impl Reader<'_> {
         &self,
         raw: &RawSpec,
         function: Option<&FunctionTrial>,
+        notes: &mut Vec<String>,
     ) -> Result<(String, Direction), SpecError> {
+        let own_trial = raw.program.is_some()
+            || raw.command.is_some()
+            || raw.trial.as_ref().is_some_and(|t| t.command.is_some());
+        if let Some(m) = raw
+            .metric
+            .as_ref()
+            .filter(|m| own_trial && direction_of(&m.name).is_none())
+        {
+            // A user's script reports its own metrics: any name, W&B's default goal.
+            if m.goal.is_none() {
+                notes.push(format!(
+                    "{}: metric `{}` has no goal: minimize (W&B's default)",
+                    self.err(&["metric"], String::new()).at,
+                    m.name
+                ));
+            }
+            return Ok((m.name.clone(), m.goal.unwrap_or(Direction::Minimize)));
+        }
         let (metric, direction) = match (&raw.metric, function) {
             (None, Some(_)) => ("value".to_string(), Direction::Minimize),
             (Some(m), Some(_)) => {
@@ -408,9 +529,19 @@ impl Reader<'_> {
         function: Option<&FunctionTrial>,
     ) -> Result<Vec<(String, Distribution)>, SpecError> {
         let mut parameters = Vec::new();
-        for (name, p) in &raw.parameters {
+        let mut flat = Vec::new();
+        flatten(&raw.parameters, &mut Vec::new(), &mut flat);
+        for (keys, p) in &flat {
+            let name = &keys.join(".");
             let d = to_distribution(name, p).map_err(|(field, m)| {
-                let mut path = vec!["parameters", name.as_str()];
+                // The YAML path to the parameter: `parameters.optimizer.parameters.lr`.
+                let mut path = vec!["parameters"];
+                for (i, k) in keys.iter().enumerate() {
+                    if i > 0 {
+                        path.push("parameters");
+                    }
+                    path.push(k.as_str());
+                }
                 if let Some(f) = field {
                     path.push(f);
                 }
@@ -426,7 +557,7 @@ impl Reader<'_> {
         }
         // Every value a parameter can take must make a valid model configuration (a user's
         // own training command defines its own parameters).
-        let probe_model = raw.trial.is_none();
+        let probe_model = raw.trial.is_none() && raw.program.is_none() && raw.command.is_none();
         if let Some(f) = function {
             let names: Vec<&str> = parameters.iter().map(|(n, _)| n.as_str()).collect();
             let wanted: Vec<String> = (0..f.function.dims().unwrap_or(names.len().max(1)))
@@ -459,11 +590,9 @@ impl Reader<'_> {
         Ok(parameters)
     }
 
-    fn storage(&self, raw: &RawSpec) -> Result<StorageLocation, SpecError> {
+    fn storage(&self, raw: &RawSpec, name: &str) -> Result<StorageLocation, SpecError> {
         let storage = match raw.storage.as_deref() {
-            None => {
-                StorageLocation::Sqlite(PathBuf::from("results").join(format!("{}.db", raw.name)))
-            }
+            None => StorageLocation::Sqlite(PathBuf::from("results").join(format!("{name}.db"))),
             Some(s) => match StorageLocation::parse(s).map_err(|m| self.err(&["storage"], m))? {
                 // A relative study file is relative to the spec, like the data file.
                 StorageLocation::Sqlite(p) => StorageLocation::Sqlite(self.base_dir.join(p)),
@@ -497,6 +626,34 @@ impl Reader<'_> {
         }
 
         Ok(early_terminate)
+    }
+}
+
+/// W&B's command macros.
+const WANDB_MACROS: [&str; 8] = [
+    "${env}",
+    "${interpreter}",
+    "${program}",
+    "${args}",
+    "${args_no_hyphens}",
+    "${args_no_boolean_flags}",
+    "${args_json}",
+    "${args_json_file}",
+];
+
+/// Nested parameters (`optimizer: {parameters: {lr: …}}`) as key paths to their leaves.
+fn flatten<'a>(
+    params: &'a BTreeMap<String, RawParam>,
+    prefix: &mut Vec<String>,
+    out: &mut Vec<(Vec<String>, &'a RawParam)>,
+) {
+    for (name, p) in params {
+        prefix.push(name.clone());
+        match &p.parameters {
+            Some(inner) => flatten(inner, prefix, out),
+            None => out.push((prefix.clone(), p)),
+        }
+        prefix.pop();
     }
 }
 

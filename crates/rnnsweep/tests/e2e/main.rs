@@ -12,3 +12,4 @@ mod scheduler;
 mod search;
 mod sweep;
 mod train_predict;
+mod wandb;
