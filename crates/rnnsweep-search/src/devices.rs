@@ -119,6 +119,16 @@ pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// The GPU ids a `CUDA_VISIBLE_DEVICES` value lists, in order (`2,3`, `GPU-5e3…,1`).
+fn visible_gpu_ids(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .map(String::from)
+        .collect()
+}
+
 /// A leased slot: which device, and which slot of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -133,6 +143,9 @@ pub struct DevicePool {
     /// Slots taken out of use (a trial there was killed from outside, likely for memory).
     retired: Vec<bool>,
     cap: usize,
+    /// The driver's own `CUDA_VISIBLE_DEVICES`: `cuda:N` is the N-th GPU it lists, so a trial
+    /// must be given that GPU's id, not N.
+    visible_gpus: Option<Vec<String>>,
     /// Thread share of each CPU trial (GPU trials get the same, for their host work).
     pub cpu_threads: usize,
 }
@@ -160,6 +173,9 @@ impl DevicePool {
         Ok(Self {
             busy: vec![false; slots.len()],
             retired: vec![false; slots.len()],
+            visible_gpus: std::env::var("CUDA_VISIBLE_DEVICES")
+                .ok()
+                .map(|v| visible_gpu_ids(&v)),
             slots,
             cap,
             cpu_threads,
@@ -257,7 +273,12 @@ impl DevicePool {
         let device = match lease.device {
             DeviceName::Cpu => "cpu".to_string(),
             DeviceName::Cuda(ordinal) => {
-                env.push(("CUDA_VISIBLE_DEVICES".to_string(), ordinal.to_string()));
+                let id = self
+                    .visible_gpus
+                    .as_ref()
+                    .and_then(|ids| ids.get(ordinal).cloned())
+                    .unwrap_or_else(|| ordinal.to_string());
+                env.push(("CUDA_VISIBLE_DEVICES".to_string(), id));
                 // The trial sees only its own GPU, as cuda:0.
                 if fake_cuda() {
                     "cpu".to_string()
@@ -281,6 +302,26 @@ mod tests {
             trial_concurrency: concurrency,
             ..Resources::default()
         }
+    }
+
+    #[test]
+    fn under_a_drivers_cuda_visible_devices_a_trial_gets_the_gpu_it_names() {
+        let mut pool = DevicePool::new(&res(&["cuda:0", "cuda:1"], 1, None)).unwrap();
+        pool.visible_gpus = Some(visible_gpu_ids("2, 3"));
+        let gpu = |pool: &mut DevicePool| {
+            let lease = pool.lease(None).unwrap();
+            let (env, _) = pool.worker_env(&lease);
+            let id = env
+                .iter()
+                .find(|(k, _)| k == "CUDA_VISIBLE_DEVICES")
+                .map(|(_, v)| v.clone());
+            (lease.device, id)
+        };
+        assert_eq!(gpu(&mut pool), (DeviceName::Cuda(0), Some("2".into())));
+        assert_eq!(gpu(&mut pool), (DeviceName::Cuda(1), Some("3".into())));
+        pool.visible_gpus = None;
+        pool.busy = vec![false; 2];
+        assert_eq!(gpu(&mut pool), (DeviceName::Cuda(0), Some("0".into())));
     }
 
     #[test]

@@ -81,6 +81,9 @@ pub fn sweep(
     {
         eprintln!("warning: {w}");
     }
+    // `--devices` may have put a GPU beside a fused LSTM.
+    spec.check_lstm_on_devices()
+        .map_err(|m| anyhow::anyhow!("{}: {m}", spec.path.display()))?;
     let spec = &*spec;
     for note in &spec.notes {
         eprintln!("note: {note}");

@@ -128,13 +128,25 @@ pub fn classify(e: &Ended, objective: &str) -> Outcome {
             format!("the worker {how} without a final result{tail}")
         }
     };
-    let oom = failure.to_lowercase().contains("out of memory")
-        || e.stderr.to_lowercase().contains("out of memory");
+    let oom = out_of_memory(&failure) || out_of_memory(&e.stderr);
     if oom && e.oom_retry_allowed {
         Outcome::OutOfMemory { reason: failure }
     } else {
         Outcome::Fail { reason: failure }
     }
+}
+
+/// A GPU out of memory in CUDA's, cuBLAS's, cuDNN's or PyTorch's words.
+fn out_of_memory(text: &str) -> bool {
+    const MARKS: [&str; 5] = [
+        "out of memory",
+        "cublas_status_alloc_failed",
+        "cudnn_status_alloc_failed",
+        "cudaerrormemoryallocation",
+        "cuda_error_out_of_memory",
+    ];
+    let lower = text.to_lowercase();
+    MARKS.iter().any(|m| lower.contains(m))
 }
 
 /// A fault of the machine rather than of the trial, recognised in an error text (Rust's,
@@ -373,6 +385,21 @@ mod tests {
             classify(&in_stderr, "val_f1"),
             Outcome::OutOfMemory { .. }
         ));
+        for words in [
+            "cuBLAS error: CUBLAS_STATUS_ALLOC_FAILED",
+            "CUDNN_STATUS_ALLOC_FAILED",
+            "cudaErrorMemoryAllocation",
+        ] {
+            let e = Ended {
+                error: Some(words.into()),
+                oom_retry_allowed: true,
+                ..Ended::default()
+            };
+            assert!(
+                matches!(classify(&e, "val_f1"), Outcome::OutOfMemory { .. }),
+                "{words}"
+            );
+        }
     }
 
     #[test]

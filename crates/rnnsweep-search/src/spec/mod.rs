@@ -147,6 +147,33 @@ impl Spec {
     }
 
     /// The labelled training table and, with `data.validation`, the validation table.
+    /// The fused LSTM runs on the CPU only: a spec that asks for it with a GPU among its devices
+    /// would fail every trial at its start, so it fails here, naming the key.
+    pub fn check_lstm_on_devices(&self) -> Result<(), String> {
+        let devices = self.resources.device_names()?;
+        let Some(gpu) = devices
+            .iter()
+            .find(|d| **d != rnnsweep_model::device::DeviceName::Cpu)
+        else {
+            return Ok(());
+        };
+        let fused = Value::from("fused");
+        if self.trial.trains_model() && self.training.get("lstm_impl") == Some(&fused) {
+            return Err(format!(
+                "training.lstm_impl: fused runs on the CPU only, and resources.devices has {gpu} (use auto, which picks the fused kernel on CPU slots, or reference)"
+            ));
+        }
+        let searched = self.parameters.iter().find(|(name, d)| {
+            name == "lstm_impl" && d.grid_values().is_some_and(|v| v.contains(&fused))
+        });
+        if let (true, Some(_)) = (self.trial.trains_model(), searched) {
+            return Err(format!(
+                "parameters.lstm_impl: fused runs on the CPU only, and resources.devices has {gpu} (use auto, which picks the fused kernel on CPU slots, or reference)"
+            ));
+        }
+        Ok(())
+    }
+
     /// The data files the trials read: gone mid-sweep, they stop it (not each trial).
     pub fn data_files(&self) -> Vec<&Path> {
         let mut files = Vec::new();
@@ -489,6 +516,29 @@ parameters:
             "      lr: {values: []}"
         ))
         .starts_with("s.yaml:11:12: parameters.optimizer.parameters.lr.values: is empty"));
+    }
+
+    #[test]
+    fn the_fused_lstm_with_a_gpu_device_is_refused_before_any_trial() {
+        let fused = GOOD.replace(
+            "  lstm_units: [16]",
+            "  lstm_units: [16]\n  lstm_impl: fused",
+        );
+        let mut s = parse(&fused).unwrap();
+        assert_eq!(
+            s.check_lstm_on_devices(),
+            Ok(()),
+            "fused on the CPU is fine"
+        );
+        // What `--devices cpu,cuda:1` (or a cuda build's spec) asks for.
+        s.resources.devices = vec!["cpu".into(), "cuda:1".into()];
+        assert_eq!(
+            s.check_lstm_on_devices(),
+            Err("training.lstm_impl: fused runs on the CPU only, and resources.devices has cuda:1 (use auto, which picks the fused kernel on CPU slots, or reference)".into())
+        );
+        let mut auto = parse(GOOD).unwrap();
+        auto.resources.devices = vec!["cuda:0".into()];
+        assert_eq!(auto.check_lstm_on_devices(), Ok(()));
     }
 
     #[test]

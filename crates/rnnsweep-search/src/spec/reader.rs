@@ -52,7 +52,7 @@ pub(super) fn read(text: &str, path: &Path) -> Result<Spec, SpecError> {
     let resources = raw.resources.clone().unwrap_or_default();
     let warnings = resources.validate().map_err(|m| r.err(&["resources"], m))?;
     let early_terminate = r.early_terminate(&raw, &training, function.as_ref())?;
-    Ok(Spec {
+    let spec = Spec {
         resources,
         warnings,
         notes,
@@ -108,7 +108,18 @@ pub(super) fn read(text: &str, path: &Path) -> Result<Spec, SpecError> {
         early_terminate,
         source: text.to_string(),
         path: std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
-    })
+    };
+    let key: &[&str] = if spec.training.get("lstm_impl").is_some() && raw.training.is_some() {
+        &["training", "lstm_impl"]
+    } else {
+        &["resources"]
+    };
+    spec.check_lstm_on_devices().map_err(|m| {
+        let mut e = r.err(key, String::new());
+        e.message = m;
+        e
+    })?;
+    Ok(spec)
 }
 
 /// Reads one spec's text: each step validates a section and names file:line:column in errors.

@@ -332,3 +332,63 @@ fn out_of_memory_on_a_gpu_is_retried_once_on_another() {
         (TrialState::Complete, Some("cuda:1"))
     );
 }
+
+#[test]
+fn under_the_drivers_cuda_visible_devices_each_trial_gets_the_gpu_it_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = FakeSpec::new(dir.path(), "visible")
+        .method("grid")
+        .run_cap(4)
+        .sleep(0.2)
+        .params("  x: {values: [1, 2, 3, 4]}\n  epochs: {value: 1}\n")
+        .top("resources: {devices: [cuda:0, cuda:1]}\n")
+        .write();
+    // The driver sees GPUs 2 and 3 as cuda:0 and cuda:1.
+    run_ok(
+        rnnsweep()
+            .env("RNNSWEEP_FAKE_CUDA", "1")
+            .env("CUDA_VISIBLE_DEVICES", "2,3")
+            .arg("run")
+            .arg(&spec),
+    );
+    let log = std::fs::read_to_string(dir.path().join("runs.log")).unwrap();
+    let all = trials(&dir.path().join("visible.db"), "visible");
+    for (number, cuda, _, _) in runs(&log) {
+        let t = all.iter().find(|t| t.number == number).unwrap();
+        let expected = match t.user_attrs["device"].as_str() {
+            Some("cuda:0") => "2",
+            Some("cuda:1") => "3",
+            other => panic!("trial {number} on {other:?}"),
+        };
+        assert_eq!(cuda, expected, "trial {number}: {log}");
+    }
+}
+
+#[test]
+fn a_fused_lstm_on_a_gpu_is_refused_before_a_study_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = crate::common::real_spec(dir.path());
+    let text = std::fs::read_to_string(&spec)
+        .unwrap()
+        .replace("training: {", "training: {lstm_impl: fused, ");
+    std::fs::write(&spec, text).unwrap();
+    let o = rnnsweep()
+        .env("RNNSWEEP_FAKE_CUDA", "1")
+        .arg("run")
+        .arg(&spec)
+        .args(["--devices", "cuda:0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "training.lstm_impl: fused runs on the CPU only, and resources.devices has cuda:0"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("out/real.db").exists(),
+        "no study was created"
+    );
+}
