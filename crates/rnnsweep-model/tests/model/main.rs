@@ -4,4 +4,5 @@
 
 mod device;
 mod keras_tokenizer;
+mod net_device;
 mod train;
