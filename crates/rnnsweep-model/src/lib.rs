@@ -16,6 +16,7 @@ pub mod fuzz;
 pub mod init;
 pub mod metrics;
 pub mod nn;
+pub mod onnx;
 pub mod optim;
 pub mod seed;
 pub mod threshold;

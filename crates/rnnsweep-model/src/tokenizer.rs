@@ -224,6 +224,47 @@ impl Tokenizer {
         Ok(tokenizer)
     }
 
+    /// Keras's own tokenizer file (`Tokenizer.to_json()`, read back by
+    /// `keras.preprocessing.text.tokenizer_from_json`) with `num_words` as given: the word
+    /// index, counts and options. Keras keeps per-document counts too (only its tf-idf
+    /// matrices use them); they are not recorded here, so `word_docs` and `index_docs` are empty.
+    pub fn to_keras_json(&self, num_words: Option<usize>) -> String {
+        let mut word_index = serde_json::Map::new();
+        let mut index_word = serde_json::Map::new();
+        let mut word_counts = serde_json::Map::new();
+        for (k, (word, count)) in self.vocabulary.iter().zip(&self.counts).enumerate() {
+            // The index Keras's dict(zip(...)) keeps: a later duplicate wins.
+            let index = self.word_index(word).unwrap_or(k as u32 + 1);
+            word_index.insert(word.clone(), index.into());
+            index_word.insert((k + 1).to_string(), word.clone().into());
+            if self.options.oov_token.as_deref() != Some(word.as_str()) || *count > 0 {
+                word_counts.insert(word.clone(), (*count).into());
+            }
+        }
+        let text = |m: serde_json::Map<String, serde_json::Value>| {
+            serde_json::Value::String(serde_json::Value::Object(m).to_string())
+        };
+        let o = &self.options;
+        serde_json::json!({
+            "class_name": "Tokenizer",
+            "config": {
+                "num_words": num_words,
+                "filters": o.filters,
+                "lower": o.lower,
+                "split": o.split,
+                "char_level": o.char_level,
+                "oov_token": o.oov_token,
+                "document_count": 0,
+                "word_counts": text(word_counts),
+                "word_docs": "{}",
+                "index_docs": "{}",
+                "index_word": text(index_word),
+                "word_index": text(word_index),
+            }
+        })
+        .to_string()
+    }
+
     pub fn save(&self, path: &Path) -> Result<(), TokenizerError> {
         std::fs::write(path, self.to_json()).map_err(|source| TokenizerError::Io {
             path: path.display().to_string(),

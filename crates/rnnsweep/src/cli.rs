@@ -46,6 +46,8 @@ enum Command {
     Plot(plot::PlotArgs),
     /// Every trial (or every epoch) as CSV or JSON.
     Export(export::ExportArgs),
+    /// A trained model (or ensemble) as ONNX, with its tokenizer beside it.
+    ExportModel(export_model::ExportModelArgs),
     /// Train the best configurations again with fresh seeds; rank by the mean.
     Confirm(confirm::ConfirmArgs),
     /// The best trial's parameters; with --retrain, the final model.
@@ -81,6 +83,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Confirm(args) => confirm::run(&args)?,
         Command::Plot(args) => plot::run(&args).map(ok)?,
         Command::Export(args) => export::run(&args).map(ok)?,
+        Command::ExportModel(args) => export_model::run(&args).map(ok)?,
         Command::Best(args) => best::run(&args).map(ok)?,
         Command::CopyStudy(args) => copy_study::run(&args).map(ok)?,
         Command::Worker => worker::run()?,

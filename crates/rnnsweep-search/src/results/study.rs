@@ -247,7 +247,9 @@ impl Study {
         options: &RetrainOptions,
     ) -> Result<RetrainPlan, StudyError> {
         let spec = self.stored_spec()?;
-        let params = best.param_values();
+        // Taken into the space, a list choice is a list again (stored, it is Optuna's JSON text).
+        let mut params = best.param_values();
+        params.extend(spec.space().decode(&best.params));
         let mut cfg = build_config(&spec.training, &params)
             .map_err(|m| self.invalid(format!("best trial's configuration: {m}")))?;
         let (table, validation) = spec.tables()?;

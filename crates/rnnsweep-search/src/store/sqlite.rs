@@ -86,14 +86,14 @@ impl SqliteConn {
         let shown = path.display().to_string();
         let sql = sql_error(path);
         if path.exists() {
-            let mut header = [0u8; 16];
-            let ok = std::fs::File::open(path)
-                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut header))
-                .is_ok();
-            let empty = std::fs::metadata(path)
-                .map(|m| m.len() == 0)
-                .unwrap_or(false);
-            if !empty && (!ok || &header != b"SQLite format 3\0") {
+            // Emptiness and the header come from one read: another driver starting on the same
+            // new file may write its first page between a read and a second look at the size.
+            let mut header = Vec::with_capacity(16);
+            let read = std::fs::File::open(path).and_then(|f| {
+                std::io::Read::read_to_end(&mut std::io::Read::take(f, 16), &mut header)
+            });
+            let empty = matches!(read, Ok(0));
+            if !empty && (read.is_err() || header.as_slice() != b"SQLite format 3\0") {
                 return Err(StoreError::Invalid {
                     path: shown,
                     message: "not an SQLite database (refusing to touch it)".into(),

@@ -6,6 +6,7 @@ pub mod confirm;
 pub mod copy_study;
 pub mod enqueue;
 pub mod export;
+pub mod export_model;
 pub mod inspect;
 pub mod leaderboard;
 pub mod plot;

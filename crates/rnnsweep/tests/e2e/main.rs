@@ -6,6 +6,7 @@ mod classes;
 mod common;
 mod data_inspect;
 mod faults;
+mod onnx;
 mod postgres;
 mod report;
 mod scheduler;
