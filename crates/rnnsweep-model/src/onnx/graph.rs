@@ -33,24 +33,29 @@ impl GraphBuilder {
 
     /// A float32 constant of `dims` (row-major `values`).
     pub fn f32s(&mut self, hint: &str, dims: &[usize], values: &[f32]) -> String {
-        let name = self.name(hint);
-        let mut t = TensorProto::new();
-        t.name = name.clone();
-        t.dims = dims.iter().map(|&d| d as i64).collect();
-        t.data_type = DataType::FLOAT as i32;
-        t.raw_data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.graph.initializer.push(t);
-        name
+        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.constant(hint, dims, DataType::FLOAT, bytes)
     }
 
     /// An int64 constant of `dims`.
     pub fn i64s(&mut self, hint: &str, dims: &[usize], values: &[i64]) -> String {
+        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.constant(hint, dims, DataType::INT64, bytes)
+    }
+
+    /// A scalar float64 constant.
+    pub fn f64_scalar(&mut self, hint: &str, value: f64) -> String {
+        self.constant(hint, &[], DataType::DOUBLE, value.to_le_bytes().to_vec())
+    }
+
+    /// An initializer holding little-endian `raw` data of `elem`s.
+    fn constant(&mut self, hint: &str, dims: &[usize], elem: DataType, raw: Vec<u8>) -> String {
         let name = self.name(hint);
         let mut t = TensorProto::new();
         t.name = name.clone();
         t.dims = dims.iter().map(|&d| d as i64).collect();
-        t.data_type = DataType::INT64 as i32;
-        t.raw_data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        t.data_type = elem as i32;
+        t.raw_data = raw;
         self.graph.initializer.push(t);
         name
     }
@@ -58,17 +63,6 @@ impl GraphBuilder {
     /// A scalar float32 constant.
     pub fn scalar(&mut self, hint: &str, value: f32) -> String {
         self.f32s(hint, &[], &[value])
-    }
-
-    /// A scalar float64 constant.
-    pub fn f64_scalar(&mut self, hint: &str, value: f64) -> String {
-        let name = self.name(hint);
-        let mut t = TensorProto::new();
-        t.name = name.clone();
-        t.data_type = DataType::DOUBLE as i32;
-        t.raw_data = value.to_le_bytes().to_vec();
-        self.graph.initializer.push(t);
-        name
     }
 
     /// A scalar int64 constant.
