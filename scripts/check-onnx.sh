@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# Exports trained models with `rnnsweep export-model` and checks, with onnxruntime from PyPI
-# (in a venv), that scripts/onnx_predict.py on the ONNX file gives what `rnnsweep predict`
-# gives (probabilities within 1e-5, the same decisions), for every pooling, one and two
-# layers, with and without BatchNorm, pre and post padding and truncation, LSTM and GRU, an
-# OOV token, every dense activation, a K-class and a multi-label model, and an ensemble.
+# Exports trained models with `rnnsweep export-model` and checks, with onnx and onnxruntime
+# from PyPI (in a venv), that each file passes ONNX's checker and that scripts/onnx_predict.py
+# on it gives what `rnnsweep predict` gives (probabilities within 1e-5, the same decisions),
+# for every pooling, one and two layers, with and without BatchNorm, pre and post padding and
+# truncation, LSTM and GRU, an OOV token, every dense activation, a K-class and a multi-label
+# model, and an ensemble.
 #   scripts/check-onnx.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=${ONNX_VENV:-.venv-onnx}
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import onnxruntime, numpy, sys; sys.exit(onnxruntime.__version__ != "1.32.0")' 2>/dev/null; then
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import onnx, onnxruntime, numpy, sys; sys.exit(onnxruntime.__version__ != "1.32.0" or onnx.__version__ != "1.23.2")' 2>/dev/null; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check "onnxruntime==1.32.0" "numpy==2.4.6"
+  "$venv/bin/pip" install -q --disable-pip-version-check "onnxruntime==1.32.0" "onnx==1.23.2" "numpy==2.4.6"
 fi
 py=$venv/bin/python
 cargo build --release -q -p rnnsweep
@@ -40,6 +41,7 @@ verify() {
   local name=$1 data=$2
   "$bin" predict --model "$work/$name" --input "$data" --out "$work/$name.rnnsweep.csv" >/dev/null 2>&1
   "$bin" export-model --model "$work/$name" --out "$work/$name.onnx" >/dev/null
+  "$py" -c 'import onnx, sys; onnx.checker.check_model(onnx.load(sys.argv[1]), full_check=True)' "$work/$name.onnx"
   "$py" scripts/onnx_predict.py "$work/$name.onnx" "$data" "$work/$name.onnx.csv" >/dev/null
   printf '%-28s ' "$name"
   "$py" scripts/compare_predictions.py "$work/$name.rnnsweep.csv" "$work/$name.onnx.csv" --tolerance 1e-5

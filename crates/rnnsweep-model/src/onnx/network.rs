@@ -65,9 +65,9 @@ pub fn probabilities(g: &mut GraphBuilder, ids: &str, model: &TrainedModel) -> R
         x = if last && !pooled {
             // The final states: a row without real steps keeps its zero state.
             let state = g.op("Mul", &[&final_state, &prepared.has_steps], &[]);
-            batch_norm(g, &state, bn.as_ref())?
+            batch_norm(g, &state, bn.as_ref(), false)?
         } else {
-            batch_norm(g, &sequence, bn.as_ref())?
+            batch_norm(g, &sequence, bn.as_ref(), true)?
         };
     }
     if pooled {
@@ -311,27 +311,40 @@ fn recurrent_layer(
     Ok((sequence, final_state))
 }
 
-/// Inference BatchNorm with the moving statistics, as one scale and shift per feature.
-fn batch_norm(g: &mut GraphBuilder, x: &str, bn: Option<&BatchNorm>) -> Result<String> {
+/// ONNX's `BatchNormalization` (inference: the moving statistics, Keras's epsilon) over the
+/// last axis of `[batch, F]` or `[S, batch, F]` (ONNX normalises axis 1, so a sequence goes
+/// through as `[S·batch, F]`).
+fn batch_norm(
+    g: &mut GraphBuilder,
+    x: &str,
+    bn: Option<&BatchNorm>,
+    sequence: bool,
+) -> Result<String> {
     let Some(bn) = bn else {
         return Ok(x.to_string());
     };
-    let gamma = values(&bn.gamma)?;
-    let beta = values(&bn.beta)?;
-    let mean = values(&bn.moving_mean)?;
-    let variance = values(&bn.moving_variance)?;
-    let mut scale = Vec::with_capacity(gamma.len());
-    let mut shift = Vec::with_capacity(gamma.len());
-    for k in 0..gamma.len() {
-        let s = f64::from(gamma[k]) / (f64::from(variance[k]) + BN_EPSILON).sqrt();
-        scale.push(s as f32);
-        shift.push((f64::from(beta[k]) - f64::from(mean[k]) * s) as f32);
+    let n = bn.gamma.as_tensor().dim(0)?;
+    let gamma = g.f32s("bn_gamma", &[n], &values(&bn.gamma)?);
+    let beta = g.f32s("bn_beta", &[n], &values(&bn.beta)?);
+    let mean = g.f32s("bn_moving_mean", &[n], &values(&bn.moving_mean)?);
+    let variance = g.f32s("bn_moving_variance", &[n], &values(&bn.moving_variance)?);
+    let attrs = [("epsilon", Attr::Float(BN_EPSILON as f32))];
+    if !sequence {
+        return Ok(g.op(
+            "BatchNormalization",
+            &[x, &gamma, &beta, &mean, &variance],
+            &attrs,
+        ));
     }
-    let n = scale.len();
-    let scale = g.f32s("bn_scale", &[n], &scale);
-    let shift = g.f32s("bn_shift", &[n], &shift);
-    let scaled = g.op("Mul", &[x, &scale], &[]);
-    Ok(g.op("Add", &[&scaled, &shift], &[]))
+    let shape = g.op("Shape", &[x], &[]);
+    let rows = g.i64s("shape", &[2], &[-1, n as i64]);
+    let flat = g.op("Reshape", &[x, &rows], &[]);
+    let normalised = g.op(
+        "BatchNormalization",
+        &[&flat, &gamma, &beta, &mean, &variance],
+        &attrs,
+    );
+    Ok(g.op("Reshape", &[&normalised, &shape], &[]))
 }
 
 /// `[S, batch, F]` → `[batch, F']` over the real steps, as [`crate::nn::pooling::pool`].
