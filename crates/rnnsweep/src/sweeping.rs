@@ -10,12 +10,13 @@ use std::time::Duration;
 use rnnsweep_search::display::run_cap_text;
 use rnnsweep_search::results::leaderboard::{failure_summary, rank, render_table};
 use rnnsweep_search::results::study::Study;
+use rnnsweep_search::results::warm_start::warm_start;
 use rnnsweep_search::run::dispatch::{run_sweep, SweepOptions};
 use rnnsweep_search::run::events::StopCause;
 use rnnsweep_search::run::signals::{install_signal_handlers, Interrupts};
 use rnnsweep_search::spec::duration::parse_duration;
 use rnnsweep_search::spec::Spec;
-use rnnsweep_search::store::TrialState;
+use rnnsweep_search::store::{StorageLocation, TrialState};
 
 use crate::progress::Reporter;
 
@@ -42,6 +43,13 @@ pub struct ExecArgs {
     /// spec's `silence_timeout`).
     #[arg(long, value_parser = parse_limit)]
     pub silence_timeout: Option<Duration>,
+    /// Start from another study's finished trials (an SQLite file or `postgresql://…`): the
+    /// sampler learns from them; they count toward `run_cap`. Taken once per study.
+    #[arg(long, value_name = "STORAGE")]
+    pub warm_start: Option<StorageLocation>,
+    /// Which study of `--warm-start` (needed when it holds several).
+    #[arg(long, value_name = "NAME", requires = "warm_start")]
+    pub warm_start_study: Option<String>,
 }
 
 fn parse_limit(text: &str) -> Result<Duration, String> {
@@ -136,6 +144,40 @@ pub fn sweep(
         pool.capacity(),
         pool.cpu_threads
     );
+    if let Some(location) = &exec.warm_start {
+        let source = Study::open(location, exec.warm_start_study.as_deref())
+            .with_context(|| format!("--warm-start {location}"))?;
+        if source.location == spec.storage && source.name == spec.name {
+            bail!("--warm-start {location}: that is this study itself");
+        }
+        let study = rnnsweep_search::run::identity::open_study(spec, &mut *store, force_new_space)?;
+        let w = warm_start(
+            &source,
+            &mut *store,
+            study,
+            &spec.space(),
+            &spec.metric,
+            spec.direction,
+        )?;
+        if w.already {
+            say!(
+                "warm start: study `{}` already holds the trials of {}",
+                spec.name,
+                w.source
+            );
+        } else {
+            let outside = if w.outside > 0 {
+                format!(" ({} left out: a parameter outside this space)", w.outside)
+            } else {
+                String::new()
+            };
+            say!(
+                "warm start: {} finished trial(s) taken from {}{outside}; they count toward run_cap",
+                w.taken,
+                w.source
+            );
+        }
+    }
     let (finished, best) = match store.study_id(&spec.name)? {
         Some(id) => {
             let s = store.summary(id)?;

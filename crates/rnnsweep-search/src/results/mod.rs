@@ -10,3 +10,4 @@ pub mod leaderboard;
 pub mod plots;
 pub mod retrain;
 pub mod study;
+pub mod warm_start;

@@ -301,6 +301,10 @@ pub mod keys {
     pub const CONFIRM_OF: &str = "rnnsweep:confirm_of";
     /// On a `confirm` run: the model seed it trains with instead of the configuration's.
     pub const SEED: &str = "rnnsweep:seed";
+    /// On a trial taken from another study by `run --warm-start`: `{storage, study, number}`.
+    pub const WARM_START_OF: &str = "rnnsweep:warm_start_of";
+    /// On a study: every `storage#study` it was warm-started from (each is taken once).
+    pub const WARM_STARTED_FROM: &str = "rnnsweep:warm_started_from";
 
     // Study user attributes (shown by optuna-dashboard).
     /// The spec's text.

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::common::*;
-use rnnsweep_search::store::TrialState;
+use rnnsweep_search::store::{TrialRecord, TrialState};
 
 fn function_spec(
     dir: &Path,
@@ -296,4 +296,129 @@ fn confirm_repeats_the_best_configurations_with_new_seeds_and_best_ranks_by_thei
         );
     assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to queue"));
     assert_eq!(trials(&db, "real").len(), 7);
+}
+
+#[test]
+fn a_warm_started_study_takes_the_old_trials_once_and_its_sampler_learns_from_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = function_spec(dir.path(), "old", "random", 12, "");
+    run_ok(rnnsweep().arg("run").arg(&old));
+    // The new space is narrower in x0: old trials with x0 past 5 lie outside it.
+    let new = dir.path().join("new.yaml");
+    std::fs::write(
+        &new,
+        "name: new\nstorage: new.db\nmethod: tpe\nseed: 4\nrun_cap: 16\ntpe: {n_startup_trials: 5}\n\
+         trial: {kind: function, name: branin, epochs: 9, noise: 0.0}\n\
+         parameters:\n  x0: {distribution: uniform, min: -5, max: 5}\n  x1: {distribution: uniform, min: 0, max: 15}\n",
+    )
+    .unwrap();
+    let old_trials = trials(&dir.path().join("old.db"), "old");
+    let inside = old_trials.iter().filter(|t| param(t, "x0") <= 5.0).count();
+    assert!(
+        (5..12).contains(&inside),
+        "{inside} of the old trials inside"
+    );
+    let o = run_ok(
+        rnnsweep()
+            .arg("run")
+            .arg(&new)
+            .arg("--warm-start")
+            .arg(dir.path().join("old.db")),
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "warm start: {inside} finished trial(s) taken from {}#old ({} left out",
+            dir.path().join("old.db").display(),
+            12 - inside
+        )),
+        "{stdout}"
+    );
+    let all = trials(&dir.path().join("new.db"), "new");
+    // They count toward run_cap: 16 in all, of which `inside` came from the old study.
+    assert_eq!(count(&all, TrialState::Complete), 16);
+    let taken: Vec<_> = all
+        .iter()
+        .filter(|t| t.system_attrs.contains_key("rnnsweep:warm_start_of"))
+        .collect();
+    assert_eq!(taken.len(), inside);
+    for t in &taken {
+        let of = &t.system_attrs["rnnsweep:warm_start_of"];
+        let original = old_trials
+            .iter()
+            .find(|o| Some(o.number) == of["number"].as_i64())
+            .unwrap();
+        assert_eq!(t.value, original.value, "values come across as they were");
+        assert_eq!(param(t, "x0"), param(original, "x0"));
+        assert_eq!(t.intermediate, original.intermediate);
+    }
+    // With more finished trials than n_startup_trials, TPE models them from its first
+    // proposal: the new study's own trials do better than the same number run cold, where the
+    // first five are random start-up draws (branin's minimum is 0.398).
+    let cold = dir.path().join("cold.yaml");
+    std::fs::write(
+        &cold,
+        std::fs::read_to_string(&new)
+            .unwrap()
+            .replace("name: new\nstorage: new.db", "name: cold\nstorage: cold.db"),
+    )
+    .unwrap();
+    let own = 16 - inside;
+    run_ok(
+        rnnsweep()
+            .arg("run")
+            .arg(&cold)
+            .args(["--run-cap", &own.to_string()]),
+    );
+    let mean =
+        |ts: Vec<&TrialRecord>| ts.iter().map(|t| t.value.unwrap()).sum::<f64>() / ts.len() as f64;
+    let cold_trials = trials(&dir.path().join("cold.db"), "cold");
+    let warm_own: Vec<&TrialRecord> = all
+        .iter()
+        .filter(|t| !t.system_attrs.contains_key("rnnsweep:warm_start_of"))
+        .collect();
+    assert_eq!(warm_own.len(), own);
+    let (warm_mean, cold_mean) = (mean(warm_own), mean(cold_trials.iter().collect()));
+    assert!(
+        warm_mean < cold_mean,
+        "warm {warm_mean} vs cold {cold_mean}"
+    );
+    // Run again with a larger cap: the old trials are not taken twice.
+    let o = run_ok(
+        rnnsweep()
+            .arg("run")
+            .arg(&new)
+            .args(["--run-cap", "17", "--warm-start"])
+            .arg(dir.path().join("old.db")),
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("already holds the trials of"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let all = trials(&dir.path().join("new.db"), "new");
+    assert_eq!(all.len(), 17);
+    // A study whose objective differs is refused, and nothing is written.
+    let other = dir.path().join("other.yaml");
+    std::fs::write(
+        &other,
+        std::fs::read_to_string(&new).unwrap().replace(
+            "name: new\nstorage: new.db",
+            "name: other\nstorage: other.db\nmetric: {name: value, goal: maximize}",
+        ),
+    )
+    .unwrap();
+    let o = rnnsweep()
+        .arg("run")
+        .arg(&other)
+        .arg("--warm-start")
+        .arg(dir.path().join("old.db"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("their values cannot be compared"),
+        "{stderr}"
+    );
 }
