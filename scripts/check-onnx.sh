@@ -23,7 +23,7 @@ export RAYON_NUM_THREADS=1
 # one longer than every sequence length.
 sample=$work/sample.csv
 cp experiments/data/sample.csv "$sample"
-long=$(head -c 2000 /dev/zero | tr '\0' 'x' | sed 's/x/user love /g' | head -c 1200)
+long=$(printf 'user love %.0s' $(seq 120))
 printf '%s\n' '90001,0,' '90002,0,"!!! ... ???"' '90003,0,qqqzx vvvkw' "90004,0,$long" >>"$sample"
 checked=0
 
