@@ -175,6 +175,14 @@ impl Tokenizer {
         self.index.get(word).copied()
     }
 
+    /// The id unknown words and words past `num_words` become (`None`: they are dropped).
+    pub fn oov_id(&self) -> Option<u32> {
+        self.options
+            .oov_token
+            .as_deref()
+            .and_then(|t| self.word_index(t))
+    }
+
     /// Largest id that `texts_to_sequence` can produce, plus one: the embedding's input size.
     pub fn id_limit(&self) -> usize {
         let all = self.vocabulary.len() + 1;
@@ -185,11 +193,7 @@ impl Tokenizer {
     /// `num_words` become the OOV token's index, or are dropped without one.
     pub fn text_to_sequence(&self, text: &str) -> Vec<u32> {
         let limit = self.num_words.unwrap_or(usize::MAX);
-        let oov = self
-            .options
-            .oov_token
-            .as_deref()
-            .and_then(|t| self.word_index(t));
+        let oov = self.oov_id();
         self.options
             .tokens(text)
             .iter()

@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::nn::lstm::StepMask;
 
 /// Keras BatchNormalization's epsilon.
-const BN_EPSILON: f64 = 1e-3;
+pub const BN_EPSILON: f64 = 1e-3;
 
 #[derive(Debug, Clone)]
 pub struct BatchNorm {

@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::init;
 
 /// Padded steps are pushed this far below any real value before a max or softmax.
-const MASKED: f64 = 1e9;
+pub const MASKED: f64 = 1e9;
 
 /// The attention scorer's weights: `W [F, A]`, `b [A]`, `v [A, 1]`.
 #[derive(Debug, Clone)]

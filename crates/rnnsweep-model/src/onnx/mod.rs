@@ -176,19 +176,19 @@ fn combine_members(
         }
         Combine::Logit => {
             let softmax = task.normalised_width() > 1;
+            // As rnnsweep clamps: K classes at [1e-7, 1], a probability's log-odds at 1e-7 from
+            // either end.
+            let lo = g.f64_scalar("clip_low", 1e-7);
+            let hi = g.f64_scalar("clip_high", if softmax { 1.0 } else { 1.0 - 1e-7 });
+            let one = g.f64_scalar("one", 1.0);
             let terms: Vec<String> = each
                 .iter()
                 .map(|p| {
                     let p = g.op("Cast", &[p], &to(DataType::DOUBLE));
-                    let lo = g.f64_scalar("clip_low", 1e-7);
+                    let c = g.op("Clip", &[&p, &lo, &hi], &[]);
                     if softmax {
-                        let hi = g.f64_scalar("clip_high", 1.0);
-                        let c = g.op("Clip", &[&p, &lo, &hi], &[]);
                         g.op("Log", &[&c], &[])
                     } else {
-                        let hi = g.f64_scalar("clip_high", 1.0 - 1e-7);
-                        let c = g.op("Clip", &[&p, &lo, &hi], &[]);
-                        let one = g.f64_scalar("one", 1.0);
                         let rest = g.op("Sub", &[&one, &c], &[]);
                         let odds = g.op("Div", &[&c, &rest], &[]);
                         g.op("Log", &[&odds], &[])

@@ -15,13 +15,8 @@ use super::graph::{Attr, GraphBuilder};
 use crate::artifact::TrainedModel;
 use crate::config::{Activation, Cell, Pooling, Truncating};
 use crate::error::Result;
-use crate::nn::batch_norm::BatchNorm;
+use crate::nn::batch_norm::{BatchNorm, BN_EPSILON};
 use crate::nn::lstm::LstmWeights;
-
-/// Keras BatchNormalization's epsilon (as [`crate::nn::batch_norm`] uses it).
-const BN_EPSILON: f64 = 1e-3;
-/// Padded steps are pushed this far down before a max or softmax (as [`crate::nn::pooling`]).
-const MASKED: f32 = 1e9;
 
 fn values(var: &Var) -> Result<Vec<f32>> {
     Ok(var.as_tensor().flatten_all()?.to_vec1::<f32>()?)
@@ -115,13 +110,7 @@ fn prepare_ids(g: &mut GraphBuilder, ids: &str, model: &TrainedModel) -> Prepare
     let one = g.int("one", 1);
     // Ids at or past the vocabulary limit: the OOV token's id, or dropped (0) without one.
     let limit = g.int("vocabulary_limit", model.tokenizer.id_limit() as i64);
-    let oov = model
-        .tokenizer
-        .options
-        .oov_token
-        .as_deref()
-        .and_then(|t| model.tokenizer.word_index(t))
-        .map_or(0, i64::from);
+    let oov = model.tokenizer.oov_id().map_or(0, i64::from);
     let oov = g.int("oov_id", oov);
     let past = g.op("GreaterOrEqual", &[ids, &limit], &[]);
     let limited = g.op("Where", &[&past, &oov, ids], &[]);
@@ -164,10 +153,10 @@ fn prepare_ids(g: &mut GraphBuilder, ids: &str, model: &TrainedModel) -> Prepare
     // Cut to the sequence length: the first S real ids, or (truncating `pre`) the last S.
     let s = model.config.sequence_length.unwrap_or(1).max(1);
     let steps = g.i64s("steps", &[s], &(0..s as i64).collect::<Vec<_>>());
+    let s_const = g.int("sequence_length", s as i64);
     let start = match model.config.truncating {
         Truncating::Post => g.op("Mul", &[&count, &zero], &[]),
         Truncating::Pre => {
-            let s_const = g.int("sequence_length", s as i64);
             let over = g.op("Sub", &[&count, &s_const], &[]);
             g.op("Max", &[&over, &zero], &[])
         }
@@ -182,7 +171,6 @@ fn prepare_ids(g: &mut GraphBuilder, ids: &str, model: &TrainedModel) -> Prepare
         &[("axis", Attr::Int(1))],
     );
     let kept = g.op("Where", &[&valid, &gathered, &zero], &[]);
-    let s_const = g.int("sequence_length", s as i64);
     let lengths = g.op("Min", &[&count, &s_const], &[]);
     let has_steps = g.op("Min", &[&lengths, &one], &[]);
     let at_least_one = g.op("Max", &[&lengths, &one], &[]);
@@ -360,7 +348,7 @@ fn pool(
     let axis_0 = g.i64s("axis", &[1], &[0]);
     let no_keep = [("keepdims", Attr::Int(0))];
     let shift = {
-        let big = g.scalar("masked", MASKED);
+        let big = g.scalar("masked", crate::nn::pooling::MASKED as f32);
         let scaled = g.op("Mul", &[mask, &big], &[]);
         g.op("Sub", &[&scaled, &big], &[])
     };
