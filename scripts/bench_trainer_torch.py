@@ -102,6 +102,7 @@ def main():
                 {
                     "trainer": "pytorch-infer",
                     "units": a.units,
+                    "batch": batch,
                     "device": a.device,
                     "threads": torch.get_num_threads(),
                     "batches": -(-a.rows // batch) * a.epochs,
@@ -142,6 +143,7 @@ def main():
             {
                 "trainer": "pytorch-packed" if a.packed else "pytorch",
                 "units": a.units,
+                "batch": a.batch,
                 "device": a.device,
                 "threads": torch.get_num_threads(),
                 "batches": len(per_batch),

@@ -17,25 +17,34 @@ if [ -z "${CUDA_HOME:-}" ] && command -v nvcc >/dev/null 2>&1; then
 elif [ -z "${CUDA_HOME:-}" ] && [ -x /usr/local/cuda/bin/nvcc ]; then
     CUDA_HOME=/usr/local/cuda
 elif [ -z "${CUDA_HOME:-}" ]; then
-    if ! ls "$_venv"/lib/python3*/site-packages/nvidia/cu13/bin/nvcc >/dev/null 2>&1; then
-        echo "cuda-env: no CUDA toolkit here; installing PyPI's into $_venv" >&2
+    # Pinned to CUDA 13.0, the oldest 13.x driver we target (the lent H200's driver 580 speaks
+    # 13.0): a driver refuses PTX from a newer toolkit (CUDA_ERROR_UNSUPPORTED_PTX_VERSION),
+    # and cudarc told a newer API may bind driver functions 13.0 lacks. The marker file makes
+    # an older, unpinned venv install again.
+    # nvcc's compiler front end (nvvm) and headers (crt) are wheels of their own: unpinned, a
+    # newer nvvm writes PTX that 13.0's ptxas refuses ("Unsupported .version").
+    _pins=(nvidia-cuda-nvcc==13.0.* nvidia-nvvm==13.0.* nvidia-cuda-crt==13.0.*
+        nvidia-cuda-runtime==13.0.* nvidia-cuda-cccl==13.0.* nvidia-cuda-nvrtc==13.0.*
+        nvidia-cublas==13.0.* nvidia-curand==10.4.0.*)
+    if [ "$(cat "$_venv/.rnnsweep-pins" 2>/dev/null)" != "${_pins[*]}" ]; then
+        echo "cuda-env: no CUDA toolkit here; installing PyPI's CUDA 13.0 into $_venv" >&2
         python3 -m venv "$_venv"
-        "$_venv/bin/pip" install -q --disable-pip-version-check \
-            nvidia-cuda-nvcc nvidia-cuda-runtime nvidia-cuda-cccl nvidia-cublas nvidia-curand
+        "$_venv/bin/pip" install -q --disable-pip-version-check "${_pins[@]}"
+        echo "${_pins[*]}" >"$_venv/.rnnsweep-pins"
     fi
     CUDA_HOME=$(cd "$(echo "$_venv"/lib/python3*/site-packages/nvidia/cu13)" && pwd)
+    # The Python whose NVIDIA wheels hold the libraries (scripts/gpu-check.sh run finds them).
+    export CUDA_VENV_PYTHON=$_venv/bin/python
     chmod +x "$CUDA_HOME"/bin/* 2>/dev/null || true
 fi
 export CUDA_HOME CUDA_ROOT=$CUDA_HOME CUDA_PATH=$CUDA_HOME PATH="$CUDA_HOME/bin:$PATH"
 
-# cudarc 0.19 knows CUDA up to 13.4 and refuses newer toolkits; 13.4's API is what it binds.
+# cudarc binds the API of the version it is told; 13.0 is what the drivers we target speak
+# (cudarc 0.19 knows up to 13.4 and refuses newer toolkits outright).
 _release=$(nvcc --version | sed -n 's/.*release \([0-9]*\)\.\([0-9]*\).*/\1 \2/p')
 read -r _major _minor <<<"$_release"
 _toolkit_version="$_major.$_minor"
-if [ "$_major" -gt 13 ] || { [ "$_major" -eq 13 ] && [ "$_minor" -gt 4 ]; }; then
-    _major=13 _minor=4
-fi
-export CUDARC_CUDA_VERSION=${CUDARC_CUDA_VERSION:-$((_major * 1000 + _minor * 10))}
+export CUDARC_CUDA_VERSION=${CUDARC_CUDA_VERSION:-13000}
 
 _driver_ok=0
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then

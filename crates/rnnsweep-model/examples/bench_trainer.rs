@@ -3,14 +3,15 @@
 //! synthetic ids: with no padding (as PyTorch's `nn.LSTM` without packing sees them), or with
 //! the real lengths of a data file, post-padded to `--time`.
 //!
-//! `bench_trainer --units U [--impl fused|reference] [--rows N] [--time T] [--batch B]
+//! `bench_trainer --units U [--impl auto|fused|reference] [--rows N] [--time T] [--batch B]
 //! [--warmup K] [--epochs E] [--cell lstm|gru] [--lengths FILE] [--batching shuffle|bucket]` prints one JSON line;
 //! `--lengths` takes one token count per line (its line count sets the rows), `--batching
 //! bucket` groups rows of similar length; `--inference` times prediction instead (the `predict`
 //! path: no dropout, batches of `--batch`, 1024 by default there). `bench_trainer --peak` prints the f32 matrix
 //! multiply rate (2048³, candle's `gemm`) that "% of peak" is measured against. Threads come
-//! from `RAYON_NUM_THREADS`. `--device cuda:0` runs it on a GPU (a `cuda` build; the reference
-//! layer, as `lstm_impl: auto` picks there); every line names its device.
+//! from `RAYON_NUM_THREADS`. `--device cuda:0` runs it on a GPU (a `cuda` build; `auto`, the
+//! default, is the CUDA kernels there, as a trial's `lstm_impl: auto`); every line names its
+//! device and batch size.
 
 use std::time::Instant;
 
@@ -30,7 +31,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // As the rnnsweep binary does: the trainer is timed as users run it.
     rnnsweep_model::alloc::keep_freed_memory();
     let mut units = 128;
-    let mut lstm_impl = LstmImpl::Fused;
+    let mut lstm_impl = LstmImpl::Auto;
     let (mut rows, mut time, mut batch, mut warmup, mut epochs) = (31_962, 37, 256, 3, 1);
     let mut lengths: Option<Vec<usize>> = None;
     let mut bucket = false;
@@ -80,9 +81,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             "--impl" => {
                 lstm_impl = match value.as_str() {
+                    "auto" => LstmImpl::Auto,
                     "fused" => LstmImpl::Fused,
                     "reference" => LstmImpl::Reference,
-                    other => return Err(format!("--impl {other}: use fused or reference").into()),
+                    other => {
+                        return Err(format!("--impl {other}: use auto, fused or reference").into())
+                    }
                 }
             }
             other => return Err(format!("unknown flag {other}").into()),
@@ -94,9 +98,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Cell::Lstm => "",
         Cell::Gru => "gru-",
     };
-    if !device.is_cpu() {
-        lstm_impl = LstmImpl::Reference;
-    }
     let cfg = ModelConfig {
         embedding_dim: 88,
         lstm_units: vec![units, units],
@@ -155,7 +156,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let seconds = started.elapsed().as_secs_f64();
         let batches = rows.div_ceil(batch) * epochs;
         println!(
-            "{{\"trainer\": \"rnnsweep-{cell_tag}{}-infer\", \"units\": {units}, \"device\": \"{device_name}\", \"threads\": {}, \"batches\": {batches}, \
+            "{{\"trainer\": \"rnnsweep-{cell_tag}{}-infer\", \"units\": {units}, \"batch\": {batch}, \"device\": \"{device_name}\", \"threads\": {}, \"batches\": {batches}, \
              \"seconds\": {seconds:.3}, \"samples_per_s\": {:.1}}}",
             if net.fused_lstm { "fused" } else { "reference" },
             candle_core::utils::get_num_threads(),
@@ -213,7 +214,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (Some(_), true) => "-real-bucket",
     };
     println!(
-        "{{\"trainer\": \"rnnsweep-{cell_tag}{}{variant}\", \"units\": {units}, \"device\": \"{device_name}\", \"threads\": {}, \"batches\": {}, \
+        "{{\"trainer\": \"rnnsweep-{cell_tag}{}{variant}\", \"units\": {units}, \"batch\": {batch}, \"device\": \"{device_name}\", \"threads\": {}, \"batches\": {}, \
          \"seconds\": {seconds:.3}, \"samples_per_s\": {:.1}, \"ms_per_batch_median\": {:.2}, \
          \"ms_per_batch_min\": {:.2}, \"last_loss\": {loss:.5}}}",
         if net.fused_lstm { "fused" } else { "reference" },

@@ -205,7 +205,8 @@ impl Default for ModelConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LstmImpl {
-    /// The fastest implementation available on the device: fused on the CPU, reference elsewhere.
+    /// The fastest implementation available on the device: the fused op, whose CPU kernel or
+    /// (in a `cuda` build) CUDA kernels run on the CPU or a GPU; the reference layer elsewhere.
     #[default]
     Auto,
     /// Built from candle ops: runs on any device; the oracle for faster kernels.

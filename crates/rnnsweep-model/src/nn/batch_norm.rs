@@ -43,13 +43,11 @@ impl BatchNorm {
             let stacked = Tensor::stack(steps, 0)?; // [T, B, F]
             let (mask, count) = match masks {
                 Some(m) => {
-                    let count = m
-                        .iter()
-                        .map(|s| s.tensor.sum_all()?.to_scalar::<f32>())
-                        .sum::<candle_core::Result<f32>>()?;
+                    // Counted on the host: reading a device sum back would wait on every step.
+                    let count: usize = m.iter().map(|s| s.real).sum();
                     let mask =
                         Tensor::stack(&m.iter().map(|s| s.tensor.clone()).collect::<Vec<_>>(), 0)?;
-                    (Some(mask), f64::from(count))
+                    (Some(mask), count as f64)
                 }
                 None => (None, (steps.len() * steps[0].dim(0)?) as f64),
             };

@@ -13,11 +13,15 @@ use crate::init;
 use crate::seed::mix;
 use batch_norm::BatchNorm;
 use dense::Dense;
+use lookup::lookup;
 use lstm::{time_major_mask, BiLstm, BiOutput, StepMask};
 use pooling::{pool, Attention};
 
 pub mod batch_norm;
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda;
 pub mod dense;
+pub mod lookup;
 pub mod loss;
 pub mod lstm;
 pub mod pooling;
@@ -46,7 +50,8 @@ pub struct Net {
     /// Training steps hand back the batch's embedding rows as their own variable (see
     /// [`EmbeddingRows`]) instead of differentiating the whole table.
     pub sparse_embedding: bool,
-    /// Whether the LSTM layers run the fused CPU kernel (see [`lstm`]).
+    /// Whether the recurrent layers run the fused op (the CPU kernel, or the CUDA kernels on a
+    /// GPU; see [`lstm`]) rather than the reference layer.
     pub fused_lstm: bool,
     /// 1 (a sigmoid's logit) for a binary task, K (softmax logits) for K classes.
     pub outputs: usize,
@@ -82,13 +87,15 @@ impl Net {
         device: &Device,
     ) -> Result<Self> {
         let fused_lstm = match cfg.lstm_impl {
-            LstmImpl::Auto => device.is_cpu(),
+            // The fused op runs on the CPU and, in a `cuda` build, on a CUDA device.
+            LstmImpl::Auto => device.is_cpu() || device.is_cuda(),
             LstmImpl::Reference => false,
             LstmImpl::Fused if device.is_cpu() => true,
             LstmImpl::Fused => {
                 return Err(ModelError::Config {
                     at: "lstm_impl".into(),
-                    message: "`fused` is the CPU kernel; on a GPU use `auto` or `reference`".into(),
+                    message: "`fused` is the CPU kernel; on a GPU use `auto` (its CUDA kernels) or `reference`"
+                        .into(),
                 })
             }
         };
@@ -222,17 +229,12 @@ impl Net {
                 .map(|(k, &id)| (id, k as u32))
                 .collect();
             let compact: Vec<u32> = time_major_ids.iter().map(|id| position[id]).collect();
-            let gathered = table
-                .detach()
-                .index_select(&Tensor::new(unique.as_slice(), &self.device)?, 0)?;
+            let gathered = lookup(&table.detach(), unique.clone())?;
             let rows = Var::from_tensor(&gathered)?;
-            let x = rows
-                .as_tensor()
-                .index_select(&Tensor::from_vec(compact, t * b, &self.device)?, 0)?;
+            let x = lookup(rows.as_tensor(), compact)?;
             (x, Some(EmbeddingRows { ids: unique, rows }))
         } else {
-            let lookup = Tensor::from_vec(time_major_ids, t * b, &self.device)?;
-            (table.index_select(&lookup, 0)?, None)
+            (lookup(table, time_major_ids)?, None)
         };
         let mut x = x.reshape((t, b, e))?;
         if let Some(r) = rng {

@@ -1,13 +1,16 @@
-//! The reference LSTM layer on a device against the f64 oracle on the CPU: outputs and every
-//! gradient. The device is `RNNSWEEP_TEST_DEVICE` (`cpu` by default; `scripts/gpu-check.sh` runs
-//! this file with `cuda:0`), so the comparison itself is exercised by every test run and the
-//! GPU check only changes where the f32 side runs.
+//! The recurrent layer on a device against the f64 oracle (the reference layer) on the CPU:
+//! outputs and every gradient, for the reference layer and the fused op (on a GPU, the CUDA
+//! kernels), LSTM and GRU, with rows reordered by length and with holes in the mask. The device
+//! is `RNNSWEEP_TEST_DEVICE` (`cpu` by default; `scripts/gpu-check.sh` runs this file with
+//! `cuda:0`), so the comparison itself is exercised by every test run and the GPU check only
+//! changes where the f32 side runs.
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rnnsweep_model::nn::lstm::{BiLstm, BiOutput, LstmWeights, StepMask};
+use rnnsweep_model::config::Cell;
+use rnnsweep_model::nn::lstm::{time_major_mask, BiLstm, BiOutput, LstmWeights, StepMask};
 
 const BATCH: usize = 6;
 const TIME: usize = 7;
@@ -45,12 +48,33 @@ fn copy_layer(layer: &BiLstm, dtype: DType, device: &Device) -> BiLstm {
     }
 }
 
-/// Post-padded rows of lengths 7, 5, 3, 1, 0 and 6: full rows, padded rows and an empty one.
-fn ids() -> Vec<u32> {
+/// Post-padded rows of lengths 7, 5, 3, 1, 0 and 6: full rows, padded rows and an empty one
+/// (the fused op reorders them longest first).
+fn post_padded() -> Vec<u32> {
     let lengths = [7, 5, 3, 1, 0, 6];
     (0..BATCH)
         .flat_map(|r| (0..TIME).map(move |t| u32::from(t < lengths[r])))
         .collect()
+}
+
+/// Rows with holes (the fused op then runs every row at every step, masked), and a step that
+/// is padding in every row.
+fn with_holes() -> Vec<u32> {
+    let rows: [[u32; TIME]; BATCH] = [
+        [1, 0, 1, 0, 1, 1, 1],
+        [1, 1, 1, 0, 0, 1, 0],
+        [0, 0, 1, 0, 0, 0, 1],
+        [1, 1, 1, 0, 1, 1, 1],
+        [0, 0, 0, 0, 0, 0, 0],
+        [0, 1, 1, 0, 1, 0, 0],
+    ];
+    rows.concat()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Layer {
+    Reference,
+    Fused,
 }
 
 struct Run {
@@ -58,12 +82,32 @@ struct Run {
     grads: Vec<(String, Vec<f64>)>,
 }
 
-fn run(layer: &BiLstm, inputs: &[Var], dtype: DType, device: &Device, sequences: bool) -> Run {
-    let masks = StepMask::from_ids(&ids(), BATCH, TIME, dtype, device).unwrap();
+struct Setting<'a> {
+    ids: &'a [u32],
+    sequences: bool,
+    kind: Layer,
+}
+
+fn run(layer: &BiLstm, inputs: &[Var], dtype: DType, device: &Device, setting: &Setting) -> Run {
+    let Setting {
+        ids,
+        sequences,
+        kind,
+    } = *setting;
     let steps: Vec<Tensor> = inputs.iter().map(|v| v.as_tensor().clone()).collect();
-    let out = match layer.run(&steps, &masks, sequences, None).unwrap() {
-        BiOutput::Sequence(per_step) => Tensor::stack(&per_step, 0).unwrap(),
-        BiOutput::Last(last) => last,
+    let out = match kind {
+        Layer::Reference => {
+            let masks = StepMask::from_ids(ids, BATCH, TIME, dtype, device).unwrap();
+            match layer.run(&steps, &masks, sequences, None).unwrap() {
+                BiOutput::Sequence(per_step) => Tensor::stack(&per_step, 0).unwrap(),
+                BiOutput::Last(last) => last,
+            }
+        }
+        Layer::Fused => {
+            let x = Tensor::stack(&steps, 0).unwrap();
+            let mask = time_major_mask(ids, BATCH, TIME);
+            layer.run_fused(&x, &mask, sequences, None, true).unwrap()
+        }
     };
     // A loss that weighs every output differently, so a swapped or dropped gradient shows.
     let n = out.elem_count();
@@ -103,10 +147,13 @@ fn run(layer: &BiLstm, inputs: &[Var], dtype: DType, device: &Device, sequences:
         grads: named
             .into_iter()
             .map(|(name, var)| {
-                let g = grads
-                    .get(var.as_tensor())
-                    .unwrap_or_else(|| panic!("no gradient for {name}"));
-                (name, flat(g))
+                // An input step that is padding in every row reaches no output: no gradient.
+                let g = match grads.get(var.as_tensor()) {
+                    Some(g) => flat(g),
+                    None if name.starts_with("input") => vec![0.0; var.elem_count()],
+                    None => panic!("no gradient for {name}"),
+                };
+                (name, g)
             })
             .collect(),
     }
@@ -124,15 +171,25 @@ fn assert_close(what: &str, got: &[f64], oracle: &[f64], tolerance: f64) {
 
 #[test]
 fn reference_lstm_on_the_device_matches_the_f64_oracle() {
-    check_cell_on_the_device(rnnsweep_model::config::Cell::Lstm);
+    check_cell_on_the_device(Cell::Lstm, Layer::Reference);
 }
 
 #[test]
 fn reference_gru_on_the_device_matches_the_f64_oracle() {
-    check_cell_on_the_device(rnnsweep_model::config::Cell::Gru);
+    check_cell_on_the_device(Cell::Gru, Layer::Reference);
 }
 
-fn check_cell_on_the_device(cell: rnnsweep_model::config::Cell) {
+#[test]
+fn fused_lstm_on_the_device_matches_the_f64_oracle() {
+    check_cell_on_the_device(Cell::Lstm, Layer::Fused);
+}
+
+#[test]
+fn fused_gru_on_the_device_matches_the_f64_oracle() {
+    check_cell_on_the_device(Cell::Gru, Layer::Fused);
+}
+
+fn check_cell_on_the_device(cell: Cell, kind: Layer) {
     let device = device_under_test();
     let mut rng = ChaCha8Rng::seed_from_u64(2026);
     let layer = BiLstm::with_cell(&mut rng, cell, INPUT, UNITS, &Device::Cpu).unwrap();
@@ -152,14 +209,19 @@ fn check_cell_on_the_device(cell: rnnsweep_model::config::Cell) {
             })
             .collect()
     };
-    for sequences in [true, false] {
+    let masks = [("post padding", post_padded()), ("holes", with_holes())];
+    for ((mask_name, ids), sequences) in masks.iter().flat_map(|m| [(m, true), (m, false)]) {
         let oracle_layer = copy_layer(&layer, DType::F64, &Device::Cpu);
         let oracle = run(
             &oracle_layer,
             &inputs(DType::F64, &Device::Cpu),
             DType::F64,
             &Device::Cpu,
-            sequences,
+            &Setting {
+                ids,
+                sequences,
+                kind: Layer::Reference,
+            },
         );
         let tested_layer = copy_layer(&layer, DType::F32, &device);
         let tested = run(
@@ -167,10 +229,14 @@ fn check_cell_on_the_device(cell: rnnsweep_model::config::Cell) {
             &inputs(DType::F32, &device),
             DType::F32,
             &device,
-            sequences,
+            &Setting {
+                ids,
+                sequences,
+                kind,
+            },
         );
         let mode = format!(
-            "{cell:?}, {}",
+            "{kind:?} {cell:?}, {mask_name}, {}",
             if sequences { "sequences" } else { "last state" }
         );
         assert!(
@@ -185,7 +251,7 @@ fn check_cell_on_the_device(cell: rnnsweep_model::config::Cell) {
         );
         for ((name, got), (_, want)) in tested.grads.iter().zip(&oracle.grads) {
             assert!(
-                want.iter().any(|v| v.abs() > 1e-6),
+                name.starts_with("input") || want.iter().any(|v| v.abs() > 1e-6),
                 "{mode}: {name}: gradient all 0"
             );
             assert_close(&format!("{mode}: gradient of {name}"), got, want, 1e-4);

@@ -1,14 +1,16 @@
 //! The whole network on the device under test against the same seed on the CPU: logits, every
 //! weight's gradient, and every weight after one optimizer step, for every pooling ×
-//! `batch_norm` × `embedding_update` × optimizer. The device is `RNNSWEEP_TEST_DEVICE` (`cpu`
-//! by default): on the CPU the reference LSTM path is checked against the fused kernel; on a GPU
-//! (`scripts/gpu-check.sh`) every op a GPU trial uses is checked against the CPU's fused path.
+//! `batch_norm` × `embedding_update` × optimizer, LSTM and GRU. The device is
+//! `RNNSWEEP_TEST_DEVICE` (`cpu` by default): on the CPU the reference recurrent path is checked
+//! against the fused kernel; on a GPU (`scripts/gpu-check.sh`) both the reference path and what
+//! `lstm_impl: auto` runs there (the CUDA kernels) are checked against the CPU's fused path, so
+//! every op a GPU trial uses is covered.
 
 use candle_core::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rnnsweep_model::config::{
-    Activation, DenseConfig, EmbeddingUpdate, LstmImpl, ModelConfig, Pooling,
+    Activation, Cell, DenseConfig, EmbeddingUpdate, LstmImpl, ModelConfig, Pooling,
 };
 use rnnsweep_model::nn::{IdBatch, Net};
 use rnnsweep_model::optim::{KerasOptimizer, OptimizerConfig, OptimizerName};
@@ -35,12 +37,14 @@ fn device_under_test() -> Device {
 }
 
 fn config(
+    cell: Cell,
     pooling: Pooling,
     batch_norm: bool,
     update: EmbeddingUpdate,
     lstm_impl: LstmImpl,
 ) -> ModelConfig {
     ModelConfig {
+        cell,
         embedding_dim: 5,
         lstm_units: vec![4, 3],
         dense: vec![DenseConfig {
@@ -167,60 +171,81 @@ fn the_whole_network_on_the_device_matches_the_cpu_for_every_setting() {
         OptimizerName::Adagrad,
         OptimizerName::Adadelta,
     ];
+    // On a GPU `auto` is the CUDA kernel; on the CPU it is the oracle itself.
+    let subjects: &[LstmImpl] = if device.is_cuda() {
+        &[LstmImpl::Reference, LstmImpl::Auto]
+    } else {
+        &[LstmImpl::Reference]
+    };
     let mut checked = 0;
-    for pooling in poolings {
-        for batch_norm in [true, false] {
-            for update in [EmbeddingUpdate::Dense, EmbeddingUpdate::Sparse] {
-                let what = format!("{pooling:?} batch_norm={batch_norm} {update:?}");
-                // The oracle: the fused CPU kernel; the subject: the reference path on the
-                // device (on the CPU, two different implementations of one network).
-                let oracle = || {
-                    Net::new(
-                        &config(pooling, batch_norm, update, LstmImpl::Fused),
-                        VOCAB,
-                        &Device::Cpu,
-                    )
-                    .unwrap()
-                };
-                let subject = || {
-                    Net::new(
-                        &config(pooling, batch_norm, update, LstmImpl::Reference),
-                        VOCAB,
-                        &device,
-                    )
-                    .unwrap()
-                };
-                let (lo, go) = logits_and_grads(&oracle());
-                let (ls, gs) = logits_and_grads(&subject());
-                assert_close(&format!("{what} logits"), &ls, &lo, 1e-4);
-                assert_eq!(go.len(), gs.len(), "{what}: the same weights");
-                for ((name, want), (_, got)) in go.iter().zip(&gs) {
-                    assert_close(&format!("{what} d{name}"), got, want, 1e-3);
-                }
-                assert!(
-                    go.iter().all(|(_, g)| g.iter().any(|v| *v != 0.0)),
-                    "{what}: every weight gets a gradient"
-                );
-                for optimizer in optimizers {
-                    let before = oracle();
-                    let initial: Vec<Vec<f32>> = before
-                        .trainable()
-                        .iter()
-                        .map(|(_, v)| host(v.as_tensor()))
-                        .collect();
-                    let want = weights_after_a_step(&before, optimizer);
-                    let got = weights_after_a_step(&subject(), optimizer);
-                    for ((name, w), (_, g)) in want.iter().zip(&got) {
-                        assert_close(&format!("{what} {optimizer:?} {name}"), g, w, 1e-4);
-                    }
-                    assert!(
-                        want.iter().zip(&initial).any(|((_, w), w0)| w != w0),
-                        "{what} {optimizer:?}: the step moved the weights"
-                    );
-                    checked += 1;
+    for (&subject_impl, cell) in subjects
+        .iter()
+        .flat_map(|s| [(s, Cell::Lstm), (s, Cell::Gru)])
+    {
+        for pooling in poolings {
+            for batch_norm in [true, false] {
+                for update in [EmbeddingUpdate::Dense, EmbeddingUpdate::Sparse] {
+                    let settings = (cell, pooling, batch_norm, update);
+                    check_one(&device, settings, subject_impl, &optimizers);
+                    checked += optimizers.len();
                 }
             }
         }
     }
-    assert_eq!(checked, 5 * 2 * 2 * 8);
+    assert_eq!(checked, subjects.len() * 2 * 5 * 2 * 2 * 8);
+}
+
+fn check_one(
+    device: &Device,
+    (cell, pooling, batch_norm, update): (Cell, Pooling, bool, EmbeddingUpdate),
+    subject_impl: LstmImpl,
+    optimizers: &[OptimizerName],
+) {
+    let what = format!("{subject_impl:?} {cell:?} {pooling:?} batch_norm={batch_norm} {update:?}");
+    // The oracle: the fused CPU kernel; the subject: the path under test on the device (on the
+    // CPU, two different implementations of one network).
+    let oracle = || {
+        Net::new(
+            &config(cell, pooling, batch_norm, update, LstmImpl::Fused),
+            VOCAB,
+            &Device::Cpu,
+        )
+        .unwrap()
+    };
+    let subject = || {
+        Net::new(
+            &config(cell, pooling, batch_norm, update, subject_impl),
+            VOCAB,
+            device,
+        )
+        .unwrap()
+    };
+    let (lo, go) = logits_and_grads(&oracle());
+    let (ls, gs) = logits_and_grads(&subject());
+    assert_close(&format!("{what} logits"), &ls, &lo, 1e-4);
+    assert_eq!(go.len(), gs.len(), "{what}: the same weights");
+    for ((name, want), (_, got)) in go.iter().zip(&gs) {
+        assert_close(&format!("{what} d{name}"), got, want, 1e-3);
+    }
+    assert!(
+        go.iter().all(|(_, g)| g.iter().any(|v| *v != 0.0)),
+        "{what}: every weight gets a gradient"
+    );
+    for &optimizer in optimizers {
+        let before = oracle();
+        let initial: Vec<Vec<f32>> = before
+            .trainable()
+            .iter()
+            .map(|(_, v)| host(v.as_tensor()))
+            .collect();
+        let want = weights_after_a_step(&before, optimizer);
+        let got = weights_after_a_step(&subject(), optimizer);
+        for ((name, w), (_, g)) in want.iter().zip(&got) {
+            assert_close(&format!("{what} {optimizer:?} {name}"), g, w, 1e-4);
+        }
+        assert!(
+            want.iter().zip(&initial).any(|((_, w), w0)| w != w0),
+            "{what} {optimizer:?}: the step moved the weights"
+        );
+    }
 }

@@ -54,7 +54,14 @@ pub(crate) struct FusedBiRnn {
     return_sequences: bool,
     /// False in inference: nothing is kept for a backward pass.
     keep_trace: bool,
-    trace: Mutex<Option<[Trace; 2]>>,
+    trace: Mutex<Option<Traces>>,
+}
+
+/// The forward pass's trace, where the op ran.
+enum Traces {
+    Host([Trace; 2]),
+    #[cfg(feature = "cuda")]
+    Device(Box<super::cuda::DeviceTraces>),
 }
 
 /// What the backward pass of one direction needs from its forward pass.
@@ -744,12 +751,38 @@ impl CustomOp3 for FusedBiRnn {
         }
         let merged = rows.to_caller(merged, steps, 2 * units);
         if self.keep_trace {
-            let mut slot = self.trace.lock().map_err(|_| {
-                candle_core::Error::Msg("fused recurrent layer: trace lock poisoned".into())
-            })?;
-            *slot = Some([trace_f, trace_b]);
+            let mut slot = self.trace.lock().map_err(|_| poisoned())?;
+            *slot = Some(Traces::Host([trace_f, trace_b]));
         }
         Ok((CpuStorage::F32(merged), shape))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let gate_width = self.dims().gate_width();
+        let (time, batch) = (self.time, self.batch);
+        self.check("the forward projection", l1, &[time, batch, gate_width])?;
+        self.check("the backward projection", l2, &[time, batch, gate_width])?;
+        let recurrent_rows = self.units + self.cell.bias_rows();
+        self.check(
+            "the recurrent kernels",
+            l3,
+            &[2, recurrent_rows, gate_width],
+        )?;
+        let geometry = self.geometry();
+        let (out, shape, trace) = super::cuda::forward(&geometry, [(s1, l1), (s2, l2), (s3, l3)])?;
+        if let Some(trace) = trace {
+            *self.trace.lock().map_err(|_| poisoned())? = Some(Traces::Device(Box::new(trace)));
+        }
+        Ok((out, shape))
     }
 
     fn bwd(
@@ -760,17 +793,24 @@ impl CustomOp3 for FusedBiRnn {
         _output: &Tensor,
         d_output: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let [trace_f, trace_b] = self
+        let traces = self
             .trace
             .lock()
-            .map_err(|_| candle_core::Error::Msg("fused recurrent layer: trace lock poisoned".into()))?
+            .map_err(|_| poisoned())?
             .take()
             .ok_or_else(|| {
                 candle_core::Error::Msg(
-                    "fused recurrent layer: no forward trace (run in inference mode, or backward twice)"
-                        .into(),
-                )
+                "fused recurrent layer: no forward trace (run in inference mode, or backward twice)"
+                    .into(),
+            )
             })?;
+        // Without the `cuda` feature the host is the only arm.
+        #[allow(clippy::infallible_destructuring_match)]
+        let [trace_f, trace_b] = match traces {
+            Traces::Host(traces) => traces,
+            #[cfg(feature = "cuda")]
+            Traces::Device(traces) => return self.device_bwd(&traces, recurrent, d_output),
+        };
         let dims = self.dims();
         let Dims {
             time, batch, units, ..
@@ -827,6 +867,96 @@ impl CustomOp3 for FusedBiRnn {
             Some(Tensor::from_vec(dz_b, projection_shape, device)?),
             Some(d_recurrent),
         ))
+    }
+}
+
+fn poisoned() -> candle_core::Error {
+    candle_core::Error::Msg("fused recurrent layer: trace lock poisoned".into())
+}
+
+#[cfg(feature = "cuda")]
+impl FusedBiRnn {
+    fn geometry(&self) -> super::cuda::Geometry<'_> {
+        super::cuda::Geometry {
+            cell: self.cell,
+            time: self.time,
+            batch: self.batch,
+            units: self.units,
+            mask: &self.mask,
+            order: &self.rows.order,
+            active: &self.rows.active,
+            return_sequences: self.return_sequences,
+            keep_trace: self.keep_trace,
+        }
+    }
+
+    /// Backward on the device: one op over the output gradient and the recurrent kernels
+    /// (candle's custom ops hand back one tensor), split into the three gradients.
+    fn device_bwd(
+        &self,
+        traces: &super::cuda::DeviceTraces,
+        recurrent: &Tensor,
+        d_output: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let d_output = d_output.to_dtype(DType::F32)?.contiguous()?;
+        let recurrent = recurrent.contiguous()?;
+        let packed = d_output.apply_op2_no_bwd(&recurrent, &DeviceBackward { op: self, traces })?;
+        let gate_width = self.dims().gate_width();
+        let projection = self.time * self.batch * gate_width;
+        let recurrent_rows = self.units + self.cell.bias_rows();
+        let projection_shape = (self.time, self.batch, gate_width);
+        Ok((
+            Some(packed.narrow(0, 0, projection)?.reshape(projection_shape)?),
+            Some(
+                packed
+                    .narrow(0, projection, projection)?
+                    .reshape(projection_shape)?,
+            ),
+            Some(
+                packed
+                    .narrow(0, 2 * projection, 2 * recurrent_rows * gate_width)?
+                    .reshape((2, recurrent_rows, gate_width))?,
+            ),
+        ))
+    }
+}
+
+/// The device backward pass as an op of (output gradient, recurrent kernels).
+#[cfg(feature = "cuda")]
+struct DeviceBackward<'a> {
+    op: &'a FusedBiRnn,
+    traces: &'a super::cuda::DeviceTraces,
+}
+
+#[cfg(feature = "cuda")]
+impl candle_core::CustomOp2 for DeviceBackward<'_> {
+    fn name(&self) -> &'static str {
+        "fused-recurrent-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        candle_core::bail!("fused recurrent layer: the device backward pass ran on the CPU")
+    }
+
+    fn cuda_fwd(
+        &self,
+        d_output: &candle_core::CudaStorage,
+        d_output_layout: &Layout,
+        recurrent: &candle_core::CudaStorage,
+        recurrent_layout: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::backward(
+            &self.op.geometry(),
+            self.traces,
+            (d_output, d_output_layout),
+            (recurrent, recurrent_layout),
+        )
     }
 }
 

@@ -16,9 +16,13 @@
 //! order update, reset, candidate.
 //!
 //! Two implementations share that layout, so a model trained with one loads into the other:
-//! the reference layer below, built from candle ops (any device; the oracle), and the fused CPU
-//! kernel in [`fused`], which takes a whole `[time, batch, features]` sequence at once.
+//! the reference layer below, built from candle ops (any device; the oracle), and the fused
+//! kernel in [`fused`], which takes a whole `[time, batch, features]` sequence at once: on the
+//! CPU its own step loop, on a CUDA device ([`cuda`], feature `cuda`) one cuBLAS multiply and
+//! one gate kernel per step.
 
+#[cfg(feature = "cuda")]
+mod cuda;
 mod fused;
 pub mod gates;
 
@@ -36,6 +40,8 @@ pub struct StepMask {
     pub tensor: Tensor,
     pub all_real: bool,
     pub all_padding: bool,
+    /// How many rows are real, kept on the host so no statistic waits for the device.
+    pub real: usize,
 }
 
 impl StepMask {
@@ -57,6 +63,7 @@ impl StepMask {
                     tensor: Tensor::from_vec(column, (batch, 1), device)?.to_dtype(dtype)?,
                     all_real: real == batch,
                     all_padding: real == 0,
+                    real,
                 })
             })
             .collect()
@@ -302,7 +309,7 @@ impl BiLstm {
         }
     }
 
-    /// The fused CPU kernel over a whole `[time, batch, in]` f32 sequence with its
+    /// The fused kernel (CPU or CUDA) over a whole `[time, batch, in]` f32 sequence with its
     /// [`time_major_mask`]. Returns `[time, batch, 2U]` or, without `return_sequences`, the final
     /// states `[batch, 2U]`, exactly as [`BiLstm::run`] would. `keep_trace` must be true when a
     /// backward pass will follow.
