@@ -21,7 +21,8 @@ pub struct Resources {
     /// GPU ordinals, another way to list `cuda:N` devices.
     pub gpu_indices: Vec<usize>,
     pub trials_per_device: usize,
-    /// CPU threads per trial; default: cores divided by the concurrent CPU trials.
+    /// CPU threads per trial; default: cores divided by the concurrent trials (a GPU trial's
+    /// process works on the host too: batching, its worker, candle's host-side ops).
     pub threads_per_trial: Option<usize>,
     /// A cap on trials running at once over all devices.
     pub trial_concurrency: Option<usize>,
@@ -80,11 +81,11 @@ impl Resources {
         let mut warnings = Vec::new();
         let cores = cores();
         let pool = DevicePool::new(self).map_err(|e| e.to_string())?;
-        let cpu_trials = pool.concurrent_cpu_trials();
+        let trials = pool.capacity();
         let threads = pool.cpu_threads;
-        if cpu_trials * threads > cores {
+        if trials * threads > cores {
             warnings.push(format!(
-                "{cpu_trials} concurrent CPU trial(s) × {threads} thread(s) is more than the {cores} core(s) here: trials will slow each other down"
+                "{trials} concurrent trial(s) × {threads} thread(s) is more than the {cores} core(s) here: trials will slow each other down"
             ));
         }
         Ok(warnings)
@@ -162,14 +163,11 @@ impl DevicePool {
             .unwrap_or(slots.len())
             .min(slots.len())
             .max(1);
-        let cpu_slots = slots
-            .iter()
-            .filter(|d| **d == DeviceName::Cpu)
-            .count()
-            .min(cap);
+        // Every concurrent trial, on the CPU or a GPU, shares the host's cores: four trials on
+        // one GPU that each took every core would spend their host work fighting for them.
         let cpu_threads = res
             .threads_per_trial
-            .unwrap_or_else(|| (cores() / cpu_slots.max(1)).max(1));
+            .unwrap_or_else(|| (cores() / cap).max(1));
         Ok(Self {
             busy: vec![false; slots.len()],
             retired: vec![false; slots.len()],
@@ -218,14 +216,6 @@ impl DevicePool {
                 .filter(|&i| on_device(self, i))
                 .count(),
         )
-    }
-
-    fn concurrent_cpu_trials(&self) -> usize {
-        self.slots
-            .iter()
-            .filter(|d| **d == DeviceName::Cpu)
-            .count()
-            .min(self.cap)
     }
 
     /// Leases a free slot, preferring one not on `avoid` (a device a trial just ran out of
@@ -384,6 +374,21 @@ mod tests {
         });
         assert!(env.contains(&("CUDA_VISIBLE_DEVICES".to_string(), "3".to_string())));
         assert_eq!(device, if fake_cuda() { "cpu" } else { "cuda:0" });
+    }
+
+    #[test]
+    fn trials_sharing_a_gpu_share_the_cores_too() {
+        let pool = DevicePool::new(&res(&["cuda:0"], 4, None)).unwrap();
+        assert_eq!(pool.capacity(), 4);
+        assert_eq!(pool.cpu_threads, (cores() / 4).max(1));
+        let (env, _) = pool.worker_env(&Lease {
+            slot: 2,
+            device: DeviceName::Cuda(0),
+        });
+        let threads = (cores() / 4).max(1).to_string();
+        assert!(env.contains(&("RAYON_NUM_THREADS".to_string(), threads)));
+        let mixed = DevicePool::new(&res(&["cpu", "cuda:0"], 2, None)).unwrap();
+        assert_eq!(mixed.cpu_threads, (cores() / 4).max(1));
     }
 
     #[test]
