@@ -34,6 +34,8 @@ pub(super) struct Geometry<'a> {
     pub(super) order: &'a [usize],
     /// `[T]`: rows `0..active[t]` take part in step `t`.
     pub(super) active: &'a [usize],
+    /// Whether `order` differs from the caller's (else nothing is gathered back).
+    pub(super) moves_rows: bool,
     pub(super) return_sequences: bool,
     pub(super) keep_trace: bool,
 }
@@ -258,7 +260,12 @@ pub(super) fn forward(
         let mut h = zeros(device, batch * units)?;
         let mut h_prev = zeros(device, time * batch * units)?;
         let mut first = zeros(device, time * batch * units)?;
-        let mut second = zeros(device, time * batch * units)?;
+        // A GRU keeps one buffer of its own; the LSTM two.
+        let second_len = match op.cell {
+            Cell::Lstm => time * batch * units,
+            Cell::Gru => 1,
+        };
+        let mut second = zeros(device, second_len)?;
         match op.cell {
             Cell::Lstm => {
                 let mut c = zeros(device, batch * units)?;
@@ -327,7 +334,7 @@ pub(super) fn forward(
             second,
         });
     }
-    let out = if op.order.iter().enumerate().any(|(i, &r)| i != r) {
+    let out = if op.moves_rows {
         let mut out = zeros(device, out_steps * batch * 2 * units)?;
         plan.gather(
             out.slice_mut(..),
@@ -374,7 +381,7 @@ pub(super) fn backward(
     let out_steps = if sequences { time } else { 1 };
     let recurrent = view("the recurrent kernels", recurrent.0, recurrent.1)?;
     let d_output = view("the output gradient", d_output.0, d_output.1)?;
-    let moves_rows = op.order.iter().enumerate().any(|(i, &r)| i != r);
+    let moves_rows = op.moves_rows;
     // In the op's row order (the order is the identity when no row moves).
     let mut d_output_op = zeros(device, out_steps * batch * 2 * units)?;
     plan.gather(

@@ -885,6 +885,7 @@ impl FusedBiRnn {
             mask: &self.mask,
             order: &self.rows.order,
             active: &self.rows.active,
+            moves_rows: self.rows.moves_rows(),
             return_sequences: self.return_sequences,
             keep_trace: self.keep_trace,
         }
