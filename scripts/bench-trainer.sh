@@ -24,6 +24,10 @@
 # bucketing) and PyTorch with pack_padded_sequence (`pytorch-packed`), then times one whole
 # trial epoch (`rnnsweep train`, validation included) on the file as it is and on the same rows
 # made full length (each tweet repeated to 37+ tokens). Nothing needs the file by default.
+# With the file, a character-level model's lengths too (Keras's char_level tokenizer: one token
+# per character of the lowercased `TEXT_COLUMN`, default `tweet`; padded to the longest row):
+# `-char-real`, `-char-real-bucket` against `pytorch-packed-char-kept-memory`. Both length
+# lists take the file's first ROWS rows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -60,8 +64,20 @@ with open(sys.argv[1], newline="") as f, open(sys.argv[2], "w") as out:
     for row in csv.reader(f):
         out.write(f"{sum(1 for t in row[1].split() if t != '0')}\n")
 PY
+    python3 - "$LENGTHS_CSV" "${TEXT_COLUMN:-tweet}" "$work/char-lengths.txt" <<'PY'
+import csv, sys
+with open(sys.argv[1], newline="", encoding="utf-8") as f, open(sys.argv[3], "w") as out:
+    for row in csv.DictReader(f):
+        out.write(f"{max(1, len(row[sys.argv[2]].lower()))}\n")
+PY
+    for list in lengths char-lengths; do
+        head -n "$ROWS" "$work/$list.txt" > "$work/$list.rows" && mv "$work/$list.rows" "$work/$list.txt"
+    done
     real=(--lengths "$work/lengths.txt")
+    char_time=$(sort -n "$work/char-lengths.txt" | tail -1)
+    char=(--lengths "$work/char-lengths.txt" --time "$char_time")
     python3 -c "import sys; l=[int(x) for x in open(sys.argv[1])]; print(f'{len(l)} rows, mean length {sum(l)/len(l):.1f} of 37', file=sys.stderr)" "$work/lengths.txt"
+    python3 -c "import sys; l=[int(x) for x in open(sys.argv[1])]; print(f'characters: mean length {sum(l)/len(l):.1f} of {max(l)}', file=sys.stderr)" "$work/char-lengths.txt"
 fi
 for threads in $THREADS; do
     RAYON_NUM_THREADS=$threads "$BENCH" --peak >> "$RESULTS"
@@ -95,6 +111,16 @@ for units in "${UNITS[@]}"; do
                     "$PY" scripts/bench_trainer_torch.py "${common[@]}" "${real[@]}" --packed \
                     --threads "$threads" \
                     | sed 's/"pytorch-packed"/"pytorch-packed-kept-memory"/' >> "$RESULTS"
+                # The same network over characters: about 85 steps a tweet.
+                for batching in shuffle bucket; do
+                    RAYON_NUM_THREADS=$threads "$BENCH" "${common[@]}" "${char[@]}" \
+                        --batching "$batching" \
+                        | sed 's/"rnnsweep-fused-real/"rnnsweep-fused-char-real/' >> "$RESULTS"
+                done
+                MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1073741824 \
+                    "$PY" scripts/bench_trainer_torch.py "${common[@]}" "${char[@]}" --packed \
+                    --threads "$threads" \
+                    | sed 's/"pytorch-packed"/"pytorch-packed-char-kept-memory"/' >> "$RESULTS"
             fi
         done
     done

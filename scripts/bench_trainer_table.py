@@ -48,6 +48,12 @@ def main(path):
             pct = 100 * gflops / peak[threads] if threads in peak else float("nan")
             ratios = []
             for other in ("pytorch", "pytorch-kept-memory", "pytorch-packed-kept-memory"):
+                # Character rows compare to PyTorch on the same character lengths only.
+                if "char" in trainer:
+                    other = other.replace("pytorch-packed", "pytorch-packed-char")
+                    if "char" not in other:
+                        ratios.append("")
+                        continue
                 theirs = median_rate(other)
                 # Full-length PyTorch is the cost a masked model pays, the baseline for every
                 # row; packed PyTorch trains the real-length rows, so only those compare to it.
@@ -93,11 +99,14 @@ TRAINERS = (
     "rnnsweep-fused",
     "rnnsweep-fused-real",
     "rnnsweep-fused-real-bucket",
+    "rnnsweep-fused-char-real",
+    "rnnsweep-fused-char-real-bucket",
     "rnnsweep-reference",
     "pytorch",
     "pytorch-kept-memory",
     "pytorch-packed",
     "pytorch-packed-kept-memory",
+    "pytorch-packed-char-kept-memory",
 )
 
 if __name__ == "__main__":

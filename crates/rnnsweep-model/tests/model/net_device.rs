@@ -12,6 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use rnnsweep_model::config::{
     Activation, Cell, DenseConfig, EmbeddingUpdate, LstmImpl, ModelConfig, Pooling,
 };
+use rnnsweep_model::nn::lstm::isa::{with_instruction_set, InstructionSet};
 use rnnsweep_model::nn::{IdBatch, Net};
 use rnnsweep_model::optim::{KerasOptimizer, OptimizerConfig, OptimizerName};
 
@@ -177,6 +178,12 @@ fn the_whole_network_on_the_device_matches_the_cpu_for_every_setting() {
     } else {
         &[LstmImpl::Reference]
     };
+    // The fused CPU kernels in every version this CPU runs, in turn across the settings (the
+    // layer's own oracle checks each version on every case).
+    let versions: Vec<InstructionSet> = InstructionSet::ALL
+        .into_iter()
+        .filter(|isa| isa.supported())
+        .collect();
     let mut checked = 0;
     for (&subject_impl, cell) in subjects
         .iter()
@@ -186,7 +193,11 @@ fn the_whole_network_on_the_device_matches_the_cpu_for_every_setting() {
             for batch_norm in [true, false] {
                 for update in [EmbeddingUpdate::Dense, EmbeddingUpdate::Sparse] {
                     let settings = (cell, pooling, batch_norm, update);
-                    check_one(&device, settings, subject_impl, &optimizers);
+                    let isa = versions[checked / optimizers.len() % versions.len()];
+                    with_instruction_set(isa, || {
+                        check_one(&device, settings, subject_impl, &optimizers)
+                    })
+                    .expect("a supported version");
                     checked += optimizers.len();
                 }
             }

@@ -3,11 +3,14 @@
 //! std's `exp` and `tanh` are scalar libm calls: with them the gate pass of one step cost about
 //! six times the step's recurrent matrix multiply. Here sigmoid and tanh are branch-free
 //! polynomials (Cephes' `expf` and `tanhf`, within a few ulp of std) evaluated over fixed
-//! chunks of [`LANES`] floats, a loop shape the compiler turns into AVX2 or AVX-512 code. Each
-//! pass is compiled once per instruction set and the best one is picked at run time, so the
-//! binary still runs on a machine without AVX.
+//! chunks of floats, a loop shape the compiler turns into AVX2 or AVX-512 code. The forward
+//! math runs per chunk inside the recurrent kernel's epilogue ([`super::kernel`]); the backward
+//! passes run over a whole step, each compiled once per instruction set and picked by the op's
+//! [`InstructionSet`], so the binary still runs on a machine without AVX.
 
-/// Floats per chunk: one AVX-512 register, two AVX2 registers.
+use super::isa::InstructionSet;
+
+/// Floats per chunk of a whole-step pass: one AVX-512 register, two AVX2 registers.
 pub const LANES: usize = 16;
 
 const LOG2_E: f32 = std::f32::consts::LOG2_E;
@@ -62,10 +65,10 @@ pub fn tanh(x: f32) -> f32 {
 }
 
 #[inline(always)]
-fn load(src: &[f32], n: usize) -> [f32; LANES] {
-    let mut chunk = [0.0; LANES];
-    if n == LANES {
-        chunk.copy_from_slice(&src[..LANES]);
+fn load<const N: usize>(src: &[f32], n: usize) -> [f32; N] {
+    let mut chunk = [0.0; N];
+    if n == N {
+        chunk.copy_from_slice(&src[..N]);
     } else {
         chunk[..n].copy_from_slice(&src[..n]);
     }
@@ -73,9 +76,9 @@ fn load(src: &[f32], n: usize) -> [f32; LANES] {
 }
 
 #[inline(always)]
-fn store(dst: &mut [f32], chunk: &[f32; LANES], n: usize) {
-    if n == LANES {
-        dst[..LANES].copy_from_slice(chunk);
+fn store<const N: usize>(dst: &mut [f32], chunk: &[f32; N], n: usize) {
+    if n == N {
+        dst[..N].copy_from_slice(chunk);
     } else {
         dst[..n].copy_from_slice(&chunk[..n]);
     }
@@ -88,7 +91,8 @@ pub struct ForwardStep<'a> {
     /// `[batch, U]` cell and hidden state, updated on real rows.
     pub c: &'a mut [f32],
     pub h: &'a mut [f32],
-    /// `[batch, U]`: the cell state before the step and `tanh` of the new one, for backward.
+    /// `[batch, U]`: the cell state before the step and `tanh` of the new one, for backward
+    /// (empty without `trace`).
     pub c_prev: &'a mut [f32],
     pub tanh_c: &'a mut [f32],
     /// `[batch, U]`: the step's output, left untouched (zero) on padded rows.
@@ -96,6 +100,9 @@ pub struct ForwardStep<'a> {
     /// `[batch]`: 1 for a real token.
     pub mask: &'a [u8],
     pub units: usize,
+    /// Whether backward will follow: without it the activations and cell states are not
+    /// written back (`gates` keeps its pre-activations), which is most of the step's stores.
+    pub trace: bool,
 }
 
 /// One backward step of one direction, over the whole batch.
@@ -117,50 +124,65 @@ pub struct BackwardStep<'a> {
     pub units: usize,
 }
 
+/// One row of an LSTM forward step, for [`lstm_forward_chunk`]; each slice is the row's own.
+pub struct LstmRow<'a> {
+    /// `[4U]`: the input projection with its bias in, activations (i, f, g, o) out.
+    pub z: &'a mut [f32],
+    /// The chunk's `h·R` for the four gates: `n` values each, added to `z`'s.
+    pub recurrent: [&'a [f32]; 4],
+    /// `[U]` each, as in [`ForwardStep`].
+    pub c: &'a mut [f32],
+    pub h: &'a mut [f32],
+    pub c_prev: &'a mut [f32],
+    pub tanh_c: &'a mut [f32],
+    pub out: &'a mut [f32],
+    pub units: usize,
+}
+
+/// The LSTM cell update of units `start..start + n` (`n ≤ N`) of one real row; with `TRACE`
+/// the activations go back into `z` and the cell states into `c_prev` and `tanh_c`.
 #[inline(always)]
-fn forward_body(s: ForwardStep) {
-    let u = s.units;
-    for (row, &real) in s.mask.iter().enumerate() {
-        if real == 0 {
-            continue;
-        }
-        let z = &mut s.gates[row * 4 * u..(row + 1) * 4 * u];
-        let state = row * u..(row + 1) * u;
-        let (c, h) = (&mut s.c[state.clone()], &mut s.h[state.clone()]);
-        let (c_prev, tanh_c) = (&mut s.c_prev[state.clone()], &mut s.tanh_c[state.clone()]);
-        let out = &mut s.out[state];
-        let mut start = 0;
-        while start < u {
-            let n = LANES.min(u - start);
-            let mut i = load(&z[start..], n);
-            let mut f = load(&z[u + start..], n);
-            let mut g = load(&z[2 * u + start..], n);
-            let mut o = load(&z[3 * u + start..], n);
-            let old = load(&c[start..], n);
-            let mut new_c = [0.0; LANES];
-            let mut new_tanh = [0.0; LANES];
-            let mut new_h = [0.0; LANES];
-            for l in 0..LANES {
-                i[l] = sigmoid(i[l]);
-                f[l] = sigmoid(f[l]);
-                g[l] = tanh(g[l]);
-                o[l] = sigmoid(o[l]);
-                new_c[l] = f[l] * old[l] + i[l] * g[l];
-                new_tanh[l] = tanh(new_c[l]);
-                new_h[l] = o[l] * new_tanh[l];
-            }
-            store(&mut z[start..], &i, n);
-            store(&mut z[u + start..], &f, n);
-            store(&mut z[2 * u + start..], &g, n);
-            store(&mut z[3 * u + start..], &o, n);
-            store(&mut c_prev[start..], &old, n);
-            store(&mut c[start..], &new_c, n);
-            store(&mut tanh_c[start..], &new_tanh, n);
-            store(&mut h[start..], &new_h, n);
-            store(&mut out[start..], &new_h, n);
-            start += n;
-        }
+pub fn lstm_forward_chunk<const N: usize, const TRACE: bool>(row: LstmRow, start: usize, n: usize) {
+    let LstmRow {
+        z,
+        recurrent: [ri, rf, rg, ro],
+        c,
+        h,
+        c_prev,
+        tanh_c,
+        out,
+        units: u,
+    } = row;
+    let mut i: [f32; N] = load(&z[start..], n);
+    let mut f: [f32; N] = load(&z[u + start..], n);
+    let mut g: [f32; N] = load(&z[2 * u + start..], n);
+    let mut o: [f32; N] = load(&z[3 * u + start..], n);
+    let (ri, rf, rg, ro): ([f32; N], [f32; N], [f32; N], [f32; N]) =
+        (load(ri, n), load(rf, n), load(rg, n), load(ro, n));
+    let old: [f32; N] = load(&c[start..], n);
+    let mut new_c = [0.0; N];
+    let mut new_tanh = [0.0; N];
+    let mut new_h = [0.0; N];
+    for l in 0..N {
+        i[l] = sigmoid(i[l] + ri[l]);
+        f[l] = sigmoid(f[l] + rf[l]);
+        g[l] = tanh(g[l] + rg[l]);
+        o[l] = sigmoid(o[l] + ro[l]);
+        new_c[l] = f[l] * old[l] + i[l] * g[l];
+        new_tanh[l] = tanh(new_c[l]);
+        new_h[l] = o[l] * new_tanh[l];
     }
+    if TRACE {
+        store(&mut z[start..], &i, n);
+        store(&mut z[u + start..], &f, n);
+        store(&mut z[2 * u + start..], &g, n);
+        store(&mut z[3 * u + start..], &o, n);
+        store(&mut c_prev[start..], &old, n);
+        store(&mut tanh_c[start..], &new_tanh, n);
+    }
+    store(&mut c[start..], &new_c, n);
+    store(&mut h[start..], &new_h, n);
+    store(&mut out[start..], &new_h, n);
 }
 
 #[inline(always)]
@@ -181,20 +203,20 @@ fn backward_body(s: BackwardStep) {
         let mut start = 0;
         while start < u {
             let n = LANES.min(u - start);
-            let i = load(&gates[start..], n);
-            let f = load(&gates[u + start..], n);
-            let g = load(&gates[2 * u + start..], n);
-            let o = load(&gates[3 * u + start..], n);
-            let cp = load(&c_prev[start..], n);
-            let tc = load(&tanh_c[start..], n);
-            let mut dh_new = load(&dh[start..], n);
+            let i = load::<LANES>(&gates[start..], n);
+            let f = load::<LANES>(&gates[u + start..], n);
+            let g = load::<LANES>(&gates[2 * u + start..], n);
+            let o = load::<LANES>(&gates[3 * u + start..], n);
+            let cp = load::<LANES>(&c_prev[start..], n);
+            let tc = load::<LANES>(&tanh_c[start..], n);
+            let mut dh_new = load::<LANES>(&dh[start..], n);
             if let Some(d) = d_out {
-                let d = load(&d[start..], n);
+                let d = load::<LANES>(&d[start..], n);
                 for l in 0..LANES {
                     dh_new[l] += d[l];
                 }
             }
-            let mut dc_chunk = load(&dc[start..], n);
+            let mut dc_chunk = load::<LANES>(&dc[start..], n);
             let (mut di, mut df, mut dg, mut d_o) =
                 ([0.0; LANES], [0.0; LANES], [0.0; LANES], [0.0; LANES]);
             for l in 0..LANES {
@@ -220,8 +242,6 @@ pub struct GruForwardStep<'a> {
     /// `[batch, 3U]`: in, the input projection with the input bias (update, reset, candidate);
     /// out, the activations `z`, `r`, `ĥ`.
     pub gates: &'a mut [f32],
-    /// `[batch, 3U]`: `h·R`, without the recurrent bias.
-    pub recurrent: &'a [f32],
     /// `[3U]`: the recurrent bias.
     pub recurrent_bias: &'a [f32],
     /// `[batch, U]`: the state, updated on real rows.
@@ -255,55 +275,59 @@ pub struct GruBackwardStep<'a> {
     pub units: usize,
 }
 
+/// One row of a GRU forward step, for [`gru_forward_chunk`].
+pub struct GruRow<'a> {
+    /// `[3U]`: the row's input projection with the input bias in, activations out.
+    pub z: &'a mut [f32],
+    /// The chunk's `h·R` (without the recurrent bias) for the update, reset and candidate
+    /// blocks: `n` values each.
+    pub recurrent: [&'a [f32]; 3],
+    pub recurrent_bias: &'a [f32],
+    /// `[U]` each, as in [`GruForwardStep`].
+    pub h: &'a mut [f32],
+    pub candidate_recurrent: &'a mut [f32],
+    pub out: &'a mut [f32],
+    pub units: usize,
+}
+
+/// The GRU cell update (Keras `reset_after=True`) of units `start..start + n` (`n ≤ N`) of one
+/// real row.
 #[inline(always)]
-fn gru_forward_body(s: GruForwardStep) {
-    let u = s.units;
-    for (row, &real) in s.mask.iter().enumerate() {
-        if real == 0 {
-            continue;
-        }
-        let z = &mut s.gates[row * 3 * u..(row + 1) * 3 * u];
-        let rz = &s.recurrent[row * 3 * u..(row + 1) * 3 * u];
-        let state = row * u..(row + 1) * u;
-        let h = &mut s.h[state.clone()];
-        let candidate_recurrent = &mut s.candidate_recurrent[state.clone()];
-        let out = &mut s.out[state];
-        let b = s.recurrent_bias;
-        let mut start = 0;
-        while start < u {
-            let n = LANES.min(u - start);
-            let mut update = load(&z[start..], n);
-            let mut reset = load(&z[u + start..], n);
-            let mut candidate = load(&z[2 * u + start..], n);
-            let (ru, rr, rc) = (
-                load(&rz[start..], n),
-                load(&rz[u + start..], n),
-                load(&rz[2 * u + start..], n),
-            );
-            let (bu, br, bc) = (
-                load(&b[start..], n),
-                load(&b[u + start..], n),
-                load(&b[2 * u + start..], n),
-            );
-            let old = load(&h[start..], n);
-            let mut hc = [0.0; LANES];
-            let mut new_h = [0.0; LANES];
-            for l in 0..LANES {
-                update[l] = sigmoid(update[l] + ru[l] + bu[l]);
-                reset[l] = sigmoid(reset[l] + rr[l] + br[l]);
-                hc[l] = rc[l] + bc[l];
-                candidate[l] = tanh(candidate[l] + reset[l] * hc[l]);
-                new_h[l] = candidate[l] + update[l] * (old[l] - candidate[l]);
-            }
-            store(&mut z[start..], &update, n);
-            store(&mut z[u + start..], &reset, n);
-            store(&mut z[2 * u + start..], &candidate, n);
-            store(&mut candidate_recurrent[start..], &hc, n);
-            store(&mut h[start..], &new_h, n);
-            store(&mut out[start..], &new_h, n);
-            start += n;
-        }
+pub fn gru_forward_chunk<const N: usize>(row: GruRow, start: usize, n: usize) {
+    let GruRow {
+        z,
+        recurrent: [ru, rr, rc],
+        recurrent_bias: b,
+        h,
+        candidate_recurrent,
+        out,
+        units: u,
+    } = row;
+    let mut update: [f32; N] = load(&z[start..], n);
+    let mut reset: [f32; N] = load(&z[u + start..], n);
+    let mut candidate: [f32; N] = load(&z[2 * u + start..], n);
+    let (ru, rr, rc): ([f32; N], [f32; N], [f32; N]) = (load(ru, n), load(rr, n), load(rc, n));
+    let (bu, br, bc): ([f32; N], [f32; N], [f32; N]) = (
+        load(&b[start..], n),
+        load(&b[u + start..], n),
+        load(&b[2 * u + start..], n),
+    );
+    let old: [f32; N] = load(&h[start..], n);
+    let mut hc = [0.0; N];
+    let mut new_h = [0.0; N];
+    for l in 0..N {
+        update[l] = sigmoid(update[l] + ru[l] + bu[l]);
+        reset[l] = sigmoid(reset[l] + rr[l] + br[l]);
+        hc[l] = rc[l] + bc[l];
+        candidate[l] = tanh(candidate[l] + reset[l] * hc[l]);
+        new_h[l] = candidate[l] + update[l] * (old[l] - candidate[l]);
     }
+    store(&mut z[start..], &update, n);
+    store(&mut z[u + start..], &reset, n);
+    store(&mut z[2 * u + start..], &candidate, n);
+    store(&mut candidate_recurrent[start..], &hc, n);
+    store(&mut h[start..], &new_h, n);
+    store(&mut out[start..], &new_h, n);
 }
 
 #[inline(always)]
@@ -328,13 +352,16 @@ fn gru_backward_body(s: GruBackwardStep) {
         let mut start = 0;
         while start < u {
             let n = LANES.min(u - start);
-            let update = load(&gates[start..], n);
-            let reset = load(&gates[u + start..], n);
-            let candidate = load(&gates[2 * u + start..], n);
-            let (hp, hcs) = (load(&h_prev[start..], n), load(&hc[start..], n));
-            let mut dh_new = load(&dh[start..], n);
+            let update = load::<LANES>(&gates[start..], n);
+            let reset = load::<LANES>(&gates[u + start..], n);
+            let candidate = load::<LANES>(&gates[2 * u + start..], n);
+            let (hp, hcs) = (
+                load::<LANES>(&h_prev[start..], n),
+                load::<LANES>(&hc[start..], n),
+            );
+            let mut dh_new = load::<LANES>(&dh[start..], n);
             if let Some(d) = d_out {
-                let d = load(&d[start..], n);
+                let d = load::<LANES>(&d[start..], n);
                 for l in 0..LANES {
                     dh_new[l] += d[l];
                 }
@@ -368,10 +395,10 @@ fn gru_backward_body(s: GruBackwardStep) {
     }
 }
 
-/// Defines a pass that dispatches to the best instruction set this CPU has.
+/// Defines a whole-step pass that runs the version of `isa`.
 macro_rules! multiversioned {
     ($name:ident, $step:ident, $body:ident) => {
-        pub fn $name(step: $step) {
+        pub fn $name(isa: InstructionSet, step: $step) {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
@@ -382,11 +409,12 @@ macro_rules! multiversioned {
                 unsafe fn avx2(step: $step) {
                     $body(step)
                 }
-                match instruction_set() {
-                    // SAFETY: the CPU reported these features at run time.
+                match isa {
+                    // SAFETY: an op's instruction set comes from `isa::instruction_set` or
+                    // `isa::with_instruction_set`, which only hand out what the CPU has.
                     InstructionSet::Avx512 => return unsafe { avx512(step) },
                     InstructionSet::Avx2 => return unsafe { avx2(step) },
-                    InstructionSet::Baseline => {}
+                    InstructionSet::Portable => {}
                 }
             }
             $body(step)
@@ -394,40 +422,8 @@ macro_rules! multiversioned {
     };
 }
 
-multiversioned!(forward_step, ForwardStep, forward_body);
 multiversioned!(backward_step, BackwardStep, backward_body);
-multiversioned!(gru_forward_step, GruForwardStep, gru_forward_body);
 multiversioned!(gru_backward_step, GruBackwardStep, gru_backward_body);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InstructionSet {
-    Avx512,
-    Avx2,
-    Baseline,
-}
-
-/// The instruction set the gate passes run with on this CPU.
-pub fn instruction_set() -> InstructionSet {
-    static DETECTED: std::sync::OnceLock<InstructionSet> = std::sync::OnceLock::new();
-    *DETECTED.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512vl")
-                && std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                return InstructionSet::Avx512;
-            }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                return InstructionSet::Avx2;
-            }
-        }
-        InstructionSet::Baseline
-    })
-}
 
 #[cfg(test)]
 mod tests {
@@ -439,44 +435,27 @@ mod tests {
             .chain([-1e30, -100.0, -88.5, 88.5, 100.0, 1e30, 1e-30, -1e-30, 0.0])
     }
 
-    /// The pass this CPU dispatches to and the plain build of the same code agree, so the
-    /// fallback for machines without AVX computes what the tested path computes.
+    /// Each instruction set's backward passes compute what the plain build of the same code
+    /// computes, and leave padded rows alone.
     #[test]
-    fn dispatched_and_baseline_passes_agree() {
+    fn every_instruction_set_agrees_with_the_plain_backward_passes() {
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         let (batch, units) = (5, 37);
         let mut values =
             |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-4.0..4.0)).collect() };
         let mask = [1, 0, 1, 1, 0];
-        let gates = values(batch * 4 * units);
-        let c = values(batch * units);
+        let lstm_gates = values(batch * 4 * units);
+        let gru_gates = values(batch * 3 * units);
+        let state = values(batch * units);
         let d_out = values(batch * 2 * units);
         let dh = values(batch * units);
-        let run = |dispatched: bool| {
-            let (mut g, mut c, mut h) = (gates.clone(), c.clone(), vec![0.0; batch * units]);
-            let (mut cp, mut tc) = (vec![0.0; batch * units], vec![0.0; batch * units]);
-            let mut out = vec![0.0; batch * units];
-            let forward = ForwardStep {
-                gates: &mut g,
-                c: &mut c,
-                h: &mut h,
-                c_prev: &mut cp,
-                tanh_c: &mut tc,
-                out: &mut out,
-                mask: &mask,
-                units,
-            };
-            if dispatched {
-                forward_step(forward)
-            } else {
-                forward_body(forward)
-            }
-            let (mut dc, mut dz) = (c.clone(), vec![0.0; batch * 4 * units]);
-            let backward = BackwardStep {
-                gates: &g,
-                c_prev: &cp,
-                tanh_c: &tc,
+        let lstm = |isa: Option<InstructionSet>| {
+            let (mut dc, mut dz) = (state.clone(), vec![0.0; batch * 4 * units]);
+            let step = BackwardStep {
+                gates: &lstm_gates,
+                c_prev: &state,
+                tanh_c: &dh,
                 dh: &dh,
                 dc: &mut dc,
                 d_out: Some((&d_out, 2 * units, units)),
@@ -484,61 +463,19 @@ mod tests {
                 mask: &mask,
                 units,
             };
-            if dispatched {
-                backward_step(backward)
-            } else {
-                backward_body(backward)
+            match isa {
+                Some(isa) => backward_step(isa, step),
+                None => backward_body(step),
             }
-            [g, c, h, cp, tc, out, dc, dz]
+            [dc, dz]
         };
-        for (a, b) in run(true).iter().zip(run(false)) {
-            for (x, y) in a.iter().zip(&b) {
-                assert!((x - y).abs() <= 1e-6 * (1.0 + y.abs()), "{x} vs {y}");
-            }
-        }
-        // Padded rows are left alone.
-        let [_, _, h, ..] = run(true);
-        assert!(h[units..2 * units].iter().all(|&v| v == 0.0));
-    }
-
-    /// The same for the GRU passes.
-    #[test]
-    fn dispatched_and_baseline_gru_passes_agree() {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
-        let (batch, units) = (5, 37);
-        let mut values =
-            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-4.0..4.0)).collect() };
-        let mask = [1, 0, 1, 1, 0];
-        let gates = values(batch * 3 * units);
-        let recurrent = values(batch * 3 * units);
-        let recurrent_bias = values(3 * units);
-        let h = values(batch * units);
-        let d_out = values(batch * 2 * units);
-        let run = |dispatched: bool| {
-            let (mut g, mut h, h_prev) = (gates.clone(), h.clone(), h.clone());
-            let (mut hc, mut out) = (vec![0.0; batch * units], vec![0.0; batch * units]);
-            let forward = GruForwardStep {
-                gates: &mut g,
-                recurrent: &recurrent,
-                recurrent_bias: &recurrent_bias,
-                h: &mut h,
-                candidate_recurrent: &mut hc,
-                out: &mut out,
-                mask: &mask,
-                units,
-            };
-            if dispatched {
-                gru_forward_step(forward)
-            } else {
-                gru_forward_body(forward)
-            }
-            let mut dh = h.clone();
+        let gru = |isa: Option<InstructionSet>| {
+            let mut dh = dh.clone();
             let (mut dx, mut dr) = (vec![0.0; batch * 3 * units], vec![0.0; batch * 3 * units]);
-            let backward = GruBackwardStep {
-                gates: &g,
-                h_prev: &h_prev,
-                candidate_recurrent: &hc,
+            let step = GruBackwardStep {
+                gates: &gru_gates,
+                h_prev: &state,
+                candidate_recurrent: &d_out[..batch * units],
                 dh: &mut dh,
                 d_out: Some((&d_out, 2 * units, units)),
                 dz_input: &mut dx,
@@ -546,22 +483,29 @@ mod tests {
                 mask: &mask,
                 units,
             };
-            if dispatched {
-                gru_backward_step(backward)
-            } else {
-                gru_backward_body(backward)
+            match isa {
+                Some(isa) => gru_backward_step(isa, step),
+                None => gru_backward_body(step),
             }
-            [g, h, hc, out, dh, dx, dr]
+            [dh, dx, dr]
         };
-        for (a, b) in run(true).iter().zip(run(false)) {
-            for (x, y) in a.iter().zip(&b) {
-                assert!((x - y).abs() <= 1e-6 * (1.0 + y.abs()), "{x} vs {y}");
+        for isa in InstructionSet::ALL.into_iter().filter(|i| i.supported()) {
+            let pairs = lstm(Some(isa)).into_iter().zip(lstm(None));
+            for (a, b) in pairs.chain(gru(Some(isa)).into_iter().zip(gru(None))) {
+                for (x, y) in a.iter().zip(&b) {
+                    assert!(
+                        (x - y).abs() <= 1e-6 * (1.0 + y.abs()),
+                        "{isa:?}: {x} vs {y}"
+                    );
+                }
             }
         }
-        // Padded rows keep their state and emit nothing.
-        let [_, h_after, _, out, ..] = run(true);
-        assert_eq!(h_after[units..2 * units], h[units..2 * units]);
-        assert!(out[units..2 * units].iter().all(|&v| v == 0.0));
+        // Padded rows: no gradient, and the state's gradient passes through untouched.
+        let [dc, dz] = lstm(Some(InstructionSet::Portable));
+        assert!(dz[4 * units..8 * units].iter().all(|&v| v == 0.0));
+        assert_eq!(dc[units..2 * units], state[units..2 * units]);
+        let [dh_after, ..] = gru(Some(InstructionSet::Portable));
+        assert_eq!(dh_after[units..2 * units], dh[units..2 * units]);
     }
 
     #[test]

@@ -25,6 +25,8 @@
 mod cuda;
 mod fused;
 pub mod gates;
+pub mod isa;
+pub mod kernel;
 
 use candle_core::{DType, Device, Tensor, Var};
 use rand_chacha::ChaCha8Rng;

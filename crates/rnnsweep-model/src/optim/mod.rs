@@ -1,11 +1,17 @@
 //! Keras's optimizers (Keras 3 update rules and defaults) as `candle_nn::Optimizer`s.
 //! candle-nn has only SGD and AdamW, so all eight are written here on tensor ops; they run on
-//! any device. Weight decay, where set, is decoupled as in Keras: `w -= w · wd · lr` first.
+//! any device. An f32 variable on the CPU takes the same rules in one fused pass over host
+//! memory instead ([`host`]). Weight decay, where set, is decoupled as in Keras:
+//! `w -= w · wd · lr` first.
+
+mod host;
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 use candle_core::backprop::GradStore;
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
+use rayon::prelude::*;
 
 use serde::{Deserialize, Serialize};
 
@@ -155,11 +161,19 @@ pub struct KerasOptimizer {
     settings: Settings,
     vars: Vec<Var>,
     /// `slots[i]` holds variable i's state (momentum, velocity, …), in a fixed order per kind.
-    slots: Vec<Vec<Tensor>>,
+    slots: Vec<VarSlots>,
     /// Completed steps (Keras `iterations`).
     iterations: u64,
     /// Nadam's running product of momentum schedule values.
     u_product: f64,
+}
+
+/// Where one variable's optimizer state lives.
+enum VarSlots {
+    /// Tensors beside the variable, updated by tensor ops (any device, any float type).
+    Tensors(Vec<Tensor>),
+    /// Plain vectors, for an f32 variable on the CPU, updated in one fused pass.
+    Host(Vec<Vec<f32>>),
 }
 
 fn slot_count(s: &Settings) -> usize {
@@ -177,19 +191,29 @@ impl candle_nn::Optimizer for KerasOptimizer {
 
     fn new(vars: Vec<Var>, config: OptimizerConfig) -> candle_core::Result<Self> {
         let settings = settings(&config);
+        let initial = |k: usize| {
+            if settings.name == OptimizerName::Adagrad && k == 0 {
+                settings.initial_accumulator_value
+            } else {
+                0.0
+            }
+        };
         let slots = vars
             .iter()
             .map(|v| {
+                let t = v.as_tensor();
+                if t.device().is_cpu() && t.dtype() == DType::F32 {
+                    let n = t.elem_count();
+                    return Ok(VarSlots::Host(
+                        (0..slot_count(&settings))
+                            .map(|k| vec![initial(k) as f32; n])
+                            .collect(),
+                    ));
+                }
                 (0..slot_count(&settings))
-                    .map(|k| {
-                        let t = v.as_tensor();
-                        if settings.name == OptimizerName::Adagrad && k == 0 {
-                            t.ones_like()? * settings.initial_accumulator_value
-                        } else {
-                            t.zeros_like()
-                        }
-                    })
+                    .map(|k| t.ones_like()? * initial(k))
                     .collect::<candle_core::Result<Vec<_>>>()
+                    .map(VarSlots::Tensors)
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Self {
@@ -238,24 +262,52 @@ impl KerasOptimizer {
                 u_prod_t1: u_prod_t * u_t1,
             }
         };
-        for (var, slots) in self.vars.iter().zip(self.slots.iter_mut()) {
-            if let Some((table, ids, g)) = rows {
-                if table.as_tensor().id() == var.as_tensor().id() {
-                    update_rows(&s, &constants, var, ids, &g.detach(), slots)?;
-                    continue;
+        let rule = host::Rule::new(&s, &constants);
+        // Variables are independent: on a pool of two threads each core takes some.
+        self.vars
+            .par_iter()
+            .zip(self.slots.par_iter_mut())
+            .try_for_each(|(var, slots)| -> candle_core::Result<()> {
+                let sparse =
+                    rows.filter(|(table, ..)| table.as_tensor().id() == var.as_tensor().id());
+                let (g, ids) = match sparse {
+                    Some((_, ids, g)) => (g, Some(ids)),
+                    None => match grads.get(var.as_tensor()) {
+                        Some(g) => (g, None),
+                        None => return Ok(()),
+                    },
+                };
+                match slots {
+                    VarSlots::Host(slots) => {
+                        let g = g.detach().contiguous()?;
+                        let update = host::HostUpdate {
+                            rule,
+                            slots: Mutex::new(&mut slots[..]),
+                            rows: ids,
+                        };
+                        var.as_tensor().inplace_op2(&g, &update)
+                    }
+                    VarSlots::Tensors(slots) => match ids {
+                        Some(ids) => update_rows(&s, &constants, var, ids, &g.detach(), slots),
+                        None => {
+                            // Updates must not record ops: slots built from tracked tensors
+                            // would keep every step's whole graph alive (gigabytes per epoch).
+                            let new_w = update(
+                                &s,
+                                &constants,
+                                var.as_tensor().detach(),
+                                &g.detach(),
+                                slots,
+                            )?;
+                            var.set(&new_w)?;
+                            for slot in slots.iter_mut() {
+                                *slot = slot.detach();
+                            }
+                            Ok(())
+                        }
+                    },
                 }
-            }
-            let Some(g) = grads.get(var.as_tensor()) else {
-                continue;
-            };
-            // Updates must not record ops: slots built from tracked tensors would keep every
-            // step's whole graph alive (gigabytes per epoch).
-            let new_w = update(&s, &constants, var.as_tensor().detach(), &g.detach(), slots)?;
-            var.set(&new_w)?;
-            for slot in slots.iter_mut() {
-                *slot = slot.detach();
-            }
-        }
+            })?;
         self.iterations += 1;
         self.u_product = constants.u_prod_t;
         Ok(())
@@ -273,9 +325,19 @@ impl KerasOptimizer {
     /// scalars that are not tensors.
     pub fn state(&self) -> Result<(HashMap<String, Tensor>, OptimizerScalars)> {
         let mut tensors = HashMap::new();
-        for (i, slots) in self.slots.iter().enumerate() {
-            for (k, t) in slots.iter().enumerate() {
-                tensors.insert(format!("slot.{i}.{k}"), t.copy()?);
+        for (i, (slots, var)) in self.slots.iter().zip(&self.vars).enumerate() {
+            match slots {
+                VarSlots::Tensors(slots) => {
+                    for (k, t) in slots.iter().enumerate() {
+                        tensors.insert(format!("slot.{i}.{k}"), t.copy()?);
+                    }
+                }
+                VarSlots::Host(slots) => {
+                    for (k, v) in slots.iter().enumerate() {
+                        let t = Tensor::from_slice(v, var.shape(), &Device::Cpu)?;
+                        tensors.insert(format!("slot.{i}.{k}"), t);
+                    }
+                }
             }
         }
         Ok((
@@ -294,13 +356,36 @@ impl KerasOptimizer {
         source: &str,
     ) -> Result<()> {
         for (i, slots) in self.slots.iter_mut().enumerate() {
-            for (k, slot) in slots.iter_mut().enumerate() {
+            let saved = |k: usize| {
                 let key = format!("slot.{i}.{k}");
-                let t = tensors.get(&key).ok_or_else(|| ModelError::Artifact {
+                tensors.get(&key).ok_or_else(|| ModelError::Artifact {
                     path: source.to_string(),
                     message: format!("missing optimizer tensor `{key}`"),
-                })?;
-                *slot = t.to_device(slot.device())?;
+                })
+            };
+            match slots {
+                VarSlots::Tensors(slots) => {
+                    for (k, slot) in slots.iter_mut().enumerate() {
+                        *slot = saved(k)?.to_device(slot.device())?;
+                    }
+                }
+                VarSlots::Host(slots) => {
+                    for (k, slot) in slots.iter_mut().enumerate() {
+                        let values: Vec<f32> =
+                            saved(k)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+                        if values.len() != slot.len() {
+                            return Err(ModelError::Artifact {
+                                path: source.to_string(),
+                                message: format!(
+                                    "optimizer tensor `slot.{i}.{k}` has {} values, the variable {}",
+                                    values.len(),
+                                    slot.len()
+                                ),
+                            });
+                        }
+                        *slot = values;
+                    }
+                }
             }
         }
         self.iterations = scalars.iterations;
@@ -632,5 +717,116 @@ mod tests {
             validate(&c).unwrap_err().to_string(),
             "optimizer.learning_rate: -1 must be > 0"
         );
+    }
+
+    /// The fused host pass (f32 on the CPU) follows the tensor rules (here in f64) for every
+    /// optimizer and setting, over whole variables and over some rows of one, and its slots
+    /// round-trip through a checkpoint's state.
+    #[test]
+    fn the_fused_host_pass_follows_the_tensor_rules() {
+        use rand::{Rng, SeedableRng};
+        let mut configs: Vec<OptimizerConfig> = [
+            OptimizerName::Sgd,
+            OptimizerName::Adam,
+            OptimizerName::Adamw,
+            OptimizerName::Adamax,
+            OptimizerName::Nadam,
+            OptimizerName::Rmsprop,
+            OptimizerName::Adagrad,
+            OptimizerName::Adadelta,
+        ]
+        .map(cfg)
+        .to_vec();
+        let with = |name, f: &dyn Fn(&mut OptimizerConfig)| {
+            let mut c = cfg(name);
+            f(&mut c);
+            c
+        };
+        configs.push(with(OptimizerName::Sgd, &|c| c.momentum = Some(0.9)));
+        configs.push(with(OptimizerName::Sgd, &|c| {
+            c.momentum = Some(0.9);
+            c.nesterov = Some(true);
+        }));
+        configs.push(with(OptimizerName::Rmsprop, &|c| c.centered = Some(true)));
+        configs.push(with(OptimizerName::Rmsprop, &|c| c.momentum = Some(0.5)));
+        configs.push(with(OptimizerName::Rmsprop, &|c| {
+            c.momentum = Some(0.5);
+            c.centered = Some(true);
+        }));
+        configs.push(with(OptimizerName::Adam, &|c| c.weight_decay = Some(0.1)));
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let (rows, width) = (6, 5);
+        for config in configs {
+            let start: Vec<f64> = (0..rows * width)
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
+            let make = |dtype| {
+                let t = Tensor::from_vec(start.clone(), (rows, width), &Device::Cpu).unwrap();
+                Var::from_tensor(&t.to_dtype(dtype).unwrap()).unwrap()
+            };
+            let (w64, w32) = (make(DType::F64), make(DType::F32));
+            let mut opt64 = KerasOptimizer::new(vec![w64.clone()], config.clone()).unwrap();
+            let mut opt32 = KerasOptimizer::new(vec![w32.clone()], config.clone()).unwrap();
+            assert!(matches!(opt32.slots[0], VarSlots::Host(_)));
+            assert!(matches!(opt64.slots[0], VarSlots::Tensors(_)));
+            for step in 0..4 {
+                let g: Vec<f64> = (0..rows * width)
+                    .map(|_| rng.random_range(-2.0..2.0))
+                    .collect();
+                let gradient = |dtype, n: usize| {
+                    Tensor::from_vec(g[..n * width].to_vec(), (n, width), &Device::Cpu)
+                        .unwrap()
+                        .to_dtype(dtype)
+                        .unwrap()
+                };
+                if step % 2 == 0 {
+                    let loss = |w: &Var, dtype| {
+                        w.as_tensor()
+                            .mul(&gradient(dtype, rows))
+                            .unwrap()
+                            .sum_all()
+                            .unwrap()
+                    };
+                    opt64.backward_step(&loss(&w64, DType::F64)).unwrap();
+                    opt32.backward_step(&loss(&w32, DType::F32)).unwrap();
+                } else {
+                    // Rows 1 and 4 only: the sparse embedding update.
+                    let ids = [1u32, 4];
+                    // No whole-variable gradient: only the rows move.
+                    let empty = Tensor::new(0f32, &Device::Cpu).unwrap().backward().unwrap();
+                    let g64 = gradient(DType::F64, 2);
+                    let g32 = gradient(DType::F32, 2);
+                    opt64
+                        .step_with_rows(&empty, Some((&w64, &ids, &g64)))
+                        .unwrap();
+                    opt32
+                        .step_with_rows(&empty, Some((&w32, &ids, &g32)))
+                        .unwrap();
+                }
+                let flat = |w: &Var| -> Vec<f64> {
+                    w.as_tensor()
+                        .to_dtype(DType::F64)
+                        .unwrap()
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1()
+                        .unwrap()
+                };
+                for (a, b) in flat(&w32).iter().zip(flat(&w64)) {
+                    assert!(
+                        (a - b).abs() <= 2e-5 * (1.0 + b.abs()),
+                        "{config:?} step {step}: {a} vs {b}"
+                    );
+                }
+            }
+            // The slots survive a checkpoint's state.
+            let (tensors, scalars) = opt32.state().unwrap();
+            let mut fresh = KerasOptimizer::new(vec![make(DType::F32)], config.clone()).unwrap();
+            fresh.load_state(&tensors, scalars, "test").unwrap();
+            let (VarSlots::Host(a), VarSlots::Host(b)) = (&opt32.slots[0], &fresh.slots[0]) else {
+                panic!("host slots expected");
+            };
+            assert_eq!(a, b, "{config:?}");
+        }
     }
 }
