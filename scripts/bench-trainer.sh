@@ -26,8 +26,9 @@
 # made full length (each tweet repeated to 37+ tokens). Nothing needs the file by default.
 # With the file, a character-level model's lengths too (Keras's char_level tokenizer: one token
 # per character of the lowercased `TEXT_COLUMN`, default `tweet`; padded to the longest row):
-# `-char-real`, `-char-real-bucket` against `pytorch-packed-char-kept-memory`. Both length
-# lists take the file's first ROWS rows.
+# `-char-real`, `-char-real-bucket` against `pytorch-packed-char-kept-memory`, at the units in
+# CHAR_UNITS ("64", the size the tweet search's character models mostly win with: these rows
+# are the slow ones). Both length lists take the file's first ROWS rows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -66,7 +67,7 @@ with open(sys.argv[1], newline="") as f, open(sys.argv[2], "w") as out:
 PY
     python3 - "$LENGTHS_CSV" "${TEXT_COLUMN:-tweet}" "$work/char-lengths.txt" <<'PY'
 import csv, sys
-with open(sys.argv[1], newline="", encoding="utf-8") as f, open(sys.argv[3], "w") as out:
+with open(sys.argv[1], newline="", encoding="utf-8", errors="replace") as f, open(sys.argv[3], "w") as out:
     for row in csv.DictReader(f):
         out.write(f"{max(1, len(row[sys.argv[2]].lower()))}\n")
 PY
@@ -112,6 +113,7 @@ for units in "${UNITS[@]}"; do
                     --threads "$threads" \
                     | sed 's/"pytorch-packed"/"pytorch-packed-kept-memory"/' >> "$RESULTS"
                 # The same network over characters: about 85 steps a tweet.
+                [[ " ${CHAR_UNITS:-64} " == *" $units "* ]] || continue
                 for batching in shuffle bucket; do
                     RAYON_NUM_THREADS=$threads "$BENCH" "${common[@]}" "${char[@]}" \
                         --batching "$batching" \
