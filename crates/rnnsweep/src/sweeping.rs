@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use std::time::Duration;
 
-use rnnsweep_search::display::run_cap_text;
+use rnnsweep_search::display::{human_duration, run_cap_text};
 use rnnsweep_search::results::leaderboard::{failure_summary, rank, render_table};
 use rnnsweep_search::results::study::Study;
 use rnnsweep_search::results::warm_start::warm_start;
@@ -223,6 +223,12 @@ pub fn sweep(
         }
         StopCause::SpaceExhausted => "every point of the search space has been tried".to_string(),
         StopCause::MaxDuration => "max_duration reached".to_string(),
+        StopCause::FinalModelReserve { reserved } => format!(
+            "max_duration reached, less {} kept for the final model (final: ensemble {}, \
+             estimated from the best trials' epoch times; `rnnsweep best DB --retrain` builds it)",
+            human_duration(*reserved),
+            spec.final_ensemble.unwrap_or(1)
+        ),
         StopCause::TooManyFailures(n) => format!("stopped after {n} failed trials (max_failures)"),
         StopCause::BrokenSetup {
             failed,

@@ -72,6 +72,24 @@ pub fn discard_foreign_checkpoint(
     )))
 }
 
+/// How many epochs [`crate::train::fit`] would resume from the checkpoint in `dir` for this
+/// configuration and task: 0 when there is none, or when it belongs to another configuration
+/// or task (which `fit` discards, saying so).
+pub fn resumable_epochs(
+    dir: &Path,
+    cfg: &ModelConfig,
+    task: Option<&serde_json::Value>,
+) -> Result<usize> {
+    let path = dir.join(CHECKPOINT_FILE);
+    if !path.exists() {
+        return Ok(0);
+    }
+    Ok(match read_checkpoint(&path, &Device::Cpu) {
+        Ok((meta, _)) if meta.config == *cfg && meta.task.as_ref() == task => meta.epochs_done,
+        _ => 0,
+    })
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct CheckpointMeta {
     epochs_done: usize,

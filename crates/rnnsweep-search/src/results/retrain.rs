@@ -1,7 +1,10 @@
 //! Training a chosen configuration again as a final model, and what comes back: the model,
 //! its history and its scores on the calibration rows (which ensembles and thresholds use).
 
+use std::path::Path;
+
 use rnnsweep_model::artifact::TrainedModel;
+use rnnsweep_model::train::checkpoint::resumable_epochs;
 use rnnsweep_model::train::history::EpochReport;
 use rnnsweep_model::train::predict::predict_padded;
 use rnnsweep_model::train::{fit, Control, FitOptions};
@@ -26,6 +29,9 @@ pub struct RetrainPlan {
     pub config: rnnsweep_model::config::ModelConfig,
     pub data: rnnsweep_model::dataset::Prepared,
     pub(crate) device: rnnsweep_model::device::Device,
+    /// What a checkpoint of this retraining is keyed by besides the configuration: the data
+    /// files and whether validation rows were kept (the rows trained on differ).
+    pub(crate) task: serde_json::Value,
 }
 
 impl RetrainPlan {
@@ -42,18 +48,27 @@ impl RetrainPlan {
         self.data.calibration.labels.len()
     }
 
-    /// Trains the final model; `on_epoch` sees every epoch.
+    /// Epochs a checkpoint in `dir` holds for this very retraining (0 when none would be
+    /// resumed).
+    pub fn resumable_epochs(&self, dir: &Path) -> Result<usize, StudyError> {
+        Ok(resumable_epochs(dir, &self.config, Some(&self.task))?)
+    }
+
+    /// Trains the final model; `on_epoch` sees every epoch. With `checkpoint_dir`, each epoch
+    /// is checkpointed there and a checkpoint of this same retraining is resumed (its epochs
+    /// are handed to `on_epoch` first), so a killed retraining continues where it stopped and
+    /// ends as an uninterrupted one would.
     pub fn train(
         self,
+        checkpoint_dir: Option<&Path>,
         on_epoch: impl FnMut(&EpochReport) -> Control,
     ) -> Result<Retrained, StudyError> {
-        let outcome = fit(
-            &self.config,
-            &self.data,
-            &self.device,
-            &FitOptions::default(),
-            on_epoch,
-        )?;
+        let options = FitOptions {
+            checkpoint_dir: checkpoint_dir.map(Path::to_path_buf),
+            replay_history: true,
+            task: Some(self.task.clone()),
+        };
+        let outcome = fit(&self.config, &self.data, &self.device, &options, on_epoch)?;
         // Scored by `fit` when it chose the threshold; a fixed one scores them here.
         let probabilities = if outcome.calibration_probabilities.is_empty() {
             predict_padded(

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use rnnsweep_model::dataset::{prepare_all, prepare_with};
 use rnnsweep_model::metrics::Direction;
+use rnnsweep_model::train::checkpoint::data_fingerprint;
 use serde_json::Value;
 
 use crate::results::confirm::confirmed_ranking;
@@ -268,11 +269,16 @@ impl Study {
             cfg.epochs = options.epochs.or(kept).unwrap_or(cfg.epochs).max(1);
             prepare_all(&table, validation.as_ref(), &cfg)?
         };
+        let task = serde_json::json!({
+            "data": data_fingerprint(&spec.train_file, spec.validation_file.as_deref()),
+            "keep_validation": options.keep_validation,
+        });
         Ok(RetrainPlan {
             trial: best,
             config: cfg,
             data,
             device,
+            task,
         })
     }
 

@@ -18,6 +18,7 @@ use crate::display::human_duration;
 use crate::pruning::Pruner;
 use crate::run::error::SweepError;
 use crate::run::events::{StopCause, SweepEvent};
+use crate::run::final_budget::final_model_estimate;
 use crate::run::identity::{open_study, study_uuid, trial_dir};
 use crate::run::outcome::{
     classify, environment_fault, group_reasons, path_in, Ended, Outcome, KILLED_FROM_OUTSIDE,
@@ -131,7 +132,14 @@ pub fn run_sweep(
     let mut drained_announced = false;
     // Why no new trial can start, once that is known.
     let mut no_more: Option<StopCause> = None;
+    // The final model's share of max_duration, estimated again whenever a trial finishes.
+    let mut reserved = Duration::ZERO;
+    let mut reserved_at: Option<usize> = None;
     loop {
+        if spec.max_duration.is_some() && reserved_at != Some(d.run_finished) {
+            reserved = final_model_estimate(spec, &d.store.trials(study)?);
+            reserved_at = Some(d.run_finished);
+        }
         let interrupt_level = options.interrupts.level();
         if interrupt_level >= 2 {
             d.stop_all(on_event)?;
@@ -149,6 +157,11 @@ pub fn run_sweep(
             Some(cause.clone())
         } else if spec.max_duration.is_some_and(|m| started.elapsed() >= m) {
             Some(StopCause::MaxDuration)
+        } else if spec
+            .max_duration
+            .is_some_and(|m| started.elapsed() + reserved >= m)
+        {
+            Some(StopCause::FinalModelReserve { reserved })
         } else if d.failures >= spec.max_failures {
             Some(StopCause::TooManyFailures(d.failures))
         } else {

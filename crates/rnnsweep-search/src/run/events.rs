@@ -86,6 +86,11 @@ pub enum StopCause {
     RunCapReached,
     SpaceExhausted,
     MaxDuration,
+    /// `max_duration` less the time kept for the spec's final model (estimated from the
+    /// trials' measured epochs) was reached.
+    FinalModelReserve {
+        reserved: std::time::Duration,
+    },
     TooManyFailures(usize),
     /// First interrupt: running trials were allowed to finish.
     Interrupted,

@@ -4,6 +4,7 @@
 pub mod dispatch;
 pub mod error;
 pub mod events;
+mod final_budget;
 pub mod identity;
 pub mod outcome;
 pub mod plan;

@@ -144,11 +144,16 @@ pub fn run(args: &BestArgs) -> anyhow::Result<()> {
     let mut retrained = Vec::new();
     // What selection chose, which may be fewer than asked for.
     let total = chosen.len();
+    // Each member checkpoints every epoch beside the output folder, so a killed retraining
+    // run again continues where it stopped; the folder goes once the model is saved.
+    let partial = partial_folder(out);
     for (k, trial) in chosen.into_iter().enumerate() {
         let number = trial.number;
         let plan = study.retrain(trial, &options)?;
+        let checkpoint = partial.join(format!("trial-{number}"));
+        let resumed = plan.resumable_epochs(&checkpoint)?;
         println!(
-            "{}retraining trial {number} on {} rows ({}), {} epochs",
+            "{}retraining trial {number} on {} rows ({}), {} epochs{}",
             if members > 1 {
                 format!("member {} of {total}: ", k + 1)
             } else {
@@ -165,23 +170,45 @@ pub fn run(args: &BestArgs) -> anyhow::Result<()> {
             } else {
                 "every row".into()
             },
-            plan.config.epochs
+            plan.config.epochs,
+            if resumed > 0 {
+                format!(
+                    ", resumed after epoch {resumed} from {}",
+                    checkpoint.display()
+                )
+            } else {
+                String::new()
+            }
         );
-        retrained.push(plan.train(|r| {
+        retrained.push(plan.train(Some(&checkpoint), |r| {
             // Without a validation split there is nothing to report but the training side.
             let validation = if r.val_loss.is_nan() {
                 String::new()
             } else {
                 format!("  val_loss {:.4}  val_f1 {:.4}", r.val_loss, r.val_f1)
             };
+            let replayed = if r.epoch <= resumed {
+                "  (from the checkpoint)"
+            } else {
+                ""
+            };
             println!(
-                "epoch {:>3}  train_loss {:.4}  train_acc {:.4}{validation}  {:.1}s",
+                "epoch {:>3}  train_loss {:.4}  train_acc {:.4}{validation}  {:.1}s{replayed}",
                 r.epoch, r.train_loss, r.train_accuracy, r.seconds
             );
             Control::Continue
         })?);
     }
-    match save(retrained, plan.combine, out)? {
+    let saved = save(retrained, plan.combine, out)?;
+    if let Err(e) = std::fs::remove_dir_all(&partial) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            eprintln!(
+                "warning: {}: cannot remove the finished members' checkpoints: {e}",
+                partial.display()
+            );
+        }
+    }
+    match saved {
         Saved::Model(model) => println!(
             "model written to {} ({}; use `rnnsweep predict --model {}`)",
             out.display(),
@@ -202,6 +229,14 @@ pub fn run(args: &BestArgs) -> anyhow::Result<()> {
         ),
     }
     Ok(())
+}
+
+/// Where `best --retrain --out DIR` keeps its members' checkpoints until DIR is written:
+/// `DIR.partial`, beside it.
+fn partial_folder(out: &std::path::Path) -> PathBuf {
+    let mut name = out.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    out.with_file_name(name)
 }
 
 /// How a saved model decides, for people: its threshold, per-class offsets or per-label

@@ -146,9 +146,12 @@ pub fn param(t: &TrialRecord, name: &str) -> f64 {
 
 /// Starts a driver and returns it once a stdout line satisfies `until`.
 pub fn start_until(spec: &Path, until: impl Fn(&str) -> bool) -> (Child, Vec<String>) {
-    let mut child = rnnsweep()
-        .arg("run")
-        .arg(spec)
+    spawn_until(rnnsweep().arg("run").arg(spec), until)
+}
+
+/// Starts any command and returns it once a stdout line satisfies `until`.
+pub fn spawn_until(command: &mut Command, until: impl Fn(&str) -> bool) -> (Child, Vec<String>) {
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

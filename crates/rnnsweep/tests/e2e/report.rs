@@ -151,3 +151,156 @@ fn a_finished_study_gives_plots_exports_a_retrained_model_and_a_submission() {
     assert!(sub.starts_with("id,probability,label\n31963,"), "{sub}");
     assert_eq!(sub.lines().count(), 4);
 }
+
+/// `best --retrain` killed while training its second member, then run again: the first member
+/// is not trained again, the second continues after its last finished epoch, and the model is
+/// the one an uninterrupted run writes (the same predictions, to the last digit).
+#[test]
+fn a_killed_retrain_continues_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = real_spec(dir.path());
+    run_ok(rnnsweep().arg("run").arg(&spec));
+    let db = dir.path().join("out/real.db");
+    let retrain = |out: &std::path::Path| {
+        let mut c = rnnsweep();
+        c.arg("best").arg(&db).args([
+            "--retrain",
+            "--ensemble",
+            "2",
+            "--selection",
+            "top",
+            "--epochs",
+            "4",
+            "--out",
+        ]);
+        c.arg(out);
+        c
+    };
+    let whole = dir.path().join("whole");
+    run_ok(&mut retrain(&whole));
+
+    let resumed = dir.path().join("resumed");
+    let in_member_two = std::cell::Cell::new(false);
+    let (mut child, lines) = spawn_until(&mut retrain(&resumed), |line| {
+        if line.starts_with("member 2 of 2") {
+            in_member_two.set(true);
+        }
+        in_member_two.get() && line.starts_with("epoch   2")
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        lines.iter().any(|l| l.starts_with("epoch   2")),
+        "{}",
+        lines.join("\n")
+    );
+    assert!(
+        !resumed.exists(),
+        "nothing is written before every member is trained"
+    );
+    let partial = dir.path().join("resumed.partial");
+    assert!(partial.is_dir());
+
+    let o = run_ok(&mut retrain(&resumed));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let member = |k: usize| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("member {k} of 2")))
+            .unwrap_or_else(|| panic!("no member {k} line: {stdout}"))
+            .to_string()
+    };
+    assert!(
+        member(1).contains("4 epochs, resumed after epoch 4 from"),
+        "{stdout}"
+    );
+    assert!(
+        member(2).contains("4 epochs, resumed after epoch 2 from"),
+        "{stdout}"
+    );
+    // Member 1's four epochs and member 2's first two come from the checkpoints; only member
+    // 2's last two are trained.
+    let replayed = stdout.matches("(from the checkpoint)").count();
+    let epochs = stdout.lines().filter(|l| l.starts_with("epoch ")).count();
+    assert_eq!((replayed, epochs), (6, 8), "{stdout}");
+    assert!(
+        !partial.exists(),
+        "the checkpoints go once the model is saved"
+    );
+
+    let test_csv = dir.path().join("test.csv");
+    let sample = std::fs::read_to_string(dir.path().join("sample.csv")).unwrap();
+    std::fs::write(&test_csv, sample).unwrap();
+    let predict = |model: &std::path::Path, name: &str| {
+        let out = dir.path().join(name);
+        run_ok(
+            rnnsweep()
+                .arg("predict")
+                .arg("--model")
+                .arg(model)
+                .arg("--input")
+                .arg(&test_csv)
+                .arg("--out")
+                .arg(&out),
+        );
+        std::fs::read_to_string(out).unwrap()
+    };
+    let (a, b) = (
+        predict(&whole, "whole.csv"),
+        predict(&resumed, "resumed.csv"),
+    );
+    assert_eq!(a.lines().count(), 601);
+    assert_eq!(
+        a, b,
+        "the resumed ensemble predicts as the uninterrupted one"
+    );
+}
+
+/// With `max_duration` and a `final` section, the search stops claiming trials while the final
+/// model still fits: `run` and then `best --retrain` together take the hour (here 30 s) the
+/// spec promises, give or take the last trial's overrun.
+#[test]
+fn max_duration_covers_the_search_and_the_final_model() {
+    let dir = tempfile::tempdir().unwrap();
+    real_spec(dir.path());
+    let spec = dir.path().join("budget.yaml");
+    std::fs::write(
+        &spec,
+        "name: budget\nstorage: out/budget.db\ndata: {train: sample.csv}\nmethod: random\nseed: 3\n\
+         metric: {name: val_loss}\nrun_cap: 500\nmax_duration: 30s\nfinal: {ensemble: 7, selection: top}\n\
+         training: {epochs: 4, batch_size: 64, embedding_dim: 8, lstm_units: [8], dense: [{units: 8}]}\n\
+         parameters:\n  learning_rate: {distribution: log_uniform_values, min: 0.001, max: 0.01}\n",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let o = run_ok(rnnsweep().arg("run").arg(&spec));
+    let search = started.elapsed();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("kept for the final model (final: ensemble 7"),
+        "{stdout}"
+    );
+    let db = dir.path().join("out/budget.db");
+    let started = std::time::Instant::now();
+    run_ok(
+        rnnsweep()
+            .arg("best")
+            .arg(&db)
+            .args(["--retrain", "--out"])
+            .arg(dir.path().join("final")),
+    );
+    let final_model = started.elapsed();
+    let longest_trial = trials(&db, "budget")
+        .iter()
+        .filter_map(|t| t.user_attrs.get("duration_s").and_then(|v| v.as_f64()))
+        .fold(0.0, f64::max);
+    // The last trial may run past the stop and the estimate may miss: within the longest
+    // trial and half the final model's time. (Without the reserve the search alone takes the
+    // 30 s, and the final model comes on top.)
+    let total = (search + final_model).as_secs_f64();
+    assert!(
+        total <= 30.0 + longest_trial + 0.5 * final_model.as_secs_f64(),
+        "search {search:?} + final model {final_model:?} = {total:.1} s for max_duration 30s \
+         (longest trial {longest_trial:.1} s)"
+    );
+}

@@ -1,0 +1,124 @@
+//! The time the spec's final model will take, kept out of `max_duration`, so that the search
+//! and `best --retrain` together fit the hour a spec promises.
+//!
+//! The estimate comes from the study's own measurements: the members `final: {ensemble: K}`
+//! would most likely be (the K best completed trials so far), each trained again for its kept
+//! epoch count at its measured seconds per epoch, scaled to the rows a retraining trains on
+//! (every row but the calibration slice, so `1 / (1 − validation_split)` of a trial's), one
+//! member after another.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::spec::Spec;
+use crate::store::{keys, TrialRecord, TrialState};
+
+/// The final model's estimated training time; zero for a spec without a `final` section or a
+/// study without a completed trial.
+pub(crate) fn final_model_estimate(spec: &Spec, trials: &[TrialRecord]) -> Duration {
+    let Some(members) = spec.final_ensemble else {
+        return Duration::ZERO;
+    };
+    let mut completed: Vec<&TrialRecord> = trials
+        .iter()
+        .filter(|t| t.state == TrialState::Complete && t.value.is_some_and(f64::is_finite))
+        .filter(|t| t.repeat_of().is_none())
+        .collect();
+    completed.sort_by(|a, b| {
+        spec.direction
+            .cmp(a.value.unwrap_or(f64::NAN), b.value.unwrap_or(f64::NAN))
+            .then(a.number.cmp(&b.number))
+    });
+    let rows_factor = if spec.validation_file.is_some() {
+        1.0
+    } else {
+        let split = spec
+            .training
+            .get("validation_split")
+            .and_then(Value::as_f64)
+            .filter(|s| (0.0..1.0).contains(s))
+            .unwrap_or(0.1);
+        1.0 / (1.0 - split)
+    };
+    let seconds: f64 = completed
+        .iter()
+        .take(members)
+        .filter_map(|t| member_seconds(t))
+        .sum::<f64>()
+        * rows_factor;
+    Duration::from_secs_f64(seconds.max(0.0))
+}
+
+/// One trial retrained: its kept epochs at its measured seconds per epoch (the whole trial's
+/// time over the epochs it ran, so process start and data loading are counted too).
+fn member_seconds(trial: &TrialRecord) -> Option<f64> {
+    let attr = |key: &str| trial.user_attrs.get(key).and_then(Value::as_f64);
+    let duration = attr(keys::DURATION_S)?;
+    let epochs = attr(keys::EPOCHS).filter(|e| *e >= 1.0)?;
+    let kept = attr(keys::BEST_EPOCH)
+        .filter(|e| *e >= 1.0)
+        .unwrap_or(epochs);
+    Some(duration / epochs * kept)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn trial(number: i64, value: f64, duration: f64, epochs: u64, best: u64) -> TrialRecord {
+        TrialRecord {
+            trial_id: number,
+            number,
+            state: TrialState::Complete,
+            params: BTreeMap::new(),
+            value: Some(value),
+            intermediate: Vec::new(),
+            user_attrs: BTreeMap::from([
+                (keys::DURATION_S.to_string(), Value::from(duration)),
+                (keys::EPOCHS.to_string(), Value::from(epochs)),
+                (keys::BEST_EPOCH.to_string(), Value::from(best)),
+            ]),
+            system_attrs: BTreeMap::new(),
+            datetime_start: None,
+            datetime_complete: None,
+        }
+    }
+
+    fn spec(text: &str) -> Spec {
+        Spec::parse(text, std::path::Path::new("/tmp/s.yaml")).unwrap()
+    }
+
+    #[test]
+    fn the_reserve_is_the_best_members_kept_epochs_at_their_pace_on_every_row() {
+        let base = "name: s\nstorage: s.db\ndata: {train: t.csv}\nmethod: random\nmetric: {name: val_loss}\n\
+                    training: {validation_split: 0.2}\nparameters:\n  learning_rate: {values: [0.1, 0.2]}\n";
+        let trials = [
+            // val_loss: trial 2 is best, then 0, then 1.
+            trial(0, 0.30, 100.0, 10, 4),
+            trial(1, 0.50, 999.0, 3, 3),
+            trial(2, 0.20, 60.0, 6, 6),
+        ];
+        // No `final` section: nothing is reserved.
+        assert_eq!(final_model_estimate(&spec(base), &trials), Duration::ZERO);
+        // Two members: trial 2 (10 s × 6 epochs) and trial 0 (10 s × 4 kept epochs), on
+        // 1 / 0.8 of the rows: (60 + 40) × 1.25 = 125 s.
+        let two = spec(&format!("{base}final: {{ensemble: 2}}\n"));
+        assert_eq!(
+            final_model_estimate(&two, &trials),
+            Duration::from_secs(125)
+        );
+        // One member; a failed or running trial is not a candidate.
+        let one = spec(&format!("{base}final: {{ensemble: 1}}\n"));
+        let mut running = trial(3, 0.01, 1.0, 1, 1);
+        running.state = TrialState::Running;
+        let mut with_running = trials.to_vec();
+        with_running.push(running);
+        assert_eq!(
+            final_model_estimate(&one, &with_running),
+            Duration::from_secs(75)
+        );
+    }
+}
