@@ -40,9 +40,13 @@ def artifacts(path):
             if message.get("reason") != "compiler-artifact" or not message.get("executable"):
                 continue
             target = message["target"]
+            # `cargo test` also builds the binary's own unit-test harness under the binary's
+            # name (profile.test true), in no fixed order: the binary is the one that is not a
+            # test; only the integration test is wanted as a test.
+            is_test = message.get("profile", {}).get("test", False)
             for kind in target["kind"]:
                 name = WANTED.get((kind, target["name"]))
-                if name:
+                if name and is_test == (kind == "test"):
                     found[name] = message["executable"]
     missing = sorted(set(WANTED.values()) - set(found))
     if missing:

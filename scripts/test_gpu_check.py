@@ -16,9 +16,10 @@ import gpu_check  # noqa: E402
 SCRIPT = os.path.join(os.path.dirname(__file__), "gpu_check.py")
 
 
-def artifact(kind, name, executable):
+def artifact(kind, name, executable, test=None):
     return json.dumps({"reason": "compiler-artifact", "executable": executable,
-                       "target": {"kind": [kind], "name": name}})
+                       "target": {"kind": [kind], "name": name},
+                       "profile": {"test": kind == "test" if test is None else test}})
 
 
 class GpuCheckTest(unittest.TestCase):
@@ -31,7 +32,10 @@ class GpuCheckTest(unittest.TestCase):
                     artifact("test", "model", "/t/deps/model-1"),
                     artifact("test", "e2e", "/t/deps/e2e-2"),
                     artifact("bin", "rnnsweep", "/t/rnnsweep"),
+                    # The binary's unit-test harness, after the binary: never taken for it.
+                    artifact("bin", "rnnsweep", "/t/deps/rnnsweep-3", test=True),
                     artifact("example", "bench_trainer", "/t/examples/bench_trainer"),
+                    artifact("example", "bench_trainer", "/t/deps/bench_trainer-4", test=True),
                     '{"reason": "build-finished", "success": true}',
                 ]) + "\n")
             out = io.StringIO()
