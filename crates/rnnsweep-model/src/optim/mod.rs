@@ -31,6 +31,20 @@ pub enum OptimizerName {
     Adadelta,
 }
 
+impl OptimizerName {
+    /// Every optimizer, in the order Keras documents them.
+    pub const ALL: [OptimizerName; 8] = [
+        OptimizerName::Sgd,
+        OptimizerName::Adam,
+        OptimizerName::Adamw,
+        OptimizerName::Adamax,
+        OptimizerName::Nadam,
+        OptimizerName::Rmsprop,
+        OptimizerName::Adagrad,
+        OptimizerName::Adadelta,
+    ];
+}
+
 /// An optimizer and its settings; unset settings take Keras's defaults for that optimizer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -725,18 +739,7 @@ mod tests {
     #[test]
     fn the_fused_host_pass_follows_the_tensor_rules() {
         use rand::{Rng, SeedableRng};
-        let mut configs: Vec<OptimizerConfig> = [
-            OptimizerName::Sgd,
-            OptimizerName::Adam,
-            OptimizerName::Adamw,
-            OptimizerName::Adamax,
-            OptimizerName::Nadam,
-            OptimizerName::Rmsprop,
-            OptimizerName::Adagrad,
-            OptimizerName::Adadelta,
-        ]
-        .map(cfg)
-        .to_vec();
+        let mut configs: Vec<OptimizerConfig> = OptimizerName::ALL.map(cfg).to_vec();
         let with = |name, f: &dyn Fn(&mut OptimizerConfig)| {
             let mut c = cfg(name);
             f(&mut c);

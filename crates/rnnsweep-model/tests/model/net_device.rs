@@ -162,16 +162,7 @@ fn the_whole_network_on_the_device_matches_the_cpu_for_every_setting() {
         Pooling::MaxMean,
         Pooling::Attention,
     ];
-    let optimizers = [
-        OptimizerName::Sgd,
-        OptimizerName::Adam,
-        OptimizerName::Adamw,
-        OptimizerName::Adamax,
-        OptimizerName::Nadam,
-        OptimizerName::Rmsprop,
-        OptimizerName::Adagrad,
-        OptimizerName::Adadelta,
-    ];
+    let optimizers = OptimizerName::ALL;
     // On a GPU `auto` is the CUDA kernel; on the CPU it is the oracle itself.
     let subjects: &[LstmImpl] = if device.is_cuda() {
         &[LstmImpl::Reference, LstmImpl::Auto]
