@@ -294,13 +294,29 @@ fn max_duration_covers_the_search_and_the_final_model() {
         .iter()
         .filter_map(|t| t.user_attrs.get("duration_s").and_then(|v| v.as_f64()))
         .fold(0.0, f64::max);
-    // The last trial may run past the stop and the estimate may miss: within the longest
-    // trial and half the final model's time. (Without the reserve the search alone takes the
-    // 30 s, and the final model comes on top.)
-    let total = (search + final_model).as_secs_f64();
+    // "max_duration reached, less 3.911s kept for the final model"
+    let reserved: f64 = stdout
+        .split("less ")
+        .nth(1)
+        .and_then(|rest| rest.split("s kept").next())
+        .and_then(|seconds| seconds.parse().ok())
+        .unwrap_or_else(|| panic!("no reserve in seconds: {stdout}"));
+    let (search, final_model) = (search.as_secs_f64(), final_model.as_secs_f64());
+    // The search stopped that much early: only the trials running at the stop (each at most
+    // the longest, plus its process) ran past it.
     assert!(
-        total <= 30.0 + longest_trial + 0.5 * final_model.as_secs_f64(),
-        "search {search:?} + final model {final_model:?} = {total:.1} s for max_duration 30s \
-         (longest trial {longest_trial:.1} s)"
+        search <= 30.0 - reserved + longest_trial + 1.5,
+        "search {search:.1} s with {reserved:.1} s reserved (longest trial {longest_trial:.1} s)"
+    );
+    // The reserve was the final model's time, within what load changes between the two runs
+    // can explain; so the two together took the 30 s the spec gives, give or take.
+    assert!(
+        (0.3 * final_model..=3.0 * final_model).contains(&reserved),
+        "{reserved:.1} s reserved, the final model took {final_model:.1} s"
+    );
+    let total = search + final_model;
+    assert!(
+        total <= 30.0 + longest_trial + 1.5 + 0.7 * final_model,
+        "search {search:.1} s + final model {final_model:.1} s = {total:.1} s for max_duration 30s"
     );
 }
