@@ -169,6 +169,9 @@ impl Rule {
     }
 }
 
+/// The most slots a rule keeps (centered RMSprop with momentum: three).
+const MAX_SLOTS: usize = 3;
+
 /// The in-place update of one f32 variable on the CPU: the whole variable, or (with `rows`)
 /// only the rows listed, whose gradient is `[rows.len(), width]`.
 pub(super) struct HostUpdate<'a> {
@@ -210,10 +213,17 @@ impl InplaceOp2 for HostUpdate<'_> {
             .slots
             .lock()
             .map_err(|_| candle_core::Error::Msg("optimizer update: slots poisoned".into()))?;
+        let count = slots.len();
+        if count > MAX_SLOTS {
+            candle_core::bail!("optimizer update: {count} slots, at most {MAX_SLOTS}");
+        }
         match self.rows {
             None => {
-                let mut views: Vec<&mut [f32]> = slots.iter_mut().map(|s| &mut s[..]).collect();
-                self.rule.apply(w, g, &mut views);
+                let mut views: [&mut [f32]; MAX_SLOTS] = Default::default();
+                for (view, slot) in views.iter_mut().zip(slots.iter_mut()) {
+                    *view = &mut slot[..];
+                }
+                self.rule.apply(w, g, &mut views[..count]);
             }
             Some(rows) => {
                 let width = if rows.is_empty() {
@@ -228,13 +238,13 @@ impl InplaceOp2 for HostUpdate<'_> {
                 }
                 for (k, &row) in rows.iter().enumerate() {
                     let at = row as usize * width..(row as usize + 1) * width;
-                    let mut views: Vec<&mut [f32]> =
-                        slots.iter_mut().map(|s| &mut s[at.clone()]).collect();
-                    self.rule.apply(
-                        &mut w[at.clone()],
-                        &g[k * width..(k + 1) * width],
-                        &mut views,
-                    );
+                    // No allocation per row: a batch touches thousands of embedding rows.
+                    let mut views: [&mut [f32]; MAX_SLOTS] = Default::default();
+                    for (view, slot) in views.iter_mut().zip(slots.iter_mut()) {
+                        *view = &mut slot[at.clone()];
+                    }
+                    let g = &g[k * width..(k + 1) * width];
+                    self.rule.apply(&mut w[at], g, &mut views[..count]);
                 }
             }
         }

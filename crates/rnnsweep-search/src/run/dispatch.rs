@@ -136,7 +136,9 @@ pub fn run_sweep(
     let mut reserved = Duration::ZERO;
     let mut reserved_at: Option<usize> = None;
     loop {
-        if spec.max_duration.is_some() && reserved_at != Some(d.run_finished) {
+        // Only a spec with both a limit and a final model has anything to reserve.
+        let reserves = spec.max_duration.is_some() && spec.final_ensemble.is_some();
+        if reserves && reserved_at != Some(d.run_finished) {
             reserved = final_model_estimate(spec, &d.store.trials(study)?);
             reserved_at = Some(d.run_finished);
         }

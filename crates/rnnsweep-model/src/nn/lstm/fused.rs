@@ -264,6 +264,20 @@ impl FusedBiRnn {
         }
     }
 
+    /// The op's three inputs have the shapes it was built for (see [`FusedBiRnn`]).
+    fn check_inputs(&self, l1: &Layout, l2: &Layout, l3: &Layout) -> candle_core::Result<()> {
+        let gate_width = self.dims().gate_width();
+        let (time, batch) = (self.time, self.batch);
+        let recurrent_rows = self.units + self.cell.bias_rows();
+        self.check("the forward projection", l1, &[time, batch, gate_width])?;
+        self.check("the backward projection", l2, &[time, batch, gate_width])?;
+        self.check(
+            "the recurrent kernels",
+            l3,
+            &[2, recurrent_rows, gate_width],
+        )
+    }
+
     fn check(&self, what: &str, layout: &Layout, expected: &[usize]) -> candle_core::Result<()> {
         if layout.dims() != expected {
             candle_core::bail!(
@@ -691,14 +705,7 @@ impl CustomOp3 for FusedBiRnn {
             time, batch, units, ..
         } = dims;
         let gate_width = dims.gate_width();
-        let recurrent_rows = units + self.cell.bias_rows();
-        self.check("the forward projection", l1, &[time, batch, gate_width])?;
-        self.check("the backward projection", l2, &[time, batch, gate_width])?;
-        self.check(
-            "the recurrent kernels",
-            l3,
-            &[2, recurrent_rows, gate_width],
-        )?;
+        self.check_inputs(l1, l2, l3)?;
         let z_forward = contiguous("the forward projection", s1, l1)?;
         let z_backward = contiguous("the backward projection", s2, l2)?;
         let recurrent = contiguous("the recurrent kernels", s3, l3)?;
@@ -748,16 +755,7 @@ impl CustomOp3 for FusedBiRnn {
         s3: &candle_core::CudaStorage,
         l3: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        let gate_width = self.dims().gate_width();
-        let (time, batch) = (self.time, self.batch);
-        self.check("the forward projection", l1, &[time, batch, gate_width])?;
-        self.check("the backward projection", l2, &[time, batch, gate_width])?;
-        let recurrent_rows = self.units + self.cell.bias_rows();
-        self.check(
-            "the recurrent kernels",
-            l3,
-            &[2, recurrent_rows, gate_width],
-        )?;
+        self.check_inputs(l1, l2, l3)?;
         let geometry = self.geometry();
         let (out, shape, trace) = super::cuda::forward(&geometry, [(s1, l1), (s2, l2), (s3, l3)])?;
         if let Some(trace) = trace {
