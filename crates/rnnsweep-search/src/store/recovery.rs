@@ -33,6 +33,16 @@ pub(crate) fn retry_history(t: &TrialRecord) -> Vec<Value> {
     history
 }
 
+/// The values a re-run of `t` must run with. A queued trial whose driver died between its claim
+/// and the check of its values has no params yet: its queued values are still the ones to run,
+/// not an empty set that would fail the re-run.
+fn values_to_rerun(t: &TrialRecord) -> Value {
+    match t.system_attrs.get(keys::FIXED_PARAMS) {
+        Some(queued) if t.params.is_empty() => queued.clone(),
+        _ => fixed_params_attr(&t.params),
+    }
+}
+
 /// What any re-run of `t` carries, under Optuna's `RetryFailedTrialCallback` keys: its values
 /// in Optuna's enqueue form, the first trial of its line and its retry history (`retry` asks
 /// for these alone).
@@ -43,7 +53,7 @@ pub fn retry_attrs(t: &TrialRecord) -> BTreeMap<String, Value> {
         .cloned()
         .unwrap_or(Value::from(t.number));
     BTreeMap::from([
-        (keys::FIXED_PARAMS.to_string(), fixed_params_attr(&t.params)),
+        (keys::FIXED_PARAMS.to_string(), values_to_rerun(t)),
         (keys::FAILED_TRIAL.to_string(), first),
         (
             keys::RETRY_HISTORY.to_string(),
@@ -181,6 +191,28 @@ mod tests {
         assert_eq!(
             (&attrs[keys::FAILED_TRIAL], &attrs[keys::RETRY_HISTORY]),
             (&json!(7), &json!([7]))
+        );
+    }
+
+    #[test]
+    fn a_requeued_trial_killed_before_its_values_were_checked_keeps_its_queued_values() {
+        let mut claimed = rerun();
+        claimed.params.clear();
+        claimed.system_attrs.insert(
+            keys::FIXED_PARAMS.to_string(),
+            json!({"optimizer": "rmsprop"}),
+        );
+        let attrs = requeue_attrs(&claimed, true, &BTreeMap::new());
+        assert_eq!(attrs[keys::FIXED_PARAMS], json!({"optimizer": "rmsprop"}));
+        assert_eq!(attrs[keys::RETRY_HISTORY], json!([3, 5, 7]));
+        // Once the values are stored they are what runs again, whatever was queued.
+        let mut resolved = rerun();
+        resolved
+            .system_attrs
+            .insert(keys::FIXED_PARAMS.to_string(), json!({"optimizer": "adam"}));
+        assert_eq!(
+            retry_attrs(&resolved)[keys::FIXED_PARAMS],
+            json!({"optimizer": "rmsprop"})
         );
     }
 
