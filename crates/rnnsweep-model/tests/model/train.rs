@@ -9,8 +9,10 @@ use rnnsweep_model::config::DenseConfig;
 use rnnsweep_model::config::ModelConfig;
 use rnnsweep_model::data::{load_csv, Columns, Labels, Table};
 use rnnsweep_model::dataset::prepare;
+use rnnsweep_model::dataset::{pad_sequences, Padded};
 use rnnsweep_model::metrics::classify;
 use rnnsweep_model::optim::OptimizerName;
+use rnnsweep_model::train::distill::{DistillSettings, SoftTargets};
 use rnnsweep_model::train::evaluate::evaluate_examples;
 use rnnsweep_model::train::history::EpochReport;
 use rnnsweep_model::train::{fit, Control, FitOptions, StopReason};
@@ -120,6 +122,7 @@ fn resuming_a_checkpoint_is_bit_identical_to_an_uninterrupted_run() {
         checkpoint_dir: Some(dir.path().join("ckpt")),
         replay_history: false,
         task: None,
+        distill: None,
     };
     // "Killed" after epoch 2: the callback stops, as a pruner or a signal would.
     let first = fit(&cfg, &data, &Device::Cpu, &options, |r| {
@@ -381,4 +384,83 @@ fn a_gru_learns_the_sample_and_its_saved_model_predicts_the_same() {
     for (x, y) in a.iter().zip(&b) {
         assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{x} vs {y}");
     }
+}
+
+/// A teacher that says the opposite of each row's label: 0.8 for a negative, 0.2 for a positive.
+fn contrary(labels: &[u8]) -> Vec<f32> {
+    labels
+        .iter()
+        .map(|&y| if y == 1 { 0.2 } else { 0.8 })
+        .collect()
+}
+
+#[test]
+fn a_distilled_student_learns_what_its_teacher_says_from_labelled_and_unlabelled_rows() {
+    let table = sample(1600);
+    let mut cfg = small(4);
+    cfg.early_stopping.enabled = false;
+    let mut labelled = table.clone();
+    labelled.rows.truncate(800);
+    let data = prepare(&labelled, &cfg).unwrap();
+    let last_auc = |options: &FitOptions| {
+        let out = fit(&cfg, &data, &Device::Cpu, options, |_| Control::Continue).unwrap();
+        out.history.last().unwrap().val_roc_auc
+    };
+    let no_rows = Padded {
+        ids: Vec::new(),
+        rows: 0,
+        len: data.train.ids.len,
+    };
+    // Taught by the contrary teacher alone (alpha 0), the student ranks the held-out rows
+    // backwards, where the labels alone rank them well.
+    let taught =
+        |train: Vec<f32>, unlabelled: Padded, unlabelled_probabilities: Vec<f32>| FitOptions {
+            distill: Some(SoftTargets {
+                settings: DistillSettings {
+                    alpha: 0.0,
+                    temperature: 1.0,
+                },
+                train,
+                unlabelled,
+                unlabelled_probabilities,
+            }),
+            ..FitOptions::default()
+        };
+    let from_labels = last_auc(&FitOptions::default());
+    let contrary_on_labelled = last_auc(&taught(
+        contrary(&data.train.labels),
+        no_rows.clone(),
+        Vec::new(),
+    ));
+    assert!(from_labels > 0.8, "labels alone: AUC {from_labels}");
+    assert!(
+        contrary_on_labelled < 0.3,
+        "the contrary teacher on the labelled rows: AUC {contrary_on_labelled}"
+    );
+    // A teacher that says nothing on the labelled rows (0.5 everywhere) and the contrary on
+    // 800 unlabelled rows: what the student learns comes from the unlabelled rows alone.
+    let others: Vec<_> = table.rows[800..].to_vec();
+    let texts: Vec<&str> = others.iter().map(|r| r.text.as_str()).collect();
+    let unlabelled = pad_sequences(
+        &data.tokenizer.texts_to_sequences(texts),
+        data.train.ids.len,
+        cfg.padding,
+        cfg.truncating,
+    );
+    let their_labels: Vec<u8> = others.iter().map(|r| r.label.unwrap()).collect();
+    let contrary_on_unlabelled = last_auc(&taught(
+        vec![0.5; data.train.labels.len()],
+        unlabelled,
+        contrary(&their_labels),
+    ));
+    assert!(
+        contrary_on_unlabelled < 0.4,
+        "the contrary teacher on unlabelled rows only: AUC {contrary_on_unlabelled}"
+    );
+    // Teacher probabilities that do not match the rows are refused before training.
+    let wrong = taught(vec![0.5; 3], no_rows, Vec::new());
+    let err = fit(&cfg, &data, &Device::Cpu, &wrong, |_| Control::Continue)
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("3 probabilities"), "{err}");
 }

@@ -2,6 +2,7 @@
 //! leaders with fresh seeds, ensembles, retraining the final model, plots and exports.
 
 pub mod confirm;
+pub mod distill;
 pub mod ensemble;
 pub mod error;
 pub mod export;

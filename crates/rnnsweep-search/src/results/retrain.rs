@@ -5,6 +5,7 @@ use std::path::Path;
 
 use rnnsweep_model::artifact::TrainedModel;
 use rnnsweep_model::train::checkpoint::resumable_epochs;
+use rnnsweep_model::train::distill::SoftTargets;
 use rnnsweep_model::train::history::EpochReport;
 use rnnsweep_model::train::predict::predict_padded;
 use rnnsweep_model::train::{fit, Control, FitOptions};
@@ -32,6 +33,10 @@ pub struct RetrainPlan {
     /// What a checkpoint of this retraining is keyed by besides the configuration: the data
     /// files and whether validation rows were kept (the rows trained on differ).
     pub(crate) task: serde_json::Value,
+    /// A distilled student's teacher probabilities ([`Study::distill`]).
+    ///
+    /// [`Study::distill`]: crate::results::study::Study::distill
+    pub(crate) distill: Option<SoftTargets>,
 }
 
 impl RetrainPlan {
@@ -41,6 +46,11 @@ impl RetrainPlan {
 
     pub fn validation_rows(&self) -> usize {
         self.data.validation.labels.len()
+    }
+
+    /// Rows without labels a distilled student also learns from.
+    pub fn unlabelled_rows(&self) -> usize {
+        self.distill.as_ref().map_or(0, |d| d.unlabelled.rows)
     }
 
     /// Rows held out to choose the threshold (0 for a fixed one).
@@ -59,7 +69,7 @@ impl RetrainPlan {
     /// are handed to `on_epoch` first), so a killed retraining continues where it stopped and
     /// ends as an uninterrupted one would.
     pub fn train(
-        self,
+        mut self,
         checkpoint_dir: Option<&Path>,
         on_epoch: impl FnMut(&EpochReport) -> Control,
     ) -> Result<Retrained, StudyError> {
@@ -67,6 +77,7 @@ impl RetrainPlan {
             checkpoint_dir: checkpoint_dir.map(Path::to_path_buf),
             replay_history: true,
             task: Some(self.task.clone()),
+            distill: self.distill.take(),
         };
         let outcome = fit(&self.config, &self.data, &self.device, &options, on_epoch)?;
         // Scored by `fit` when it chose the threshold; a fixed one scores them here.

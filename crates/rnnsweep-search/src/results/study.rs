@@ -279,6 +279,7 @@ impl Study {
             data,
             device,
             task,
+            distill: None,
         })
     }
 

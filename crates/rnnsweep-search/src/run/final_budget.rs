@@ -5,7 +5,8 @@
 //! would most likely be (the K best completed trials so far), each trained again for its kept
 //! epoch count at its measured seconds per epoch, scaled to the rows a retraining trains on
 //! (every row but the calibration slice, so `1 / (1 − validation_split)` of a trial's), one
-//! member after another.
+//! member after another; a distilled final model adds its student, the best configuration
+//! trained once more (rows without labels it also learns from are not counted).
 
 use std::time::Duration;
 
@@ -41,11 +42,18 @@ pub(crate) fn final_model_estimate(spec: &Spec, trials: &[TrialRecord]) -> Durat
             .unwrap_or(0.1);
         1.0 / (1.0 - split)
     };
-    let seconds: f64 = completed
+    // A distilled final model trains the best configuration once more, as its student.
+    let student = if spec.final_distill.is_some() {
+        completed.first().and_then(|t| member_seconds(t))
+    } else {
+        None
+    };
+    let seconds: f64 = (completed
         .iter()
         .take(members)
         .filter_map(|t| member_seconds(t))
         .sum::<f64>()
+        + student.unwrap_or(0.0))
         * rows_factor;
     Duration::from_secs_f64(seconds.max(0.0))
 }
@@ -119,6 +127,12 @@ mod tests {
         assert_eq!(
             final_model_estimate(&one, &with_running),
             Duration::from_secs(75)
+        );
+        // A distilled student trains the best configuration once more: (60 + 40 + 60) × 1.25.
+        let distilled = spec(&format!("{base}final: {{ensemble: 2, distill: true}}\n"));
+        assert_eq!(
+            final_model_estimate(&distilled, &trials),
+            Duration::from_secs(200)
         );
     }
 }

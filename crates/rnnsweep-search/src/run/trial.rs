@@ -64,6 +64,7 @@ pub fn run_trial(task: &TrialTask, emit: &mut dyn FnMut(WorkerMessage)) -> Resul
             &task.train_file,
             task.validation_file.as_deref(),
         )),
+        distill: None,
     };
     if let Some(message) =
         discard_foreign_checkpoint(&task.checkpoint_dir, &cfg, options.task.as_ref())?

@@ -133,6 +133,8 @@ pub struct Spec {
     pub final_selection: SelectionRule,
     /// `final: {combine}`: how the ensemble combines its members' probabilities.
     pub final_combine: rnnsweep_model::artifact::Combine,
+    /// `final: {distill}`: hand over one student trained on the ensemble's probabilities.
+    pub final_distill: Option<final_model::FinalDistill>,
     /// Where the spec was read from (relative paths in it are relative to its folder).
     pub path: PathBuf,
 }
@@ -343,6 +345,38 @@ parameters:
         ));
         assert!(
             e.starts_with("exp/s.yaml:") && e.contains("final.combine: unknown variant `median`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_final_model_can_be_a_distilled_student() {
+        let with = |f: &str| GOOD.replace("run_cap: 4", &format!("run_cap: 4\nfinal: {f}"));
+        let s = parse(&with("{ensemble: 3, distill: true}")).unwrap();
+        assert_eq!(
+            s.final_distill,
+            Some(final_model::FinalDistill {
+                settings: rnnsweep_model::train::distill::DistillSettings::default(),
+                unlabelled: None,
+            })
+        );
+        let s = parse(&with(
+            "{ensemble: 3, distill: {alpha: 0.2, temperature: 3, unlabelled: data/test.csv}}",
+        ))
+        .unwrap();
+        let d = s.final_distill.unwrap();
+        assert_eq!((d.settings.alpha, d.settings.temperature), (0.2, 3.0));
+        assert_eq!(d.unlabelled, Some(PathBuf::from("exp/data/test.csv")));
+        assert_eq!(
+            parse(&with("{ensemble: 3, distill: false}"))
+                .unwrap()
+                .final_distill,
+            None
+        );
+        assert_eq!(parse(GOOD).unwrap().final_distill, None);
+        let e = message(&with("{ensemble: 3, distill: {alpha: 1.5}}"));
+        assert!(
+            e.starts_with("exp/s.yaml:") && e.contains("final.distill.alpha: 1.5 is not in [0, 1)"),
             "{e}"
         );
     }

@@ -101,6 +101,29 @@ pub(super) struct RawFinal {
     pub(super) selection: SelectionRule,
     #[serde(default)]
     pub(super) combine: rnnsweep_model::artifact::Combine,
+    /// `true`, or the distillation's settings.
+    #[serde(default)]
+    pub(super) distill: Option<RawDistill>,
+}
+
+/// `distill: true` or `distill: {alpha, temperature, unlabelled}`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub(super) enum RawDistill {
+    On(bool),
+    Settings(RawDistillSettings),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDistillSettings {
+    #[serde(default)]
+    pub(super) alpha: Option<f64>,
+    #[serde(default)]
+    pub(super) temperature: Option<f64>,
+    /// A CSV of rows without labels (same text column) the student learns from too.
+    #[serde(default)]
+    pub(super) unlabelled: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

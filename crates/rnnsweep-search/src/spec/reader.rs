@@ -9,14 +9,18 @@ use rnnsweep_model::config::set_path;
 use rnnsweep_model::config::ModelConfig;
 use rnnsweep_model::data::Columns;
 use rnnsweep_model::metrics::{direction_of, Direction, Metric};
+use rnnsweep_model::train::distill::DistillSettings;
 use serde_json::Value;
 
 use crate::pruning::EarlyTerminate;
 use crate::sampling::Method;
 use crate::space::Distribution;
 use crate::spec::duration::parse_duration;
+use crate::spec::final_model::FinalDistill;
 use crate::spec::locate::locate;
-use crate::spec::raw::{DistributionName, RawData, RawMethod, RawParam, RawSpec, WandbModule};
+use crate::spec::raw::{
+    DistributionName, RawData, RawDistill, RawMethod, RawParam, RawSpec, WandbModule,
+};
 use crate::spec::{FunctionTrial, Spec, SpecError, TrialKind, WandbProgram};
 use crate::store::StorageLocation;
 
@@ -91,6 +95,7 @@ pub(super) fn read(text: &str, path: &Path) -> Result<Spec, SpecError> {
             .as_ref()
             .map(|f| f.combine)
             .unwrap_or_default(),
+        final_distill: r.final_distill(&raw)?,
         final_ensemble: match raw.final_model.as_ref().map(|f| f.ensemble) {
             Some(0) => return Err(r.err(&["final", "ensemble"], "must be at least 1".into())),
             k => k,
@@ -131,6 +136,35 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
+    fn final_distill(&self, raw: &RawSpec) -> Result<Option<FinalDistill>, SpecError> {
+        let Some(distill) = raw.final_model.as_ref().and_then(|f| f.distill.as_ref()) else {
+            return Ok(None);
+        };
+        let (settings, unlabelled) = match distill {
+            RawDistill::On(false) => return Ok(None),
+            RawDistill::On(true) => (DistillSettings::default(), None),
+            RawDistill::Settings(s) => {
+                let default = DistillSettings::default();
+                (
+                    DistillSettings {
+                        alpha: s.alpha.unwrap_or(default.alpha),
+                        temperature: s.temperature.unwrap_or(default.temperature),
+                    },
+                    s.unlabelled.as_ref().map(|u| self.base_dir.join(u)),
+                )
+            }
+        };
+        if let Err(rnnsweep_model::error::ModelError::Config { at, message }) =
+            settings.validate("")
+        {
+            return Err(self.err(&["final", "distill", &at], message));
+        }
+        Ok(Some(FinalDistill {
+            settings,
+            unlabelled,
+        }))
+    }
+
     fn err(&self, key_path: &[&str], message: String) -> SpecError {
         SpecError {
             at: match locate(self.text, key_path) {

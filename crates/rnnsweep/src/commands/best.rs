@@ -48,6 +48,25 @@ pub struct BestArgs {
     /// `final: {combine}`, else probability.
     #[arg(long, value_enum)]
     pub combine: Option<CombineArg>,
+    /// With --retrain: hand over one network, the best configuration trained again on the
+    /// ensemble's probabilities as well as the labels (knowledge distillation); the ensemble is
+    /// kept in OUT/teacher. Default: the spec's `final: {distill}`.
+    #[arg(long, overrides_with = "no_distill")]
+    pub distill: bool,
+    /// Do not distil, even when the spec's `final` section asks.
+    #[arg(long, overrides_with = "distill")]
+    pub no_distill: bool,
+    /// With --distill: a CSV of rows without labels (same text column) the student also
+    /// learns from the ensemble, such as a competition's test file.
+    #[arg(long, value_name = "FILE")]
+    pub unlabelled: Option<PathBuf>,
+    /// With --distill: the labels' share of the student's loss, in [0, 1) (default 0.5).
+    #[arg(long, value_name = "ALPHA")]
+    pub distill_alpha: Option<f64>,
+    /// With --distill: the temperature that softens the ensemble's probabilities and the
+    /// student's logits (default 1).
+    #[arg(long, value_name = "T")]
+    pub distill_temperature: Option<f64>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -100,6 +119,14 @@ pub fn run(args: &BestArgs) -> anyhow::Result<()> {
             CombineArg::Probability => Combine::Probability,
             CombineArg::Logit => Combine::Logit,
         }),
+        distill: match (args.distill, args.no_distill) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        },
+        unlabelled: args.unlabelled.clone(),
+        alpha: args.distill_alpha,
+        temperature: args.distill_temperature,
     })?;
     let members = plan.asked;
     if let Some((candidates, selection)) = &plan.selection {
@@ -141,6 +168,7 @@ pub fn run(args: &BestArgs) -> anyhow::Result<()> {
         }
     }
     let chosen = plan.chosen;
+    let member_numbers: Vec<i64> = chosen.iter().map(|t| t.number).collect();
     let mut retrained = Vec::new();
     // What selection chose, which may be fewer than asked for.
     let total = chosen.len();
@@ -180,26 +208,57 @@ pub fn run(args: &BestArgs) -> anyhow::Result<()> {
                 String::new()
             }
         );
-        retrained.push(plan.train(Some(&checkpoint), |r| {
-            // Without a validation split there is nothing to report but the training side.
-            let validation = if r.val_loss.is_nan() {
-                String::new()
-            } else {
-                format!("  val_loss {:.4}  val_f1 {:.4}", r.val_loss, r.val_f1)
-            };
-            let replayed = if r.epoch <= resumed {
-                "  (from the checkpoint)"
-            } else {
-                ""
-            };
-            println!(
-                "epoch {:>3}  train_loss {:.4}  train_acc {:.4}{validation}  {:.1}s{replayed}",
-                r.epoch, r.train_loss, r.train_accuracy, r.seconds
-            );
-            Control::Continue
-        })?);
+        retrained.push(plan.train(Some(&checkpoint), |r| print_epoch(r, resumed))?);
     }
-    let saved = save(retrained, plan.combine, out)?;
+    let saved = match &plan.distill {
+        None => save(retrained, plan.combine, out)?,
+        Some(distill) => {
+            let teacher_dir = partial.join("teacher");
+            let calibration = teacher_calibration(&retrained, plan.combine);
+            let teacher = save(retrained, plan.combine, &teacher_dir)?.into_predictor();
+            let student = study.best_trial()?;
+            let number = student.number;
+            let plan = study.distill(student, &options, &teacher, &member_numbers, distill)?;
+            let checkpoint = partial.join("student");
+            let resumed = plan.resumable_epochs(&checkpoint)?;
+            println!(
+                "distilling {} into trial {number}'s configuration: {} labelled rows{}, \
+                 alpha {}, temperature {}, {} epochs{}",
+                if total > 1 {
+                    format!("the ensemble of {total}")
+                } else {
+                    format!("trial {}", member_numbers[0])
+                },
+                plan.train_rows(),
+                match plan.unlabelled_rows() {
+                    0 => String::new(),
+                    n => format!(" and {n} unlabelled rows"),
+                },
+                distill.settings.alpha,
+                distill.settings.temperature,
+                plan.config.epochs,
+                if resumed > 0 {
+                    format!(
+                        ", resumed after epoch {resumed} from {}",
+                        checkpoint.display()
+                    )
+                } else {
+                    String::new()
+                }
+            );
+            let student = plan.train(Some(&checkpoint), |r| print_epoch(r, resumed))?;
+            compare_on_calibration(&calibration, teacher.threshold(), &student);
+            // One model: nothing to combine.
+            let saved = save(vec![student], Combine::default(), out)?;
+            let kept = out.join("teacher");
+            if kept.exists() {
+                std::fs::remove_dir_all(&kept)?;
+            }
+            std::fs::rename(&teacher_dir, &kept)?;
+            println!("the ensemble it learnt from is kept in {}", kept.display());
+            saved
+        }
+    };
     if let Err(e) = std::fs::remove_dir_all(&partial) {
         if e.kind() != std::io::ErrorKind::NotFound {
             eprintln!(
@@ -229,6 +288,75 @@ pub fn run(args: &BestArgs) -> anyhow::Result<()> {
         ),
     }
     Ok(())
+}
+
+fn print_epoch(r: &rnnsweep_model::train::history::EpochReport, resumed: usize) -> Control {
+    // Without a validation split there is nothing to report but the training side.
+    let validation = if r.val_loss.is_nan() {
+        String::new()
+    } else {
+        format!("  val_loss {:.4}  val_f1 {:.4}", r.val_loss, r.val_f1)
+    };
+    let replayed = if r.epoch <= resumed {
+        "  (from the checkpoint)"
+    } else {
+        ""
+    };
+    println!(
+        "epoch {:>3}  train_loss {:.4}  train_acc {:.4}{validation}  {:.1}s{replayed}",
+        r.epoch, r.train_loss, r.train_accuracy, r.seconds
+    );
+    Control::Continue
+}
+
+/// The teacher's combined probabilities for the calibration rows, as it chose its threshold
+/// on them, with their labels.
+fn teacher_calibration(
+    members: &[rnnsweep_search::results::retrain::Retrained],
+    combine: Combine,
+) -> (Vec<f32>, Vec<u8>) {
+    let Some(first) = members.first() else {
+        return (Vec::new(), Vec::new());
+    };
+    let columns: Vec<&[f32]> = members
+        .iter()
+        .map(|m| m.calibration.probabilities.as_slice())
+        .collect();
+    (
+        combine.combine_outputs(&columns, first.model.task.normalised_width()),
+        first.calibration.labels.clone(),
+    )
+}
+
+/// Whether the student kept the teacher's quality, on the calibration rows neither trained
+/// on (a binary task's average precision and F1 at each one's threshold).
+fn compare_on_calibration(
+    (teacher, labels): &(Vec<f32>, Vec<u8>),
+    teacher_threshold: &rnnsweep_model::artifact::StoredThreshold,
+    student: &rnnsweep_search::results::retrain::Retrained,
+) {
+    let outputs = student.model.task.outputs();
+    if outputs != 1 || labels.is_empty() || teacher.len() != labels.len() {
+        return;
+    }
+    let line = |who: &str, p: &[f32], t: f64| {
+        let c = rnnsweep_model::metrics::classify(p, labels, t as f32);
+        format!(
+            "{who} AP {} F1 {} (threshold {t:.2})",
+            sig4(rnnsweep_model::metrics::average_precision(p, labels)),
+            sig4(c.f1)
+        )
+    };
+    println!(
+        "on the {} calibration rows: {}; {}",
+        labels.len(),
+        line("teacher", teacher, teacher_threshold.value),
+        line(
+            "student",
+            &student.calibration.probabilities,
+            student.model.threshold.value
+        )
+    );
 }
 
 /// Where `best --retrain --out DIR` keeps its members' checkpoints until DIR is written:

@@ -89,6 +89,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         checkpoint_dir: args.checkpoint.then(|| args.out.join("checkpoint")),
         replay_history: true,
         task: Some(data_fingerprint(&args.data, args.validation.as_deref())),
+        distill: None,
     };
     if let Some(dir) = &options.checkpoint_dir {
         if let Some(w) = discard_foreign_checkpoint(dir, &cfg, options.task.as_ref())? {

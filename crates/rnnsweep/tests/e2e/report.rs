@@ -320,3 +320,117 @@ fn max_duration_covers_the_search_and_the_final_model() {
         "search {search:.1} s + final model {final_model:.1} s = {total:.1} s for max_duration 30s"
     );
 }
+
+/// `final: {distill}` hands over one network taught by the ensemble, on the labelled rows and
+/// an unlabelled file's; the ensemble is kept beside it, and both predict.
+#[test]
+fn a_distilled_student_learns_from_the_ensemble_and_an_unlabelled_file() {
+    let dir = tempfile::tempdir().unwrap();
+    real_spec(dir.path());
+    let sample = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../experiments/data/sample.csv");
+    let text = String::from_utf8_lossy(&std::fs::read(sample).unwrap()).into_owned();
+    // Rows the search never saw, without their label column (id,tweet as a test file has).
+    let unlabelled: Vec<String> = std::iter::once("id,tweet".to_string())
+        .chain(text.lines().skip(601).take(400).map(|l| {
+            let mut fields = l.splitn(3, ',');
+            let (id, _label, tweet) = (
+                fields.next().unwrap(),
+                fields.next(),
+                fields.next().unwrap(),
+            );
+            format!("{id},{tweet}")
+        }))
+        .collect();
+    std::fs::write(
+        dir.path().join("unlabelled.csv"),
+        unlabelled.join("\n") + "\n",
+    )
+    .unwrap();
+    let spec = dir.path().join("distil.yaml");
+    std::fs::write(
+        &spec,
+        "name: distil\nstorage: out/distil.db\ndata: {train: sample.csv}\nmethod: random\nseed: 1\n\
+         metric: {name: val_loss}\nrun_cap: 3\n\
+         final: {ensemble: 2, selection: top, distill: {unlabelled: unlabelled.csv, temperature: 2}}\n\
+         training: {epochs: 2, batch_size: 64, embedding_dim: 8, lstm_units: [8], dense: [{units: 8}], \
+         threshold: {mode: max_f1}}\n\
+         parameters:\n  learning_rate: {distribution: log_uniform_values, min: 0.001, max: 0.01}\n",
+    )
+    .unwrap();
+    run_ok(rnnsweep().arg("run").arg(&spec));
+    let db = dir.path().join("out/distil.db");
+    let best = |extra: &[&str], out: &str| {
+        let mut c = rnnsweep();
+        c.arg("best")
+            .arg(&db)
+            .args(["--retrain", "--epochs", "3"])
+            .args(extra)
+            .arg("--out")
+            .arg(dir.path().join(out));
+        c
+    };
+    // Bad requests are refused before anything trains.
+    for (extra, named) in [
+        (
+            &["--no-distill", "--unlabelled", "u.csv"][..],
+            "--unlabelled",
+        ),
+        (&["--distill-alpha", "1"][..], "--distill-alpha"),
+        (&["--unlabelled", "missing.csv"][..], "missing.csv"),
+    ] {
+        let o = best(extra, "refused").output().unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && stderr.contains(named),
+            "{extra:?}: {stderr}"
+        );
+        assert!(!String::from_utf8_lossy(&o.stdout).contains("epoch "));
+        assert!(!dir.path().join("refused").exists());
+    }
+
+    let o = run_ok(&mut best(&[], "student"));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("distilling the ensemble of 2 into trial "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        line.contains(" labelled rows and 400 unlabelled rows, alpha 0.5, temperature 2, 3 epochs"),
+        "{line}"
+    );
+    // Two members and the student, three epochs each.
+    let epochs = stdout.lines().filter(|l| l.starts_with("epoch ")).count();
+    assert_eq!(epochs, 9, "{stdout}");
+    assert!(
+        stdout.lines().any(|l| l.starts_with("on the ")
+            && l.contains("calibration rows: teacher AP")
+            && l.contains("; student AP")),
+        "{stdout}"
+    );
+    let student = dir.path().join("student");
+    assert!(student.join("config.json").is_file());
+    assert!(!student.join("ensemble.json").exists(), "one network");
+    assert!(student.join("teacher/ensemble.json").is_file());
+    assert!(student.join("teacher/member-2/history.csv").is_file());
+    assert!(!dir.path().join("student.partial").exists());
+    let predict = |model: &std::path::Path, name: &str| {
+        let out = dir.path().join(name);
+        run_ok(
+            rnnsweep()
+                .arg("predict")
+                .arg("--model")
+                .arg(model)
+                .arg("--input")
+                .arg(dir.path().join("unlabelled.csv"))
+                .arg("--out")
+                .arg(&out),
+        );
+        std::fs::read_to_string(out).unwrap()
+    };
+    assert_eq!(predict(&student, "s.csv").lines().count(), 401);
+    assert_eq!(
+        predict(&student.join("teacher"), "t.csv").lines().count(),
+        401
+    );
+}
