@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # Does the search find a model that holds up on rows nobody selected on? Runs a spec
 # (experiments/tweets-cpu.yaml by default, experiments/text-cpu.yaml for any labelled CSV) on
-# DEV, builds its final model (`best --retrain`: the spec's ensemble), scores TEST with it,
+# DEV, builds its final model (`best --retrain`: the spec's ensemble) and a distilled student of
+# that ensemble (`--distill`: one network, the best configuration taught by the ensemble), the
+# single best configuration retrained alone, scores TEST with each (timing `predict`),
 # fits a character n-gram TF-IDF + logistic regression baseline on DEV (balanced class
 # weights; one-vs-rest for several classes; a binary threshold by 5-fold cross-validation on
 # DEV), and prints one side-by-side table: F1, AP, ROC-AUC for a binary task, macro F1 (and
-# weighted F1, accuracy, per-class F1) for a multi-class one.
+# weighted F1, accuracy, per-class F1) for a multi-class one, with each model's whole wall time
+# (search included) and its TEST rows per second.
 #
 #   bash scripts/quality.sh DEV.csv TEST.csv [--spec SPEC.yaml] [--task binary|multiclass]
 #
 # DEV and TEST have the spec's columns and no rows in common; TEST is only ever scored. Only the
 # spec's `train:` and `storage:` lines are changed (its columns and labels are used as written).
 # To measure without a test split of your own, split a labelled file in two (e.g. 70/30,
-# stratified). Environment: MAX_DURATION (the spec's), ENSEMBLE (the spec's), WORK (a folder
+# stratified). Environment: MAX_DURATION (the spec's), ENSEMBLE (the spec's), UNLABELLED (a CSV
+# of rows without labels the student also learns from, e.g. TEST's texts as a competition's
+# test file gives them; default none), WORK (a folder
 # for the study, the model and the predictions; default results/quality-<time>), VENV
 # (.venv-quality: created with scikit-learn and PyYAML from the package index when missing).
 set -euo pipefail
@@ -66,22 +71,43 @@ c = (yaml.safe_load(open(sys.argv[1]))["data"].get("columns") or {})
 print(",".join(str(c.get(k, d)) for k, d in (("id", "id"), ("label", "label"), ("text", "tweet"))))
 ' "$spec")
 
-started=$(date +%s)
+now() { date +%s.%N; }
+elapsed() { python3 -c "print(round($2 - $1, 1))"; }
+started=$(now)
 "$BIN" run "$spec" | tail -n 25
-searched=$(date +%s)
+searched=$(now)
 ensemble=()
 [ -z "${ENSEMBLE:-}" ] || ensemble=(--ensemble "$ENSEMBLE")
-"$BIN" best "$WORK/$name.db" --retrain --out "$WORK/model" "${ensemble[@]}" | grep -v '^epoch'
-trained=$(date +%s)
-"$BIN" predict --model "$WORK/model" --input "$TEST" --out "$WORK/test-predictions.csv"
-predicted=$(date +%s)
-echo "search $((searched - started)) s, final model $((trained - searched)) s, scoring TEST $((predicted - trained)) s"
-# The single best configuration beside it: is the ensemble worth its training time?
-"$BIN" best "$WORK/$name.db" --retrain --ensemble 1 --out "$WORK/single" | grep -v '^epoch'
-"$BIN" predict --model "$WORK/single" --input "$TEST" --out "$WORK/test-predictions-single.csv"
-single=$(date +%s)
+unlabelled=()
+[ -z "${UNLABELLED:-}" ] || unlabelled=(--unlabelled "$(realpath "$UNLABELLED")")
+# The spec's ensemble and its distilled student in one run: the ensemble trains once and is
+# kept in student/teacher.
+"$BIN" best "$WORK/$name.db" --retrain --distill --out "$WORK/student" "${ensemble[@]}" \
+    "${unlabelled[@]}" | grep -v '^epoch'
+trained=$(now)
+# The student's own training time, from its history (the rest of the run is the ensemble's).
+student_s=$(python3 -c "import csv,sys; print(round(sum(float(r['seconds']) for r in csv.DictReader(open(sys.argv[1]))), 1))" "$WORK/student/history.csv")
+timed_predict() { # MODEL OUT: prints the seconds predict took
+    local t0; t0=$(now)
+    "$BIN" predict --model "$1" --input "$TEST" --out "$2" >/dev/null
+    elapsed "$t0" "$(now)"
+}
+ensemble_predict=$(timed_predict "$WORK/student/teacher" "$WORK/test-predictions.csv")
+student_predict=$(timed_predict "$WORK/student" "$WORK/test-predictions-student.csv")
+search_s=$(elapsed "$started" "$searched")
+final_s=$(elapsed "$searched" "$trained")
+members_s=$(python3 -c "print(round($final_s - $student_s, 1))")
+echo "search ${search_s} s; final models ${final_s} s (the ensemble's members ${members_s} s, the student ${student_s} s); predict on TEST: ensemble ${ensemble_predict} s, student ${student_predict} s"
+# The single best configuration beside them: is the ensemble worth its training time?
+single_started=$(now)
+"$BIN" best "$WORK/$name.db" --retrain --ensemble 1 --no-distill --out "$WORK/single" | grep -v '^epoch'
+single_s=$(elapsed "$single_started" "$(now)")
+single_predict=$(timed_predict "$WORK/single" "$WORK/test-predictions-single.csv")
+echo "single best retrained in ${single_s} s; predict on TEST ${single_predict} s"
+seconds() { python3 -c "print(round(sum(float(x) for x in '$*'.split()), 1))"; }
 echo
 "$VENV/bin/python" scripts/quality_table.py "$DEV" "$TEST" --task "$TASK" --columns "$columns" \
-    --model "rnnsweep: search + final model (spec)=$WORK/test-predictions.csv:$((predicted - started))" \
-    --model "rnnsweep: search + single best=$WORK/test-predictions-single.csv:$((searched - started + single - predicted))" \
+    --model "rnnsweep: search + final ensemble (spec)=$WORK/test-predictions.csv:$(seconds "$search_s" "$members_s" "$ensemble_predict"):$ensemble_predict" \
+    --model "rnnsweep: search + ensemble + distilled student=$WORK/test-predictions-student.csv:$(seconds "$search_s" "$final_s" "$student_predict"):$student_predict" \
+    --model "rnnsweep: search + single best=$WORK/test-predictions-single.csv:$(seconds "$search_s" "$single_s" "$single_predict"):$single_predict" \
     | tee "$WORK/table.md"

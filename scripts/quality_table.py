@@ -1,7 +1,7 @@
 """The bag-of-words baseline and the side-by-side quality table of scripts/quality.sh.
 
     quality_table.py DEV.csv TEST.csv [--task binary|multiclass] [--columns ID,LABEL,TEXT]
-                     [--model NAME=PREDICTIONS.csv:SECONDS ...]
+                     [--model NAME=PREDICTIONS.csv:SECONDS[:PREDICT_SECONDS] ...]
 
 Fits a character n-gram TF-IDF + logistic regression (balanced class weights; one-vs-rest for
 several classes) on DEV, scores TEST, and prints one table with every model. Binary: F1 at
@@ -11,7 +11,9 @@ ROC-AUC. Multi-class: macro F1 (of each model's own decision: rnnsweep's `label`
 argmax after its per-class offsets; the baseline's argmax), weighted F1, accuracy, one-vs-rest macro
 ROC-AUC and average precision, log loss, and each class's F1. Each `--model` is a
 `rnnsweep predict` output (`id,probability,label` for binary, `id,label,` then one column per
-class otherwise) and its wall time. Binary labels that are not 0/1 are read as the sorted
+class otherwise), its wall time (search and training) and, when given, the seconds `rnnsweep
+predict` took on TEST, shown as TEST rows per second (the baseline's: its transform and
+predict_proba on TEST). Binary labels that are not 0/1 are read as the sorted
 class names (the second is the positive class, as rnnsweep reads them).
 """
 import argparse
@@ -71,12 +73,33 @@ def classes_of(values):
     return distinct
 
 
+def parse_model(spec):
+    """NAME=PATH:SECONDS[:PREDICT_SECONDS] -> (name, path, seconds, predict seconds or None)."""
+    name, rest = spec.split("=", 1)
+    parts = rest.split(":")
+    numbers = []
+    while len(parts) > 1 and len(numbers) < 2:
+        try:
+            numbers.insert(0, float(parts[-1]))
+        except ValueError:
+            break
+        parts.pop()
+    if not numbers:
+        raise SystemExit(f"--model {spec}: expected NAME=PREDICTIONS.csv:SECONDS[:PREDICT_SECONDS]")
+    return name, ":".join(parts), numbers[0], numbers[1] if len(numbers) == 2 else None
+
+
+def throughput(rows, predict_seconds):
+    if not predict_seconds:
+        return "      -"
+    return f"{rows / predict_seconds:>7.0f}"
+
+
 def binary_rows(args, dev, test, texts, y_dev, y_test):
     rows = []
     by_id = {r[args.id]: i for i, r in enumerate(test)}
     for spec in args.model:
-        name, rest = spec.split("=", 1)
-        path, seconds = rest.rsplit(":", 1)
+        name, path, seconds, predict_seconds = parse_model(spec)
         probabilities = np.zeros(len(test))
         predicted = np.zeros(len(test), dtype=bool)
         seen = 0
@@ -89,23 +112,27 @@ def binary_rows(args, dev, test, texts, y_dev, y_test):
             raise SystemExit(f"{path}: {seen} predictions for {len(test)} test rows")
         flagged = probabilities[predicted]
         threshold = flagged.min() if len(flagged) else float("nan")
-        rows.append((name, probabilities, predicted, float(seconds), threshold))
+        rows.append((name, probabilities, predicted, seconds, threshold, predict_seconds))
     started = time.time()
     folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=0)
     cv = cross_val_predict(pipeline(2), texts, y_dev, cv=folds, method="predict_proba")[:, 1]
     threshold = best_f1_threshold(cv, y_dev)
-    p = pipeline(2).fit(texts, y_dev).predict_proba([r[args.text] for r in test])[:, 1]
-    rows.append(("tf-idf char 2-5 + logistic regression", p, p >= threshold, time.time() - started, threshold))
-    header = f"| {'model':<48} | F1 (own threshold) | precision | recall |   AP   | ROC-AUC | threshold | wall time |"
+    fitted = pipeline(2).fit(texts, y_dev)
+    scoring = time.time()
+    p = fitted.predict_proba([r[args.text] for r in test])[:, 1]
+    scored = time.time()
+    rows.append(("tf-idf char 2-5 + logistic regression", p, p >= threshold, scored - started, threshold, scored - scoring))
+    header = f"| {'model':<48} | F1 (own threshold) | precision | recall |   AP   | ROC-AUC | threshold | wall time | TEST rows/s |"
     print(header)
     print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
-    for name, probabilities, predicted, seconds, threshold in rows:
+    for name, probabilities, predicted, seconds, threshold, predict_seconds in rows:
         print(
             f"| {name:<48} | {f1_score(y_test, predicted):>18.4f} "
             f"| {precision_score(y_test, predicted, zero_division=0):>9.4f} "
             f"| {recall_score(y_test, predicted):>6.4f} "
             f"| {average_precision_score(y_test, probabilities):.4f} "
-            f"| {roc_auc_score(y_test, probabilities):>7.4f} | {threshold:>9.4f} | {seconds:>7.0f} s |"
+            f"| {roc_auc_score(y_test, probabilities):>7.4f} | {threshold:>9.4f} | {seconds:>7.0f} s "
+            f"| {throughput(len(test), predict_seconds):>11} |"
         )
 
 
@@ -114,8 +141,7 @@ def multiclass_rows(args, dev, test, texts, y_dev, y_test, classes):
     rows = []
     by_id = {r[args.id]: i for i, r in enumerate(test)}
     for spec in args.model:
-        name, rest = spec.split("=", 1)
-        path, seconds = rest.rsplit(":", 1)
+        name, path, seconds, predict_seconds = parse_model(spec)
         probabilities = np.zeros((len(test), k))
         decided = np.zeros(len(test), dtype=int)
         seen = 0
@@ -127,18 +153,20 @@ def multiclass_rows(args, dev, test, texts, y_dev, y_test, classes):
             seen += 1
         if seen != len(test):
             raise SystemExit(f"{path}: {seen} predictions for {len(test)} test rows")
-        rows.append((name, probabilities / probabilities.sum(axis=1, keepdims=True), decided, float(seconds)))
+        rows.append((name, probabilities / probabilities.sum(axis=1, keepdims=True), decided, seconds, predict_seconds))
     started = time.time()
     fitted = pipeline(k).fit(texts, y_dev)
+    scoring = time.time()
     p = fitted.predict_proba([r[args.text] for r in test])
+    scored = time.time()
     p = p / p.sum(axis=1, keepdims=True)
-    rows.append(("tf-idf char 2-5 + logistic regression (ovr)", p, p.argmax(axis=1), time.time() - started))
+    rows.append(("tf-idf char 2-5 + logistic regression (ovr)", p, p.argmax(axis=1), scored - started, scored - scoring))
     per_class = " | ".join(f"F1 {c}" for c in classes)
-    header = f"| {'model':<48} | macro F1 | weighted F1 | accuracy | macro AP | macro ROC-AUC | log loss | {per_class} | wall time |"
+    header = f"| {'model':<48} | macro F1 | weighted F1 | accuracy | macro AP | macro ROC-AUC | log loss | {per_class} | wall time | TEST rows/s |"
     print(header)
     print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
     onehot = label_binarize(y_test, classes=list(range(k)))
-    for name, probabilities, predicted, seconds in rows:
+    for name, probabilities, predicted, seconds, predict_seconds in rows:
         f1s = f1_score(y_test, predicted, average=None, labels=list(range(k)), zero_division=0)
         print(
             f"| {name:<48} | {f1_score(y_test, predicted, average='macro', labels=list(range(k)), zero_division=0):.4f} "
@@ -148,7 +176,7 @@ def multiclass_rows(args, dev, test, texts, y_dev, y_test, classes):
             f"| {roc_auc_score(y_test, probabilities, multi_class='ovr', labels=list(range(k))):.4f} "
             f"| {log_loss(y_test, np.clip(probabilities, 1e-7, 1), labels=list(range(k))):.4f} | "
             + " | ".join(f"{v:.4f}" for v in f1s)
-            + f" | {seconds:>7.0f} s |"
+            + f" | {seconds:>7.0f} s | {throughput(len(test), predict_seconds):>11} |"
         )
 
 
