@@ -8,6 +8,7 @@ pub mod error;
 pub mod export;
 pub mod final_model;
 pub mod leaderboard;
+pub mod members;
 pub mod plots;
 pub mod retrain;
 pub mod study;

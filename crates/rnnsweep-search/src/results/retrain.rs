@@ -121,8 +121,59 @@ pub struct Retrained {
     pub calibration: Calibration,
 }
 
+/// What a member's process leaves beside the model folder for its parent.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct MemberFile {
+    history: Vec<EpochReport>,
+    calibration: Calibration,
+}
+
+const MEMBER_MODEL: &str = "model";
+const MEMBER_FILE: &str = "member.json";
+
+impl Retrained {
+    /// Writes the member into `dir` (its model folder and `member.json`) for the process that
+    /// started it ([`crate::results::members`]); `member.json` is written last, under a
+    /// temporary name first, so a killed writer never leaves a member that looks finished.
+    pub fn save_member(&self, dir: &Path) -> Result<(), StudyError> {
+        self.model.save(&dir.join(MEMBER_MODEL))?;
+        let text = serde_json::to_vec(&MemberFile {
+            history: self.history.clone(),
+            calibration: self.calibration.clone(),
+        })
+        .map_err(|e| member_error(dir, e.to_string()))?;
+        let path = dir.join(MEMBER_FILE);
+        let partial = dir.join(format!("{MEMBER_FILE}.partial"));
+        std::fs::write(&partial, text).map_err(|e| member_error(&partial, e.to_string()))?;
+        std::fs::rename(&partial, &path).map_err(|e| member_error(&path, e.to_string()))
+    }
+
+    /// A member [`Retrained::save_member`] wrote, loaded onto `device`.
+    pub fn load_member(
+        dir: &Path,
+        device: &rnnsweep_model::device::Device,
+    ) -> Result<Self, StudyError> {
+        let path = dir.join(MEMBER_FILE);
+        let text = std::fs::read(&path).map_err(|e| member_error(&path, e.to_string()))?;
+        let file: MemberFile =
+            serde_json::from_slice(&text).map_err(|e| member_error(&path, e.to_string()))?;
+        Ok(Self {
+            model: TrainedModel::load(&dir.join(MEMBER_MODEL), device)?,
+            history: file.history,
+            calibration: file.calibration,
+        })
+    }
+}
+
+fn member_error(path: &Path, message: String) -> StudyError {
+    StudyError::Invalid {
+        at: path.display().to_string(),
+        message,
+    }
+}
+
 /// Held-out training-file rows (by row number) with a model's probabilities for them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Calibration {
     pub rows: Vec<usize>,
     pub labels: Vec<u8>,

@@ -4,8 +4,8 @@
 //! The estimate comes from the study's own measurements: the members `final: {ensemble: K}`
 //! would most likely be (the K best completed trials so far), each trained again for its kept
 //! epoch count at its measured seconds per epoch, scaled to the rows a retraining trains on
-//! (every row but the calibration slice, so `1 / (1 − validation_split)` of a trial's), one
-//! member after another; a distilled final model adds its student, the best configuration
+//! (every row but the calibration slice, so `1 / (1 − validation_split)` of a trial's), at
+//! once on the spec's device slots as `best --retrain` trains them; a distilled final model adds its student, the best configuration
 //! trained once more (rows without labels it also learns from are not counted).
 
 use std::time::Duration;
@@ -48,13 +48,22 @@ pub(crate) fn final_model_estimate(spec: &Spec, trials: &[TrialRecord]) -> Durat
     } else {
         None
     };
-    let seconds: f64 = (completed
-        .iter()
-        .take(members)
-        .filter_map(|t| member_seconds(t))
-        .sum::<f64>()
-        + student.unwrap_or(0.0))
-        * rows_factor;
+    // The members train at once on the spec's slots (`best --retrain` without `--device`),
+    // each slot taking the next member when it is free.
+    let slots = crate::devices::DevicePool::new(&spec.resources)
+        .map(|p| p.capacity())
+        .unwrap_or(1)
+        .max(1);
+    let mut load = vec![0.0f64; slots];
+    for t in completed.iter().take(members) {
+        if let Some(s) = member_seconds(t) {
+            if let Some(least) = load.iter_mut().min_by(|a, b| a.total_cmp(b)) {
+                *least += s;
+            }
+        }
+    }
+    let members_seconds = load.iter().copied().fold(0.0, f64::max);
+    let seconds = (members_seconds + student.unwrap_or(0.0)) * rows_factor;
     Duration::from_secs_f64(seconds.max(0.0))
 }
 
@@ -126,6 +135,14 @@ mod tests {
         with_running.push(running);
         assert_eq!(
             final_model_estimate(&one, &with_running),
+            Duration::from_secs(75)
+        );
+        // On two slots the two members train at once: max(60, 40) × 1.25 = 75 s.
+        let parallel = spec(&format!(
+            "{base}final: {{ensemble: 2}}\nresources: {{trials_per_device: 2}}\n"
+        ));
+        assert_eq!(
+            final_model_estimate(&parallel, &trials),
             Duration::from_secs(75)
         );
         // A distilled student trains the best configuration once more: (60 + 40 + 60) × 1.25.

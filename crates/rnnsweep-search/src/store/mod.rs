@@ -370,6 +370,15 @@ impl StorageLocation {
         Ok(Self::Sqlite(PathBuf::from(location)))
     }
 
+    /// The location as [`StorageLocation::parse`] reads it back (a child process's argument).
+    pub fn to_arg(&self) -> String {
+        match self {
+            // SQLAlchemy's form, so a file name with `://` in it stays a file.
+            Self::Sqlite(p) => format!("sqlite:///{}", p.display()),
+            Self::Postgres(url) => url.clone(),
+        }
+    }
+
     pub fn sqlite_path(&self) -> Option<&Path> {
         match self {
             Self::Sqlite(p) => Some(p),

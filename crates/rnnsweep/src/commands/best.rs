@@ -5,10 +5,12 @@ use std::path::PathBuf;
 use anyhow::bail;
 use rnnsweep_model::artifact::Combine;
 use rnnsweep_model::train::Control;
+use rnnsweep_search::devices::DevicePool;
 use rnnsweep_search::display::sig4;
 use rnnsweep_search::results::ensemble::Selection;
 use rnnsweep_search::results::final_model::{save, FinalModelRequest, Saved};
-use rnnsweep_search::results::retrain::RetrainOptions;
+use rnnsweep_search::results::members::{train_on_slots, MemberProcess};
+use rnnsweep_search::results::retrain::{RetrainOptions, Retrained};
 use rnnsweep_search::results::study::Study;
 use rnnsweep_search::spec::final_model::SelectionRule;
 use rnnsweep_search::store::StorageLocation;
@@ -31,8 +33,14 @@ pub struct BestArgs {
     /// Model folder to write (with --retrain).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    /// Train on this device, one member after another (default: the spec's device slots,
+    /// the members at once as trials run, each with its slot's thread share).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Train this one member (run by `best --retrain` on a device slot): its model goes
+    /// beside its checkpoint in OUT.partial.
+    #[arg(long, hide = true, requires_all = ["retrain", "out"])]
+    pub member: Option<i64>,
     /// With --retrain: retrain the K best configurations (by their mean over seeds when
     /// `confirm` ran) and save one model folder that averages their probabilities.
     /// Default: the spec's `final: {ensemble: K}`, else 1.
@@ -87,6 +95,9 @@ pub fn run(args: &BestArgs) -> anyhow::Result<()> {
     // since every worker it forks copies its page tables.
     rnnsweep_model::alloc::keep_freed_memory();
     let study = Study::open(&args.db, args.study.as_deref())?;
+    if let Some(number) = args.member {
+        return train_one_member(args, &study, number);
+    }
     let best = study.best_trial()?;
     println!(
         "best trial {} of study `{}`: {} {}",
@@ -104,10 +115,29 @@ pub fn run(args: &BestArgs) -> anyhow::Result<()> {
     let Some(out) = &args.out else {
         bail!("--retrain needs --out DIR for the model");
     };
+    // Without --device, the spec's slots: members at once when there are several.
+    let mut pool = match &args.device {
+        Some(_) => None,
+        None => study
+            .stored_spec()
+            .ok()
+            .and_then(|s| DevicePool::new(&s.resources).ok()),
+    };
+    let in_process_device = match (&args.device, &mut pool) {
+        (Some(d), _) => d.clone(),
+        (None, Some(p)) => match p.lease(None) {
+            Some(lease) => {
+                p.release(&lease);
+                lease.device.to_string()
+            }
+            None => "cpu".into(),
+        },
+        (None, None) => "cpu".into(),
+    };
     let options = RetrainOptions {
         epochs: args.epochs,
         keep_validation: args.keep_validation,
-        device: args.device.clone(),
+        device: in_process_device,
     };
     let plan = study.final_model_plan(FinalModelRequest {
         ensemble: args.ensemble,
@@ -175,40 +205,38 @@ pub fn run(args: &BestArgs) -> anyhow::Result<()> {
     // Each member checkpoints every epoch beside the output folder, so a killed retraining
     // run again continues where it stopped; the folder goes once the model is saved.
     let partial = partial_folder(out);
-    for (k, trial) in chosen.into_iter().enumerate() {
-        let number = trial.number;
-        let plan = study.retrain(trial, &options)?;
-        let checkpoint = partial.join(format!("trial-{number}"));
-        let resumed = plan.resumable_epochs(&checkpoint)?;
-        println!(
-            "{}retraining trial {number} on {} rows ({}), {} epochs{}",
-            if members > 1 {
-                format!("member {} of {total}: ", k + 1)
-            } else {
-                String::new()
-            },
-            plan.train_rows(),
-            if args.keep_validation {
-                format!("{} held out for validation", plan.validation_rows())
-            } else if plan.calibration_rows() > 0 {
-                format!(
-                    "every row but the {} calibration rows",
-                    plan.calibration_rows()
-                )
-            } else {
-                "every row".into()
-            },
-            plan.config.epochs,
-            if resumed > 0 {
-                format!(
-                    ", resumed after epoch {resumed} from {}",
-                    checkpoint.display()
-                )
-            } else {
-                String::new()
+    match pool.as_mut().filter(|p| p.capacity() > 1 && total > 1) {
+        Some(pool) => {
+            let exe = std::env::current_exe()?;
+            let processes: Vec<MemberProcess> = chosen
+                .iter()
+                .enumerate()
+                .map(|(k, t)| MemberProcess {
+                    label: format!("member {} of {total}", k + 1),
+                    args: member_args(args, &study.name, t.number, out),
+                })
+                .collect();
+            train_on_slots(&exe, &processes, pool, &mut |line| println!("{line}"))?;
+            let device = rnnsweep_model::device::open(&options.device)?;
+            for t in &chosen {
+                retrained.push(Retrained::load_member(
+                    &member_result(&partial, t.number),
+                    &device,
+                )?);
             }
-        );
-        retrained.push(plan.train(Some(&checkpoint), |r| print_epoch(r, resumed))?);
+        }
+        None => {
+            for (k, trial) in chosen.into_iter().enumerate() {
+                let label = (members > 1).then(|| format!("member {} of {total}", k + 1));
+                retrained.push(train_member(
+                    &study,
+                    trial,
+                    &options,
+                    &partial,
+                    label.as_deref(),
+                )?);
+            }
+        }
     }
     let saved = match &plan.distill {
         None => save(retrained, plan.combine, out)?,
@@ -288,6 +316,99 @@ pub fn run(args: &BestArgs) -> anyhow::Result<()> {
         ),
     }
     Ok(())
+}
+
+/// One member trained in this process, checkpointed in `partial/trial-N` (resumed from there):
+/// its line, its epochs, the model.
+fn train_member(
+    study: &Study,
+    trial: rnnsweep_search::store::TrialRecord,
+    options: &RetrainOptions,
+    partial: &std::path::Path,
+    label: Option<&str>,
+) -> anyhow::Result<Retrained> {
+    let number = trial.number;
+    let plan = study.retrain(trial, options)?;
+    let checkpoint = partial.join(format!("trial-{number}"));
+    let resumed = plan.resumable_epochs(&checkpoint)?;
+    println!(
+        "{}retraining trial {number} on {} rows ({}), {} epochs{}",
+        label.map(|l| format!("{l}: ")).unwrap_or_default(),
+        plan.train_rows(),
+        if options.keep_validation {
+            format!("{} held out for validation", plan.validation_rows())
+        } else if plan.calibration_rows() > 0 {
+            format!(
+                "every row but the {} calibration rows",
+                plan.calibration_rows()
+            )
+        } else {
+            "every row".into()
+        },
+        plan.config.epochs,
+        if resumed > 0 {
+            format!(
+                ", resumed after epoch {resumed} from {}",
+                checkpoint.display()
+            )
+        } else {
+            String::new()
+        }
+    );
+    Ok(plan.train(Some(&checkpoint), |r| print_epoch(r, resumed))?)
+}
+
+/// `best --member N`, in a process `best --retrain` started on a device slot: train that
+/// member and leave it where the parent reads it.
+fn train_one_member(args: &BestArgs, study: &Study, number: i64) -> anyhow::Result<()> {
+    let Some(out) = &args.out else {
+        bail!("--member needs --out DIR");
+    };
+    let Some(trial) = study.trials()?.into_iter().find(|t| t.number == number) else {
+        bail!("study `{}` has no trial {number}", study.name);
+    };
+    let options = RetrainOptions {
+        epochs: args.epochs,
+        keep_validation: args.keep_validation,
+        device: args.device.clone().unwrap_or_else(|| "cpu".into()),
+    };
+    let partial = partial_folder(out);
+    let member = train_member(study, trial, &options, &partial, None)?;
+    member.save_member(&member_result(&partial, number))?;
+    Ok(())
+}
+
+/// The arguments of the process that trains trial `number` as a member (`--device` is added
+/// for its slot).
+fn member_args(
+    args: &BestArgs,
+    study: &str,
+    number: i64,
+    out: &std::path::Path,
+) -> Vec<std::ffi::OsString> {
+    let mut a: Vec<std::ffi::OsString> = vec![
+        "best".into(),
+        args.db.to_arg().into(),
+        "--study".into(),
+        study.into(),
+        "--retrain".into(),
+        "--member".into(),
+        number.to_string().into(),
+        "--out".into(),
+        out.into(),
+    ];
+    if let Some(e) = args.epochs {
+        a.extend(["--epochs".into(), e.to_string().into()]);
+    }
+    if args.keep_validation {
+        a.push("--keep-validation".into());
+    }
+    a
+}
+
+/// Where a member's process leaves what it trained: beside its checkpoint, not in it.
+fn member_result(partial: &std::path::Path, number: i64) -> PathBuf {
+    partial.join(format!("member-{number}"))
 }
 
 fn print_epoch(r: &rnnsweep_model::train::history::EpochReport, resumed: usize) -> Control {

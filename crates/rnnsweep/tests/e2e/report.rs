@@ -434,3 +434,78 @@ fn a_distilled_student_learns_from_the_ensemble_and_an_unlabelled_file() {
         401
     );
 }
+
+/// Without `--device`, an ensemble's members train at once on the spec's slots, one process
+/// each; the ensemble is the one a single process trains them into one after another.
+#[test]
+fn an_ensembles_members_train_at_once_on_the_specs_slots() {
+    let dir = tempfile::tempdir().unwrap();
+    real_spec(dir.path());
+    let spec = dir.path().join("slots.yaml");
+    std::fs::write(
+        &spec,
+        "name: slots\nstorage: out/slots.db\ndata: {train: sample.csv}\nmethod: random\nseed: 1\n\
+         metric: {name: val_loss}\nrun_cap: 3\nfinal: {ensemble: 3, selection: top}\n\
+         resources: {trials_per_device: 2, threads_per_trial: 1}\n\
+         training: {epochs: 2, batch_size: 64, embedding_dim: 8, lstm_units: [8], dense: [{units: 8}], \
+         threshold: {mode: max_f1}}\n\
+         parameters:\n  learning_rate: {distribution: log_uniform_values, min: 0.001, max: 0.01}\n",
+    )
+    .unwrap();
+    run_ok(rnnsweep().arg("run").arg(&spec));
+    let db = dir.path().join("out/slots.db");
+    let retrain = |extra: &[&str], out: &str| {
+        let mut c = rnnsweep();
+        c.arg("best")
+            .arg(&db)
+            .args(["--retrain", "--epochs", "3"])
+            .args(extra)
+            .arg("--out")
+            .arg(dir.path().join(out))
+            // The one-process run with the slots' thread share, so both do the same sums.
+            .env("RAYON_NUM_THREADS", "1")
+            .env("CANDLE_NUM_THREADS", "1");
+        c
+    };
+    let o = run_ok(&mut retrain(&[], "at-once"));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    for k in 1..=3 {
+        let prefix = format!("member {k} of 3: ");
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("{prefix}retraining trial "))),
+            "{stdout}"
+        );
+        let epochs = stdout
+            .lines()
+            .filter(|l| l.starts_with(&format!("{prefix}epoch ")))
+            .count();
+        assert_eq!(epochs, 3, "{stdout}");
+    }
+    assert!(!dir.path().join("at-once.partial").exists());
+    let o = run_ok(&mut retrain(&["--device", "cpu"], "one-by-one"));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("epoch ")).count(),
+        9,
+        "{stdout}"
+    );
+    let predict = |model: &str| {
+        let out = dir.path().join(format!("{model}.csv"));
+        run_ok(
+            rnnsweep()
+                .arg("predict")
+                .arg("--model")
+                .arg(dir.path().join(model))
+                .arg("--input")
+                .arg(dir.path().join("sample.csv"))
+                .arg("--out")
+                .arg(&out),
+        );
+        std::fs::read_to_string(out).unwrap()
+    };
+    let (a, b) = (predict("at-once"), predict("one-by-one"));
+    assert_eq!(a.lines().count(), 601);
+    assert_eq!(a, b, "the same ensemble either way");
+}
