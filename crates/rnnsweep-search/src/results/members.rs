@@ -8,7 +8,6 @@
 //! [`Retrained::save_member`]: crate::results::retrain::Retrained::save_member
 
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -16,6 +15,7 @@ use std::thread::JoinHandle;
 
 use crate::devices::{DevicePool, Lease};
 use crate::results::error::StudyError;
+use crate::run::process::{forward_output, Line};
 
 /// One member's process: its name in output (`member 2 of 3`) and its arguments, to which
 /// `--device D` is added for the slot it gets.
@@ -40,7 +40,7 @@ pub fn train_on_slots(
     pool: &mut DevicePool,
     print: &mut dyn FnMut(&str),
 ) -> Result<(), StudyError> {
-    let (tx, rx) = mpsc::channel::<(usize, Option<String>)>();
+    let (tx, rx) = mpsc::channel::<(u64, Line)>();
     let mut running: Vec<Running> = Vec::new();
     let mut next = 0;
     let mut finished = 0;
@@ -66,12 +66,13 @@ pub fn train_on_slots(
             }
             next += 1;
         }
-        let Ok((index, line)) = rx.recv() else {
+        let Ok((id, line)) = rx.recv() else {
             break;
         };
+        let index = id as usize;
         match line {
-            Some(text) => print(&format!("{}: {text}", members[index].label)),
-            None => {
+            Line::Text(text) => print(&format!("{}: {text}", members[index].label)),
+            Line::Closed => {
                 let Some(at) = running.iter().position(|r| r.index == index) else {
                     continue;
                 };
@@ -109,7 +110,7 @@ fn spawn(
     pool: &DevicePool,
     lease: &Lease,
     index: usize,
-    lines: mpsc::Sender<(usize, Option<String>)>,
+    lines: mpsc::Sender<(u64, Line)>,
 ) -> std::io::Result<(Child, JoinHandle<String>)> {
     let (env, device) = pool.worker_env(lease);
     let mut cmd = Command::new(exe);
@@ -135,28 +136,8 @@ fn spawn(
         }
     }
     let mut child = cmd.spawn()?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| std::io::Error::other("no stdout pipe"))?;
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if lines.send((index, Some(line))).is_err() {
-                return;
-            }
-        }
-        let _ = lines.send((index, None));
-    });
-    let mut stderr = child
-        .stderr
-        .take()
-        .ok_or_else(|| std::io::Error::other("no stderr pipe"))?;
-    let stderr = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stderr.read_to_end(&mut buf);
-        String::from_utf8_lossy(&buf).into_owned()
-    });
+    // The stdout thread ends with the child; only stderr's text is waited for.
+    let (_, stderr) = forward_output(&mut child, index as u64, lines, None)?;
     Ok((child, stderr))
 }
 

@@ -12,6 +12,44 @@ use crate::run::protocol::{TrialTask, TRIAL_ENV};
 use crate::run::wandb;
 use crate::spec::TrialKind;
 
+/// A child's output on two threads: each stdout line to `lines` tagged with `id`, then
+/// [`Line::Closed`]; its stderr read to the end (so a full pipe never blocks it) and, when there
+/// is any and `log` is given, written there too.
+pub(crate) fn forward_output(
+    child: &mut Child,
+    id: u64,
+    lines: mpsc::Sender<(u64, Line)>,
+    log: Option<std::path::PathBuf>,
+) -> std::io::Result<(JoinHandle<()>, JoinHandle<String>)> {
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| std::io::Error::other("no stdout pipe"))?;
+    let mut stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| std::io::Error::other("no stderr pipe"))?;
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines.send((id, Line::Text(line))).is_err() {
+                return;
+            }
+        }
+        let _ = lines.send((id, Line::Closed));
+    });
+    let stderr = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf);
+        // Most workers print nothing there; an empty file per trial would only cost inodes.
+        if let Some(path) = log.filter(|_| !buf.is_empty()) {
+            let _ = std::fs::File::create(&path).and_then(|mut f| f.write_all(&buf));
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    });
+    Ok((reader, stderr))
+}
+
 /// A line from a worker, or the end of its output.
 pub enum Line {
     Text(String),
@@ -111,33 +149,12 @@ impl TrialProcess {
             }
         }
         let mut child = cmd.spawn()?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| std::io::Error::other("no stdout pipe"))?;
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if lines.send((id, Line::Text(line))).is_err() {
-                    return;
-                }
-            }
-            let _ = lines.send((id, Line::Closed));
-        });
-        let mut stderr = child
-            .stderr
-            .take()
-            .ok_or_else(|| std::io::Error::other("no stderr pipe"))?;
-        let log_path = task.trial_dir.join("stderr.log");
-        let stderr = std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = stderr.read_to_end(&mut buf);
-            // Most workers print nothing there; an empty file per trial would only cost inodes.
-            if !buf.is_empty() {
-                let _ = std::fs::File::create(&log_path).and_then(|mut f| f.write_all(&buf));
-            }
-            String::from_utf8_lossy(&buf).into_owned()
-        });
+        let (reader, stderr) = forward_output(
+            &mut child,
+            id,
+            lines,
+            Some(task.trial_dir.join("stderr.log")),
+        )?;
         Ok(Self {
             child,
             reader: Some(reader),

@@ -265,14 +265,7 @@ pub fn run(args: &BestArgs) -> anyhow::Result<()> {
                 distill.settings.alpha,
                 distill.settings.temperature,
                 plan.config.epochs,
-                if resumed > 0 {
-                    format!(
-                        ", resumed after epoch {resumed} from {}",
-                        checkpoint.display()
-                    )
-                } else {
-                    String::new()
-                }
+                resumed_note(resumed, &checkpoint)
             );
             let student = plan.train(Some(&checkpoint), |r| print_epoch(r, resumed))?;
             compare_on_calibration(&calibration, teacher.threshold(), &student);
@@ -346,14 +339,7 @@ fn train_member(
             "every row".into()
         },
         plan.config.epochs,
-        if resumed > 0 {
-            format!(
-                ", resumed after epoch {resumed} from {}",
-                checkpoint.display()
-            )
-        } else {
-            String::new()
-        }
+        resumed_note(resumed, &checkpoint)
     );
     Ok(plan.train(Some(&checkpoint), |r| print_epoch(r, resumed))?)
 }
@@ -409,6 +395,18 @@ fn member_args(
 /// Where a member's process leaves what it trained: beside its checkpoint, not in it.
 fn member_result(partial: &std::path::Path, number: i64) -> PathBuf {
     partial.join(format!("member-{number}"))
+}
+
+/// `, resumed after epoch E from DIR` when a checkpoint is picked up.
+fn resumed_note(resumed: usize, checkpoint: &std::path::Path) -> String {
+    if resumed > 0 {
+        format!(
+            ", resumed after epoch {resumed} from {}",
+            checkpoint.display()
+        )
+    } else {
+        String::new()
+    }
 }
 
 fn print_epoch(r: &rnnsweep_model::train::history::EpochReport, resumed: usize) -> Control {

@@ -213,3 +213,39 @@ pub fn real_spec(dir: &Path) -> PathBuf {
     .unwrap();
     spec
 }
+
+/// A study of small models on the sample's first 600 rows (written as [`real_spec`] writes
+/// them), each with its threshold chosen (max F1) on a calibration slice; `top` adds top-level YAML
+/// lines (`final:`, `resources:`). Runs it and returns the study file.
+pub fn small_study(dir: &Path, name: &str, top: &str) -> PathBuf {
+    real_spec(dir);
+    let spec = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &spec,
+        format!(
+            "name: {name}\nstorage: out/{name}.db\ndata: {{train: sample.csv}}\nmethod: random\nseed: 1\n\
+             metric: {{name: val_loss}}\nrun_cap: 3\n{top}\
+             training: {{epochs: 2, batch_size: 64, embedding_dim: 8, lstm_units: [8], dense: [{{units: 8}}], \
+             threshold: {{mode: max_f1}}}}\n\
+             parameters:\n  learning_rate: {{distribution: log_uniform_values, min: 0.001, max: 0.01}}\n"
+        ),
+    )
+    .unwrap();
+    run_ok(rnnsweep().arg("run").arg(&spec));
+    dir.join(format!("out/{name}.db"))
+}
+
+/// `rnnsweep predict --model MODEL --input INPUT --out OUT`; what it wrote.
+pub fn predict_text(model: &Path, input: &Path, out: &Path) -> String {
+    run_ok(
+        rnnsweep()
+            .arg("predict")
+            .arg("--model")
+            .arg(model)
+            .arg("--input")
+            .arg(input)
+            .arg("--out")
+            .arg(out),
+    );
+    std::fs::read_to_string(out).unwrap()
+}

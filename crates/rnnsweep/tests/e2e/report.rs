@@ -347,19 +347,11 @@ fn a_distilled_student_learns_from_the_ensemble_and_an_unlabelled_file() {
         unlabelled.join("\n") + "\n",
     )
     .unwrap();
-    let spec = dir.path().join("distil.yaml");
-    std::fs::write(
-        &spec,
-        "name: distil\nstorage: out/distil.db\ndata: {train: sample.csv}\nmethod: random\nseed: 1\n\
-         metric: {name: val_loss}\nrun_cap: 3\n\
-         final: {ensemble: 2, selection: top, distill: {unlabelled: unlabelled.csv, temperature: 2}}\n\
-         training: {epochs: 2, batch_size: 64, embedding_dim: 8, lstm_units: [8], dense: [{units: 8}], \
-         threshold: {mode: max_f1}}\n\
-         parameters:\n  learning_rate: {distribution: log_uniform_values, min: 0.001, max: 0.01}\n",
-    )
-    .unwrap();
-    run_ok(rnnsweep().arg("run").arg(&spec));
-    let db = dir.path().join("out/distil.db");
+    let db = small_study(
+        dir.path(),
+        "distil",
+        "final: {ensemble: 2, selection: top, distill: {unlabelled: unlabelled.csv, temperature: 2}}\n",
+    );
     let best = |extra: &[&str], out: &str| {
         let mut c = rnnsweep();
         c.arg("best")
@@ -414,19 +406,9 @@ fn a_distilled_student_learns_from_the_ensemble_and_an_unlabelled_file() {
     assert!(student.join("teacher/ensemble.json").is_file());
     assert!(student.join("teacher/member-2/history.csv").is_file());
     assert!(!dir.path().join("student.partial").exists());
+    let unlabelled = dir.path().join("unlabelled.csv");
     let predict = |model: &std::path::Path, name: &str| {
-        let out = dir.path().join(name);
-        run_ok(
-            rnnsweep()
-                .arg("predict")
-                .arg("--model")
-                .arg(model)
-                .arg("--input")
-                .arg(dir.path().join("unlabelled.csv"))
-                .arg("--out")
-                .arg(&out),
-        );
-        std::fs::read_to_string(out).unwrap()
+        predict_text(model, &unlabelled, &dir.path().join(name))
     };
     assert_eq!(predict(&student, "s.csv").lines().count(), 401);
     assert_eq!(
@@ -440,20 +422,12 @@ fn a_distilled_student_learns_from_the_ensemble_and_an_unlabelled_file() {
 #[test]
 fn an_ensembles_members_train_at_once_on_the_specs_slots() {
     let dir = tempfile::tempdir().unwrap();
-    real_spec(dir.path());
-    let spec = dir.path().join("slots.yaml");
-    std::fs::write(
-        &spec,
-        "name: slots\nstorage: out/slots.db\ndata: {train: sample.csv}\nmethod: random\nseed: 1\n\
-         metric: {name: val_loss}\nrun_cap: 3\nfinal: {ensemble: 3, selection: top}\n\
-         resources: {trials_per_device: 2, threads_per_trial: 1}\n\
-         training: {epochs: 2, batch_size: 64, embedding_dim: 8, lstm_units: [8], dense: [{units: 8}], \
-         threshold: {mode: max_f1}}\n\
-         parameters:\n  learning_rate: {distribution: log_uniform_values, min: 0.001, max: 0.01}\n",
-    )
-    .unwrap();
-    run_ok(rnnsweep().arg("run").arg(&spec));
-    let db = dir.path().join("out/slots.db");
+    let db = small_study(
+        dir.path(),
+        "slots",
+        "final: {ensemble: 3, selection: top}\n\
+         resources: {trials_per_device: 2, threads_per_trial: 1}\n",
+    );
     let retrain = |extra: &[&str], out: &str| {
         let mut c = rnnsweep();
         c.arg("best")
@@ -492,18 +466,11 @@ fn an_ensembles_members_train_at_once_on_the_specs_slots() {
         "{stdout}"
     );
     let predict = |model: &str| {
-        let out = dir.path().join(format!("{model}.csv"));
-        run_ok(
-            rnnsweep()
-                .arg("predict")
-                .arg("--model")
-                .arg(dir.path().join(model))
-                .arg("--input")
-                .arg(dir.path().join("sample.csv"))
-                .arg("--out")
-                .arg(&out),
-        );
-        std::fs::read_to_string(out).unwrap()
+        predict_text(
+            &dir.path().join(model),
+            &dir.path().join("sample.csv"),
+            &dir.path().join(format!("{model}.csv")),
+        )
     };
     let (a, b) = (predict("at-once"), predict("one-by-one"));
     assert_eq!(a.lines().count(), 601);
