@@ -115,6 +115,8 @@ pub fn run(args: &BestArgs) -> anyhow::Result<()> {
     let Some(out) = &args.out else {
         bail!("--retrain needs --out DIR for the model");
     };
+    // Found before anything trains, not after.
+    check_replaceable(out)?;
     // Without --device, the spec's slots: members at once when there are several.
     let mut pool = match &args.device {
         Some(_) => None,
@@ -238,8 +240,14 @@ pub fn run(args: &BestArgs) -> anyhow::Result<()> {
             }
         }
     }
+    // The model is written whole beside OUT, then takes OUT's place: a folder never holds the
+    // files of two models (an old ensemble's `ensemble.json` would outrank a new single model).
+    let staged = partial.join("final");
+    if staged.exists() {
+        std::fs::remove_dir_all(&staged)?;
+    }
     let saved = match &plan.distill {
-        None => save(retrained, plan.combine, out)?,
+        None => save(retrained, plan.combine, &staged)?,
         Some(distill) => {
             let teacher_dir = partial.join("teacher");
             let calibration = teacher_calibration(&retrained, plan.combine);
@@ -270,16 +278,20 @@ pub fn run(args: &BestArgs) -> anyhow::Result<()> {
             let student = plan.train(Some(&checkpoint), |r| print_epoch(r, resumed))?;
             compare_on_calibration(&calibration, teacher.threshold(), &student);
             // One model: nothing to combine.
-            let saved = save(vec![student], Combine::default(), out)?;
-            let kept = out.join("teacher");
-            if kept.exists() {
-                std::fs::remove_dir_all(&kept)?;
-            }
-            std::fs::rename(&teacher_dir, &kept)?;
-            println!("the ensemble it learnt from is kept in {}", kept.display());
+            let saved = save(vec![student], Combine::default(), &staged)?;
+            std::fs::rename(&teacher_dir, staged.join("teacher"))?;
+            println!(
+                "the ensemble it learnt from is kept in {}",
+                out.join("teacher").display()
+            );
             saved
         }
     };
+    check_replaceable(out)?;
+    if out.exists() {
+        std::fs::remove_dir_all(out)?;
+    }
+    std::fs::rename(&staged, out)?;
     if let Err(e) = std::fs::remove_dir_all(&partial) {
         if e.kind() != std::io::ErrorKind::NotFound {
             eprintln!(
@@ -395,6 +407,28 @@ fn member_args(
 /// Where a member's process leaves what it trained: beside its checkpoint, not in it.
 fn member_result(partial: &std::path::Path, number: i64) -> PathBuf {
     partial.join(format!("member-{number}"))
+}
+
+/// `best --retrain --out DIR` replaces a model folder (one with `config.json` or
+/// `ensemble.json`) or an empty folder, never anything else.
+fn check_replaceable(out: &std::path::Path) -> anyhow::Result<()> {
+    if !out.exists() {
+        return Ok(());
+    }
+    let is_model = ["config.json", "ensemble.json"]
+        .iter()
+        .any(|f| out.join(f).is_file());
+    let empty = out.is_dir()
+        && std::fs::read_dir(out)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false);
+    if !(is_model || empty) {
+        bail!(
+            "{}: exists and is not a model folder; --out names the folder the model replaces",
+            out.display()
+        );
+    }
+    Ok(())
 }
 
 /// `, resumed after epoch E from DIR` when a checkpoint is picked up.

@@ -363,15 +363,23 @@ fn a_distilled_student_learns_from_the_ensemble_and_an_unlabelled_file() {
         c
     };
     // Bad requests are refused before anything trains.
-    for (extra, named) in [
+    std::fs::create_dir_all(dir.path().join("notes")).unwrap();
+    std::fs::write(dir.path().join("notes/todo.txt"), "keep me").unwrap();
+    for (extra, out, named) in [
         (
             &["--no-distill", "--unlabelled", "u.csv"][..],
+            "refused",
             "--unlabelled",
         ),
-        (&["--distill-alpha", "1"][..], "--distill-alpha"),
-        (&["--unlabelled", "missing.csv"][..], "missing.csv"),
+        (&["--distill-alpha", "1"][..], "refused", "--distill-alpha"),
+        (
+            &["--unlabelled", "missing.csv"][..],
+            "refused",
+            "missing.csv",
+        ),
+        (&[][..], "notes", "notes: exists and is not a model folder"),
     ] {
-        let o = best(extra, "refused").output().unwrap();
+        let o = best(extra, out).output().unwrap();
         let stderr = String::from_utf8_lossy(&o.stderr);
         assert!(
             !o.status.success() && stderr.contains(named),
@@ -379,6 +387,7 @@ fn a_distilled_student_learns_from_the_ensemble_and_an_unlabelled_file() {
         );
         assert!(!String::from_utf8_lossy(&o.stdout).contains("epoch "));
         assert!(!dir.path().join("refused").exists());
+        assert!(dir.path().join("notes/todo.txt").is_file());
     }
 
     let o = run_ok(&mut best(&[], "student"));
@@ -415,6 +424,12 @@ fn a_distilled_student_learns_from_the_ensemble_and_an_unlabelled_file() {
         predict(&student.join("teacher"), "t.csv").lines().count(),
         401
     );
+    // Written again as an ensemble, the folder holds that ensemble alone: no student's files
+    // beside it for `predict` to mistake.
+    run_ok(&mut best(&["--no-distill"], "student"));
+    assert!(student.join("ensemble.json").is_file());
+    assert!(!student.join("config.json").exists());
+    assert!(!student.join("teacher").exists());
 }
 
 /// Without `--device`, an ensemble's members train at once on the spec's slots, one process
