@@ -95,6 +95,16 @@ timed_predict() { # MODEL OUT: prints the seconds predict took
 ensemble_predict=$(timed_predict "$WORK/student/teacher" "$WORK/test-predictions.csv")
 student_predict=$(timed_predict "$WORK/student" "$WORK/test-predictions-student.csv")
 search_s=$(elapsed "$started" "$searched")
+# What the hour bought: trials by state and per hour of search.
+"$VENV/bin/python" - "$WORK/$name.db" "$search_s" <<'PY'
+import sqlite3, sys
+db, seconds = sys.argv[1], float(sys.argv[2])
+counts = dict(sqlite3.connect(f"file:{db}?mode=ro", uri=True).execute(
+    "SELECT state, COUNT(*) FROM trials GROUP BY state").fetchall())
+total = sum(counts.values())
+states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
+print(f"search: {total} trials ({states}) in {seconds:.0f} s: {total * 3600 / seconds:.0f} trials per hour")
+PY
 final_s=$(elapsed "$searched" "$trained")
 members_s=$(python3 -c "print(round($final_s - $student_s, 1))")
 echo "search ${search_s} s; final models ${final_s} s (the ensemble's members ${members_s} s, the student ${student_s} s); predict on TEST: ensemble ${ensemble_predict} s, student ${student_predict} s"
