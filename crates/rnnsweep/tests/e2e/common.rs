@@ -249,3 +249,15 @@ pub fn predict_text(model: &Path, input: &Path, out: &Path) -> String {
     );
     std::fs::read_to_string(out).unwrap()
 }
+
+/// `rnnsweep best DB --retrain --epochs 3 EXTRA… --out DIR/OUT`.
+pub fn retrain_command(db: &Path, dir: &Path, extra: &[&str], out: &str) -> Command {
+    let mut c = rnnsweep();
+    c.arg("best")
+        .arg(db)
+        .args(["--retrain", "--epochs", "3"])
+        .args(extra)
+        .arg("--out")
+        .arg(dir.join(out));
+    c
+}

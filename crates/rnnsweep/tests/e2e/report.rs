@@ -309,9 +309,13 @@ fn max_duration_covers_the_search_and_the_final_model() {
         "search {search:.1} s with {reserved:.1} s reserved (longest trial {longest_trial:.1} s)"
     );
     // The reserve was the final model's time, within what load changes between the two runs
-    // can explain; so the two together took the 30 s the spec gives, give or take.
+    // can explain; so the two together took the 30 s the spec gives, give or take. Each of the
+    // 7 members' estimates also carries its trial's process start and data loading (a few
+    // tenths of a second) that retraining in one process does not pay: with an optimised
+    // build these tiny models train in less than that.
+    let overheads = 7.0 * 0.3;
     assert!(
-        (0.3 * final_model..=3.0 * final_model).contains(&reserved),
+        (0.3 * final_model..=3.0 * final_model + overheads).contains(&reserved),
         "{reserved:.1} s reserved, the final model took {final_model:.1} s"
     );
     let total = search + final_model;
@@ -352,16 +356,7 @@ fn a_distilled_student_learns_from_the_ensemble_and_an_unlabelled_file() {
         "distil",
         "final: {ensemble: 2, selection: top, distill: {unlabelled: unlabelled.csv, temperature: 2}}\n",
     );
-    let best = |extra: &[&str], out: &str| {
-        let mut c = rnnsweep();
-        c.arg("best")
-            .arg(&db)
-            .args(["--retrain", "--epochs", "3"])
-            .args(extra)
-            .arg("--out")
-            .arg(dir.path().join(out));
-        c
-    };
+    let best = |extra: &[&str], out: &str| retrain_command(&db, dir.path(), extra, out);
     // Bad requests are refused before anything trains.
     std::fs::create_dir_all(dir.path().join("notes")).unwrap();
     std::fs::write(dir.path().join("notes/todo.txt"), "keep me").unwrap();
@@ -444,15 +439,9 @@ fn an_ensembles_members_train_at_once_on_the_specs_slots() {
          resources: {trials_per_device: 2, threads_per_trial: 1}\n",
     );
     let retrain = |extra: &[&str], out: &str| {
-        let mut c = rnnsweep();
-        c.arg("best")
-            .arg(&db)
-            .args(["--retrain", "--epochs", "3"])
-            .args(extra)
-            .arg("--out")
-            .arg(dir.path().join(out))
-            // The one-process run with the slots' thread share, so both do the same sums.
-            .env("RAYON_NUM_THREADS", "1")
+        let mut c = retrain_command(&db, dir.path(), extra, out);
+        // The one-process run with the slots' thread share, so both do the same sums.
+        c.env("RAYON_NUM_THREADS", "1")
             .env("CANDLE_NUM_THREADS", "1");
         c
     };
