@@ -68,11 +68,12 @@ pub struct BestArgs {
     /// learns from the ensemble, such as a competition's test file.
     #[arg(long, value_name = "FILE")]
     pub unlabelled: Option<PathBuf>,
-    /// With --distill: the labels' share of the student's loss, in [0, 1) (default 0.5).
+    /// With --distill: the labels' share of the student's loss, in [0, 1) (default 0: the
+    /// ensemble alone teaches).
     #[arg(long, value_name = "ALPHA")]
     pub distill_alpha: Option<f64>,
     /// With --distill: the temperature that softens the ensemble's probabilities and the
-    /// student's logits (default 1).
+    /// student's logits (default 2).
     #[arg(long, value_name = "T")]
     pub distill_temperature: Option<f64>,
 }

@@ -392,7 +392,7 @@ fn a_distilled_student_learns_from_the_ensemble_and_an_unlabelled_file() {
         .find(|l| l.starts_with("distilling the ensemble of 2 into trial "))
         .unwrap_or_else(|| panic!("{stdout}"));
     assert!(
-        line.contains(" labelled rows and 400 unlabelled rows, alpha 0.5, temperature 2, 3 epochs"),
+        line.contains(" labelled rows and 400 unlabelled rows, alpha 0, temperature 2, 3 epochs"),
         "{line}"
     );
     // Two members and the student, three epochs each.
