@@ -126,16 +126,15 @@ pub fn run(args: &BestArgs) -> anyhow::Result<()> {
             .ok()
             .and_then(|s| DevicePool::new(&s.resources).ok()),
     };
-    let in_process_device = match (&args.device, &mut pool) {
-        (Some(d), _) => d.clone(),
-        (None, Some(p)) => match p.lease(None) {
-            Some(lease) => {
-                p.release(&lease);
-                lease.device.to_string()
-            }
-            None => "cpu".into(),
-        },
-        (None, None) => "cpu".into(),
+    // One process trains on --device, else on the spec's first device.
+    let in_process_device = match &args.device {
+        Some(d) => d.clone(),
+        None => study
+            .stored_spec()
+            .ok()
+            .and_then(|s| s.resources.device_names().ok())
+            .and_then(|names| names.first().map(ToString::to_string))
+            .unwrap_or_else(|| "cpu".into()),
     };
     let options = RetrainOptions {
         epochs: args.epochs,
