@@ -143,7 +143,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let net = Net::new(&cfg, VOCAB, &device)?;
     if inference {
-        let padded = rnnsweep_model::dataset::Padded {
+        let padded = rnnsweep_model::encoder::Padded {
             ids: ids.clone(),
             rows,
             len: time,

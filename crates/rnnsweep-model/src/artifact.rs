@@ -9,14 +9,13 @@ use candle_core::Device;
 
 use crate::config::ModelConfig;
 use crate::data::{Columns, LabelRule, Table};
-use crate::dataset::pad_sequences;
+use crate::encoder::{tokenizer_file, TextEncoder};
 use crate::error::{ModelError, Result};
 use crate::nn::Net;
 use crate::tokenizer::Tokenizer;
 use crate::train::predict::predict_padded;
 
 pub const CONFIG_FILE: &str = "config.json";
-pub const TOKENIZER_FILE: &str = "tokenizer.json";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const THRESHOLD_FILE: &str = "threshold.json";
 pub const TASK_FILE: &str = "task.json";
@@ -93,7 +92,8 @@ impl StoredTask {
 pub struct TrainedModel {
     /// `sequence_length` is always `Some` here.
     pub config: ModelConfig,
-    pub tokenizer: Tokenizer,
+    /// The tokenizer (or one per view) and sequence lengths it was trained with.
+    pub encoder: TextEncoder,
     pub net: Net,
     pub threshold: StoredThreshold,
     pub task: StoredTask,
@@ -128,13 +128,15 @@ impl TrainedModel {
                 offsets: Vec::new(),
                 label_thresholds: Vec::new(),
             },
-            config: ModelConfig {
-                sequence_length: Some(data.sequence_length),
-                ..config
-            },
-            tokenizer: data.tokenizer,
+            config: data.encoder.record_lengths(config),
+            encoder: data.encoder,
             net,
         }
+    }
+
+    /// The first view's tokenizer: a one-view model's only one.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.encoder.first().tokenizer
     }
 
     /// With a K-class model's per-class offsets (from [`crate::train::FitOutcome`]).
@@ -158,7 +160,11 @@ impl TrainedModel {
             })?;
         let config_path = dir.join(CONFIG_FILE);
         std::fs::write(&config_path, config).map_err(io(&config_path))?;
-        self.tokenizer.save(&dir.join(TOKENIZER_FILE))?;
+        for k in 0..self.encoder.views.len() {
+            self.encoder.views[k]
+                .tokenizer
+                .save(&dir.join(self.encoder.tokenizer_file(k)))?;
+        }
         let threshold_path = dir.join(THRESHOLD_FILE);
         let threshold =
             serde_json::to_string_pretty(&self.threshold).map_err(|e| ModelError::Artifact {
@@ -191,13 +197,19 @@ impl TrainedModel {
                 message: e.to_string(),
             })?;
         let config = ModelConfig::from_value(value, &config_path.display().to_string())?;
-        if config.sequence_length.is_none() {
-            return Err(ModelError::Artifact {
+        let tokenizers = config
+            .inputs
+            .views(&config.tokenizer)
+            .into_iter()
+            .enumerate()
+            .map(|(k, input)| Tokenizer::load(&dir.join(tokenizer_file(k, input))))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let encoder = TextEncoder::from_saved(&config, tokenizers).map_err(|message| {
+            ModelError::Artifact {
                 path: config_path.display().to_string(),
-                message: "sequence_length is missing (a saved model always has one)".into(),
-            });
-        }
-        let tokenizer = Tokenizer::load(&dir.join(TOKENIZER_FILE))?;
+                message,
+            }
+        })?;
         let task_path = dir.join(TASK_FILE);
         // Models saved before tasks were the tweets' binary ones.
         let task: StoredTask = match std::fs::read_to_string(&task_path) {
@@ -214,9 +226,9 @@ impl TrainedModel {
                 message: "a model needs at least two classes".into(),
             });
         }
-        let net = Net::for_task(
+        let net = Net::for_views(
             &config,
-            tokenizer.id_limit(),
+            &encoder.shapes(),
             task.outputs(),
             task.multi_label,
             device,
@@ -247,7 +259,7 @@ impl TrainedModel {
         };
         Ok(Self {
             config,
-            tokenizer,
+            encoder,
             net,
             threshold,
             task,
@@ -257,9 +269,7 @@ impl TrainedModel {
     /// Probability of class 1 for every row of a table (labelled or not); for K classes,
     /// row-major `[rows, K]` probabilities.
     pub fn predict(&self, table: &Table) -> Result<Vec<f32>> {
-        let sequences = self.tokenizer.texts_to_sequences(table.texts());
-        let len = self.config.sequence_length.unwrap_or(1);
-        let padded = pad_sequences(&sequences, len, self.config.padding, self.config.truncating);
+        let padded = self.encoder.encode(&table.texts());
         predict_padded(&self.net, &padded, self.config.batch_size)
     }
 }

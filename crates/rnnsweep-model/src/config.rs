@@ -80,6 +80,22 @@ pub struct ModelConfig {
     /// Keras `Tokenizer` options besides `num_words` (which is `max_words`).
     #[serde(skip_serializing_if = "TokenizerOptions::is_default")]
     pub tokenizer: TokenizerOptions,
+    /// Which views of a text the network reads: its words, its characters, or both in one
+    /// network (`word+char`: two towers, each its own embedding and recurrent stack, pooled
+    /// and concatenated before the dense head). Left out, the one view `tokenizer.char_level`
+    /// names.
+    #[serde(skip_serializing_if = "Inputs::is_default")]
+    pub inputs: Inputs,
+    /// With several views, the probability that a training row keeps only one tower's pooled
+    /// features (chosen uniformly; the others zeroed, what is kept rescaled so each tower's
+    /// expected contribution is unchanged): modality dropout (Neverova et al. 2015), so the
+    /// tower that learns fastest cannot carry every row alone. Unused with one view.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub view_dropout: f64,
+    /// The character view's sequence length when `inputs` has both views (`sequence_length`
+    /// is then the word view's); `None` = its longest row. Unused with one view.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub char_sequence_length: Option<usize>,
     /// How probabilities become labels, in validation metrics and in `predict`.
     #[serde(skip_serializing_if = "Threshold::is_default")]
     pub threshold: Threshold,
@@ -196,9 +212,110 @@ impl Default for ModelConfig {
             embedding_dropout: 0.0,
             embedding_update: EmbeddingUpdate::Dense,
             tokenizer: TokenizerOptions::default(),
+            inputs: Inputs::default(),
+            view_dropout: 0.0,
+            char_sequence_length: None,
             threshold: Threshold::default(),
             calibration_split: DEFAULT_CALIBRATION_SPLIT,
         }
+    }
+}
+
+/// One view of a text: the tokens one tower of the network reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputView {
+    Word,
+    Char,
+}
+
+impl InputView {
+    pub fn name(self) -> &'static str {
+        match self {
+            InputView::Word => "word",
+            InputView::Char => "char",
+        }
+    }
+}
+
+/// The `inputs` key: `word`, `char` or `word+char` (also a YAML list, `[word, char]`). Stored
+/// as the `+`-joined string, so a search can offer it as one categorical value. Empty (the
+/// default) means the one view `tokenizer.char_level` names, as before the key existed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Inputs(Vec<InputView>);
+
+impl Inputs {
+    pub fn is_default(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Both views in one network.
+    pub fn word_and_char() -> Self {
+        Self(vec![InputView::Word, InputView::Char])
+    }
+
+    /// The views the network reads, in the order their ids sit in a row (words first).
+    pub fn views(&self, tokenizer: &TokenizerOptions) -> Vec<InputView> {
+        if self.0.is_empty() {
+            vec![if tokenizer.char_level {
+                InputView::Char
+            } else {
+                InputView::Word
+            }]
+        } else {
+            self.0.clone()
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self, String> {
+        let mut views = Vec::new();
+        for part in text.split('+').map(str::trim) {
+            let view = match part {
+                "word" => InputView::Word,
+                "char" => InputView::Char,
+                other => {
+                    return Err(format!(
+                        "`{other}` is not an input view (word, char, or word+char)"
+                    ))
+                }
+            };
+            if views.contains(&view) {
+                return Err(format!("`{part}` is named twice in `{text}`"));
+            }
+            views.push(view);
+        }
+        // One layout for a row's ids whichever way the user wrote it: words first.
+        views.sort_by_key(|v| *v != InputView::Word);
+        Ok(Self(views))
+    }
+}
+
+impl std::fmt::Display for Inputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.0.iter().map(|v| v.name()).collect();
+        f.write_str(&names.join("+"))
+    }
+}
+
+impl Serialize for Inputs {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Inputs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            List(Vec<String>),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::Text(t) => t,
+            Raw::List(items) => items.join("+"),
+        };
+        Inputs::parse(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -334,29 +451,40 @@ impl ModelConfig {
     /// The model's size and work for a vocabulary of `vocab` ids (the tokenizer's id limit)
     /// and rows of `sequence_length` steps.
     pub fn cost(&self, vocab: usize, sequence_length: usize) -> Cost {
-        let mut parameters = vocab * self.embedding_dim;
+        self.cost_of_views(&[(vocab, sequence_length)])
+    }
+
+    /// [`ModelConfig::cost`] for a network with one tower per view, each `(vocabulary,
+    /// sequence length)`.
+    pub fn cost_of_views(&self, views: &[(usize, usize)]) -> Cost {
+        let mut parameters = 0;
         let mut flops = 0.0;
-        let mut input = self.embedding_dim;
         let gates = self.cell.gates();
         // A GRU has a recurrent bias besides the input one.
         let bias_rows = self.cell.bias_rows();
-        for &units in &self.lstm_units {
-            // Two directions, each: kernel in×GU, recurrent U×GU, bias GU (G gates).
-            parameters += 2 * (gates * units * (input + units) + bias_rows * gates * units);
-            flops += 2.0
-                * 2.0
-                * gates as f64
-                * units as f64
-                * (input + units) as f64
-                * sequence_length as f64;
-            if self.batch_norm {
-                parameters += 4 * 2 * units;
+        let mut pooled = 0;
+        for &(vocab, sequence_length) in views {
+            parameters += vocab * self.embedding_dim;
+            let mut input = self.embedding_dim;
+            for &units in &self.lstm_units {
+                // Two directions, each: kernel in×GU, recurrent U×GU, bias GU (G gates).
+                parameters += 2 * (gates * units * (input + units) + bias_rows * gates * units);
+                flops += 2.0
+                    * 2.0
+                    * gates as f64
+                    * units as f64
+                    * (input + units) as f64
+                    * sequence_length as f64;
+                if self.batch_norm {
+                    parameters += 4 * 2 * units;
+                }
+                input = 2 * units;
             }
-            input = 2 * units;
+            parameters += self.pooling.parameters(input);
+            flops += self.pooling.flops_per_step(input) * sequence_length as f64;
+            pooled += self.pooling.output_features(input);
         }
-        parameters += self.pooling.parameters(input);
-        flops += self.pooling.flops_per_step(input) * sequence_length as f64;
-        input = self.pooling.output_features(input);
+        let mut input = pooled;
         for d in &self.dense {
             parameters += input * d.units + d.units;
             flops += 2.0 * (input * d.units) as f64;
@@ -475,6 +603,7 @@ impl ModelConfig {
             ("lstm_dropout", self.lstm_dropout),
             ("dense_dropout", self.dense_dropout),
             ("embedding_dropout", self.embedding_dropout),
+            ("view_dropout", self.view_dropout),
         ] {
             if !(0.0..1.0).contains(&p) {
                 return bad(field, format!("{p} is not in [0, 1)"));
@@ -504,6 +633,22 @@ impl ModelConfig {
             return bad(
                 "sequence_length",
                 "must be at least 1 (or null for the longest)".into(),
+            );
+        }
+        if self.char_sequence_length == Some(0) {
+            return bad(
+                "char_sequence_length",
+                "must be at least 1 (or null for the longest)".into(),
+            );
+        }
+        if !self.inputs.is_default() && self.tokenizer.char_level {
+            return bad(
+                "tokenizer.char_level",
+                format!(
+                    "`inputs: {}` names the views; leave tokenizer.char_level out (`inputs: char` \
+                     is the character-level model)",
+                    self.inputs
+                ),
             );
         }
         crate::metrics::direction_of(&self.early_stopping.monitor).ok_or_else(|| {
@@ -652,6 +797,62 @@ mod tests {
         assert_eq!(c.dense[1].l2, 0.01);
         assert_eq!(c.early_stopping.patience, 5);
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn inputs_are_read_as_a_list_or_a_joined_name_and_stored_as_the_name() {
+        let read = |yaml: &str| serde_yaml::from_str::<ModelConfig>(yaml).map(|c| c.inputs);
+        let both = Inputs::word_and_char();
+        assert_eq!(read("inputs: [word, char]").unwrap(), both);
+        assert_eq!(read("inputs: word+char").unwrap(), both);
+        assert_eq!(
+            read("inputs: char + word").unwrap(),
+            both,
+            "words come first"
+        );
+        assert_eq!(
+            read("inputs: char")
+                .unwrap()
+                .views(&TokenizerOptions::default()),
+            vec![InputView::Char]
+        );
+        // Left out, the tokenizer's char_level decides, as before the key existed.
+        let chars = TokenizerOptions {
+            char_level: true,
+            ..TokenizerOptions::default()
+        };
+        assert_eq!(Inputs::default().views(&chars), vec![InputView::Char]);
+        assert_eq!(
+            serde_json::to_value(ModelConfig {
+                inputs: both,
+                ..ModelConfig::default()
+            })
+            .unwrap()["inputs"],
+            "word+char"
+        );
+        assert!(!serde_json::to_value(ModelConfig::default())
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .contains_key("inputs"));
+        let err = read("inputs: [word, words]").unwrap_err().to_string();
+        assert!(
+            err.contains("`words` is not an input view (word, char, or word+char)"),
+            "{err}"
+        );
+        let err = read("inputs: word+word").unwrap_err().to_string();
+        assert!(err.contains("`word` is named twice"), "{err}");
+        let err = ModelConfig::default()
+            .with_overrides(&[
+                "inputs=word+char".into(),
+                "tokenizer.char_level=true".into(),
+            ])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tokenizer.char_level") && err.contains("inputs: char"),
+            "{err}"
+        );
     }
 
     #[test]

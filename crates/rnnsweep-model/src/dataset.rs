@@ -1,5 +1,5 @@
-//! From a labelled table to what the network sees: the tokenizer fitted on the file, Keras
-//! `pad_sequences`, a seeded stratified split, class weights and seeded shuffled mini-batches
+//! From a labelled table to what the network sees: the encoder fitted on the file (its
+//! tokenizers and padding, [`crate::encoder`]), a seeded stratified split, class weights and seeded shuffled mini-batches
 //! ([`prepare`] does it all).
 
 use rand::seq::SliceRandom;
@@ -7,67 +7,10 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::config::ModelConfig;
-use crate::config::{Padding, Truncating};
 use crate::data::Table;
+use crate::encoder::{Padded, TextEncoder};
 use crate::error::{ModelError, Result};
 use crate::seed::mix;
-use crate::tokenizer::Tokenizer;
-
-/// A rectangular `[rows, len]` matrix of token ids, 0 = padding.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Padded {
-    pub ids: Vec<u32>,
-    pub rows: usize,
-    pub len: usize,
-}
-
-impl Padded {
-    /// Real (non-padding) tokens in each row.
-    pub fn lengths(&self) -> Vec<usize> {
-        (0..self.rows)
-            .map(|r| self.row(r).iter().filter(|&&id| id != 0).count())
-            .collect()
-    }
-
-    pub fn row(&self, r: usize) -> &[u32] {
-        &self.ids[r * self.len..(r + 1) * self.len]
-    }
-}
-
-/// Length of the longest sequence (Keras's default `maxlen`).
-pub fn longest(sequences: &[Vec<u32>]) -> usize {
-    sequences.iter().map(Vec::len).max().unwrap_or(0)
-}
-
-/// Keras `pad_sequences(sequences, maxlen=len, padding, truncating, value=0)`.
-pub fn pad_sequences(
-    sequences: &[Vec<u32>],
-    len: usize,
-    padding: Padding,
-    truncating: Truncating,
-) -> Padded {
-    let mut ids = vec![0u32; sequences.len() * len];
-    for (r, seq) in sequences.iter().enumerate() {
-        let kept: &[u32] = if seq.len() > len {
-            match truncating {
-                Truncating::Pre => &seq[seq.len() - len..],
-                Truncating::Post => &seq[..len],
-            }
-        } else {
-            seq
-        };
-        let out = &mut ids[r * len..(r + 1) * len];
-        match padding {
-            Padding::Post => out[..kept.len()].copy_from_slice(kept),
-            Padding::Pre => out[len - kept.len()..].copy_from_slice(kept),
-        }
-    }
-    Padded {
-        ids,
-        rows: sequences.len(),
-        len,
-    }
-}
 
 /// Row indices of a train/validation split.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -265,8 +208,8 @@ impl Examples {
 /// Everything the trainer needs from a labelled file.
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    pub tokenizer: Tokenizer,
-    pub sequence_length: usize,
+    /// The fitted tokenizers and sequence lengths: a row's columns.
+    pub encoder: TextEncoder,
     pub train: Examples,
     pub validation: Examples,
     /// Training rows held out to choose the decision threshold (empty when it is fixed).
@@ -360,13 +303,9 @@ pub fn prepare_with(
             });
         }
     }
-    let tokenizer = Tokenizer::fit_with(Some(cfg.max_words), &cfg.tokenizer, table.texts());
-    let sequences = tokenizer.texts_to_sequences(table.texts());
-    let sequence_length = cfg
-        .sequence_length
-        .unwrap_or_else(|| longest(&sequences))
-        .max(1);
-    let padded = pad_sequences(&sequences, sequence_length, cfg.padding, cfg.truncating);
+    let encoder = TextEncoder::fit(cfg, &table.texts());
+    let sequence_length = encoder.width();
+    let padded = encoder.encode(&table.texts());
     let row_labels = RowLabels::of(table);
     let labels = row_labels.labels.clone();
     // The calibration slice comes first, from every row of the training file, seeded by the
@@ -394,8 +333,7 @@ pub fn prepare_with(
     };
     let (train_rows, validation) = match validation {
         Some(v) => {
-            let sequences = tokenizer.texts_to_sequences(v.texts());
-            let padded = pad_sequences(&sequences, sequence_length, cfg.padding, cfg.truncating);
+            let padded = encoder.encode(&v.texts());
             let rows: Vec<usize> = (0..padded.rows).collect();
             if rows.is_empty() {
                 return Err(ModelError::Config {
@@ -437,8 +375,7 @@ pub fn prepare_with(
         vec![1.0; classes.len().max(2)]
     };
     Ok(Prepared {
-        tokenizer,
-        sequence_length,
+        encoder,
         validation,
         calibration,
         train,
@@ -472,13 +409,13 @@ pub fn prepare_all(
         ids: Padded {
             ids,
             rows,
-            len: p.sequence_length,
+            len: p.encoder.width(),
         },
         labels,
         targets,
         source_rows,
     };
-    p.validation = Examples::empty(p.sequence_length);
+    p.validation = Examples::empty(p.encoder.width());
     if cfg.class_weighting && !p.multi_label {
         p.class_weights = task_class_weights(&p.train.labels, p.classes.len());
     }
@@ -488,43 +425,6 @@ pub fn prepare_all(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn seqs() -> Vec<Vec<u32>> {
-        vec![vec![1, 2, 3, 4, 5], vec![6, 7], vec![]]
-    }
-
-    #[test]
-    fn pad_post_truncate_pre() {
-        let p = pad_sequences(&seqs(), 3, Padding::Post, Truncating::Pre);
-        assert_eq!(p.ids, vec![3, 4, 5, 6, 7, 0, 0, 0, 0]);
-    }
-
-    #[test]
-    fn pad_post_truncate_post() {
-        let p = pad_sequences(&seqs(), 3, Padding::Post, Truncating::Post);
-        assert_eq!(p.ids, vec![1, 2, 3, 6, 7, 0, 0, 0, 0]);
-    }
-
-    #[test]
-    fn pad_pre_truncate_pre() {
-        let p = pad_sequences(&seqs(), 3, Padding::Pre, Truncating::Pre);
-        assert_eq!(p.ids, vec![3, 4, 5, 0, 6, 7, 0, 0, 0]);
-    }
-
-    #[test]
-    fn pad_pre_truncate_post() {
-        let p = pad_sequences(&seqs(), 3, Padding::Pre, Truncating::Post);
-        assert_eq!(p.ids, vec![1, 2, 3, 0, 6, 7, 0, 0, 0]);
-        assert_eq!(p.row(1), &[0, 6, 7]);
-    }
-
-    #[test]
-    fn default_length_is_the_longest() {
-        assert_eq!(longest(&seqs()), 5);
-        let p = pad_sequences(&seqs(), longest(&seqs()), Padding::Post, Truncating::Pre);
-        assert_eq!(p.row(0), &[1, 2, 3, 4, 5]);
-        assert_eq!(p.row(1), &[6, 7, 0, 0, 0]);
-    }
 
     #[test]
     fn split_keeps_class_shares_and_is_deterministic() {

@@ -1,6 +1,7 @@
 //! Everything needed to train and evaluate ONE configuration of the BiLSTM text classifier.
 //!
 //! The data path is [`data`] (CSV rows) → [`tokenizer`] (Keras-compatible word ids) →
+//! [`encoder`] (a view per tower: words, characters, or both side by side in one row) →
 //! [`dataset`] (padding, stratified split, class weights, seeded batches). This crate knows
 //! nothing of studies, storage or scheduling.
 
@@ -10,6 +11,7 @@ pub mod config;
 pub mod data;
 pub mod dataset;
 pub mod device;
+pub mod encoder;
 pub mod error;
 #[cfg(any(test, feature = "fuzz"))]
 pub mod fuzz;

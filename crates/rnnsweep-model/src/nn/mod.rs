@@ -8,6 +8,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::config::{Activation, EmbeddingUpdate, LstmImpl, ModelConfig, Pooling};
+use crate::encoder::ViewShape;
 use crate::error::{ModelError, Result};
 use crate::init;
 use crate::seed::mix;
@@ -35,18 +36,33 @@ pub struct IdBatch<'a> {
     pub time: usize,
 }
 
+/// One view's tower: its embedding, recurrent stack and pooling, ending in `[batch, F]`.
 #[derive(Debug, Clone)]
-pub struct Net {
+pub struct Tower {
     pub embedding: Var,
     pub recurrent: Vec<(BiLstm, Option<BatchNorm>)>,
+    /// `Some` for attention pooling.
+    pub attention: Option<Attention>,
+    /// Columns of a row this tower reads, from `offset`; `None` = the rest of the row.
+    pub offset: usize,
+    pub width: Option<usize>,
+    /// Prefix of its variables' names: empty for the first tower (so one-view models keep
+    /// their names), `tower.K.` for tower K.
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Net {
+    /// One per view of the text, their pooled outputs concatenated before the dense head.
+    pub towers: Vec<Tower>,
     pub dense: Vec<Dense>,
     pub output: Dense,
     pub pooling: Pooling,
-    /// `Some` for attention pooling.
-    pub attention: Option<Attention>,
     pub lstm_dropout: f64,
     pub dense_dropout: f64,
     pub embedding_dropout: f64,
+    /// See [`ModelConfig::view_dropout`].
+    pub view_dropout: f64,
     /// Training steps hand back the batch's embedding rows as their own variable (see
     /// [`EmbeddingRows`]) instead of differentiating the whole table.
     pub sparse_embedding: bool,
@@ -79,11 +95,32 @@ impl Net {
         Ok(net)
     }
 
-    /// A freshly initialised network with `outputs` logits (1 for a sigmoid, K for a softmax).
+    /// A freshly initialised one-view network with `outputs` logits (1 for a sigmoid, K for a
+    /// softmax).
     pub fn with_outputs(
         cfg: &ModelConfig,
         vocab: usize,
         outputs: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        Self::for_views(
+            cfg,
+            &[ViewShape {
+                vocab,
+                width: usize::MAX,
+            }],
+            outputs,
+            false,
+            device,
+        )
+    }
+
+    /// A network with one tower per view of the text (see [`crate::encoder`]).
+    pub fn for_views(
+        cfg: &ModelConfig,
+        views: &[ViewShape],
+        outputs: usize,
+        multi_label: bool,
         device: &Device,
     ) -> Result<Self> {
         let fused_lstm = match cfg.lstm_impl {
@@ -99,27 +136,56 @@ impl Net {
                 })
             }
         };
-        let mut rng = ChaCha8Rng::seed_from_u64(mix(cfg.seed, 0, 0x1417));
-        let embedding = Var::from_tensor(&init::uniform(
-            &mut rng,
-            (vocab, cfg.embedding_dim),
-            0.05,
-            device,
-        )?)?;
-        let mut input = cfg.embedding_dim;
-        let mut recurrent = Vec::new();
-        let last_features = 2 * cfg.lstm_units.last().copied().unwrap_or(0);
-        for &units in &cfg.lstm_units {
-            let lstm = BiLstm::with_cell(&mut rng, cfg.cell, input, units, device)?;
-            let bn = if cfg.batch_norm {
-                Some(BatchNorm::new(2 * units, cfg.batch_norm_momentum, device)?)
-            } else {
-                None
-            };
-            recurrent.push((lstm, bn));
-            input = 2 * units;
+        if views.is_empty() {
+            return Err(ModelError::Config {
+                at: "inputs".into(),
+                message: "the network needs at least one view of the text".into(),
+            });
         }
-        input = cfg.pooling.output_features(input);
+        let mut rng = ChaCha8Rng::seed_from_u64(mix(cfg.seed, 0, 0x1417));
+        let mut towers = Vec::new();
+        let mut offset = 0;
+        for (k, view) in views.iter().enumerate() {
+            // The first tower draws from the stream one-view networks always drew from, in the
+            // same order, so their initial weights are what they were; a second tower has its
+            // own stream.
+            let mut own = ChaCha8Rng::seed_from_u64(mix(cfg.seed, k as u64, 0x1417));
+            let rng = if k == 0 { &mut rng } else { &mut own };
+            let embedding = Var::from_tensor(&init::uniform(
+                rng,
+                (view.vocab, cfg.embedding_dim),
+                0.05,
+                device,
+            )?)?;
+            let mut input = cfg.embedding_dim;
+            let mut recurrent = Vec::new();
+            for &units in &cfg.lstm_units {
+                let lstm = BiLstm::with_cell(rng, cfg.cell, input, units, device)?;
+                let bn = if cfg.batch_norm {
+                    Some(BatchNorm::new(2 * units, cfg.batch_norm_momentum, device)?)
+                } else {
+                    None
+                };
+                recurrent.push((lstm, bn));
+                input = 2 * units;
+            }
+            let last = k + 1 == views.len();
+            towers.push(Tower {
+                embedding,
+                recurrent,
+                attention: None,
+                offset,
+                width: (!last).then_some(view.width),
+                prefix: if k == 0 {
+                    String::new()
+                } else {
+                    format!("tower.{k}.")
+                },
+            });
+            offset += view.width.min(usize::MAX - offset);
+        }
+        let last_features = 2 * cfg.lstm_units.last().copied().unwrap_or(0);
+        let mut input = towers.len() * cfg.pooling.output_features(last_features);
         let mut dense = Vec::new();
         for d in &cfg.dense {
             dense.push(Dense::new(
@@ -141,24 +207,26 @@ impl Net {
             device,
         )?;
         // Drawn last, so adding attention leaves every other initial weight as it was.
-        let attention = match cfg.pooling {
-            Pooling::Attention => Some(Attention::new(&mut rng, last_features, device)?),
-            _ => None,
-        };
+        if cfg.pooling == Pooling::Attention {
+            for (k, tower) in towers.iter_mut().enumerate() {
+                let mut own = ChaCha8Rng::seed_from_u64(mix(cfg.seed, k as u64, 0xA77E));
+                let rng = if k == 0 { &mut rng } else { &mut own };
+                tower.attention = Some(Attention::new(rng, last_features, device)?);
+            }
+        }
         Ok(Self {
-            embedding,
-            recurrent,
+            towers,
             dense,
             output,
             pooling: cfg.pooling,
-            attention,
             lstm_dropout: cfg.lstm_dropout,
             dense_dropout: cfg.dense_dropout,
             embedding_dropout: cfg.embedding_dropout,
+            view_dropout: cfg.view_dropout,
             sparse_embedding: cfg.embedding_update == EmbeddingUpdate::Sparse,
             fused_lstm,
             outputs: outputs.max(1),
-            multi_label: false,
+            multi_label,
             device: device.clone(),
         })
     }
@@ -169,24 +237,16 @@ impl Net {
         Ok(self.forward_rows(batch, dropout_rng)?.0)
     }
 
-    /// [`Net::forward`], also handing back the batch's embedding rows when the embedding is
-    /// updated sparsely in training (their gradient is the table's, row by row).
+    /// [`Net::forward`], also handing back each tower's embedding rows of the batch when the
+    /// embedding is updated sparsely in training (their gradient is the table's, row by row).
     pub fn forward_rows(
         &self,
         batch: &IdBatch,
         dropout_rng: Option<&mut ChaCha8Rng>,
-    ) -> Result<(Tensor, Option<EmbeddingRows>)> {
+    ) -> Result<(Tensor, Vec<EmbeddingRows>)> {
         let mut rng = dropout_rng;
-        // Columns that are padding in every row change nothing (masked steps keep the state),
-        // so they are cut off: with post padding most batches are shorter than the longest row.
-        let trimmed = trim_padding_columns(batch);
-        let b = trimmed.batch;
-        let (embedded, rows) = self.embed(&trimmed, rng.as_deref_mut())?;
-        let mut x = if self.fused_lstm {
-            self.recurrent_fused(&trimmed, embedded, rng.as_deref_mut())?
-        } else {
-            self.recurrent_reference(&trimmed, embedded, rng.as_deref_mut())?
-        };
+        let (mut x, rows) = self.features_rows(batch, rng.as_deref_mut())?;
+        let b = batch.batch;
         for (k, d) in self.dense.iter().enumerate() {
             if k > 0 {
                 if let Some(r) = rng.as_deref_mut() {
@@ -207,9 +267,58 @@ impl Net {
         Ok((logits, rows))
     }
 
+    /// What the dense head reads: each tower's pooled output, concatenated `[batch, Σ F]`
+    /// (inference mode when `dropout_rng` is `None`).
+    pub fn features(
+        &self,
+        batch: &IdBatch,
+        dropout_rng: Option<&mut ChaCha8Rng>,
+    ) -> Result<Tensor> {
+        Ok(self.features_rows(batch, dropout_rng)?.0)
+    }
+
+    fn features_rows(
+        &self,
+        batch: &IdBatch,
+        mut rng: Option<&mut ChaCha8Rng>,
+    ) -> Result<(Tensor, Vec<EmbeddingRows>)> {
+        let mut pooled = Vec::with_capacity(self.towers.len());
+        let mut all_rows = Vec::new();
+        for (k, tower) in self.towers.iter().enumerate() {
+            // Columns that are padding in every row change nothing (masked steps keep the
+            // state), so they are cut off: with post padding most batches are shorter than
+            // the longest row.
+            let trimmed = trim_padding_columns(batch, tower.offset, tower.width);
+            let (embedded, rows) = self.embed(tower, k, &trimmed, rng.as_deref_mut())?;
+            all_rows.extend(rows);
+            pooled.push(if self.fused_lstm {
+                self.recurrent_fused(tower, &trimmed, embedded, rng.as_deref_mut())?
+            } else {
+                self.recurrent_reference(tower, &trimmed, embedded, rng.as_deref_mut())?
+            });
+        }
+        if pooled.len() == 1 {
+            return Ok((pooled.remove(0), all_rows));
+        }
+        if let Some(r) = rng {
+            if self.view_dropout > 0.0 {
+                for (k, keep) in view_keep_masks(r, batch.batch, pooled.len(), self.view_dropout)
+                    .into_iter()
+                    .enumerate()
+                {
+                    let keep = Tensor::from_vec(keep, (batch.batch, 1), &self.device)?;
+                    pooled[k] = pooled[k].broadcast_mul(&keep)?;
+                }
+            }
+        }
+        Ok((Tensor::cat(&pooled, 1)?, all_rows))
+    }
+
     /// The embedded batch, time-major `[time, batch, E]`, with embedding dropout in training.
     fn embed(
         &self,
+        tower: &Tower,
+        index: usize,
         trimmed: &Trimmed,
         rng: Option<&mut ChaCha8Rng>,
     ) -> Result<(Tensor, Option<EmbeddingRows>)> {
@@ -217,7 +326,7 @@ impl Net {
         let time_major_ids: Vec<u32> = (0..t)
             .flat_map(|s| (0..b).map(move |r| trimmed.ids[r * t + s]))
             .collect();
-        let table = self.embedding.as_tensor();
+        let table = tower.embedding.as_tensor();
         let e = table.dim(1)?;
         let (x, rows) = if self.sparse_embedding && rng.is_some() {
             let mut unique = time_major_ids.clone();
@@ -232,7 +341,14 @@ impl Net {
             let gathered = lookup(&table.detach(), unique.clone())?;
             let rows = Var::from_tensor(&gathered)?;
             let x = lookup(rows.as_tensor(), compact)?;
-            (x, Some(EmbeddingRows { ids: unique, rows }))
+            (
+                x,
+                Some(EmbeddingRows {
+                    tower: index,
+                    ids: unique,
+                    rows,
+                }),
+            )
         } else {
             (lookup(table, time_major_ids)?, None)
         };
@@ -248,14 +364,15 @@ impl Net {
     }
 
     /// Turns the last layer's `[time, batch, 2U]` outputs into `[batch, F]`.
-    fn pool_sequence(&self, sequence: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        pool(sequence, mask, self.pooling, self.attention.as_ref())
+    fn pool_sequence(&self, tower: &Tower, sequence: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        pool(sequence, mask, self.pooling, tower.attention.as_ref())
     }
 
     /// The LSTM stack with the reference layer, on time-major lists of steps. Returns the
     /// pooled last layer `[batch, F]`.
     fn recurrent_reference(
         &self,
+        tower: &Tower,
         trimmed: &Trimmed,
         embedded: Tensor,
         mut rng: Option<&mut ChaCha8Rng>,
@@ -267,9 +384,9 @@ impl Net {
         let mut steps: Vec<Tensor> = (0..t)
             .map(|s| embedded.get(s))
             .collect::<candle_core::Result<_>>()?;
-        let layers = self.recurrent.len();
+        let layers = tower.recurrent.len();
         let pooled = self.pooling.needs_sequence();
-        for (k, (lstm, bn)) in self.recurrent.iter().enumerate() {
+        for (k, (lstm, bn)) in tower.recurrent.iter().enumerate() {
             let last = k + 1 == layers;
             let dropout = self.lstm_dropout_masks(rng.as_deref_mut(), b, steps[0].dim(1)?)?;
             let sequences = !last || pooled;
@@ -289,7 +406,7 @@ impl Net {
                             &masks.iter().map(|m| m.tensor.clone()).collect::<Vec<_>>(),
                             0,
                         )?;
-                        return self.pool_sequence(&Tensor::stack(&steps, 0)?, &mask);
+                        return self.pool_sequence(tower, &Tensor::stack(&steps, 0)?, &mask);
                     }
                 }
                 BiOutput::Last(x) => {
@@ -307,6 +424,7 @@ impl Net {
     /// Draws the same dropout masks in the same order as [`Net::recurrent_reference`].
     fn recurrent_fused(
         &self,
+        tower: &Tower,
         trimmed: &Trimmed,
         embedded: Tensor,
         mut rng: Option<&mut ChaCha8Rng>,
@@ -322,9 +440,9 @@ impl Net {
             &self.device,
         )?;
         let mut x = embedded;
-        let layers = self.recurrent.len();
+        let layers = tower.recurrent.len();
         let pooled = self.pooling.needs_sequence();
-        for (k, (lstm, bn)) in self.recurrent.iter().enumerate() {
+        for (k, (lstm, bn)) in tower.recurrent.iter().enumerate() {
             let last = k + 1 == layers;
             let dropout = self.lstm_dropout_masks(rng.as_deref_mut(), b, x.dim(2)?)?;
             let dropout = dropout.as_ref().map(|(f, w)| (f, w));
@@ -343,7 +461,7 @@ impl Net {
                 None => out,
             };
             if last {
-                return self.pool_sequence(&x, &mask_tensor);
+                return self.pool_sequence(tower, &x, &mask_tensor);
             }
         }
         Err(no_lstm_layer())
@@ -376,16 +494,20 @@ impl Net {
 
     /// Trainable variables with stable names (the safetensors keys).
     pub fn trainable(&self) -> Vec<(String, Var)> {
-        let mut out = vec![("embedding".to_string(), self.embedding.clone())];
-        for (k, (lstm, bn)) in self.recurrent.iter().enumerate() {
-            for (dir, w) in [("forward", &lstm.forward), ("backward", &lstm.backward)] {
-                for (name, v) in w.vars() {
-                    out.push((format!("lstm.{k}.{dir}.{name}"), v.clone()));
+        let mut out = Vec::new();
+        for tower in &self.towers {
+            let p = &tower.prefix;
+            out.push((format!("{p}embedding"), tower.embedding.clone()));
+            for (k, (lstm, bn)) in tower.recurrent.iter().enumerate() {
+                for (dir, w) in [("forward", &lstm.forward), ("backward", &lstm.backward)] {
+                    for (name, v) in w.vars() {
+                        out.push((format!("{p}lstm.{k}.{dir}.{name}"), v.clone()));
+                    }
                 }
-            }
-            if let Some(bn) = bn {
-                out.push((format!("lstm.{k}.bn.gamma"), bn.gamma.clone()));
-                out.push((format!("lstm.{k}.bn.beta"), bn.beta.clone()));
+                if let Some(bn) = bn {
+                    out.push((format!("{p}lstm.{k}.bn.gamma"), bn.gamma.clone()));
+                    out.push((format!("{p}lstm.{k}.bn.beta"), bn.beta.clone()));
+                }
             }
         }
         for (k, d) in self.dense.iter().enumerate() {
@@ -394,9 +516,11 @@ impl Net {
         }
         out.push(("output.kernel".into(), self.output.kernel.clone()));
         out.push(("output.bias".into(), self.output.bias.clone()));
-        if let Some(a) = &self.attention {
-            for (name, v) in a.vars() {
-                out.push((format!("pool.attention.{name}"), v.clone()));
+        for tower in &self.towers {
+            if let Some(a) = &tower.attention {
+                for (name, v) in a.vars() {
+                    out.push((format!("{}pool.attention.{name}", tower.prefix), v.clone()));
+                }
             }
         }
         out
@@ -405,13 +529,19 @@ impl Net {
     /// Non-trainable state saved with the weights (BatchNorm moving statistics).
     pub fn buffers(&self) -> Vec<(String, Var)> {
         let mut out = Vec::new();
-        for (k, (_, bn)) in self.recurrent.iter().enumerate() {
-            if let Some(bn) = bn {
-                out.push((format!("lstm.{k}.bn.moving_mean"), bn.moving_mean.clone()));
-                out.push((
-                    format!("lstm.{k}.bn.moving_variance"),
-                    bn.moving_variance.clone(),
-                ));
+        for tower in &self.towers {
+            let p = &tower.prefix;
+            for (k, (_, bn)) in tower.recurrent.iter().enumerate() {
+                if let Some(bn) = bn {
+                    out.push((
+                        format!("{p}lstm.{k}.bn.moving_mean"),
+                        bn.moving_mean.clone(),
+                    ));
+                    out.push((
+                        format!("{p}lstm.{k}.bn.moving_variance"),
+                        bn.moving_variance.clone(),
+                    ));
+                }
             }
         }
         out
@@ -449,10 +579,12 @@ impl Net {
     }
 }
 
-/// The embedding rows of one training batch's words, as their own variable: the loss's
-/// gradient with respect to `rows` is the table's gradient, which is zero everywhere else.
+/// The embedding rows of one training batch's words in one tower, as their own variable: the
+/// loss's gradient with respect to `rows` is the table's, which is zero everywhere else.
 #[derive(Debug, Clone)]
 pub struct EmbeddingRows {
+    /// Which tower's table (an index into [`Net::towers`]).
+    pub tower: usize,
     /// Distinct word ids of the batch, ascending; `rows` row k is word `ids[k]`.
     pub ids: Vec<u32>,
     pub rows: Var,
@@ -471,9 +603,14 @@ fn no_lstm_layer() -> ModelError {
     }
 }
 
-fn trim_padding_columns(batch: &IdBatch) -> Trimmed {
-    let (b, t) = (batch.batch, batch.time);
-    let used = |c: usize| (0..b).any(|r| batch.ids[r * t + c] != 0);
+/// One tower's columns of the batch (`width` from `offset`, or the rest of each row), with the
+/// columns that are padding in every row cut off at both ends.
+fn trim_padding_columns(batch: &IdBatch, offset: usize, width: Option<usize>) -> Trimmed {
+    let (b, row) = (batch.batch, batch.time);
+    let start = offset.min(row);
+    let t = width.map_or(row - start, |w| w.min(row - start));
+    let id = |r: usize, c: usize| batch.ids[r * row + start + c];
+    let used = |c: usize| (0..b).any(|r| id(r, c) != 0);
     let lo = (0..t).find(|&c| used(c)).unwrap_or(0);
     let hi = (0..t)
         .rev()
@@ -484,7 +621,7 @@ fn trim_padding_columns(batch: &IdBatch) -> Trimmed {
     let mut ids = Vec::with_capacity(b * time);
     for r in 0..b {
         for c in lo..lo + time {
-            ids.push(batch.ids.get(r * t + c).copied().unwrap_or(0));
+            ids.push(if c < t { id(r, c) } else { 0 });
         }
     }
     Trimmed {
@@ -492,6 +629,25 @@ fn trim_padding_columns(batch: &IdBatch) -> Trimmed {
         batch: b,
         time,
     }
+}
+
+/// Per tower, each row's factor for its pooled features under view dropout: with
+/// probability `p` a row keeps one tower (uniformly chosen) and the others are 0; a kept
+/// tower's factor is 1 / P(kept) = 1 / (1 − p + p/n), so its expected contribution is as without.
+fn view_keep_masks(rng: &mut ChaCha8Rng, rows: usize, towers: usize, p: f64) -> Vec<Vec<f32>> {
+    let scale = (1.0 / (1.0 - p + p / towers as f64)) as f32;
+    let mut masks = vec![vec![scale; rows]; towers];
+    for r in 0..rows {
+        if rng.random::<f64>() < p {
+            let only = rng.random_range(0..towers);
+            for (k, mask) in masks.iter_mut().enumerate() {
+                if k != only {
+                    mask[r] = 0.0;
+                }
+            }
+        }
+    }
+    masks
 }
 
 /// An inverted-dropout keep mask `[rows, cols]`: 0 with probability p, else 1/(1-p).
@@ -630,7 +786,7 @@ mod tests {
             5, 6, 0, 0, //
             8, 9, 1, 0,
         ];
-        let padded = crate::dataset::Padded {
+        let padded = crate::encoder::Padded {
             ids: ids.clone(),
             rows: 5,
             len: 4,
@@ -877,11 +1033,19 @@ mod tests {
 
     /// Logits and every weight's gradient of one training forward pass with a fixed seed.
     fn logits_and_grads(net: &Net) -> (Vec<f32>, Vec<(String, Vec<f32>)>) {
+        logits_and_grads_of(net, &IDS, 5)
+    }
+
+    fn logits_and_grads_of(
+        net: &Net,
+        ids: &[u32],
+        time: usize,
+    ) -> (Vec<f32>, Vec<(String, Vec<f32>)>) {
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         let batch = IdBatch {
-            ids: &IDS,
+            ids,
             batch: 5,
-            time: 5,
+            time,
         };
         let (logits, rows) = net.forward_rows(&batch, Some(&mut rng)).unwrap();
         let weights = Tensor::new(&[0.3f32, -1.1, 0.7, 2.0, -0.4], &Device::Cpu).unwrap();
@@ -892,35 +1056,39 @@ mod tests {
             .unwrap()
             .backward()
             .unwrap();
-        let mut out: Vec<(String, Vec<f32>)> = net
+        // A sparse tower's row gradient is scattered into a table of zeros: the dense gradient.
+        let out: Vec<(String, Vec<f32>)> = net
             .trainable()
             .into_iter()
-            .filter(|(name, _)| name != "embedding" || rows.is_none())
             .map(|(name, v)| {
-                let g = grads
-                    .get(v.as_tensor())
-                    .map(|g| g.flatten_all().unwrap().to_vec1().unwrap())
-                    .unwrap_or_else(|| vec![0.0; v.elem_count()]);
+                let sparse = rows
+                    .iter()
+                    .find(|r| name == format!("{}embedding", net.towers[r.tower].prefix));
+                let g = match sparse {
+                    Some(r) => {
+                        let (vocab, e) = v.as_tensor().dims2().unwrap();
+                        let g: Vec<f32> = grads
+                            .get(r.rows.as_tensor())
+                            .unwrap()
+                            .flatten_all()
+                            .unwrap()
+                            .to_vec1()
+                            .unwrap();
+                        let mut table = vec![0f32; vocab * e];
+                        for (k, &id) in r.ids.iter().enumerate() {
+                            table[id as usize * e..(id as usize + 1) * e]
+                                .copy_from_slice(&g[k * e..(k + 1) * e]);
+                        }
+                        table
+                    }
+                    None => grads
+                        .get(v.as_tensor())
+                        .map(|g| g.flatten_all().unwrap().to_vec1().unwrap())
+                        .unwrap_or_else(|| vec![0.0; v.elem_count()]),
+                };
                 (name, g)
             })
             .collect();
-        if let Some(r) = rows {
-            // The row gradient scattered into a table of zeros: the dense gradient.
-            let (vocab, e) = net.embedding.as_tensor().dims2().unwrap();
-            let g: Vec<f32> = grads
-                .get(r.rows.as_tensor())
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
-            let mut table = vec![0f32; vocab * e];
-            for (k, &id) in r.ids.iter().enumerate() {
-                table[id as usize * e..(id as usize + 1) * e]
-                    .copy_from_slice(&g[k * e..(k + 1) * e]);
-            }
-            out.insert(0, ("embedding".into(), table));
-        }
         (logits.to_vec1().unwrap(), out)
     }
 
@@ -1033,7 +1201,8 @@ mod tests {
                     )
                     .unwrap();
                 }
-                net.embedding
+                net.towers[0]
+                    .embedding
                     .as_tensor()
                     .flatten_all()
                     .unwrap()
@@ -1066,5 +1235,223 @@ mod tests {
         // Word 10 is in no batch: neither moved it.
         let (fresh, _) = embeddings_after(crate::optim::OptimizerName::Adam, 0);
         assert!(!moved(&dense, 10, &fresh) && !moved(&sparse, 10, &fresh));
+    }
+
+    /// The rows of [`IDS`] (the word view, 5 columns) each followed by a character view of 6
+    /// columns: row 2 has characters but no words, row 4 words but no characters.
+    fn two_view_ids() -> Vec<u32> {
+        let chars: [[u32; 6]; 5] = [
+            [1, 2, 3, 4, 5, 6],
+            [7, 8, 0, 0, 0, 0],
+            [2, 2, 3, 0, 0, 0],
+            [8, 1, 4, 6, 2, 0],
+            [0, 0, 0, 0, 0, 0],
+        ];
+        (0..5)
+            .flat_map(|r| IDS[r * 5..(r + 1) * 5].iter().chain(&chars[r]).copied())
+            .collect()
+    }
+
+    fn two_view_cfg(pooling: Pooling, lstm_impl: LstmImpl, update: EmbeddingUpdate) -> ModelConfig {
+        ModelConfig {
+            embedding_dim: 5,
+            lstm_units: vec![4, 3],
+            dense: vec![crate::config::DenseConfig {
+                units: 4,
+                activation: Activation::Tanh,
+                l2: 0.0,
+            }],
+            batch_norm: true,
+            embedding_dropout: 0.2,
+            lstm_dropout: 0.3,
+            pooling,
+            lstm_impl,
+            embedding_update: update,
+            seed: 21,
+            ..ModelConfig::default()
+        }
+    }
+
+    const TWO_VIEWS: [ViewShape; 2] = [
+        ViewShape {
+            vocab: 12,
+            width: 5,
+        },
+        ViewShape { vocab: 9, width: 6 },
+    ];
+
+    fn batch(ids: &[u32], time: usize) -> IdBatch<'_> {
+        IdBatch {
+            ids,
+            batch: 5,
+            time,
+        }
+    }
+
+    fn columns(ids: &[u32], from: usize, width: usize) -> Vec<u32> {
+        ids.chunks(11)
+            .flat_map(|row| row[from..from + width].iter().copied())
+            .collect()
+    }
+
+    #[test]
+    fn a_two_tower_net_is_each_views_own_network_side_by_side() {
+        for pooling in [Pooling::Last, Pooling::MaxMean, Pooling::Attention] {
+            let cfg = two_view_cfg(pooling, LstmImpl::Reference, EmbeddingUpdate::Dense);
+            let two = Net::for_views(&cfg, &TWO_VIEWS, 1, false, &Device::Cpu).unwrap();
+            let word = Net::new(&cfg, 12, &Device::Cpu).unwrap();
+            let char = Net::new(&cfg, 9, &Device::Cpu).unwrap();
+            let state = two.state().unwrap();
+            // Each one-view network takes its tower's weights from the two-tower one.
+            for (one, prefix) in [(&word, ""), (&char, "tower.1.")] {
+                for (name, var) in one.trainable().into_iter().chain(one.buffers()) {
+                    if !(name.starts_with("dense.") || name.starts_with("output.")) {
+                        var.set(&state[&format!("{prefix}{name}")]).unwrap();
+                    }
+                }
+            }
+            assert_ne!(
+                state["embedding"].to_vec2::<f32>().unwrap()[..9],
+                state["tower.1.embedding"].to_vec2::<f32>().unwrap()[..],
+                "each tower draws its own initial weights"
+            );
+            let ids = two_view_ids();
+            let (word_ids, char_ids) = (columns(&ids, 0, 5), columns(&ids, 5, 6));
+            // Inference, then training (dropout masks and batch statistics): the two towers
+            // draw from one stream in order, words first.
+            for train in [false, true] {
+                let mut rng = ChaCha8Rng::seed_from_u64(5);
+                let mut rng2 = ChaCha8Rng::seed_from_u64(5);
+                let both = two
+                    .features(&batch(&ids, 11), train.then_some(&mut rng))
+                    .unwrap();
+                let w = word
+                    .features(&batch(&word_ids, 5), train.then_some(&mut rng2))
+                    .unwrap();
+                let c = char
+                    .features(&batch(&char_ids, 6), train.then_some(&mut rng2))
+                    .unwrap();
+                let want = Tensor::cat(&[&w, &c], 1).unwrap();
+                assert_close(
+                    &format!("{pooling:?} train={train} features"),
+                    &both.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                    &want.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                    1e-6,
+                );
+            }
+            // The head reads the concatenation.
+            let features = two.features(&batch(&ids, 11), None).unwrap();
+            let head = two
+                .output
+                .forward(&two.dense[0].forward(&features).unwrap())
+                .unwrap()
+                .squeeze(1)
+                .unwrap();
+            assert_eq!(
+                two.forward(&batch(&ids, 11), None)
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap(),
+                head.to_vec1::<f32>().unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn view_dropout_keeps_one_tower_of_a_dropped_row_and_rescales_the_rest() {
+        let ids = two_view_ids();
+        let features = |view_dropout: f64, train: bool| -> Vec<Vec<f32>> {
+            let cfg = ModelConfig {
+                view_dropout,
+                ..two_view_cfg(Pooling::MaxMean, LstmImpl::Fused, EmbeddingUpdate::Dense)
+            };
+            let net = Net::for_views(&cfg, &TWO_VIEWS, 1, false, &Device::Cpu).unwrap();
+            let mut rng = ChaCha8Rng::seed_from_u64(5);
+            net.features(&batch(&ids, 11), train.then_some(&mut rng))
+                .unwrap()
+                .to_vec2()
+                .unwrap()
+        };
+        // Inference ignores it.
+        assert_eq!(features(0.9, false), features(0.0, false));
+        // p = 1: every row keeps one tower, at twice its value (1 / (1 − 1 + 1/2)); the towers'
+        // own draws come first, so they are the p = 0 run's.
+        let (plain, dropped) = (features(0.0, true), features(1.0, true));
+        let half = plain[0].len() / 2;
+        let mut kept = [0, 0];
+        for (p, d) in plain.iter().zip(&dropped) {
+            let word: Vec<f32> = p[..half].iter().map(|v| 2.0 * v).collect();
+            let char: Vec<f32> = p[half..].iter().map(|v| 2.0 * v).collect();
+            if d[..half] == word[..] && d[half..].iter().all(|v| *v == 0.0) {
+                kept[0] += 1;
+            } else if d[half..] == char[..] && d[..half].iter().all(|v| *v == 0.0) {
+                kept[1] += 1;
+            } else {
+                panic!("a row kept both towers or neither: {p:?} → {d:?}");
+            }
+        }
+        assert_eq!(kept[0] + kept[1], 5);
+        // The factors: 1/(1 − p + p/n) where kept, and each tower's mean factor is 1.
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let masks = view_keep_masks(&mut rng, 20_000, 2, 0.5);
+        for mask in &masks {
+            assert!(mask
+                .iter()
+                .all(|&f| f == 0.0 || (f - 1.0 / 0.75).abs() < 1e-6));
+            let mean = mask.iter().sum::<f32>() / mask.len() as f32;
+            assert!((mean - 1.0).abs() < 0.02, "{mean}");
+        }
+        assert!(
+            (0..20_000).all(|r| masks[0][r] > 0.0 || masks[1][r] > 0.0),
+            "no row loses every tower"
+        );
+    }
+
+    #[test]
+    fn the_cost_estimate_counts_every_weight_of_both_towers() {
+        for pooling in [Pooling::MaxMean, Pooling::Attention] {
+            let cfg = two_view_cfg(pooling, LstmImpl::Reference, EmbeddingUpdate::Dense);
+            let net = Net::for_views(&cfg, &TWO_VIEWS, 1, false, &Device::Cpu).unwrap();
+            let counted: usize = net
+                .trainable()
+                .iter()
+                .chain(net.buffers().iter())
+                .map(|(_, v)| v.elem_count())
+                .sum();
+            let one = cfg.cost(12, 5).parameters + cfg.cost(9, 6).parameters;
+            // Two towers, one head: the head (its input twice as wide) counted once.
+            let head = |input: usize| input * 4 + 4 + 4 + 1;
+            let pooled = pooling.output_features(6);
+            let two = cfg.cost_of_views(&[(12, 5), (9, 6)]).parameters;
+            assert_eq!(two, one - 2 * head(pooled) + head(2 * pooled));
+            assert_eq!(counted, two, "{pooling:?}");
+        }
+    }
+
+    #[test]
+    fn a_two_tower_net_gives_the_same_logits_and_gradients_on_both_lstm_paths() {
+        let ids = two_view_ids();
+        for (pooling, update) in [
+            (Pooling::MaxMean, EmbeddingUpdate::Dense),
+            (Pooling::Last, EmbeddingUpdate::Sparse),
+            (Pooling::Attention, EmbeddingUpdate::Sparse),
+        ] {
+            let net = |lstm_impl| {
+                let cfg = two_view_cfg(pooling, lstm_impl, update);
+                Net::for_views(&cfg, &TWO_VIEWS, 1, false, &Device::Cpu).unwrap()
+            };
+            let (lr, gr) = logits_and_grads_of(&net(LstmImpl::Reference), &ids, 11);
+            let (lf, gf) = logits_and_grads_of(&net(LstmImpl::Fused), &ids, 11);
+            let what = format!("{pooling:?} {update:?}");
+            assert_close(&format!("{what} logits"), &lf, &lr, 1e-4);
+            assert!(gr.iter().any(|(name, _)| name == "tower.1.embedding"));
+            for ((name, a), (_, b)) in gf.iter().zip(&gr) {
+                assert_close(&format!("{what} d{name}"), a, b, 1e-3);
+            }
+            assert!(
+                gr.iter().all(|(_, g)| g.iter().any(|v| *v != 0.0)),
+                "{what}: every weight of both towers gets a gradient"
+            );
+        }
     }
 }

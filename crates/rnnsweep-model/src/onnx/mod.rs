@@ -50,11 +50,26 @@ pub fn export(predictor: &Predictor, out: &Path) -> Result<Exported> {
         Predictor::Ensemble(e) => (e.members.iter().collect(), Some(e.combine)),
     };
     let first = members[0];
+    if let Some(k) = members.iter().position(|m| m.encoder.views.len() > 1) {
+        return Err(ModelError::Artifact {
+            path: out.display().to_string(),
+            message: format!(
+                "{} reads both words and characters (`inputs: {}`); ONNX export takes one-view \
+                 models only (their graph has one id input), so `predict` serves this one",
+                if members.len() > 1 {
+                    format!("member {}", k + 1)
+                } else {
+                    "the model".to_string()
+                },
+                members[k].config.inputs
+            ),
+        });
+    }
     // One input for every member: their word indices must agree (the vocabulary limits and
     // sequence lengths may differ; the graph applies each member's own).
     for (k, m) in members.iter().enumerate().skip(1) {
-        if m.tokenizer.vocabulary != first.tokenizer.vocabulary
-            || m.tokenizer.options != first.tokenizer.options
+        if m.tokenizer().vocabulary != first.tokenizer().vocabulary
+            || m.tokenizer().options != first.tokenizer().options
         {
             return Err(ModelError::Artifact {
                 path: out.display().to_string(),
@@ -101,7 +116,7 @@ pub fn export(predictor: &Predictor, out: &Path) -> Result<Exported> {
     // The widest limit of the members (each member's own is applied in the graph).
     let num_words = members
         .iter()
-        .map(|m| m.tokenizer.num_words)
+        .map(|m| m.tokenizer().num_words)
         .try_fold(0usize, |acc, n| n.map(|n| acc.max(n)));
     let mut model = ModelProto::new();
     model.ir_version = IR_VERSION;
@@ -143,7 +158,7 @@ pub fn export(predictor: &Predictor, out: &Path) -> Result<Exported> {
         path: out.display().to_string(),
         source,
     })?;
-    std::fs::write(&tokenizer, first.tokenizer.to_keras_json(num_words)).map_err(|source| {
+    std::fs::write(&tokenizer, first.tokenizer().to_keras_json(num_words)).map_err(|source| {
         ModelError::Io {
             path: tokenizer.display().to_string(),
             source,
@@ -225,7 +240,7 @@ fn metadata(
         "binary"
     };
     let json = |v: serde_json::Value| v.to_string();
-    let options = &first.tokenizer.options;
+    let options = &first.tokenizer().options;
     let mut out = vec![
         ("rnnsweep.task".to_string(), kind.to_string()),
         (
@@ -255,7 +270,7 @@ fn metadata(
                     .iter()
                     .map(|m| {
                         serde_json::json!({
-                            "num_words": m.tokenizer.num_words,
+                            "num_words": m.tokenizer().num_words,
                             "sequence_length": m.config.sequence_length,
                             "padding": m.config.padding,
                             "truncating": m.config.truncating,
@@ -315,8 +330,8 @@ mod tests {
         let tokenizer = Tokenizer::fit(Some(100), texts.iter().copied());
         let net = Net::for_task(&config, tokenizer.id_limit(), 1, false, &Device::Cpu).unwrap();
         TrainedModel {
+            encoder: crate::encoder::TextEncoder::from_saved(&config, vec![tokenizer]).unwrap(),
             config,
-            tokenizer,
             net,
             threshold: StoredThreshold {
                 value: 0.375,
@@ -355,7 +370,7 @@ mod tests {
     #[test]
     fn an_lstm_layer_is_onnx_lstm_with_its_gates_reordered_and_transposed() {
         let m = model(Cell::Lstm, &["a b c", "b c", "c"]);
-        let kernel: Vec<Vec<f32>> = m.net.recurrent[0]
+        let kernel: Vec<Vec<f32>> = m.net.towers[0].recurrent[0]
             .0
             .forward
             .kernel
@@ -364,7 +379,7 @@ mod tests {
             .unwrap();
         // Distinct biases, so that every block's place shows.
         let bias: Vec<f32> = (0..8).map(|v| v as f32 + 0.5).collect();
-        m.net.recurrent[0]
+        m.net.towers[0].recurrent[0]
             .0
             .backward
             .bias
@@ -410,7 +425,7 @@ mod tests {
     #[test]
     fn a_gru_layer_keeps_keras_gate_order_and_resets_after_the_multiply() {
         let m = model(Cell::Gru, &["a b c", "b c"]);
-        let bias: Vec<Vec<f32>> = m.net.recurrent[0]
+        let bias: Vec<Vec<f32>> = m.net.towers[0].recurrent[0]
             .0
             .forward
             .bias

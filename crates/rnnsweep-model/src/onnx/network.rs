@@ -27,9 +27,11 @@ fn values(var: &Var) -> Result<Vec<f32>> {
 pub fn probabilities(g: &mut GraphBuilder, ids: &str, model: &TrainedModel) -> Result<String> {
     let prepared = prepare_ids(g, ids, model);
     let net = &model.net;
-    let table = net.embedding.as_tensor();
+    // `export` refuses a model of several towers; this is the one.
+    let tower = &net.towers[0];
+    let table = tower.embedding.as_tensor();
     let (vocab, width) = table.dims2()?;
-    let table = g.f32s("embedding", &[vocab, width], &values(&net.embedding)?);
+    let table = g.f32s("embedding", &[vocab, width], &values(&tower.embedding)?);
     let embedded = g.op(
         "Gather",
         &[&table, &prepared.ids],
@@ -40,10 +42,10 @@ pub fn probabilities(g: &mut GraphBuilder, ids: &str, model: &TrainedModel) -> R
         &[&embedded],
         &[("perm", Attr::Ints(&[1, 0, 2]))],
     );
-    let layers = net.recurrent.len();
+    let layers = tower.recurrent.len();
     let pooled = net.pooling.needs_sequence();
     let mut features = 0;
-    for (k, (layer, bn)) in net.recurrent.iter().enumerate() {
+    for (k, (layer, bn)) in tower.recurrent.iter().enumerate() {
         let last = k + 1 == layers;
         let units = layer.forward.recurrent.as_tensor().dim(0)?;
         let input = layer.forward.kernel.as_tensor().dim(0)?;
@@ -71,7 +73,7 @@ pub fn probabilities(g: &mut GraphBuilder, ids: &str, model: &TrainedModel) -> R
             &x,
             &prepared,
             net.pooling,
-            net.attention.as_ref(),
+            tower.attention.as_ref(),
             features,
         )?;
     }
@@ -109,8 +111,9 @@ fn prepare_ids(g: &mut GraphBuilder, ids: &str, model: &TrainedModel) -> Prepare
     let zero = g.int("zero", 0);
     let one = g.int("one", 1);
     // Ids at or past the vocabulary limit: the OOV token's id, or dropped (0) without one.
-    let limit = g.int("vocabulary_limit", model.tokenizer.id_limit() as i64);
-    let oov = model.tokenizer.oov_id().map_or(0, i64::from);
+    let tokenizer = &model.encoder.first().tokenizer;
+    let limit = g.int("vocabulary_limit", tokenizer.id_limit() as i64);
+    let oov = tokenizer.oov_id().map_or(0, i64::from);
     let oov = g.int("oov_id", oov);
     let past = g.op("GreaterOrEqual", &[ids, &limit], &[]);
     let limited = g.op("Where", &[&past, &oov, ids], &[]);

@@ -240,7 +240,7 @@ impl candle_nn::Optimizer for KerasOptimizer {
     }
 
     fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
-        self.step_with_rows(grads, None)
+        self.step_with_rows(grads, &[])
     }
 
     fn learning_rate(&self) -> f64 {
@@ -253,13 +253,13 @@ impl candle_nn::Optimizer for KerasOptimizer {
 }
 
 impl KerasOptimizer {
-    /// One step: every variable with a gradient in `grads` is updated whole; `rows`, if
-    /// given, is a sparse gradient for some rows of one variable (the embedding table), and
-    /// only those rows and their optimizer state change.
+    /// One step: every variable with a gradient in `grads` is updated whole; each of `rows`
+    /// is a sparse gradient for some rows of one variable (an embedding table), and only those
+    /// rows and their optimizer state change.
     pub fn step_with_rows(
         &mut self,
         grads: &GradStore,
-        rows: Option<(&Var, &[u32], &Tensor)>,
+        rows: &[(&Var, &[u32], &Tensor)],
     ) -> candle_core::Result<()> {
         let s = self.settings;
         let step = (self.iterations + 1) as f64;
@@ -282,10 +282,11 @@ impl KerasOptimizer {
             .par_iter()
             .zip(self.slots.par_iter_mut())
             .try_for_each(|(var, slots)| -> candle_core::Result<()> {
-                let sparse =
-                    rows.filter(|(table, ..)| table.as_tensor().id() == var.as_tensor().id());
+                let sparse = rows
+                    .iter()
+                    .find(|(table, ..)| table.as_tensor().id() == var.as_tensor().id());
                 let (g, ids) = match sparse {
-                    Some((_, ids, g)) => (g, Some(ids)),
+                    Some(&(_, ids, g)) => (g, Some(ids)),
                     None => match grads.get(var.as_tensor()) {
                         Some(g) => (g, None),
                         None => return Ok(()),
@@ -799,12 +800,8 @@ mod tests {
                     let empty = Tensor::new(0f32, &Device::Cpu).unwrap().backward().unwrap();
                     let g64 = gradient(DType::F64, 2);
                     let g32 = gradient(DType::F32, 2);
-                    opt64
-                        .step_with_rows(&empty, Some((&w64, &ids, &g64)))
-                        .unwrap();
-                    opt32
-                        .step_with_rows(&empty, Some((&w32, &ids, &g32)))
-                        .unwrap();
+                    opt64.step_with_rows(&empty, &[(&w64, &ids, &g64)]).unwrap();
+                    opt32.step_with_rows(&empty, &[(&w32, &ids, &g32)]).unwrap();
                 }
                 let flat = |w: &Var| -> Vec<f64> {
                     w.as_tensor()

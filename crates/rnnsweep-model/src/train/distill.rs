@@ -12,7 +12,7 @@
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::Padded;
+use crate::encoder::Padded;
 use crate::error::{ModelError, Result};
 use crate::nn::loss::{bce_with_logits, softmax_cross_entropy};
 

@@ -177,14 +177,26 @@ mod tests {
         stopping
             .observe(&report(1, 0.3, f64::NAN), true, &net)
             .unwrap();
-        let best = net.embedding.as_tensor().to_vec2::<f32>().unwrap();
-        net.embedding
-            .set(&(net.embedding.as_tensor() + 1.0).unwrap())
+        let best = net.towers[0]
+            .embedding
+            .as_tensor()
+            .to_vec2::<f32>()
+            .unwrap();
+        net.towers[0]
+            .embedding
+            .set(&(net.towers[0].embedding.as_tensor() + 1.0).unwrap())
             .unwrap();
         stopping
             .observe(&report(2, 0.4, f64::NAN), true, &net)
             .unwrap();
         assert_eq!(stopping.restore(&net, 2).unwrap(), 1);
-        assert_eq!(net.embedding.as_tensor().to_vec2::<f32>().unwrap(), best);
+        assert_eq!(
+            net.towers[0]
+                .embedding
+                .as_tensor()
+                .to_vec2::<f32>()
+                .unwrap(),
+            best
+        );
     }
 }

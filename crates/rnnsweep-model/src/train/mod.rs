@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::Optimizer;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -13,10 +13,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::BatchingMode;
 use crate::config::ModelConfig;
-use crate::dataset::{bucket_batches, epoch_batches, Examples, Padded, Prepared};
+use crate::dataset::{bucket_batches, epoch_batches, Examples, Prepared};
+use crate::encoder::Padded;
 use crate::error::{ModelError, Result};
 use crate::nn::loss::{bce_with_logits, softmax_cross_entropy};
-use crate::nn::{IdBatch, Net};
+use crate::nn::{EmbeddingRows, IdBatch, Net};
 use crate::optim::KerasOptimizer;
 use crate::seed::mix;
 use checkpoint::Checkpointer;
@@ -114,9 +115,9 @@ pub fn fit(
             ),
         });
     }
-    let net = Net::for_task(
+    let net = Net::for_views(
         cfg,
-        data.tokenizer.id_limit(),
+        &data.encoder.shapes(),
         data.outputs(),
         data.multi_label,
         device,
@@ -397,15 +398,15 @@ pub fn train_batch_with(
         });
     }
     let grads = loss.backward()?;
-    let row_grads = match &rows {
-        Some(r) => grads.get(r.rows.as_tensor()).cloned(),
-        None => None,
-    };
-    let sparse = rows
-        .as_ref()
-        .zip(row_grads.as_ref())
-        .map(|(r, g)| (&net.embedding, r.ids.as_slice(), g));
-    optimizer.step_with_rows(&grads, sparse)?;
+    let row_grads: Vec<(&EmbeddingRows, Tensor)> = rows
+        .iter()
+        .filter_map(|r| grads.get(r.rows.as_tensor()).map(|g| (r, g.clone())))
+        .collect();
+    let sparse: Vec<(&Var, &[u32], &Tensor)> = row_grads
+        .iter()
+        .map(|(r, g)| (&net.towers[r.tower].embedding, r.ids.as_slice(), g))
+        .collect();
+    optimizer.step_with_rows(&grads, &sparse)?;
     let correct = if net.multi_label {
         // Rows with every label right (scikit-learn's subset accuracy).
         let logits: Vec<f32> = logits.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;

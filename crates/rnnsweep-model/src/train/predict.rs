@@ -2,7 +2,7 @@
 
 use candle_core::DType;
 
-use crate::dataset::Padded;
+use crate::encoder::Padded;
 use crate::error::Result;
 use crate::nn::{IdBatch, Net};
 

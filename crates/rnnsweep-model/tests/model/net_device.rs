@@ -87,7 +87,7 @@ fn logits_and_grads(net: &Net) -> (Vec<f32>, Vec<(String, Vec<f32>)>) {
         .unwrap();
     let mut out = Vec::new();
     for (name, var) in net.trainable() {
-        let g = match (&rows, name.as_str()) {
+        let g = match (rows.first(), name.as_str()) {
             (Some(r), "embedding") => {
                 let g = host(grads.get(r.rows.as_tensor()).unwrap());
                 let e = g.len() / r.ids.len().max(1);

@@ -9,7 +9,7 @@ use rnnsweep_model::config::DenseConfig;
 use rnnsweep_model::config::ModelConfig;
 use rnnsweep_model::data::{load_csv, Columns, Labels, Table};
 use rnnsweep_model::dataset::prepare;
-use rnnsweep_model::dataset::{pad_sequences, Padded};
+use rnnsweep_model::encoder::Padded;
 use rnnsweep_model::metrics::classify;
 use rnnsweep_model::optim::OptimizerName;
 use rnnsweep_model::train::distill::{DistillSettings, SoftTargets};
@@ -320,7 +320,7 @@ fn fused_and_reference_lstm_give_the_same_loss_curve_and_share_weights() {
     // Same weight layout: the fused model's weights, loaded into a reference network, predict
     // the same logits.
     let (fused_net, data) = &nets[1];
-    let vocab = fused_net.embedding.as_tensor().dims()[0];
+    let vocab = fused_net.towers[0].embedding.as_tensor().dims()[0];
     let as_reference = Net::new(&config(LstmImpl::Reference), vocab, &Device::Cpu).unwrap();
     as_reference
         .load_state(&fused_net.state().unwrap(), "fused")
@@ -372,7 +372,7 @@ fn a_gru_learns_the_sample_and_its_saved_model_predicts_the_same() {
         lstm_impl: rnnsweep_model::config::LstmImpl::Reference,
         ..cfg
     };
-    let vocab = loaded.net.embedding.as_tensor().dims()[0];
+    let vocab = loaded.net.towers[0].embedding.as_tensor().dims()[0];
     let as_reference = rnnsweep_model::nn::Net::new(&reference, vocab, &Device::Cpu).unwrap();
     assert!(!as_reference.fused_lstm);
     as_reference
@@ -441,12 +441,7 @@ fn a_distilled_student_learns_what_its_teacher_says_from_labelled_and_unlabelled
     // 800 unlabelled rows: what the student learns comes from the unlabelled rows alone.
     let others: Vec<_> = table.rows[800..].to_vec();
     let texts: Vec<&str> = others.iter().map(|r| r.text.as_str()).collect();
-    let unlabelled = pad_sequences(
-        &data.tokenizer.texts_to_sequences(texts),
-        data.train.ids.len,
-        cfg.padding,
-        cfg.truncating,
-    );
+    let unlabelled = data.encoder.encode(&texts);
     let their_labels: Vec<u8> = others.iter().map(|r| r.label.unwrap()).collect();
     let contrary_on_unlabelled = last_auc(&taught(
         vec![0.5; data.train.labels.len()],

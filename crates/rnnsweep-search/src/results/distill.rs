@@ -6,7 +6,7 @@
 
 use rnnsweep_model::artifact::Predictor;
 use rnnsweep_model::data::{load_csv_with, Labels, Table};
-use rnnsweep_model::dataset::pad_sequences;
+use rnnsweep_model::encoder::pad_sequences;
 use rnnsweep_model::train::checkpoint::task_fingerprint;
 use rnnsweep_model::train::distill::SoftTargets;
 
@@ -75,12 +75,7 @@ impl Study {
             Some(path) => {
                 let extra = self.unlabelled_rows(path, &table)?;
                 let texts = extra.texts();
-                let padded = pad_sequences(
-                    &plan.data.tokenizer.texts_to_sequences(texts),
-                    train.ids.len,
-                    plan.config.padding,
-                    plan.config.truncating,
-                );
+                let padded = plan.data.encoder.encode(&texts);
                 (padded, teacher.predict(&extra)?, task_fingerprint(path))
             }
         };

@@ -3,8 +3,10 @@
 
 use std::fmt::Write as _;
 
-use rnnsweep_model::config::ModelConfig;
+use rnnsweep_model::config::{InputView, ModelConfig};
 use rnnsweep_model::dataset::prepare_with;
+use rnnsweep_model::encoder::{longest, options_for};
+use rnnsweep_model::tokenizer::Tokenizer;
 
 use crate::devices::DevicePool;
 use crate::display::short_value;
@@ -31,8 +33,9 @@ pub enum PlanError {
 struct DataShape {
     train_rows: usize,
     validation_rows: usize,
-    vocab: usize,
-    sequence_length: usize,
+    /// Each view's `(id limit, longest row)` under the training block's tokenizer options.
+    word: (usize, usize),
+    char: (usize, usize),
     /// Each class with its rows in the training file.
     classes: Vec<(String, usize)>,
     multi_label: bool,
@@ -42,11 +45,17 @@ fn data_shape(spec: &Spec) -> Result<DataShape, PlanError> {
     let cfg = ModelConfig::from_value(spec.training.clone(), "training")?;
     let (table, validation) = spec.tables()?;
     let data = prepare_with(&table, validation.as_ref(), &cfg)?;
+    let texts = table.texts();
+    let view = |input: InputView| {
+        let tokenizer = Tokenizer::fit_with(None, &options_for(&cfg, input), texts.iter().copied());
+        let longest = longest(&tokenizer.texts_to_sequences(texts.iter().copied()));
+        (tokenizer.id_limit(), longest.max(1))
+    };
     Ok(DataShape {
         train_rows: data.train.labels.len(),
         validation_rows: data.validation.labels.len(),
-        vocab: data.tokenizer.id_limit(),
-        sequence_length: data.sequence_length,
+        word: view(InputView::Word),
+        char: view(InputView::Char),
         classes: table
             .classes
             .iter()
@@ -163,12 +172,15 @@ pub fn describe(spec: &Spec) -> Result<String, PlanError> {
     let shape = data_shape(spec)?;
     let _ = writeln!(
         w,
-        "data: {} — {} training rows, {} validation rows, vocabulary {} ids, sequence length {}",
+        "data: {} — {} training rows, {} validation rows, vocabulary {} words / {} characters, \
+         longest row {} words / {} characters",
         spec.train_file.display(),
         shape.train_rows,
         shape.validation_rows,
-        shape.vocab,
-        shape.sequence_length
+        shape.word.0 - 1,
+        shape.char.0 - 1,
+        shape.word.1,
+        shape.char.1
     );
     let kind = match shape.classes.len() {
         _ if shape.multi_label => "multi-label, one sigmoid each; rows with each",
@@ -188,8 +200,20 @@ pub fn describe(spec: &Spec) -> Result<String, PlanError> {
     for (n, p) in planned.iter().enumerate() {
         let cfg = build_config(&spec.training, p)
             .map_err(|m| PlanError::Invalid(format!("trial {n}: {m}")))?;
-        let length = cfg.sequence_length.unwrap_or(shape.sequence_length);
-        let cost = cfg.cost(shape.vocab, length);
+        let views = cfg.inputs.views(&cfg.tokenizer);
+        let both = views.len() > 1;
+        let views: Vec<(usize, usize)> = views
+            .into_iter()
+            .map(|input| {
+                let ((vocab, longest), length) = match input {
+                    InputView::Char if both => (shape.char, cfg.char_sequence_length),
+                    InputView::Char => (shape.char, cfg.sequence_length),
+                    InputView::Word => (shape.word, cfg.sequence_length),
+                };
+                (vocab.min(cfg.max_words), length.unwrap_or(longest))
+            })
+            .collect();
+        let cost = cfg.cost_of_views(&views);
         let _ = writeln!(
             w,
             "  trial {n}: {}params, {}FLOP per epoch, {} epochs at most",

@@ -3,7 +3,8 @@
 use anyhow::Context;
 use rnnsweep_model::config::{Padding, Truncating};
 use rnnsweep_model::data::{load_csv_with, Labels};
-use rnnsweep_model::dataset::{class_weights, longest, pad_sequences, task_class_weights};
+use rnnsweep_model::dataset::{class_weights, task_class_weights};
+use rnnsweep_model::encoder::{longest, pad_sequences};
 use rnnsweep_model::tokenizer::Tokenizer;
 
 use std::path::PathBuf;

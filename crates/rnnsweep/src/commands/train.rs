@@ -59,12 +59,21 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     )?;
     let data = prepare_with(&table, validation.as_ref(), &cfg)?;
     println!(
-        "{} rows: {} train / {} validation, sequence length {}, vocabulary {} ids, class weights {}",
+        "{} rows: {} train / {} validation, {}, class weights {}",
         table.rows.len(),
         data.train.labels.len(),
         data.validation.labels.len(),
-        data.sequence_length,
-        data.tokenizer.id_limit() - 1,
+        data.encoder
+            .views
+            .iter()
+            .map(|v| format!(
+                "{} view: sequence length {}, vocabulary {} ids",
+                v.input.name(),
+                v.sequence_length,
+                v.tokenizer.id_limit() - 1
+            ))
+            .collect::<Vec<_>>()
+            .join("; "),
         data.class_weights
             .iter()
             .map(|w| format!("{w:.3}"))

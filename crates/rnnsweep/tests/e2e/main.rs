@@ -13,4 +13,5 @@ mod scheduler;
 mod search;
 mod sweep;
 mod train_predict;
+mod views;
 mod wandb;

@@ -1,0 +1,345 @@
+//! Texts → the id rows a network reads: one [`View`] per tower (its own tokenizer and
+//! sequence length), a row's views padded each to its own length and laid side by side, so
+//! everything that moves rows (splits, batches, teachers, prediction) moves both views at once
+//! and only the network splits them.
+
+use crate::config::{InputView, ModelConfig, Padding, Truncating};
+use crate::tokenizer::{Tokenizer, TokenizerOptions};
+
+/// A rectangular `[rows, len]` matrix of token ids, 0 = padding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Padded {
+    pub ids: Vec<u32>,
+    pub rows: usize,
+    pub len: usize,
+}
+
+impl Padded {
+    /// Real (non-padding) tokens in each row.
+    pub fn lengths(&self) -> Vec<usize> {
+        (0..self.rows)
+            .map(|r| self.row(r).iter().filter(|&&id| id != 0).count())
+            .collect()
+    }
+
+    pub fn row(&self, r: usize) -> &[u32] {
+        &self.ids[r * self.len..(r + 1) * self.len]
+    }
+}
+
+/// Length of the longest sequence (Keras's default `maxlen`).
+pub fn longest(sequences: &[Vec<u32>]) -> usize {
+    sequences.iter().map(Vec::len).max().unwrap_or(0)
+}
+
+/// Keras `pad_sequences(sequences, maxlen=len, padding, truncating, value=0)`.
+pub fn pad_sequences(
+    sequences: &[Vec<u32>],
+    len: usize,
+    padding: Padding,
+    truncating: Truncating,
+) -> Padded {
+    let mut ids = vec![0u32; sequences.len() * len];
+    for (r, seq) in sequences.iter().enumerate() {
+        let kept: &[u32] = if seq.len() > len {
+            match truncating {
+                Truncating::Pre => &seq[seq.len() - len..],
+                Truncating::Post => &seq[..len],
+            }
+        } else {
+            seq
+        };
+        let out = &mut ids[r * len..(r + 1) * len];
+        match padding {
+            Padding::Post => out[..kept.len()].copy_from_slice(kept),
+            Padding::Pre => out[len - kept.len()..].copy_from_slice(kept),
+        }
+    }
+    Padded {
+        ids,
+        rows: sequences.len(),
+        len,
+    }
+}
+
+/// One view of the texts: its tokenizer and the length its rows are padded or cut to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct View {
+    pub input: InputView,
+    pub tokenizer: Tokenizer,
+    pub sequence_length: usize,
+}
+
+/// What a network's tower needs to know of its view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ViewShape {
+    /// The embedding's input size (the tokenizer's id limit).
+    pub vocab: usize,
+    /// Columns of a row this view takes.
+    pub width: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextEncoder {
+    /// In the order their ids sit in a row.
+    pub views: Vec<View>,
+    pub padding: Padding,
+    pub truncating: Truncating,
+}
+
+impl TextEncoder {
+    /// Fits each view's tokenizer on `texts` (Keras's `fit_on_texts`) and takes its sequence
+    /// length from the configuration, or the longest tokenized text.
+    pub fn fit(cfg: &ModelConfig, texts: &[&str]) -> Self {
+        let inputs = cfg.inputs.views(&cfg.tokenizer);
+        let both = inputs.len() > 1;
+        let views = inputs
+            .into_iter()
+            .map(|input| {
+                let tokenizer = Tokenizer::fit_with(
+                    Some(cfg.max_words),
+                    &options_for(cfg, input),
+                    texts.iter().copied(),
+                );
+                let configured = match input {
+                    InputView::Char if both => cfg.char_sequence_length,
+                    _ => cfg.sequence_length,
+                };
+                let sequence_length = configured
+                    .unwrap_or_else(|| {
+                        longest(&tokenizer.texts_to_sequences(texts.iter().copied()))
+                    })
+                    .max(1);
+                View {
+                    input,
+                    tokenizer,
+                    sequence_length,
+                }
+            })
+            .collect();
+        Self {
+            views,
+            padding: cfg.padding,
+            truncating: cfg.truncating,
+        }
+    }
+
+    /// The encoder a saved model was trained with: its configuration (with the lengths
+    /// [`TextEncoder::record_lengths`] wrote) and one fitted tokenizer per view.
+    pub fn from_saved(cfg: &ModelConfig, tokenizers: Vec<Tokenizer>) -> Result<Self, String> {
+        let inputs = cfg.inputs.views(&cfg.tokenizer);
+        if tokenizers.len() != inputs.len() {
+            return Err(format!(
+                "{} tokenizer(s) for {} view(s)",
+                tokenizers.len(),
+                inputs.len()
+            ));
+        }
+        let both = inputs.len() > 1;
+        let views = inputs
+            .into_iter()
+            .zip(tokenizers)
+            .map(|(input, tokenizer)| {
+                let (key, length) = match input {
+                    InputView::Char if both => ("char_sequence_length", cfg.char_sequence_length),
+                    _ => ("sequence_length", cfg.sequence_length),
+                };
+                let sequence_length = length
+                    .ok_or_else(|| format!("{key} is missing (a saved model always has one)"))?;
+                Ok(View {
+                    input,
+                    tokenizer,
+                    sequence_length,
+                })
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Self {
+            views,
+            padding: cfg.padding,
+            truncating: cfg.truncating,
+        })
+    }
+
+    /// The configuration with each view's sequence length written in, as a saved model keeps
+    /// it.
+    pub fn record_lengths(&self, cfg: ModelConfig) -> ModelConfig {
+        let both = self.views.len() > 1;
+        let mut cfg = cfg;
+        for v in &self.views {
+            match v.input {
+                InputView::Char if both => cfg.char_sequence_length = Some(v.sequence_length),
+                _ => cfg.sequence_length = Some(v.sequence_length),
+            }
+        }
+        cfg
+    }
+
+    /// The file a saved model keeps view `index`'s tokenizer in: `tokenizer.json` for the
+    /// first (so one-view models read as before), `tokenizer.<view>.json` for another.
+    pub fn tokenizer_file(&self, index: usize) -> String {
+        tokenizer_file(index, self.views[index].input)
+    }
+
+    /// Each text's views, padded and side by side: `[rows, Σ sequence lengths]`.
+    pub fn encode(&self, texts: &[&str]) -> Padded {
+        let len = self.width();
+        let padded: Vec<Padded> = self
+            .views
+            .iter()
+            .map(|v| {
+                pad_sequences(
+                    &v.tokenizer.texts_to_sequences(texts.iter().copied()),
+                    v.sequence_length,
+                    self.padding,
+                    self.truncating,
+                )
+            })
+            .collect();
+        let mut ids = Vec::with_capacity(texts.len() * len);
+        for r in 0..texts.len() {
+            for p in &padded {
+                ids.extend_from_slice(p.row(r));
+            }
+        }
+        Padded {
+            ids,
+            rows: texts.len(),
+            len,
+        }
+    }
+
+    /// Columns of one encoded row.
+    pub fn width(&self) -> usize {
+        self.views.iter().map(|v| v.sequence_length).sum()
+    }
+
+    pub fn shapes(&self) -> Vec<ViewShape> {
+        self.views
+            .iter()
+            .map(|v| ViewShape {
+                vocab: v.tokenizer.id_limit(),
+                width: v.sequence_length,
+            })
+            .collect()
+    }
+
+    /// The first view (the only one of a one-view model).
+    pub fn first(&self) -> &View {
+        &self.views[0]
+    }
+}
+
+/// See [`TextEncoder::tokenizer_file`].
+pub fn tokenizer_file(index: usize, input: InputView) -> String {
+    if index == 0 {
+        "tokenizer.json".into()
+    } else {
+        format!("tokenizer.{}.json", input.name())
+    }
+}
+
+/// The tokenizer options of one view: the user's, with character level set by the view.
+pub fn options_for(cfg: &ModelConfig, input: InputView) -> TokenizerOptions {
+    TokenizerOptions {
+        char_level: input == InputView::Char,
+        ..cfg.tokenizer.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seqs() -> Vec<Vec<u32>> {
+        vec![vec![1, 2, 3, 4, 5], vec![6, 7], vec![]]
+    }
+
+    #[test]
+    fn pad_post_truncate_pre() {
+        let p = pad_sequences(&seqs(), 3, Padding::Post, Truncating::Pre);
+        assert_eq!(p.ids, vec![3, 4, 5, 6, 7, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn pad_post_truncate_post() {
+        let p = pad_sequences(&seqs(), 3, Padding::Post, Truncating::Post);
+        assert_eq!(p.ids, vec![1, 2, 3, 6, 7, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn pad_pre_truncate_pre() {
+        let p = pad_sequences(&seqs(), 3, Padding::Pre, Truncating::Pre);
+        assert_eq!(p.ids, vec![3, 4, 5, 0, 6, 7, 0, 0, 0]);
+    }
+
+    #[test]
+    fn pad_pre_truncate_post() {
+        let p = pad_sequences(&seqs(), 3, Padding::Pre, Truncating::Post);
+        assert_eq!(p.ids, vec![1, 2, 3, 0, 6, 7, 0, 0, 0]);
+        assert_eq!(p.row(1), &[0, 6, 7]);
+    }
+
+    #[test]
+    fn default_length_is_the_longest() {
+        assert_eq!(longest(&seqs()), 5);
+        let p = pad_sequences(&seqs(), longest(&seqs()), Padding::Post, Truncating::Pre);
+        assert_eq!(p.row(0), &[1, 2, 3, 4, 5]);
+        assert_eq!(p.row(1), &[6, 7, 0, 0, 0]);
+    }
+    use crate::config::Inputs;
+
+    #[test]
+    fn two_views_lie_side_by_side_each_padded_to_its_own_length() {
+        let cfg = ModelConfig {
+            inputs: Inputs::word_and_char(),
+            sequence_length: Some(3),
+            char_sequence_length: None,
+            ..ModelConfig::default()
+        };
+        let texts = ["ab ab", "b"];
+        let e = TextEncoder::fit(&cfg, &texts);
+        // Words: "ab" (twice) = 1, "b" = 2. Characters by count: b 3, a 2, space 1 → b=1,
+        // a=2, " "=3; the longest text has 5 characters.
+        assert_eq!(e.views[0].input, InputView::Word);
+        assert_eq!(e.views[1].input, InputView::Char);
+        assert_eq!(
+            (e.views[0].sequence_length, e.views[1].sequence_length),
+            (3, 5)
+        );
+        let p = e.encode(&["ab ab", "b", "ba"]);
+        assert_eq!(p.len, 8);
+        assert_eq!(p.row(0), &[1, 1, 0, 2, 1, 3, 2, 1]);
+        assert_eq!(p.row(1), &[2, 0, 0, 1, 0, 0, 0, 0]);
+        // An unknown word is dropped; its characters are not.
+        assert_eq!(p.row(2), &[0, 0, 0, 1, 2, 0, 0, 0]);
+        assert_eq!(
+            e.shapes(),
+            vec![
+                ViewShape { vocab: 3, width: 3 },
+                ViewShape { vocab: 4, width: 5 }
+            ]
+        );
+    }
+
+    #[test]
+    fn one_view_is_the_tokenizer_and_padding_of_before() {
+        let cfg = ModelConfig {
+            sequence_length: Some(4),
+            ..ModelConfig::default()
+        };
+        let texts = ["a b c", "c"];
+        let e = TextEncoder::fit(&cfg, &texts);
+        let tokenizer = Tokenizer::fit_with(Some(cfg.max_words), &cfg.tokenizer, texts);
+        assert_eq!(e.views.len(), 1);
+        assert_eq!(e.first().tokenizer, tokenizer);
+        assert_eq!(
+            e.encode(&texts),
+            pad_sequences(
+                &tokenizer.texts_to_sequences(texts),
+                4,
+                cfg.padding,
+                cfg.truncating
+            )
+        );
+    }
+}

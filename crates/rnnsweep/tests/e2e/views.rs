@@ -1,0 +1,175 @@
+//! One network over both views of a text (`inputs: word+char`): searched like any other key,
+//! trained, saved with a tokenizer per view, predicting from a file — through the binary.
+
+use serde_json::Value;
+
+use crate::common::*;
+use rnnsweep_search::store::TrialState;
+
+#[test]
+fn a_word_and_char_network_is_searched_trained_saved_and_predicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    real_spec(dir);
+    let spec = dir.join("views.yaml");
+    std::fs::write(
+        &spec,
+        "name: views\nstorage: out/views.db\ndata: {train: sample.csv}\nmethod: grid\nseed: 1\n\
+         metric: {name: val_pr_auc, goal: maximize}\n\
+         training: {epochs: 2, batch_size: 64, batch_norm_momentum: 0.9, embedding_dim: 8, \
+         lstm_units: [8], dense: [{units: 8}], pooling: max, batching: {mode: bucket}}\n\
+         parameters:\n  inputs: {values: [word, char, word+char]}\n  cell: {values: [lstm, gru]}\n",
+    )
+    .unwrap();
+    let o = run_ok(rnnsweep().arg("run").arg(&spec).arg("--dry-run"));
+    let plan = String::from_utf8_lossy(&o.stdout);
+    // The dry run prices each trial with its own views: a two-tower trial costs more than
+    // either view's own network.
+    let planned: std::collections::BTreeMap<&str, &str> = plan
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("trial ")?.split_once(": "))
+        .filter(|(_, rest)| rest.starts_with("cell="))
+        .collect();
+    let flops = |n: &str| -> f64 {
+        let line = plan
+            .lines()
+            .find(|l| l.trim().starts_with(&format!("trial {n}: ")) && l.contains("FLOP"))
+            .unwrap();
+        let amount = line
+            .split(", ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .collect::<Vec<_>>();
+        let scale = match amount[1] {
+            "GFLOP" => 1e9,
+            "MFLOP" => 1e6,
+            "kFLOP" => 1e3,
+            _ => 1.0,
+        };
+        amount[0].parse::<f64>().unwrap() * scale
+    };
+    assert!(planned.len() >= 5, "{plan}");
+    for (n, point) in &planned {
+        if point.ends_with("inputs=word+char") {
+            let cell = point.split(' ').next().unwrap();
+            for (m, other) in &planned {
+                if m != n && other.starts_with(cell) {
+                    assert!(flops(n) > flops(m), "trial {n} against {m}: {plan}");
+                }
+            }
+        }
+    }
+    assert!(
+        plan.contains("words /") && plan.contains("characters"),
+        "{plan}"
+    );
+
+    run_ok(rnnsweep().arg("run").arg(&spec));
+    let trials = trials(&dir.join("out/views.db"), "views");
+    assert_eq!(count(&trials, TrialState::Complete), 6);
+    let mut seen: Vec<(String, String)> = trials
+        .iter()
+        .map(|t| {
+            let p = t.param_values();
+            assert!(t.value.is_some_and(f64::is_finite), "{p:?}");
+            (
+                p["inputs"].as_str().unwrap().to_string(),
+                p["cell"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("char", "gru"),
+            ("char", "lstm"),
+            ("word", "gru"),
+            ("word", "lstm"),
+            ("word+char", "gru"),
+            ("word+char", "lstm")
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+
+    // The same network trained by hand, saved with both tokenizers, predicting a file.
+    let model = dir.join("model");
+    let o = run_ok(
+        rnnsweep()
+            .arg("train")
+            .arg("--data")
+            .arg(dir.join("sample.csv"))
+            .args([
+                "--set",
+                "inputs=[word, char]",
+                "--set",
+                "char_sequence_length=60",
+                "--set",
+                "epochs=2",
+                "--set",
+                "embedding_dim=8",
+                "--set",
+                "lstm_units=[8]",
+                "--set",
+                "dense=[]",
+                "--set",
+                "cell=gru",
+            ])
+            .arg("--out")
+            .arg(&model),
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("word view: sequence length")
+            && stdout.contains("char view: sequence length 60"),
+        "{stdout}"
+    );
+    assert!(model.join("tokenizer.json").is_file());
+    let chars: Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("tokenizer.char.json")).unwrap())
+            .unwrap();
+    assert_eq!(chars["options"]["char_level"], true, "{chars}");
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["inputs"], "word+char");
+    assert_eq!(config["char_sequence_length"], 60);
+    assert!(config["sequence_length"].as_u64().unwrap() > 1, "{config}");
+
+    let input = dir.join("texts.csv");
+    // Row 2's words are all unknown to the tokenizer; its characters are not.
+    std::fs::write(
+        &input,
+        "id,tweet\n1,love this so much\n2,zzqx qqzx xxzq\n3,\n",
+    )
+    .unwrap();
+    let text = predict_text(&model, &input, &dir.join("predictions.csv"));
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(rows.len(), 3, "{text}");
+    let p: Vec<f64> = rows
+        .iter()
+        .map(|r| r.split(',').nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert!(p.iter().all(|p| (0.0..=1.0).contains(p)), "{text}");
+    assert_ne!(
+        p[1], p[2],
+        "the character tower reads the unknown words: {text}"
+    );
+
+    // ONNX export takes one-view models only: refused, nothing written.
+    let out = dir.join("deploy/model.onnx");
+    let o = rnnsweep()
+        .args(["export-model", "--model"])
+        .arg(&model)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("reads both words and characters (`inputs: word+char`)"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+}
