@@ -58,6 +58,8 @@ check attention-2-bn-pre    $sample --set 'lstm_units=[8,8]' --set batch_norm=tr
 check attention-1-post      $sample --set 'lstm_units=[6]' --set pooling=attention --set padding=post --set sequence_length=8
 check gru-last-2-bn-pre     $sample --set cell=gru --set 'lstm_units=[8,6]' --set batch_norm=true --set padding=pre
 check gru-max_mean-1-post   $sample --set cell=gru --set 'lstm_units=[8]' --set pooling=max_mean --set sequence_length=9 --set truncating=post
+check words-chars-max-bn-pre $sample --set inputs=word+char --set 'lstm_units=[8]' --set batch_norm=true --set pooling=max --set padding=pre --set char_sequence_length=40 --set "$(dense relu tanh)"
+check words-chars-gru-attn   $sample --set inputs=word+char --set cell=gru --set 'lstm_units=[6,6]' --set pooling=attention --set sequence_length=10 --set truncating=post
 check classes-mean-bn       experiments/data/topics.csv --label-column class --text-column text --labels auto \
   --set 'lstm_units=[8]' --set batch_norm=true --set pooling=mean
 check labels-attention-2    experiments/data/topics-multilabel.csv --text-column text --label-columns sport,politics,tech \
@@ -80,6 +82,7 @@ parameters:
   batch_norm: {values: [true, false]}
   padding: {values: [pre, post]}
   sequence_length: {values: [10, 20]}
+  inputs: {values: [word, word+char]}
 YAML
 (cd "$work" && "$bin" run ensemble.yaml >run.log 2>&1 && "$bin" best onnx-ensemble.db --retrain --epochs 1 \
   --ensemble 3 --selection top --combine logit --out ensemble >best.log 2>&1) || { cat "$work"/*.log; exit 1; }

@@ -8,7 +8,8 @@ Writes what `rnnsweep predict` writes: `id,probability,label` for a binary model
 and a probability per class for a K-class one, `id,labels,` and a probability per label for a
 multi-label one. The text is tokenised as Keras's Tokenizer does (`texts_to_sequences`), with
 the options and word index of `MODEL.tokenizer.json` (Keras's own tokenizer file: also read by
-`keras.preprocessing.text.tokenizer_from_json`). The model applies its own vocabulary limit,
+`keras.preprocessing.text.tokenizer_from_json`), and for a model that reads characters as well
+with `MODEL.char.tokenizer.json` into the input `char_ids`. The model applies its own vocabulary limit,
 sequence length and truncation, so the ids go in whole, padded with zeros to the longest row.
 """
 
@@ -82,17 +83,22 @@ def read_rows(path, columns):
     return rows
 
 
-def probabilities(session, tokenizer, texts, batch):
-    sequences = [tokenizer.sequence(t) for t in texts]
+def padded(sequences):
+    width = max(1, max(len(s) for s in sequences))
+    ids = np.zeros((len(sequences), width), dtype=np.int64)
+    for r, s in enumerate(sequences):
+        ids[r, : len(s)] = s
+    return ids
+
+
+def probabilities(session, tokenizers, texts, batch):
+    """`tokenizers` maps each graph input (`ids`, and `char_ids` for a model that reads
+    characters too) to the tokenizer whose indices it takes."""
+    sequences = {name: [t.sequence(x) for x in texts] for name, t in tokenizers.items()}
     out = []
-    name = session.get_inputs()[0].name
-    for start in range(0, len(sequences), batch):
-        chunk = sequences[start : start + batch]
-        width = max(1, max(len(s) for s in chunk))
-        ids = np.zeros((len(chunk), width), dtype=np.int64)
-        for r, s in enumerate(chunk):
-            ids[r, : len(s)] = s
-        out.append(session.run(None, {name: ids})[0])
+    for start in range(0, len(texts), batch):
+        feed = {name: padded(s[start : start + batch]) for name, s in sequences.items()}
+        out.append(session.run(None, feed)[0])
     return np.concatenate(out, axis=0)
 
 
@@ -111,10 +117,12 @@ def main():
     task = meta["rnnsweep.task"]
     classes = json.loads(meta["rnnsweep.classes"])
     columns = json.loads(meta["rnnsweep.columns"])
-    tokenizer_file = os.path.join(os.path.dirname(os.path.abspath(args.model)), meta["rnnsweep.tokenizer_file"])
-    tokenizer = KerasTokenizer(tokenizer_file)
+    here = os.path.dirname(os.path.abspath(args.model))
+    tokenizers = {"ids": KerasTokenizer(os.path.join(here, meta["rnnsweep.tokenizer_file"]))}
+    if "rnnsweep.char_tokenizer_file" in meta:
+        tokenizers["char_ids"] = KerasTokenizer(os.path.join(here, meta["rnnsweep.char_tokenizer_file"]))
     rows = read_rows(args.input, columns)
-    p = probabilities(session, tokenizer, [t for _, t in rows], args.batch)
+    p = probabilities(session, tokenizers, [t for _, t in rows], args.batch)
     threshold = float(meta["rnnsweep.threshold"])
 
     with open(args.out, "w", encoding="utf-8", newline="") as f:

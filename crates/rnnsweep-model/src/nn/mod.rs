@@ -1002,7 +1002,21 @@ mod tests {
         lstm_impl: LstmImpl,
         update: EmbeddingUpdate,
     ) -> Net {
-        let cfg = ModelConfig {
+        Net::new(
+            &pooled_cfg(cell, pooling, lstm_impl, update),
+            12,
+            &Device::Cpu,
+        )
+        .unwrap()
+    }
+
+    fn pooled_cfg(
+        cell: crate::config::Cell,
+        pooling: Pooling,
+        lstm_impl: LstmImpl,
+        update: EmbeddingUpdate,
+    ) -> ModelConfig {
+        ModelConfig {
             cell,
             embedding_dim: 5,
             lstm_units: vec![4, 3],
@@ -1018,8 +1032,7 @@ mod tests {
             embedding_update: update,
             seed: 21,
             ..ModelConfig::default()
-        };
-        Net::new(&cfg, 12, &Device::Cpu).unwrap()
+        }
     }
 
     /// Rows of lengths 4, 2, 0 and 3 with post padding, plus a pre-padded one.
@@ -1253,23 +1266,7 @@ mod tests {
     }
 
     fn two_view_cfg(pooling: Pooling, lstm_impl: LstmImpl, update: EmbeddingUpdate) -> ModelConfig {
-        ModelConfig {
-            embedding_dim: 5,
-            lstm_units: vec![4, 3],
-            dense: vec![crate::config::DenseConfig {
-                units: 4,
-                activation: Activation::Tanh,
-                l2: 0.0,
-            }],
-            batch_norm: true,
-            embedding_dropout: 0.2,
-            lstm_dropout: 0.3,
-            pooling,
-            lstm_impl,
-            embedding_update: update,
-            seed: 21,
-            ..ModelConfig::default()
-        }
+        pooled_cfg(crate::config::Cell::Lstm, pooling, lstm_impl, update)
     }
 
     const TWO_VIEWS: [ViewShape; 2] = [

@@ -2,7 +2,9 @@
 //! reads ONNX, runs without rnnsweep; its tokenizer beside it in Keras's own format.
 //!
 //! The graph's input is `ids`, `int64 [batch, time]`: each text's words as their indices in
-//! the tokenizer's word index (Keras's `texts_to_sequences`), zeros for padding on either side.
+//! the tokenizer's word index (Keras's `texts_to_sequences`), zeros for padding on either side;
+//! a model that reads characters too (`inputs: word+char`) also takes `char_ids`, the same
+//! for its character tokenizer, written beside the first.
 //! Its output is `probability` `[batch]` for a binary model, `probabilities` `[batch, K]`
 //! otherwise. The metadata (`rnnsweep.*` keys) holds what deciding and reading need: the
 //! task, the class names, the threshold(s), the columns, the tokenizer's options and the
@@ -31,17 +33,32 @@ const IR_VERSION: i64 = 8;
 pub struct Exported {
     pub model: PathBuf,
     pub tokenizer: PathBuf,
+    /// The character view's tokenizer, when a member reads both views (input `char_ids`).
+    pub char_tokenizer: Option<PathBuf>,
     pub members: usize,
     pub nodes: usize,
 }
 
 /// The tokenizer file written beside `model.onnx`: `model.tokenizer.json`.
 pub fn tokenizer_path(model: &Path) -> PathBuf {
+    beside(model, "tokenizer.json")
+}
+
+/// The character view's tokenizer file of a two-view model: `model.char.tokenizer.json`.
+pub fn char_tokenizer_path(model: &Path) -> PathBuf {
+    beside(model, "char.tokenizer.json")
+}
+
+fn beside(model: &Path, suffix: &str) -> PathBuf {
     let stem = model
         .file_stem()
         .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
-    model.with_file_name(format!("{stem}.tokenizer.json"))
+    model.with_file_name(format!("{stem}.{suffix}"))
 }
+
+/// The graph input each view reads: the first (a one-view model's only one) `ids`, the
+/// character view of a two-view model `char_ids`.
+const INPUTS: [&str; 2] = ["ids", "char_ids"];
 
 /// Writes `predictor` as ONNX to `out` and its tokenizer beside it.
 pub fn export(predictor: &Predictor, out: &Path) -> Result<Exported> {
@@ -50,47 +67,58 @@ pub fn export(predictor: &Predictor, out: &Path) -> Result<Exported> {
         Predictor::Ensemble(e) => (e.members.iter().collect(), Some(e.combine)),
     };
     let first = members[0];
-    if let Some(k) = members.iter().position(|m| m.encoder.views.len() > 1) {
+    // One input per view for every member: their indices must agree (the vocabulary limits and
+    // sequence lengths may differ; the graph applies each member's own).
+    let views = members
+        .iter()
+        .map(|m| m.encoder.views.len())
+        .max()
+        .unwrap_or(1);
+    for view in 0..views.min(INPUTS.len()) {
+        let readers: Vec<(usize, &crate::tokenizer::Tokenizer)> = members
+            .iter()
+            .enumerate()
+            .filter_map(|(k, m)| m.encoder.views.get(view).map(|v| (k, &v.tokenizer)))
+            .collect();
+        let (first_k, first_t) = readers[0];
+        for &(k, t) in &readers[1..] {
+            if t.vocabulary != first_t.vocabulary || t.options != first_t.options {
+                return Err(ModelError::Artifact {
+                    path: out.display().to_string(),
+                    message: format!(
+                        "member {} tokenises {}differently from member {} (another vocabulary \
+                         or tokenizer options), so the members cannot share one input",
+                        k + 1,
+                        if view > 0 { "characters " } else { "" },
+                        first_k + 1
+                    ),
+                });
+            }
+        }
+    }
+    if views > INPUTS.len() {
         return Err(ModelError::Artifact {
             path: out.display().to_string(),
-            message: format!(
-                "{} reads both words and characters (`inputs: {}`); ONNX export takes one-view \
-                 models only (their graph has one id input), so `predict` serves this one",
-                if members.len() > 1 {
-                    format!("member {}", k + 1)
-                } else {
-                    "the model".to_string()
-                },
-                members[k].config.inputs
-            ),
+            message: format!("a model of {views} views: ONNX export takes one or two"),
         });
-    }
-    // One input for every member: their word indices must agree (the vocabulary limits and
-    // sequence lengths may differ; the graph applies each member's own).
-    for (k, m) in members.iter().enumerate().skip(1) {
-        if m.tokenizer().vocabulary != first.tokenizer().vocabulary
-            || m.tokenizer().options != first.tokenizer().options
-        {
-            return Err(ModelError::Artifact {
-                path: out.display().to_string(),
-                message: format!(
-                    "member {} tokenises differently from member 1 (another vocabulary or \
-                     tokenizer options), so the members cannot share one input",
-                    k + 1
-                ),
-            });
-        }
     }
     let task = predictor.task();
     let mut g = GraphBuilder::default();
     g.input(
-        "ids",
+        INPUTS[0],
         DataType::INT64,
         &[Dim::Named("batch"), Dim::Named("time")],
     );
+    if views > 1 {
+        g.input(
+            INPUTS[1],
+            DataType::INT64,
+            &[Dim::Named("batch"), Dim::Named("char_time")],
+        );
+    }
     let each = members
         .iter()
-        .map(|m| network::probabilities(&mut g, "ids", m))
+        .map(|m| network::probabilities(&mut g, &INPUTS[..m.encoder.views.len()], m))
         .collect::<Result<Vec<_>>>()?;
     let combined = match combine {
         None => each[0].clone(),
@@ -125,7 +153,9 @@ pub fn export(predictor: &Predictor, out: &Path) -> Result<Exported> {
     model.doc_string = "Input `ids`: int64 [batch, time], each text's word indices (the \
                         tokenizer file's word_index, as Keras's texts_to_sequences gives them), \
                         0 for padding on either side; the model applies its own vocabulary \
-                        limit and sequence length."
+                        limit and sequence length. A model that reads characters as well has \
+                        the input `char_ids`, int64 [batch, char_time]: the same for the \
+                        character tokenizer file."
         .into();
     let mut opset = OperatorSetIdProto::new();
     opset.version = OPSET;
@@ -135,7 +165,16 @@ pub fn export(predictor: &Predictor, out: &Path) -> Result<Exported> {
     let tokenizer_name = tokenizer
         .file_name()
         .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
-    model.metadata_props = metadata(task, threshold, first, &members, combine, &tokenizer_name)
+    let char_tokenizer = (views > 1).then(|| char_tokenizer_path(out));
+    let char_tokenizer_name = char_tokenizer.as_ref().map(|p| {
+        p.file_name()
+            .map_or_else(String::new, |s| s.to_string_lossy().into_owned())
+    });
+    let files = TokenizerFiles {
+        words: &tokenizer_name,
+        chars: char_tokenizer_name.as_deref(),
+    };
+    model.metadata_props = metadata(task, threshold, &members, combine, &files)
         .into_iter()
         .map(|(key, value)| {
             let mut e = StringStringEntryProto::new();
@@ -164,9 +203,26 @@ pub fn export(predictor: &Predictor, out: &Path) -> Result<Exported> {
             source,
         }
     })?;
+    if let Some(path) = &char_tokenizer {
+        let chars: Vec<&TrainedModel> = members
+            .iter()
+            .copied()
+            .filter(|m| m.encoder.views.len() > 1)
+            .collect();
+        let num_words = chars
+            .iter()
+            .map(|m| m.encoder.views[1].tokenizer.num_words)
+            .try_fold(0usize, |acc, n| n.map(|n| acc.max(n)));
+        let json = chars[0].encoder.views[1].tokenizer.to_keras_json(num_words);
+        std::fs::write(path, json).map_err(|source| ModelError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+    }
     Ok(Exported {
         model: out.to_path_buf(),
         tokenizer,
+        char_tokenizer,
         members: members.len(),
         nodes,
     })
@@ -224,14 +280,20 @@ fn combine_members(
     }
 }
 
+/// The tokenizer files' names, as the metadata gives them.
+struct TokenizerFiles<'a> {
+    words: &'a str,
+    chars: Option<&'a str>,
+}
+
 fn metadata(
     task: &StoredTask,
     threshold: &StoredThreshold,
-    first: &TrainedModel,
     members: &[&TrainedModel],
     combine: Option<Combine>,
-    tokenizer_file: &str,
+    files: &TokenizerFiles,
 ) -> Vec<(String, String)> {
+    let first = members[0];
     let kind = if task.multi_label {
         "multi_label"
     } else if task.outputs() > 1 {
@@ -240,7 +302,15 @@ fn metadata(
         "binary"
     };
     let json = |v: serde_json::Value| v.to_string();
-    let options = &first.tokenizer().options;
+    let options_json = |options: &crate::tokenizer::TokenizerOptions| {
+        json(serde_json::json!({
+            "lower": options.lower,
+            "filters": options.filters,
+            "split": options.split,
+            "char_level": options.char_level,
+            "oov_token": options.oov_token,
+        }))
+    };
     let mut out = vec![
         ("rnnsweep.task".to_string(), kind.to_string()),
         (
@@ -254,15 +324,9 @@ fn metadata(
         ),
         (
             "rnnsweep.tokenizer".into(),
-            json(serde_json::json!({
-                "lower": options.lower,
-                "filters": options.filters,
-                "split": options.split,
-                "char_level": options.char_level,
-                "oov_token": options.oov_token,
-            })),
+            options_json(&first.tokenizer().options),
         ),
-        ("rnnsweep.tokenizer_file".into(), tokenizer_file.to_string()),
+        ("rnnsweep.tokenizer_file".into(), files.words.to_string()),
         (
             "rnnsweep.members".into(),
             json(serde_json::Value::Array(
@@ -272,6 +336,8 @@ fn metadata(
                         serde_json::json!({
                             "num_words": m.tokenizer().num_words,
                             "sequence_length": m.config.sequence_length,
+                            "inputs": m.encoder.views.iter().map(|v| v.input.name()).collect::<Vec<_>>(),
+                            "char_sequence_length": m.encoder.views.get(1).map(|v| v.sequence_length),
                             "padding": m.config.padding,
                             "truncating": m.config.truncating,
                             "cell": m.config.cell,
@@ -283,6 +349,16 @@ fn metadata(
             )),
         ),
     ];
+    if let (Some(file), Some(reader)) = (
+        files.chars,
+        members.iter().find(|m| m.encoder.views.len() > 1),
+    ) {
+        out.push((
+            "rnnsweep.char_tokenizer".into(),
+            options_json(&reader.encoder.views[1].tokenizer.options),
+        ));
+        out.push(("rnnsweep.char_tokenizer_file".into(), file.to_string()));
+    }
     if !threshold.offsets.is_empty() {
         out.push((
             "rnnsweep.class_offsets".into(),
@@ -341,6 +417,23 @@ mod tests {
                 label_thresholds: Vec::new(),
             },
             task: StoredTask::tweets(),
+        }
+    }
+
+    /// A two-tower (words, characters) model on `texts`.
+    fn two_view_model(texts: &[&str]) -> TrainedModel {
+        let config = ModelConfig {
+            inputs: crate::config::Inputs::word_and_char(),
+            char_sequence_length: Some(12),
+            ..model(Cell::Lstm, texts).config
+        };
+        let encoder = crate::encoder::TextEncoder::fit(&config, texts);
+        let net = Net::for_views(&config, &encoder.shapes(), 1, false, &Device::Cpu).unwrap();
+        TrainedModel {
+            config: encoder.record_lengths(config),
+            encoder,
+            net,
+            ..model(Cell::Lstm, texts)
         }
     }
 
@@ -474,6 +567,66 @@ mod tests {
         let counts: serde_json::Value =
             serde_json::from_str(config["word_counts"].as_str().unwrap()).unwrap();
         assert_eq!(counts, serde_json::json!({"the": 2, "cat": 1, "dog": 1}));
+    }
+
+    #[test]
+    fn a_words_and_characters_model_reads_two_inputs_with_a_tokenizer_file_each() {
+        let texts = ["the cat", "the dog"];
+        let one = model(Cell::Lstm, &texts);
+        let threshold = one.threshold.clone();
+        // With a one-view member beside it: both read `ids`; only the two-tower one `char_ids`.
+        let ensemble = Predictor::Ensemble(Ensemble {
+            members: vec![two_view_model(&texts), one],
+            threshold,
+            combine: Combine::Logit,
+        });
+        let (onnx, out, _dir) = written(&ensemble);
+        let inputs: Vec<&str> = onnx.graph.input.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(inputs, ["ids", "char_ids"]);
+        let gathers: Vec<&str> = onnx
+            .graph
+            .node
+            .iter()
+            .filter(|n| n.op_type == "GreaterOrEqual")
+            .map(|n| n.input[0].as_str())
+            .collect();
+        assert_eq!(
+            gathers,
+            ["ids", "char_ids", "ids"],
+            "each view limits its own ids"
+        );
+        let lstms = onnx
+            .graph
+            .node
+            .iter()
+            .filter(|n| n.op_type == "LSTM")
+            .count();
+        assert_eq!(lstms, 3, "two towers and one");
+        assert!(onnx.graph.node.iter().any(|n| n.op_type == "Concat"));
+        let meta: std::collections::HashMap<_, _> = onnx
+            .metadata_props
+            .iter()
+            .map(|e| (e.key.as_str(), e.value.as_str()))
+            .collect();
+        assert_eq!(
+            meta["rnnsweep.char_tokenizer_file"],
+            "model.char.tokenizer.json"
+        );
+        assert!(meta["rnnsweep.char_tokenizer"].contains(r#""char_level":true"#));
+        assert!(meta["rnnsweep.members"].contains(r#""inputs":["word","char"],"#));
+        let keras: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(char_tokenizer_path(&out)).unwrap())
+                .unwrap();
+        assert_eq!(keras["config"]["char_level"], true);
+        // Characters by count: t 3; h, e and the space 2 each; then c, a, d, o, g once each.
+        let index: serde_json::Value =
+            serde_json::from_str(keras["config"]["word_index"].as_str().unwrap()).unwrap();
+        assert_eq!(index["t"], 1);
+        assert_eq!(index["g"], 9);
+        // One-view models keep their single input.
+        let (onnx, out, _dir) = written(&Predictor::Single(Box::new(model(Cell::Lstm, &texts))));
+        assert_eq!(onnx.graph.input.len(), 1);
+        assert!(!char_tokenizer_path(&out).exists());
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! One trained model as ONNX nodes: from word ids (padding anywhere) to its probabilities,
-//! computing what [`crate::nn::Net`] computes at inference.
+//! One trained model as ONNX nodes: from token ids (padding anywhere; one input per view of the
+//! text, each prepared and read by its own tower) to its probabilities, computing what
+//! [`crate::nn::Net`] computes at inference.
 //!
 //! The graph does the model's own preparation of the ids, so that members of an ensemble with
 //! different vocabulary limits and sequence lengths can share one input: ids at or past the
@@ -17,18 +18,64 @@ use crate::config::{Activation, Cell, Pooling, Truncating};
 use crate::error::Result;
 use crate::nn::batch_norm::{BatchNorm, BN_EPSILON};
 use crate::nn::lstm::LstmWeights;
+use crate::nn::Tower;
+use crate::tokenizer::Tokenizer;
 
 fn values(var: &Var) -> Result<Vec<f32>> {
     Ok(var.as_tensor().flatten_all()?.to_vec1::<f32>()?)
 }
 
-/// Adds `model`'s nodes reading `ids` (`int64 [batch, time]`); returns its probabilities,
-/// `[batch, K]` (`K` = 1 for a binary model).
-pub fn probabilities(g: &mut GraphBuilder, ids: &str, model: &TrainedModel) -> Result<String> {
-    let prepared = prepare_ids(g, ids, model);
+/// Adds `model`'s nodes reading `inputs` (`int64 [batch, time]`, one per view of the text:
+/// its words, then its characters for a two-tower model); returns its probabilities, `[batch,
+/// K]` (`K` = 1 for a binary model).
+pub fn probabilities(
+    g: &mut GraphBuilder,
+    inputs: &[&str],
+    model: &TrainedModel,
+) -> Result<String> {
     let net = &model.net;
-    // `export` refuses a model of several towers; this is the one.
-    let tower = &net.towers[0];
+    let mut pooled = Vec::with_capacity(net.towers.len());
+    for ((view, tower), ids) in model.encoder.views.iter().zip(&net.towers).zip(inputs) {
+        let prepared = prepare_ids(
+            g,
+            ids,
+            &view.tokenizer,
+            view.sequence_length,
+            model.config.truncating,
+        );
+        pooled.push(tower_features(g, &prepared, tower, model)?);
+    }
+    let mut x = if pooled.len() == 1 {
+        pooled.remove(0)
+    } else {
+        let refs: Vec<&str> = pooled.iter().map(String::as_str).collect();
+        g.op("Concat", &refs, &[("axis", Attr::Int(1))])
+    };
+    for d in &net.dense {
+        x = dense(g, &x, &d.kernel, &d.bias, d.activation)?;
+    }
+    let logits = dense(
+        g,
+        &x,
+        &net.output.kernel,
+        &net.output.bias,
+        Activation::Linear,
+    )?;
+    Ok(if net.outputs > 1 && !net.multi_label {
+        g.op("Softmax", &[&logits], &[("axis", Attr::Int(-1))])
+    } else {
+        g.op("Sigmoid", &[&logits], &[])
+    })
+}
+
+/// One tower's pooled features `[batch, F]`, as [`crate::nn::Net`]'s tower computes them.
+fn tower_features(
+    g: &mut GraphBuilder,
+    prepared: &Prepared,
+    tower: &Tower,
+    model: &TrainedModel,
+) -> Result<String> {
+    let net = &model.net;
     let table = tower.embedding.as_tensor();
     let (vocab, width) = table.dims2()?;
     let table = g.f32s("embedding", &[vocab, width], &values(&tower.embedding)?);
@@ -52,7 +99,7 @@ pub fn probabilities(g: &mut GraphBuilder, ids: &str, model: &TrainedModel) -> R
         let (sequence, final_state) = recurrent_layer(
             g,
             &x,
-            &prepared,
+            prepared,
             model.config.cell,
             [&layer.forward, &layer.backward],
             input,
@@ -71,27 +118,13 @@ pub fn probabilities(g: &mut GraphBuilder, ids: &str, model: &TrainedModel) -> R
         x = pool(
             g,
             &x,
-            &prepared,
+            prepared,
             net.pooling,
             tower.attention.as_ref(),
             features,
         )?;
     }
-    for d in &net.dense {
-        x = dense(g, &x, &d.kernel, &d.bias, d.activation)?;
-    }
-    let logits = dense(
-        g,
-        &x,
-        &net.output.kernel,
-        &net.output.bias,
-        Activation::Linear,
-    )?;
-    Ok(if net.outputs > 1 && !net.multi_label {
-        g.op("Softmax", &[&logits], &[("axis", Attr::Int(-1))])
-    } else {
-        g.op("Sigmoid", &[&logits], &[])
-    })
+    Ok(x)
 }
 
 /// The model's view of the input ids.
@@ -107,11 +140,16 @@ struct Prepared {
     has_steps: String,
 }
 
-fn prepare_ids(g: &mut GraphBuilder, ids: &str, model: &TrainedModel) -> Prepared {
+fn prepare_ids(
+    g: &mut GraphBuilder,
+    ids: &str,
+    tokenizer: &Tokenizer,
+    sequence_length: usize,
+    truncating: Truncating,
+) -> Prepared {
     let zero = g.int("zero", 0);
     let one = g.int("one", 1);
     // Ids at or past the vocabulary limit: the OOV token's id, or dropped (0) without one.
-    let tokenizer = &model.encoder.first().tokenizer;
     let limit = g.int("vocabulary_limit", tokenizer.id_limit() as i64);
     let oov = tokenizer.oov_id().map_or(0, i64::from);
     let oov = g.int("oov_id", oov);
@@ -154,10 +192,10 @@ fn prepare_ids(g: &mut GraphBuilder, ids: &str, model: &TrainedModel) -> Prepare
         &[("keepdims", Attr::Int(1))],
     );
     // Cut to the sequence length: the first S real ids, or (truncating `pre`) the last S.
-    let s = model.config.sequence_length.unwrap_or(1).max(1);
+    let s = sequence_length.max(1);
     let steps = g.i64s("steps", &[s], &(0..s as i64).collect::<Vec<_>>());
     let s_const = g.int("sequence_length", s as i64);
-    let start = match model.config.truncating {
+    let start = match truncating {
         Truncating::Post => g.op("Mul", &[&count, &zero], &[]),
         Truncating::Pre => {
             let over = g.op("Sub", &[&count, &s_const], &[]);

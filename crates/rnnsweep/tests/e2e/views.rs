@@ -156,20 +156,26 @@ fn a_word_and_char_network_is_searched_trained_saved_and_predicts() {
         "the character tower reads the unknown words: {text}"
     );
 
-    // ONNX export takes one-view models only: refused, nothing written.
+    // ONNX: two inputs, a tokenizer file each (check-onnx.sh scores such models with
+    // onnxruntime against `predict`).
     let out = dir.join("deploy/model.onnx");
-    let o = rnnsweep()
-        .args(["export-model", "--model"])
-        .arg(&model)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        stderr.contains("reads both words and characters (`inputs: word+char`)"),
-        "{stderr}"
+    let o = run_ok(
+        rnnsweep()
+            .args(["export-model", "--model"])
+            .arg(&model)
+            .arg("--out")
+            .arg(&out),
     );
-    assert!(!out.exists());
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("character tokenizer (input `char_ids`):")
+            && stdout.contains("model.char.tokenizer.json"),
+        "{stdout}"
+    );
+    assert!(out.is_file() && dir.join("deploy/model.tokenizer.json").is_file());
+    let chars: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("deploy/model.char.tokenizer.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(chars["config"]["char_level"], true);
 }
