@@ -882,6 +882,15 @@ mod tests {
         );
     }
 
+    /// Every weight and BatchNorm statistic, as Keras's "Total params" counts them.
+    fn weight_count(net: &Net) -> usize {
+        net.trainable()
+            .iter()
+            .chain(net.buffers().iter())
+            .map(|(_, v)| v.elem_count())
+            .sum()
+    }
+
     #[test]
     fn the_cost_estimate_counts_every_weight_the_net_has() {
         let cfg = ModelConfig {
@@ -902,12 +911,7 @@ mod tests {
             ..ModelConfig::default()
         };
         let net = Net::new(&cfg, 30, &Device::Cpu).unwrap();
-        let counted: usize = net
-            .trainable()
-            .iter()
-            .chain(net.buffers().iter())
-            .map(|(_, v)| v.elem_count())
-            .sum();
+        let counted = weight_count(&net);
         // By hand: embedding 30·6 = 180; LSTM 1: 2·(4·5·(6+5) + 20) = 480, BN 40;
         // LSTM 2: 2·(4·3·(10+3) + 12) = 336, BN 24; dense 6·4+4 = 28, 4·2+2 = 10; out 2+1 = 3.
         assert_eq!(cfg.cost(30, 7).parameters, 1101);
@@ -933,12 +937,7 @@ mod tests {
             ..ModelConfig::default()
         };
         let net = Net::new(&cfg, 30, &Device::Cpu).unwrap();
-        let counted: usize = net
-            .trainable()
-            .iter()
-            .chain(net.buffers().iter())
-            .map(|(_, v)| v.elem_count())
-            .sum();
+        let counted = weight_count(&net);
         // Embedding 180; GRU 1: 2·(3·5·(6+5) + 2·15) = 390, BN 40; GRU 2: 2·(3·3·(10+3) + 2·9)
         // = 270, BN 24; dense 6·4+4 = 28; out 4+1 = 5.
         assert_eq!(cfg.cost(30, 7).parameters, 937);
@@ -1409,12 +1408,7 @@ mod tests {
         for pooling in [Pooling::MaxMean, Pooling::Attention] {
             let cfg = two_view_cfg(pooling, LstmImpl::Reference, EmbeddingUpdate::Dense);
             let net = Net::for_views(&cfg, &TWO_VIEWS, 1, false, &Device::Cpu).unwrap();
-            let counted: usize = net
-                .trainable()
-                .iter()
-                .chain(net.buffers().iter())
-                .map(|(_, v)| v.elem_count())
-                .sum();
+            let counted = weight_count(&net);
             let one = cfg.cost(12, 5).parameters + cfg.cost(9, 6).parameters;
             // Two towers, one head: the head (its input twice as wide) counted once.
             let head = |input: usize| input * 4 + 4 + 4 + 1;
