@@ -4,14 +4,16 @@
 //! `RNNSWEEP_TEST_DEVICE` (`cpu` by default): on the CPU the reference recurrent path is checked
 //! against the fused kernel; on a GPU (`scripts/gpu-check.sh`) both the reference path and what
 //! `lstm_impl: auto` runs there (the CUDA kernels) are checked against the CPU's fused path, so
-//! every op a GPU trial uses is covered.
+//! every op a GPU trial uses is covered; a two-tower (words + characters) network with view
+//! dropout too.
 
 use candle_core::{Device, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rnnsweep_model::config::{
-    Activation, Cell, DenseConfig, EmbeddingUpdate, LstmImpl, ModelConfig, Pooling,
+    Activation, Cell, DenseConfig, EmbeddingUpdate, Inputs, LstmImpl, ModelConfig, Pooling,
 };
+use rnnsweep_model::encoder::ViewShape;
 use rnnsweep_model::nn::lstm::isa::{with_instruction_set, InstructionSet};
 use rnnsweep_model::nn::{IdBatch, Net};
 use rnnsweep_model::optim::{KerasOptimizer, OptimizerConfig, OptimizerName};
@@ -87,8 +89,11 @@ fn logits_and_grads(net: &Net) -> (Vec<f32>, Vec<(String, Vec<f32>)>) {
         .unwrap();
     let mut out = Vec::new();
     for (name, var) in net.trainable() {
-        let g = match (rows.first(), name.as_str()) {
-            (Some(r), "embedding") => {
+        let sparse = rows
+            .iter()
+            .find(|r| name == format!("{}embedding", net.towers[r.tower].prefix));
+        let g = match sparse {
+            Some(r) => {
                 let g = host(grads.get(r.rows.as_tensor()).unwrap());
                 let e = g.len() / r.ids.len().max(1);
                 let mut table = vec![0f32; var.elem_count()];
@@ -186,7 +191,7 @@ fn the_whole_network_on_the_device_matches_the_cpu_for_every_setting() {
                     let settings = (cell, pooling, batch_norm, update);
                     let isa = versions[checked / optimizers.len() % versions.len()];
                     with_instruction_set(isa, || {
-                        check_one(&device, settings, subject_impl, &optimizers)
+                        check_one(&device, settings, subject_impl, &optimizers, Views::One)
                     })
                     .expect("a supported version");
                     checked += optimizers.len();
@@ -197,30 +202,82 @@ fn the_whole_network_on_the_device_matches_the_cpu_for_every_setting() {
     assert_eq!(checked, subjects.len() * 2 * 5 * 2 * 2 * 8);
 }
 
+/// The network's towers: one over each whole row, or two (words, then characters) over its
+/// first and last three columns, with view dropout.
+#[derive(Debug, Clone, Copy)]
+enum Views {
+    One,
+    Two,
+}
+
+impl Views {
+    fn net(self, cfg: ModelConfig, device: &Device) -> Net {
+        match self {
+            Views::One => Net::new(&cfg, VOCAB, device).unwrap(),
+            Views::Two => {
+                let cfg = ModelConfig {
+                    inputs: Inputs::word_and_char(),
+                    view_dropout: 0.5,
+                    ..cfg
+                };
+                let half = ViewShape {
+                    vocab: VOCAB,
+                    width: TIME / 2,
+                };
+                Net::for_views(&cfg, &[half, half], 1, false, device).unwrap()
+            }
+        }
+    }
+}
+
+#[test]
+fn a_two_tower_network_on_the_device_matches_the_cpu() {
+    let device = device_under_test();
+    let subjects: &[LstmImpl] = if device.is_cuda() {
+        &[LstmImpl::Reference, LstmImpl::Auto]
+    } else {
+        &[LstmImpl::Reference]
+    };
+    for &subject_impl in subjects {
+        for (cell, pooling, update) in [
+            (Cell::Lstm, Pooling::MaxMean, EmbeddingUpdate::Sparse),
+            (Cell::Lstm, Pooling::Attention, EmbeddingUpdate::Dense),
+            (Cell::Gru, Pooling::Last, EmbeddingUpdate::Sparse),
+        ] {
+            check_one(
+                &device,
+                (cell, pooling, true, update),
+                subject_impl,
+                &[OptimizerName::Adam, OptimizerName::Sgd],
+                Views::Two,
+            );
+        }
+    }
+}
+
 fn check_one(
     device: &Device,
     (cell, pooling, batch_norm, update): (Cell, Pooling, bool, EmbeddingUpdate),
     subject_impl: LstmImpl,
     optimizers: &[OptimizerName],
+    views: Views,
 ) {
-    let what = format!("{subject_impl:?} {cell:?} {pooling:?} batch_norm={batch_norm} {update:?}");
+    let what = format!(
+        "{views:?} {subject_impl:?} {cell:?} {pooling:?} batch_norm={batch_norm} {update:?}"
+    );
     // The oracle: the fused CPU kernel; the subject: the path under test on the device (on the
     // CPU, two different implementations of one network).
     let oracle = || {
-        Net::new(
-            &config(cell, pooling, batch_norm, update, LstmImpl::Fused),
-            VOCAB,
+        views.net(
+            config(cell, pooling, batch_norm, update, LstmImpl::Fused),
             &Device::Cpu,
         )
-        .unwrap()
     };
     let subject = || {
-        Net::new(
-            &config(cell, pooling, batch_norm, update, subject_impl),
-            VOCAB,
+        views.net(
+            config(cell, pooling, batch_norm, update, subject_impl),
             device,
         )
-        .unwrap()
     };
     let (lo, go) = logits_and_grads(&oracle());
     let (ls, gs) = logits_and_grads(&subject());
