@@ -303,9 +303,8 @@ pub fn prepare_with(
             });
         }
     }
-    let encoder = TextEncoder::fit(cfg, &table.texts());
+    let (encoder, padded) = TextEncoder::fit_encode(cfg, &table.texts());
     let sequence_length = encoder.width();
-    let padded = encoder.encode(&table.texts());
     let row_labels = RowLabels::of(table);
     let labels = row_labels.labels.clone();
     // The calibration slice comes first, from every row of the training file, seeded by the

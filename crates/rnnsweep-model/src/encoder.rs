@@ -87,13 +87,37 @@ pub struct TextEncoder {
     pub truncating: Truncating,
 }
 
+/// Which key holds a view's sequence length: `char_sequence_length` for the character view of
+/// a two-view model, `sequence_length` otherwise.
+fn length_key(input: InputView, both: bool) -> &'static str {
+    match input {
+        InputView::Char if both => "char_sequence_length",
+        _ => "sequence_length",
+    }
+}
+
+/// A view's sequence length as the configuration gives it (`None` = its longest row); `both`
+/// when the model has two views.
+pub fn configured_length(cfg: &ModelConfig, input: InputView, both: bool) -> Option<usize> {
+    if length_key(input, both) == "char_sequence_length" {
+        cfg.char_sequence_length
+    } else {
+        cfg.sequence_length
+    }
+}
+
 impl TextEncoder {
     /// Fits each view's tokenizer on `texts` (Keras's `fit_on_texts`) and takes its sequence
     /// length from the configuration, or the longest tokenized text.
     pub fn fit(cfg: &ModelConfig, texts: &[&str]) -> Self {
+        Self::fit_encode(cfg, texts).0
+    }
+
+    /// [`TextEncoder::fit`], with `texts` encoded: each text is tokenized once per view.
+    pub fn fit_encode(cfg: &ModelConfig, texts: &[&str]) -> (Self, Padded) {
         let inputs = cfg.inputs.views(&cfg.tokenizer);
         let both = inputs.len() > 1;
-        let views = inputs
+        let (views, padded): (Vec<View>, Vec<Padded>) = inputs
             .into_iter()
             .map(|input| {
                 let tokenizer = Tokenizer::fit_with(
@@ -101,27 +125,26 @@ impl TextEncoder {
                     &options_for(cfg, input),
                     texts.iter().copied(),
                 );
-                let configured = match input {
-                    InputView::Char if both => cfg.char_sequence_length,
-                    _ => cfg.sequence_length,
-                };
-                let sequence_length = configured
-                    .unwrap_or_else(|| {
-                        longest(&tokenizer.texts_to_sequences(texts.iter().copied()))
-                    })
+                let sequences = tokenizer.texts_to_sequences(texts.iter().copied());
+                let sequence_length = configured_length(cfg, input, both)
+                    .unwrap_or_else(|| longest(&sequences))
                     .max(1);
-                View {
+                let padded =
+                    pad_sequences(&sequences, sequence_length, cfg.padding, cfg.truncating);
+                let view = View {
                     input,
                     tokenizer,
                     sequence_length,
-                }
+                };
+                (view, padded)
             })
-            .collect();
-        Self {
+            .unzip();
+        let encoder = Self {
             views,
             padding: cfg.padding,
             truncating: cfg.truncating,
-        }
+        };
+        (encoder, side_by_side(&padded, texts.len()))
     }
 
     /// The encoder a saved model was trained with: its configuration (with the lengths
@@ -140,12 +163,12 @@ impl TextEncoder {
             .into_iter()
             .zip(tokenizers)
             .map(|(input, tokenizer)| {
-                let (key, length) = match input {
-                    InputView::Char if both => ("char_sequence_length", cfg.char_sequence_length),
-                    _ => ("sequence_length", cfg.sequence_length),
-                };
-                let sequence_length = length
-                    .ok_or_else(|| format!("{key} is missing (a saved model always has one)"))?;
+                let sequence_length = configured_length(cfg, input, both).ok_or_else(|| {
+                    format!(
+                        "{} is missing (a saved model always has one)",
+                        length_key(input, both)
+                    )
+                })?;
                 Ok(View {
                     input,
                     tokenizer,
@@ -166,9 +189,11 @@ impl TextEncoder {
         let both = self.views.len() > 1;
         let mut cfg = cfg;
         for v in &self.views {
-            match v.input {
-                InputView::Char if both => cfg.char_sequence_length = Some(v.sequence_length),
-                _ => cfg.sequence_length = Some(v.sequence_length),
+            let length = Some(v.sequence_length);
+            if length_key(v.input, both) == "char_sequence_length" {
+                cfg.char_sequence_length = length;
+            } else {
+                cfg.sequence_length = length;
             }
         }
         cfg
@@ -182,7 +207,6 @@ impl TextEncoder {
 
     /// Each text's views, padded and side by side: `[rows, Σ sequence lengths]`.
     pub fn encode(&self, texts: &[&str]) -> Padded {
-        let len = self.width();
         let padded: Vec<Padded> = self
             .views
             .iter()
@@ -195,17 +219,7 @@ impl TextEncoder {
                 )
             })
             .collect();
-        let mut ids = Vec::with_capacity(texts.len() * len);
-        for r in 0..texts.len() {
-            for p in &padded {
-                ids.extend_from_slice(p.row(r));
-            }
-        }
-        Padded {
-            ids,
-            rows: texts.len(),
-            len,
-        }
+        side_by_side(&padded, texts.len())
     }
 
     /// Columns of one encoded row.
@@ -227,6 +241,18 @@ impl TextEncoder {
     pub fn first(&self) -> &View {
         &self.views[0]
     }
+}
+
+/// Each view's rows laid side by side: row r is view 0's row r, then view 1's.
+fn side_by_side(views: &[Padded], rows: usize) -> Padded {
+    let len = views.iter().map(|p| p.len).sum();
+    let mut ids = Vec::with_capacity(rows * len);
+    for r in 0..rows {
+        for p in views {
+            ids.extend_from_slice(p.row(r));
+        }
+    }
+    Padded { ids, rows, len }
 }
 
 /// See [`TextEncoder::tokenizer_file`].

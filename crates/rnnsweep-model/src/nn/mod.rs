@@ -182,7 +182,8 @@ impl Net {
                     format!("tower.{k}.")
                 },
             });
-            offset += view.width.min(usize::MAX - offset);
+            // A one-view net's width is `usize::MAX` (the whole row).
+            offset = offset.saturating_add(view.width);
         }
         let last_features = 2 * cfg.lstm_units.last().copied().unwrap_or(0);
         let mut input = towers.len() * cfg.pooling.output_features(last_features);

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use rnnsweep_model::config::{InputView, ModelConfig};
 use rnnsweep_model::dataset::prepare_with;
-use rnnsweep_model::encoder::{longest, options_for};
+use rnnsweep_model::encoder::{configured_length, longest, options_for};
 use rnnsweep_model::tokenizer::Tokenizer;
 
 use crate::devices::DevicePool;
@@ -205,11 +205,11 @@ pub fn describe(spec: &Spec) -> Result<String, PlanError> {
         let views: Vec<(usize, usize)> = views
             .into_iter()
             .map(|input| {
-                let ((vocab, longest), length) = match input {
-                    InputView::Char if both => (shape.char, cfg.char_sequence_length),
-                    InputView::Char => (shape.char, cfg.sequence_length),
-                    InputView::Word => (shape.word, cfg.sequence_length),
+                let (vocab, longest) = match input {
+                    InputView::Char => shape.char,
+                    InputView::Word => shape.word,
                 };
+                let length = configured_length(&cfg, input, both);
                 (vocab.min(cfg.max_words), length.unwrap_or(longest))
             })
             .collect();
