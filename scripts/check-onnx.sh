@@ -4,7 +4,8 @@
 # on it gives what `rnnsweep predict` gives (probabilities within 1e-5, the same decisions),
 # for every pooling, one and two layers, with and without BatchNorm, pre and post padding and
 # truncation, LSTM and GRU, an OOV token, every dense activation, a K-class and a multi-label
-# model, and an ensemble.
+# model, models that read several views of the text (words, characters, their n-grams), and an
+# ensemble that mixes them.
 #   scripts/check-onnx.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -60,6 +61,8 @@ check gru-last-2-bn-pre     $sample --set cell=gru --set 'lstm_units=[8,6]' --se
 check gru-max_mean-1-post   $sample --set cell=gru --set 'lstm_units=[8]' --set pooling=max_mean --set sequence_length=9 --set truncating=post
 check words-chars-max-bn-pre $sample --set inputs=word+char --set 'lstm_units=[8]' --set batch_norm=true --set pooling=max --set padding=pre --set char_sequence_length=40 --set "$(dense relu tanh)"
 check words-chars-gru-attn   $sample --set inputs=word+char --set cell=gru --set 'lstm_units=[6,6]' --set pooling=attention --set sequence_length=10 --set truncating=post
+check words-ngrams-pre      $sample --set inputs=word+ngram --set 'lstm_units=[8]' --set padding=pre --set ngram_sequence_length=60 --set truncating=post
+check all-views-oov-sparse  $sample --set inputs=word+char+ngram --set 'lstm_units=[8]' --set pooling=max_mean --set tokenizer.oov_token='<OOV>' --set embedding_update=sparse --set view_dropout=0.5
 check classes-mean-bn       experiments/data/topics.csv --label-column class --text-column text --labels auto \
   --set 'lstm_units=[8]' --set batch_norm=true --set pooling=mean
 check labels-attention-2    experiments/data/topics-multilabel.csv --text-column text --label-columns sport,politics,tech \
@@ -74,7 +77,7 @@ data: {train: data/sample.csv, max_words: 1500}
 method: random
 seed: 11
 metric: {name: val_f1, goal: maximize}
-run_cap: 3
+run_cap: 4
 training: {epochs: 1, batch_size: 64, embedding_dim: 8, dense: [{units: 8}]}
 parameters:
   lstm_units: {values: [[8], [6, 6]]}
@@ -82,9 +85,9 @@ parameters:
   batch_norm: {values: [true, false]}
   padding: {values: [pre, post]}
   sequence_length: {values: [10, 20]}
-  inputs: {values: [word, word+char]}
+  inputs: {values: [word, word+char, word+ngram]}
 YAML
 (cd "$work" && "$bin" run ensemble.yaml >run.log 2>&1 && "$bin" best onnx-ensemble.db --retrain --epochs 1 \
-  --ensemble 3 --selection top --combine logit --out ensemble >best.log 2>&1) || { cat "$work"/*.log; exit 1; }
+  --ensemble 4 --selection top --combine logit --out ensemble >best.log 2>&1) || { cat "$work"/*.log; exit 1; }
 verify ensemble "$sample"
 echo "ONNX check passed: $checked models"

@@ -8,8 +8,10 @@ Writes what `rnnsweep predict` writes: `id,probability,label` for a binary model
 and a probability per class for a K-class one, `id,labels,` and a probability per label for a
 multi-label one. The text is tokenised as Keras's Tokenizer does (`texts_to_sequences`), with
 the options and word index of `MODEL.tokenizer.json` (Keras's own tokenizer file: also read by
-`keras.preprocessing.text.tokenizer_from_json`), and for a model that reads characters as well
-with `MODEL.char.tokenizer.json` into the input `char_ids`. The model applies its own vocabulary limit,
+`keras.preprocessing.text.tokenizer_from_json`), and for a model that reads more views of the text
+with each view's own file: `MODEL.char.tokenizer.json` into the input `char_ids`,
+`MODEL.ngram.tokenizer.json` (its words' character n-grams, the file's `ngrams` lengths, each word
+bounded by < and >) into `ngram_ids`. The model applies its own vocabulary limit,
 sequence length and truncation, so the ids go in whole, padded with zeros to the longest row.
 """
 
@@ -37,6 +39,8 @@ class KerasTokenizer:
         self.char_level = config["char_level"]
         self.oov_token = config["oov_token"]
         self.word_index = json.loads(config["word_index"])
+        # rnnsweep's n-gram view (not a Keras option): [shortest, longest].
+        self.ngrams = config.get("ngrams")
 
     def words(self, text):
         if self.lower:
@@ -44,7 +48,19 @@ class KerasTokenizer:
         if self.char_level:
             return list(text)
         table = str.maketrans({c: self.split for c in self.filters})
-        return [w for w in text.translate(table).split(self.split) if w]
+        words = [w for w in text.translate(table).split(self.split) if w]
+        if self.ngrams is None:
+            return words
+        grams = []
+        for w in words:
+            bounded = "<" + w + ">"
+            for n in range(self.ngrams[0], self.ngrams[1] + 1):
+                if len(bounded) <= n:
+                    # scikit-learn's char_wb: a word shorter than n is one n-gram, once.
+                    grams.append(bounded)
+                    break
+                grams.extend(bounded[i : i + n] for i in range(len(bounded) - n + 1))
+        return grams
 
     def sequence(self, text):
         oov = self.word_index.get(self.oov_token) if self.oov_token is not None else None
@@ -92,8 +108,8 @@ def padded(sequences):
 
 
 def probabilities(session, tokenizers, texts, batch):
-    """`tokenizers` maps each graph input (`ids`, and `char_ids` for a model that reads
-    characters too) to the tokenizer whose indices it takes."""
+    """`tokenizers` maps each graph input (`ids`, and `char_ids` or `ngram_ids` for a model that
+    reads more views) to the tokenizer whose indices it takes."""
     sequences = {name: [t.sequence(x) for x in texts] for name, t in tokenizers.items()}
     out = []
     for start in range(0, len(texts), batch):
@@ -119,8 +135,10 @@ def main():
     columns = json.loads(meta["rnnsweep.columns"])
     here = os.path.dirname(os.path.abspath(args.model))
     tokenizers = {"ids": KerasTokenizer(os.path.join(here, meta["rnnsweep.tokenizer_file"]))}
-    if "rnnsweep.char_tokenizer_file" in meta:
-        tokenizers["char_ids"] = KerasTokenizer(os.path.join(here, meta["rnnsweep.char_tokenizer_file"]))
+    for view in ("char", "ngram"):
+        key = f"rnnsweep.{view}_tokenizer_file"
+        if key in meta:
+            tokenizers[f"{view}_ids"] = KerasTokenizer(os.path.join(here, meta[key]))
     rows = read_rows(args.input, columns)
     p = probabilities(session, tokenizers, [t for _, t in rows], args.batch)
     threshold = float(meta["rnnsweep.threshold"])

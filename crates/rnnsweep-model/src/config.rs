@@ -82,8 +82,9 @@ pub struct ModelConfig {
     pub tokenizer: TokenizerOptions,
     /// Which views of a text the network reads: its words, its characters, or both in one
     /// network (`word+char`: two towers, each its own embedding and recurrent stack, pooled
-    /// and concatenated before the dense head). Left out, the one view `tokenizer.char_level`
-    /// names.
+    /// and concatenated before the dense head), and its words' character n-grams (`ngram`: a
+    /// bag tower, the mean of the n-grams' embeddings, as fastText reads a text). Left out,
+    /// the one view `tokenizer.char_level` names.
     #[serde(skip_serializing_if = "Inputs::is_default")]
     pub inputs: Inputs,
     /// With several views, the probability that a training row keeps only one tower's pooled
@@ -96,6 +97,9 @@ pub struct ModelConfig {
     /// is then the word view's); `None` = its longest row. Unused with one view.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub char_sequence_length: Option<usize>,
+    /// The n-gram view's sequence length (n-grams kept per text); `None` = its longest row.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ngram_sequence_length: Option<usize>,
     /// How probabilities become labels, in validation metrics and in `predict`.
     #[serde(skip_serializing_if = "Threshold::is_default")]
     pub threshold: Threshold,
@@ -215,18 +219,22 @@ impl Default for ModelConfig {
             inputs: Inputs::default(),
             view_dropout: 0.0,
             char_sequence_length: None,
+            ngram_sequence_length: None,
             threshold: Threshold::default(),
             calibration_split: DEFAULT_CALIBRATION_SPLIT,
         }
     }
 }
 
-/// One view of a text: the tokens one tower of the network reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// One view of a text: the tokens one tower of the network reads; in the order their ids sit
+/// in a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InputView {
     Word,
     Char,
+    /// Each word's character n-grams, read as a bag (no recurrent layer).
+    Ngram,
 }
 
 impl InputView {
@@ -234,11 +242,27 @@ impl InputView {
         match self {
             InputView::Word => "word",
             InputView::Char => "char",
+            InputView::Ngram => "ngram",
         }
+    }
+
+    /// What a sentence calls its tokens.
+    pub fn plural(self) -> &'static str {
+        match self {
+            InputView::Word => "words",
+            InputView::Char => "characters",
+            InputView::Ngram => "n-grams",
+        }
+    }
+
+    /// Whether its tower is a bag (the mean of its embeddings) rather than a recurrent stack.
+    pub fn is_bag(self) -> bool {
+        self == InputView::Ngram
     }
 }
 
-/// The `inputs` key: `word`, `char` or `word+char` (also a YAML list, `[word, char]`). Stored
+/// The `inputs` key: `word`, `char`, `ngram`, or several joined by `+` (`word+char`,
+/// `word+ngram`, `word+char+ngram`; also a YAML list, `[word, char]`). Stored
 /// as the `+`-joined string, so a search can offer it as one categorical value. Empty (the
 /// default) means the one view `tokenizer.char_level` names, as before the key existed.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -254,7 +278,8 @@ impl Inputs {
         Self(vec![InputView::Word, InputView::Char])
     }
 
-    /// The views the network reads, in the order their ids sit in a row (words first).
+    /// The views the network reads, in the order their ids sit in a row (words, characters,
+    /// n-grams).
     pub fn views(&self, tokenizer: &TokenizerOptions) -> Vec<InputView> {
         if self.0.is_empty() {
             vec![if tokenizer.char_level {
@@ -273,9 +298,11 @@ impl Inputs {
             let view = match part {
                 "word" => InputView::Word,
                 "char" => InputView::Char,
+                "ngram" => InputView::Ngram,
                 other => {
                     return Err(format!(
-                        "`{other}` is not an input view (word, char, or word+char)"
+                        "`{other}` is not an input view (word, char, ngram, or several joined \
+                         by +, e.g. word+char)"
                     ))
                 }
             };
@@ -284,9 +311,18 @@ impl Inputs {
             }
             views.push(view);
         }
-        // One layout for a row's ids whichever way the user wrote it: words first.
-        views.sort_by_key(|v| *v != InputView::Word);
+        // One layout for a row's ids whichever way the user wrote it: words, characters,
+        // n-grams.
+        views.sort();
         Ok(Self(views))
+    }
+}
+
+impl std::str::FromStr for Inputs {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        Self::parse(text)
     }
 }
 
@@ -451,20 +487,27 @@ impl ModelConfig {
     /// The model's size and work for a vocabulary of `vocab` ids (the tokenizer's id limit)
     /// and rows of `sequence_length` steps.
     pub fn cost(&self, vocab: usize, sequence_length: usize) -> Cost {
-        self.cost_of_views(&[(vocab, sequence_length)])
+        let view = self.inputs.views(&self.tokenizer)[0];
+        self.cost_of_views(&[(view, vocab, sequence_length)])
     }
 
     /// [`ModelConfig::cost`] for a network with one tower per view, each `(vocabulary,
     /// sequence length)`.
-    pub fn cost_of_views(&self, views: &[(usize, usize)]) -> Cost {
+    pub fn cost_of_views(&self, views: &[(InputView, usize, usize)]) -> Cost {
         let mut parameters = 0;
         let mut flops = 0.0;
         let gates = self.cell.gates();
         // A GRU has a recurrent bias besides the input one.
         let bias_rows = self.cell.bias_rows();
         let mut pooled = 0;
-        for &(vocab, sequence_length) in views {
+        for &(view, vocab, sequence_length) in views {
             parameters += vocab * self.embedding_dim;
+            if view.is_bag() {
+                // The mean of its embeddings: one add per token and feature.
+                flops += (sequence_length * self.embedding_dim) as f64;
+                pooled += self.embedding_dim;
+                continue;
+            }
             let mut input = self.embedding_dim;
             for &units in &self.lstm_units {
                 // Two directions, each: kernel in×GU, recurrent U×GU, bias GU (G gates).
@@ -635,10 +678,19 @@ impl ModelConfig {
                 "must be at least 1 (or null for the longest)".into(),
             );
         }
-        if self.char_sequence_length == Some(0) {
+        for (key, length) in [
+            ("char_sequence_length", self.char_sequence_length),
+            ("ngram_sequence_length", self.ngram_sequence_length),
+        ] {
+            if length == Some(0) {
+                return bad(key, "must be at least 1 (or null for the longest)".into());
+            }
+        }
+        if self.tokenizer.ngrams.is_some() {
             return bad(
-                "char_sequence_length",
-                "must be at least 1 (or null for the longest)".into(),
+                "tokenizer.ngrams",
+                "the n-gram view sets it: add `ngram` to `inputs` (e.g. `inputs: word+ngram`)"
+                    .into(),
             );
         }
         if !self.inputs.is_default() && self.tokenizer.char_level {
@@ -837,7 +889,22 @@ mod tests {
             .contains_key("inputs"));
         let err = read("inputs: [word, words]").unwrap_err().to_string();
         assert!(
-            err.contains("`words` is not an input view (word, char, or word+char)"),
+            err.contains("`words` is not an input view (word, char, ngram, or several"),
+            "{err}"
+        );
+        // Three views, in the row's order whichever way they are written.
+        let three = read("inputs: ngram+word+char").unwrap();
+        assert_eq!(
+            three.views(&TokenizerOptions::default()),
+            vec![InputView::Word, InputView::Char, InputView::Ngram]
+        );
+        assert_eq!(three.to_string(), "word+char+ngram");
+        let err = ModelConfig::default()
+            .with_overrides(&["tokenizer.ngrams={min: 2, max: 3}".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tokenizer.ngrams") && err.contains("inputs: word+ngram"),
             "{err}"
         );
         let err = read("inputs: word+word").unwrap_err().to_string();

@@ -1,10 +1,10 @@
 //! Texts → the id rows a network reads: one [`View`] per tower (its own tokenizer and
 //! sequence length), a row's views padded each to its own length and laid side by side, so
-//! everything that moves rows (splits, batches, teachers, prediction) moves both views at once
+//! everything that moves rows (splits, batches, teachers, prediction) moves every view at once
 //! and only the network splits them.
 
 use crate::config::{InputView, ModelConfig, Padding, Truncating};
-use crate::tokenizer::{Tokenizer, TokenizerOptions};
+use crate::tokenizer::{NgramRange, Tokenizer, TokenizerOptions};
 
 /// A rectangular `[rows, len]` matrix of token ids, 0 = padding.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +77,8 @@ pub struct ViewShape {
     pub vocab: usize,
     /// Columns of a row this view takes.
     pub width: usize,
+    /// Its tower reads the ids as a bag (see [`InputView::is_bag`]).
+    pub bag: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -88,21 +90,31 @@ pub struct TextEncoder {
 }
 
 /// Which key holds a view's sequence length: `char_sequence_length` for the character view of
-/// a two-view model, `sequence_length` otherwise.
-fn length_key(input: InputView, both: bool) -> &'static str {
+/// a model of several views, `ngram_sequence_length` for the n-gram view, `sequence_length`
+/// otherwise (so a one-view character model keeps the key it always had).
+fn length_key(input: InputView, several: bool) -> &'static str {
     match input {
-        InputView::Char if both => "char_sequence_length",
+        InputView::Char if several => "char_sequence_length",
+        InputView::Ngram => "ngram_sequence_length",
         _ => "sequence_length",
     }
 }
 
-/// A view's sequence length as the configuration gives it (`None` = its longest row); `both`
-/// when the model has two views.
-pub fn configured_length(cfg: &ModelConfig, input: InputView, both: bool) -> Option<usize> {
-    if length_key(input, both) == "char_sequence_length" {
-        cfg.char_sequence_length
-    } else {
-        cfg.sequence_length
+fn length_slot(cfg: &mut ModelConfig, input: InputView, several: bool) -> &mut Option<usize> {
+    match length_key(input, several) {
+        "char_sequence_length" => &mut cfg.char_sequence_length,
+        "ngram_sequence_length" => &mut cfg.ngram_sequence_length,
+        _ => &mut cfg.sequence_length,
+    }
+}
+
+/// A view's sequence length as the configuration gives it (`None` = its longest row);
+/// `several` when the model has more than one view.
+pub fn configured_length(cfg: &ModelConfig, input: InputView, several: bool) -> Option<usize> {
+    match length_key(input, several) {
+        "char_sequence_length" => cfg.char_sequence_length,
+        "ngram_sequence_length" => cfg.ngram_sequence_length,
+        _ => cfg.sequence_length,
     }
 }
 
@@ -116,7 +128,7 @@ impl TextEncoder {
     /// [`TextEncoder::fit`], with `texts` encoded: each text is tokenized once per view.
     pub fn fit_encode(cfg: &ModelConfig, texts: &[&str]) -> (Self, Padded) {
         let inputs = cfg.inputs.views(&cfg.tokenizer);
-        let both = inputs.len() > 1;
+        let several = inputs.len() > 1;
         let (views, padded): (Vec<View>, Vec<Padded>) = inputs
             .into_iter()
             .map(|input| {
@@ -126,7 +138,7 @@ impl TextEncoder {
                     texts.iter().copied(),
                 );
                 let sequences = tokenizer.texts_to_sequences(texts.iter().copied());
-                let sequence_length = configured_length(cfg, input, both)
+                let sequence_length = configured_length(cfg, input, several)
                     .unwrap_or_else(|| longest(&sequences))
                     .max(1);
                 let padded =
@@ -158,15 +170,15 @@ impl TextEncoder {
                 inputs.len()
             ));
         }
-        let both = inputs.len() > 1;
+        let several = inputs.len() > 1;
         let views = inputs
             .into_iter()
             .zip(tokenizers)
             .map(|(input, tokenizer)| {
-                let sequence_length = configured_length(cfg, input, both).ok_or_else(|| {
+                let sequence_length = configured_length(cfg, input, several).ok_or_else(|| {
                     format!(
                         "{} is missing (a saved model always has one)",
-                        length_key(input, both)
+                        length_key(input, several)
                     )
                 })?;
                 Ok(View {
@@ -186,15 +198,10 @@ impl TextEncoder {
     /// The configuration with each view's sequence length written in, as a saved model keeps
     /// it.
     pub fn record_lengths(&self, cfg: ModelConfig) -> ModelConfig {
-        let both = self.views.len() > 1;
+        let several = self.views.len() > 1;
         let mut cfg = cfg;
         for v in &self.views {
-            let length = Some(v.sequence_length);
-            if length_key(v.input, both) == "char_sequence_length" {
-                cfg.char_sequence_length = length;
-            } else {
-                cfg.sequence_length = length;
-            }
+            *length_slot(&mut cfg, v.input, several) = Some(v.sequence_length);
         }
         cfg
     }
@@ -233,6 +240,7 @@ impl TextEncoder {
             .map(|v| ViewShape {
                 vocab: v.tokenizer.id_limit(),
                 width: v.sequence_length,
+                bag: v.input.is_bag(),
             })
             .collect()
     }
@@ -264,11 +272,26 @@ pub fn tokenizer_file(index: usize, input: InputView) -> String {
     }
 }
 
-/// The tokenizer options of one view: the user's, with character level set by the view.
+/// The tokenizer options of one view: the user's, with character level or n-grams set by the
+/// view. The n-gram view has no OOV token: an unknown n-gram is dropped from the bag rather
+/// than counted as one shared token.
 pub fn options_for(cfg: &ModelConfig, input: InputView) -> TokenizerOptions {
-    TokenizerOptions {
-        char_level: input == InputView::Char,
-        ..cfg.tokenizer.clone()
+    let user = cfg.tokenizer.clone();
+    match input {
+        InputView::Word => TokenizerOptions {
+            char_level: false,
+            ..user
+        },
+        InputView::Char => TokenizerOptions {
+            char_level: true,
+            ..user
+        },
+        InputView::Ngram => TokenizerOptions {
+            char_level: false,
+            oov_token: None,
+            ngrams: Some(NgramRange::DEFAULT),
+            ..user
+        },
     }
 }
 
@@ -341,10 +364,55 @@ mod tests {
         assert_eq!(
             e.shapes(),
             vec![
-                ViewShape { vocab: 3, width: 3 },
-                ViewShape { vocab: 4, width: 5 }
+                ViewShape {
+                    vocab: 3,
+                    width: 3,
+                    bag: false
+                },
+                ViewShape {
+                    vocab: 4,
+                    width: 5,
+                    bag: false
+                }
             ]
         );
+    }
+
+    #[test]
+    fn the_ngram_view_is_each_words_ngrams_with_its_own_length_and_file() {
+        let cfg = ModelConfig {
+            inputs: "word+ngram".parse().unwrap(),
+            tokenizer: TokenizerOptions {
+                oov_token: Some("?".into()),
+                ..TokenizerOptions::default()
+            },
+            ..ModelConfig::default()
+        };
+        let texts = ["ab ab", "b"];
+        let (e, p) = TextEncoder::fit_encode(&cfg, &texts);
+        assert_eq!(e.views[1].input, InputView::Ngram);
+        // "<ab>" gives <a ab b> <ab ab> <ab> (the whole bounded word once, at length 4);
+        // "<b>" gives <b b> <b>. By count, then first seen: b> (3), then <a ab <ab ab> <ab>
+        // (2 each), then <b <b>: ids 1 to 8. Words: the OOV token 1, ab 2, b 3. No OOV id
+        // for n-grams: the user's oov_token is the word view's.
+        assert_eq!(e.views[1].tokenizer.oov_id(), None);
+        assert_eq!(e.views[0].tokenizer.oov_id(), Some(1));
+        assert_eq!(e.views[1].sequence_length, 12);
+        assert_eq!(p.row(1), &[3, 0, 7, 1, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        // A saved model's lengths: each view its own key.
+        let saved = e.record_lengths(cfg.clone());
+        assert_eq!(
+            (saved.sequence_length, saved.ngram_sequence_length),
+            (Some(2), Some(12))
+        );
+        assert_eq!(e.tokenizer_file(1), "tokenizer.ngram.json");
+        let back = TextEncoder::from_saved(
+            &saved,
+            e.views.iter().map(|v| v.tokenizer.clone()).collect(),
+        )
+        .unwrap();
+        assert_eq!(back.encode(&texts), p);
+        assert!(e.shapes()[1].bag && !e.shapes()[0].bag);
     }
 
     #[test]

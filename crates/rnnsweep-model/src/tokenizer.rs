@@ -45,6 +45,41 @@ pub struct TokenizerOptions {
     /// A token for words not in the vocabulary or past `num_words`; it takes index 1.
     /// Without it such words are dropped.
     pub oov_token: Option<String>,
+    /// The tokens are each word's character n-grams of these lengths, not the words: the
+    /// `ngram` view's tokenizer (see [`char_ngrams`]). Not a Keras option.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ngrams: Option<NgramRange>,
+}
+
+/// The n-gram lengths of the `ngram` view, both ends included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NgramRange {
+    pub min: usize,
+    pub max: usize,
+}
+
+impl NgramRange {
+    /// scikit-learn's `char_wb` 2–5-grams: what the TF-IDF baseline of `scripts/quality.sh`
+    /// reads.
+    pub const DEFAULT: Self = Self { min: 2, max: 5 };
+}
+
+/// A word's character n-grams as scikit-learn's `analyzer="char_wb"` takes them, with `<` and
+/// `>` marking the word's ends (Keras's filters remove both, so they are never part of a
+/// word): for each length in order, every window of the bounded word; a bounded word shorter
+/// than a length is one n-gram of its own, once.
+pub fn char_ngrams(word: &str, range: NgramRange, out: &mut Vec<String>) {
+    let bounded: Vec<char> = std::iter::once('<')
+        .chain(word.chars())
+        .chain(std::iter::once('>'))
+        .collect();
+    for n in range.min..=range.max {
+        if bounded.len() <= n {
+            out.push(bounded.iter().collect());
+            break;
+        }
+        out.extend(bounded.windows(n).map(|w| w.iter().collect::<String>()));
+    }
 }
 
 impl Default for TokenizerOptions {
@@ -55,6 +90,7 @@ impl Default for TokenizerOptions {
             filters: KERAS_FILTERS.to_string(),
             split: " ".to_string(),
             oov_token: None,
+            ngrams: None,
         }
     }
 }
@@ -71,6 +107,23 @@ impl TokenizerOptions {
                 message: "an empty separator splits nothing (Python's str.split refuses it too)"
                     .into(),
             });
+        }
+        if let Some(r) = self.ngrams {
+            if self.char_level {
+                return Err(TokenizerError::Options {
+                    at: "tokenizer.ngrams".into(),
+                    message: "n-grams are cut from words; leave char_level out".into(),
+                });
+            }
+            if r.min == 0 || r.min > r.max {
+                return Err(TokenizerError::Options {
+                    at: "tokenizer.ngrams".into(),
+                    message: format!(
+                        "n-gram lengths {}..{} are not a range of lengths ≥ 1",
+                        r.min, r.max
+                    ),
+                });
+            }
         }
         Ok(())
     }
@@ -93,11 +146,19 @@ impl TokenizerOptions {
                 filtered.push(c);
             }
         }
-        filtered
+        let words = filtered
             .split(self.split.as_str())
-            .filter(|w| !w.is_empty())
-            .map(str::to_string)
-            .collect()
+            .filter(|w| !w.is_empty());
+        match self.ngrams {
+            None => words.map(str::to_string).collect(),
+            Some(range) => {
+                let mut grams = Vec::new();
+                for w in words {
+                    char_ngrams(w, range, &mut grams);
+                }
+                grams
+            }
+        }
     }
 }
 
@@ -229,7 +290,8 @@ impl Tokenizer {
     }
 
     /// Keras's own tokenizer file (`Tokenizer.to_json()`, read back by
-    /// `keras.preprocessing.text.tokenizer_from_json`) with `num_words` as given: the word
+    /// `keras.preprocessing.text.tokenizer_from_json`; an n-gram tokenizer adds `ngrams`) with
+    /// `num_words` as given: the word
     /// index, counts and options. Keras keeps per-document counts too (only its tf-idf
     /// matrices use them); they are not recorded here, so `word_docs` and `index_docs` are empty.
     pub fn to_keras_json(&self, num_words: Option<usize>) -> String {
@@ -249,7 +311,7 @@ impl Tokenizer {
             serde_json::Value::String(serde_json::Value::Object(m).to_string())
         };
         let o = &self.options;
-        serde_json::json!({
+        let mut keras = serde_json::json!({
             "class_name": "Tokenizer",
             "config": {
                 "num_words": num_words,
@@ -265,8 +327,13 @@ impl Tokenizer {
                 "index_word": text(index_word),
                 "word_index": text(word_index),
             }
-        })
-        .to_string()
+        });
+        // Not a Keras option: Keras refuses the file (an unknown keyword) rather than reading
+        // n-grams as words.
+        if let Some(r) = o.ngrams {
+            keras["config"]["ngrams"] = serde_json::json!([r.min, r.max]);
+        }
+        keras.to_string()
     }
 
     pub fn save(&self, path: &Path) -> Result<(), TokenizerError> {
@@ -370,6 +437,37 @@ mod tests {
             ..TokenizerOptions::default()
         };
         assert_eq!(split.tokens("A b,,C!"), vec!["a b", "c!"]);
+    }
+
+    #[test]
+    fn ngrams_are_each_words_bounded_windows_as_char_wb_takes_them() {
+        let options = TokenizerOptions {
+            ngrams: Some(NgramRange { min: 2, max: 4 }),
+            ..TokenizerOptions::default()
+        };
+        // "<ab>": three 2-grams, two 3-grams, then the whole bounded word once (its length
+        // is 4); "<c>" is shorter than 4, so it is taken once at length 3 and no longer.
+        assert_eq!(
+            options.tokens("AB, c"),
+            vec!["<a", "ab", "b>", "<ab", "ab>", "<ab>", "<c", "c>", "<c>"]
+        );
+        let t = Tokenizer::fit_with(None, &options, ["ab ab", "abc"]);
+        // "<a", "ab" and "<ab" occur three times, "b>", "ab>" and "<ab>" twice ("<abc>" has
+        // no "b>"), the rest once; unknown n-grams are dropped.
+        assert_eq!(
+            &t.vocabulary[..6],
+            &["<a", "ab", "<ab", "b>", "ab>", "<ab>"]
+        );
+        assert_eq!(t.text_to_sequence("ab zz"), vec![1, 2, 4, 3, 5, 6]);
+        let back = Tokenizer::from_json(&t.to_json(), "t.json").unwrap();
+        assert_eq!(back.text_to_sequence("ab"), t.text_to_sequence("ab"));
+        let err = TokenizerOptions {
+            char_level: true,
+            ..options.clone()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(err.to_string().contains("tokenizer.ngrams"), "{err}");
     }
 
     #[test]

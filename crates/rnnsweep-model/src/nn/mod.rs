@@ -40,6 +40,8 @@ pub struct IdBatch<'a> {
 #[derive(Debug, Clone)]
 pub struct Tower {
     pub embedding: Var,
+    /// Empty for a bag tower (the `ngram` view): its output is the mean of its real tokens'
+    /// embeddings.
     pub recurrent: Vec<(BiLstm, Option<BatchNorm>)>,
     /// `Some` for attention pooling.
     pub attention: Option<Attention>,
@@ -108,6 +110,7 @@ impl Net {
             &[ViewShape {
                 vocab,
                 width: usize::MAX,
+                bag: cfg.inputs.views(&cfg.tokenizer)[0].is_bag(),
             }],
             outputs,
             false,
@@ -159,7 +162,8 @@ impl Net {
             )?)?;
             let mut input = cfg.embedding_dim;
             let mut recurrent = Vec::new();
-            for &units in &cfg.lstm_units {
+            let units_of_tower: &[usize] = if view.bag { &[] } else { &cfg.lstm_units };
+            for &units in units_of_tower {
                 let lstm = BiLstm::with_cell(rng, cfg.cell, input, units, device)?;
                 let bn = if cfg.batch_norm {
                     Some(BatchNorm::new(2 * units, cfg.batch_norm_momentum, device)?)
@@ -186,7 +190,16 @@ impl Net {
             offset = offset.saturating_add(view.width);
         }
         let last_features = 2 * cfg.lstm_units.last().copied().unwrap_or(0);
-        let mut input = towers.len() * cfg.pooling.output_features(last_features);
+        let mut input: usize = towers
+            .iter()
+            .map(|t| {
+                if t.recurrent.is_empty() {
+                    cfg.embedding_dim
+                } else {
+                    cfg.pooling.output_features(last_features)
+                }
+            })
+            .sum();
         let mut dense = Vec::new();
         for d in &cfg.dense {
             dense.push(Dense::new(
@@ -210,6 +223,9 @@ impl Net {
         // Drawn last, so adding attention leaves every other initial weight as it was.
         if cfg.pooling == Pooling::Attention {
             for (k, tower) in towers.iter_mut().enumerate() {
+                if tower.recurrent.is_empty() {
+                    continue;
+                }
                 let mut own = ChaCha8Rng::seed_from_u64(mix(cfg.seed, k as u64, 0xA77E));
                 let rng = if k == 0 { &mut rng } else { &mut own };
                 tower.attention = Some(Attention::new(rng, last_features, device)?);
@@ -292,7 +308,9 @@ impl Net {
             let trimmed = trim_padding_columns(batch, tower.offset, tower.width);
             let (embedded, rows) = self.embed(tower, k, &trimmed, rng.as_deref_mut())?;
             all_rows.extend(rows);
-            pooled.push(if self.fused_lstm {
+            pooled.push(if tower.recurrent.is_empty() {
+                bag_mean(&trimmed, &embedded)?
+            } else if self.fused_lstm {
                 self.recurrent_fused(tower, &trimmed, embedded, rng.as_deref_mut())?
             } else {
                 self.recurrent_reference(tower, &trimmed, embedded, rng.as_deref_mut())?
@@ -597,6 +615,18 @@ struct Trimmed {
     time: usize,
 }
 
+/// A bag tower's output: the mean of each row's real tokens' embeddings `[batch, E]` (zeros for
+/// a row without any), the same on both recurrent paths.
+fn bag_mean(trimmed: &Trimmed, embedded: &Tensor) -> Result<Tensor> {
+    let (b, t) = (trimmed.batch, trimmed.time);
+    let mask: Vec<f32> = time_major_mask(&trimmed.ids, b, t)
+        .into_iter()
+        .map(f32::from)
+        .collect();
+    let mask = Tensor::from_vec(mask, (t, b, 1), embedded.device())?;
+    pool(embedded, &mask, Pooling::Mean, None)
+}
+
 fn no_lstm_layer() -> ModelError {
     ModelError::Config {
         at: "lstm_units".into(),
@@ -669,7 +699,7 @@ fn keep_mask(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{EmbeddingUpdate, LstmImpl};
+    use crate::config::{EmbeddingUpdate, InputView, LstmImpl};
     use crate::nn::dense::activate;
     use crate::nn::loss::{bce_with_logits, softmax_cross_entropy};
 
@@ -1273,8 +1303,22 @@ mod tests {
         ViewShape {
             vocab: 12,
             width: 5,
+            bag: false,
         },
-        ViewShape { vocab: 9, width: 6 },
+        ViewShape {
+            vocab: 9,
+            width: 6,
+            bag: false,
+        },
+    ];
+
+    /// [`TWO_VIEWS`] with the second view read as a bag (the `ngram` view).
+    const WORD_AND_BAG: [ViewShape; 2] = [
+        TWO_VIEWS[0],
+        ViewShape {
+            bag: true,
+            ..TWO_VIEWS[1]
+        },
     ];
 
     fn batch(ids: &[u32], time: usize) -> IdBatch<'_> {
@@ -1414,27 +1458,98 @@ mod tests {
             // Two towers, one head: the head (its input twice as wide) counted once.
             let head = |input: usize| input * 4 + 4 + 4 + 1;
             let pooled = pooling.output_features(6);
-            let two = cfg.cost_of_views(&[(12, 5), (9, 6)]).parameters;
+            let two = cfg
+                .cost_of_views(&[(InputView::Word, 12, 5), (InputView::Char, 9, 6)])
+                .parameters;
             assert_eq!(two, one - 2 * head(pooled) + head(2 * pooled));
             assert_eq!(counted, two, "{pooling:?}");
+            // A bag tower is its table: 9 × 5 weights, and 5 features for the head.
+            let bag = Net::for_views(&cfg, &WORD_AND_BAG, 1, false, &Device::Cpu).unwrap();
+            let word_and_bag = cfg
+                .cost_of_views(&[(InputView::Word, 12, 5), (InputView::Ngram, 9, 6)])
+                .parameters;
+            assert_eq!(
+                word_and_bag,
+                cfg.cost(12, 5).parameters - head(pooled) + 9 * 5 + head(pooled + 5)
+            );
+            assert_eq!(weight_count(&bag), word_and_bag, "{pooling:?}");
+        }
+    }
+
+    #[test]
+    fn a_bag_tower_is_the_mean_of_its_real_tokens_embeddings() {
+        let ids = two_view_ids();
+        let cfg = ModelConfig {
+            embedding_dropout: 0.0,
+            ..two_view_cfg(Pooling::MaxMean, LstmImpl::Fused, EmbeddingUpdate::Dense)
+        };
+        let net = Net::for_views(&cfg, &WORD_AND_BAG, 1, false, &Device::Cpu).unwrap();
+        assert!(net.towers[1].recurrent.is_empty() && net.towers[1].attention.is_none());
+        let table: Vec<Vec<f32>> = net.towers[1].embedding.as_tensor().to_vec2().unwrap();
+        let word = Net::new(&cfg, 12, &Device::Cpu).unwrap();
+        let state = net.state().unwrap();
+        for (name, var) in word.trainable().into_iter().chain(word.buffers()) {
+            if !(name.starts_with("dense.") || name.starts_with("output.")) {
+                var.set(&state[&name]).unwrap();
+            }
+        }
+        let word_ids = columns(&ids, 0, 5);
+        for train in [false, true] {
+            let mut rng = ChaCha8Rng::seed_from_u64(5);
+            let mut rng2 = ChaCha8Rng::seed_from_u64(5);
+            let features: Vec<Vec<f32>> = net
+                .features(&batch(&ids, 11), train.then_some(&mut rng))
+                .unwrap()
+                .to_vec2()
+                .unwrap();
+            let words: Vec<Vec<f32>> = word
+                .features(&batch(&word_ids, 5), train.then_some(&mut rng2))
+                .unwrap()
+                .to_vec2()
+                .unwrap();
+            let pooled = Pooling::MaxMean.output_features(6);
+            for (r, row) in features.iter().enumerate() {
+                assert_close("the word tower", &row[..pooled], &words[r], 1e-6);
+                // By hand: the mean of the table's rows for the row's non-zero ids; a row
+                // without any (row 4) gives zeros.
+                let real: Vec<usize> = ids[r * 11 + 5..(r + 1) * 11]
+                    .iter()
+                    .filter(|&&id| id != 0)
+                    .map(|&id| id as usize)
+                    .collect();
+                let want: Vec<f32> = (0..5)
+                    .map(|j| {
+                        let sum: f32 = real.iter().map(|&id| table[id][j]).sum();
+                        sum / real.len().max(1) as f32
+                    })
+                    .collect();
+                assert_close(
+                    &format!("row {r} train={train}"),
+                    &row[pooled..],
+                    &want,
+                    1e-6,
+                );
+            }
         }
     }
 
     #[test]
     fn a_two_tower_net_gives_the_same_logits_and_gradients_on_both_lstm_paths() {
         let ids = two_view_ids();
-        for (pooling, update) in [
-            (Pooling::MaxMean, EmbeddingUpdate::Dense),
-            (Pooling::Last, EmbeddingUpdate::Sparse),
-            (Pooling::Attention, EmbeddingUpdate::Sparse),
+        for (pooling, update, views) in [
+            (Pooling::MaxMean, EmbeddingUpdate::Dense, &TWO_VIEWS),
+            (Pooling::Last, EmbeddingUpdate::Sparse, &TWO_VIEWS),
+            (Pooling::Attention, EmbeddingUpdate::Sparse, &TWO_VIEWS),
+            (Pooling::Last, EmbeddingUpdate::Dense, &WORD_AND_BAG),
+            (Pooling::Attention, EmbeddingUpdate::Sparse, &WORD_AND_BAG),
         ] {
             let net = |lstm_impl| {
                 let cfg = two_view_cfg(pooling, lstm_impl, update);
-                Net::for_views(&cfg, &TWO_VIEWS, 1, false, &Device::Cpu).unwrap()
+                Net::for_views(&cfg, views, 1, false, &Device::Cpu).unwrap()
             };
             let (lr, gr) = logits_and_grads_of(&net(LstmImpl::Reference), &ids, 11);
             let (lf, gf) = logits_and_grads_of(&net(LstmImpl::Fused), &ids, 11);
-            let what = format!("{pooling:?} {update:?}");
+            let what = format!("{pooling:?} {update:?} bag={}", views[1].bag);
             assert_close(&format!("{what} logits"), &lf, &lr, 1e-4);
             assert!(gr.iter().any(|(name, _)| name == "tower.1.embedding"));
             for ((name, a), (_, b)) in gf.iter().zip(&gr) {

@@ -20,6 +20,7 @@ use onnx_protobuf::{ModelProto, OperatorSetIdProto, StringStringEntryProto};
 use protobuf::{Message, MessageField};
 
 use crate::artifact::{Combine, Predictor, StoredTask, StoredThreshold, TrainedModel};
+use crate::config::InputView;
 use crate::error::{ModelError, Result};
 use graph::{Attr, Dim, GraphBuilder};
 
@@ -33,8 +34,8 @@ const IR_VERSION: i64 = 8;
 pub struct Exported {
     pub model: PathBuf,
     pub tokenizer: PathBuf,
-    /// The character view's tokenizer, when a member reads both views (input `char_ids`).
-    pub char_tokenizer: Option<PathBuf>,
+    /// The other inputs (`char_ids`, `ngram_ids`), each with its tokenizer file.
+    pub view_tokenizers: Vec<(String, PathBuf)>,
     pub members: usize,
     pub nodes: usize,
 }
@@ -44,11 +45,6 @@ pub fn tokenizer_path(model: &Path) -> PathBuf {
     beside(model, "tokenizer.json")
 }
 
-/// The character view's tokenizer file of a two-view model: `model.char.tokenizer.json`.
-pub fn char_tokenizer_path(model: &Path) -> PathBuf {
-    beside(model, "char.tokenizer.json")
-}
-
 fn beside(model: &Path, suffix: &str) -> PathBuf {
     let stem = model
         .file_stem()
@@ -56,69 +52,127 @@ fn beside(model: &Path, suffix: &str) -> PathBuf {
     model.with_file_name(format!("{stem}.{suffix}"))
 }
 
-/// The graph input each view reads: the first (a one-view model's only one) `ids`, the
-/// character view of a two-view model `char_ids`.
-const INPUTS: [&str; 2] = ["ids", "char_ids"];
+/// The graph input a member's view `index` reads: its first view (a one-view model's only one)
+/// `ids`; another view `<view>_ids` (`char_ids`, `ngram_ids`).
+fn input_name(index: usize, view: InputView) -> String {
+    if index == 0 {
+        "ids".into()
+    } else {
+        format!("{}_ids", view.name())
+    }
+}
 
-/// Writes `predictor` as ONNX to `out` and its tokenizer beside it.
-pub fn export(predictor: &Predictor, out: &Path) -> Result<Exported> {
-    let (members, combine): (Vec<&TrainedModel>, Option<Combine>) = match predictor {
-        Predictor::Single(m) => (vec![m.as_ref()], None),
-        Predictor::Ensemble(e) => (e.members.iter().collect(), Some(e.combine)),
-    };
-    let first = members[0];
-    // One input per view for every member: their indices must agree (the vocabulary limits and
-    // sequence lengths may differ; the graph applies each member's own).
-    let views = members
-        .iter()
-        .map(|m| m.encoder.views.len())
-        .max()
-        .unwrap_or(1);
-    for view in 0..views.min(INPUTS.len()) {
-        let readers: Vec<(usize, &crate::tokenizer::Tokenizer)> = members
+/// One graph input and the members' views that read it (member, view index).
+struct Input {
+    name: String,
+    view: InputView,
+    readers: Vec<(usize, usize)>,
+}
+
+impl Input {
+    /// The tokenizer file beside the model: `model.tokenizer.json` for `ids`,
+    /// `model.<view>.tokenizer.json` for the others.
+    fn tokenizer_path(&self, model: &Path) -> PathBuf {
+        if self.name == "ids" {
+            tokenizer_path(model)
+        } else {
+            beside(model, &format!("{}.tokenizer.json", self.view.name()))
+        }
+    }
+
+    /// Its tokenizer as the members' share it (the first reader's), and the widest vocabulary
+    /// limit among them (each member's own is applied in the graph).
+    fn tokenizer<'a>(
+        &self,
+        members: &[&'a TrainedModel],
+    ) -> (&'a crate::tokenizer::Tokenizer, Option<usize>) {
+        let tokenizer = |&(k, v): &(usize, usize)| &members[k].encoder.views[v].tokenizer;
+        let num_words = self
+            .readers
             .iter()
-            .enumerate()
-            .filter_map(|(k, m)| m.encoder.views.get(view).map(|v| (k, &v.tokenizer)))
-            .collect();
-        let (first_k, first_t) = readers[0];
-        for &(k, t) in &readers[1..] {
-            if t.vocabulary != first_t.vocabulary || t.options != first_t.options {
+            .map(|r| tokenizer(r).num_words)
+            .try_fold(0usize, |acc, n| n.map(|n| acc.max(n)));
+        (tokenizer(&self.readers[0]), num_words)
+    }
+}
+
+/// The graph's inputs, `ids` first, then the other views in a row's order; every member's
+/// readers of one input must tokenise alike (the vocabulary limits and sequence lengths may
+/// differ: the graph applies each member's own).
+fn graph_inputs(members: &[&TrainedModel], out: &Path) -> Result<Vec<Input>> {
+    let mut inputs: Vec<Input> = Vec::new();
+    for (k, m) in members.iter().enumerate() {
+        for (v, view) in m.encoder.views.iter().enumerate() {
+            let name = input_name(v, view.input);
+            match inputs.iter_mut().find(|i| i.name == name) {
+                Some(input) => input.readers.push((k, v)),
+                None => inputs.push(Input {
+                    name,
+                    view: view.input,
+                    readers: vec![(k, v)],
+                }),
+            }
+        }
+    }
+    inputs.sort_by_key(|i| (i.name != "ids", i.view));
+    for input in &inputs {
+        let (first_k, first_v) = input.readers[0];
+        let first = &members[first_k].encoder.views[first_v].tokenizer;
+        for &(k, v) in &input.readers[1..] {
+            let t = &members[k].encoder.views[v].tokenizer;
+            if t.vocabulary != first.vocabulary || t.options != first.options {
                 return Err(ModelError::Artifact {
                     path: out.display().to_string(),
                     message: format!(
                         "member {} tokenises {}differently from member {} (another vocabulary \
                          or tokenizer options), so the members cannot share one input",
                         k + 1,
-                        if view > 0 { "characters " } else { "" },
+                        match input.name.as_str() {
+                            "ids" => String::new(),
+                            _ => format!("{} ", input.view.plural()),
+                        },
                         first_k + 1
                     ),
                 });
             }
         }
     }
-    if views > INPUTS.len() {
-        return Err(ModelError::Artifact {
-            path: out.display().to_string(),
-            message: format!("a model of {views} views: ONNX export takes one or two"),
-        });
-    }
+    Ok(inputs)
+}
+
+/// Writes `predictor` as ONNX to `out` and its tokenizers beside it.
+pub fn export(predictor: &Predictor, out: &Path) -> Result<Exported> {
+    let (members, combine): (Vec<&TrainedModel>, Option<Combine>) = match predictor {
+        Predictor::Single(m) => (vec![m.as_ref()], None),
+        Predictor::Ensemble(e) => (e.members.iter().collect(), Some(e.combine)),
+    };
+    let inputs = graph_inputs(&members, out)?;
     let task = predictor.task();
     let mut g = GraphBuilder::default();
-    g.input(
-        INPUTS[0],
-        DataType::INT64,
-        &[Dim::Named("batch"), Dim::Named("time")],
-    );
-    if views > 1 {
+    for input in &inputs {
+        let time = match input.name.as_str() {
+            "ids" => "time".to_string(),
+            _ => format!("{}_time", input.view.name()),
+        };
         g.input(
-            INPUTS[1],
+            &input.name,
             DataType::INT64,
-            &[Dim::Named("batch"), Dim::Named("char_time")],
+            &[Dim::Named("batch"), Dim::Named(&time)],
         );
     }
     let each = members
         .iter()
-        .map(|m| network::probabilities(&mut g, &INPUTS[..m.encoder.views.len()], m))
+        .map(|m| {
+            let names: Vec<String> = m
+                .encoder
+                .views
+                .iter()
+                .enumerate()
+                .map(|(v, view)| input_name(v, view.input))
+                .collect();
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            network::probabilities(&mut g, &names, m)
+        })
         .collect::<Result<Vec<_>>>()?;
     let combined = match combine {
         None => each[0].clone(),
@@ -140,12 +194,6 @@ pub fn export(predictor: &Predictor, out: &Path) -> Result<Exported> {
     }
     let graph = g.finish("rnnsweep");
     let nodes = graph.node.len();
-    let tokenizer = tokenizer_path(out);
-    // The widest limit of the members (each member's own is applied in the graph).
-    let num_words = members
-        .iter()
-        .map(|m| m.tokenizer().num_words)
-        .try_fold(0usize, |acc, n| n.map(|n| acc.max(n)));
     let mut model = ModelProto::new();
     model.ir_version = IR_VERSION;
     model.producer_name = "rnnsweep".into();
@@ -155,26 +203,29 @@ pub fn export(predictor: &Predictor, out: &Path) -> Result<Exported> {
                         0 for padding on either side; the model applies its own vocabulary \
                         limit and sequence length. A model that reads characters as well has \
                         the input `char_ids`, int64 [batch, char_time]: the same for the \
-                        character tokenizer file."
+                        character tokenizer file; one that reads its words' character n-grams \
+                        `ngram_ids`, the same for the n-gram tokenizer file (each word's \
+                        n-grams of the lengths its `ngrams` gives, the word bounded by < and \
+                        >, in order of length, then position)."
         .into();
     let mut opset = OperatorSetIdProto::new();
     opset.version = OPSET;
     model.opset_import.push(opset);
     model.graph = MessageField::some(graph);
     let threshold = predictor.threshold();
-    let tokenizer_name = tokenizer
-        .file_name()
-        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
-    let char_tokenizer = (views > 1).then(|| char_tokenizer_path(out));
-    let char_tokenizer_name = char_tokenizer.as_ref().map(|p| {
+    let file_name = |p: &Path| {
         p.file_name()
             .map_or_else(String::new, |s| s.to_string_lossy().into_owned())
-    });
-    let files = TokenizerFiles {
-        words: &tokenizer_name,
-        chars: char_tokenizer_name.as_deref(),
     };
-    model.metadata_props = metadata(task, threshold, &members, combine, &files)
+    let files: Vec<(PathBuf, String)> = inputs
+        .iter()
+        .map(|i| {
+            let path = i.tokenizer_path(out);
+            let name = file_name(&path);
+            (path, name)
+        })
+        .collect();
+    model.metadata_props = metadata(task, threshold, &members, combine, &inputs, &files)
         .into_iter()
         .map(|(key, value)| {
             let mut e = StringStringEntryProto::new();
@@ -197,32 +248,26 @@ pub fn export(predictor: &Predictor, out: &Path) -> Result<Exported> {
         path: out.display().to_string(),
         source,
     })?;
-    std::fs::write(&tokenizer, first.tokenizer().to_keras_json(num_words)).map_err(|source| {
-        ModelError::Io {
-            path: tokenizer.display().to_string(),
-            source,
-        }
-    })?;
-    if let Some(path) = &char_tokenizer {
-        let chars: Vec<&TrainedModel> = members
-            .iter()
-            .copied()
-            .filter(|m| m.encoder.views.len() > 1)
-            .collect();
-        let num_words = chars
-            .iter()
-            .map(|m| m.encoder.views[1].tokenizer.num_words)
-            .try_fold(0usize, |acc, n| n.map(|n| acc.max(n)));
-        let json = chars[0].encoder.views[1].tokenizer.to_keras_json(num_words);
-        std::fs::write(path, json).map_err(|source| ModelError::Io {
-            path: path.display().to_string(),
-            source,
+    for (input, (path, _)) in inputs.iter().zip(&files) {
+        let (tokenizer, num_words) = input.tokenizer(&members);
+        std::fs::write(path, tokenizer.to_keras_json(num_words)).map_err(|source| {
+            ModelError::Io {
+                path: path.display().to_string(),
+                source,
+            }
         })?;
     }
+    let mut files = files.into_iter().map(|(path, _)| path);
+    let tokenizer = files.next().unwrap_or_else(|| tokenizer_path(out));
     Ok(Exported {
         model: out.to_path_buf(),
         tokenizer,
-        char_tokenizer,
+        view_tokenizers: inputs
+            .iter()
+            .skip(1)
+            .map(|i| i.name.clone())
+            .zip(files)
+            .collect(),
         members: members.len(),
         nodes,
     })
@@ -280,18 +325,14 @@ fn combine_members(
     }
 }
 
-/// The tokenizer files' names, as the metadata gives them.
-struct TokenizerFiles<'a> {
-    words: &'a str,
-    chars: Option<&'a str>,
-}
-
+/// `files`: each input's tokenizer file (path, name), in `inputs`' order.
 fn metadata(
     task: &StoredTask,
     threshold: &StoredThreshold,
     members: &[&TrainedModel],
     combine: Option<Combine>,
-    files: &TokenizerFiles,
+    inputs: &[Input],
+    files: &[(PathBuf, String)],
 ) -> Vec<(String, String)> {
     let first = members[0];
     let kind = if task.multi_label {
@@ -309,7 +350,16 @@ fn metadata(
             "split": options.split,
             "char_level": options.char_level,
             "oov_token": options.oov_token,
+            "ngrams": options.ngrams.map(|r| [r.min, r.max]),
         }))
+    };
+    let length_of = |m: &TrainedModel, input: InputView| {
+        m.encoder
+            .views
+            .iter()
+            .skip(1)
+            .find(|v| v.input == input)
+            .map(|v| v.sequence_length)
     };
     let mut out = vec![
         ("rnnsweep.task".to_string(), kind.to_string()),
@@ -326,7 +376,6 @@ fn metadata(
             "rnnsweep.tokenizer".into(),
             options_json(&first.tokenizer().options),
         ),
-        ("rnnsweep.tokenizer_file".into(), files.words.to_string()),
         (
             "rnnsweep.members".into(),
             json(serde_json::Value::Array(
@@ -337,7 +386,8 @@ fn metadata(
                             "num_words": m.tokenizer().num_words,
                             "sequence_length": m.config.sequence_length,
                             "inputs": m.encoder.views.iter().map(|v| v.input.name()).collect::<Vec<_>>(),
-                            "char_sequence_length": m.encoder.views.get(1).map(|v| v.sequence_length),
+                            "char_sequence_length": length_of(m, InputView::Char),
+                            "ngram_sequence_length": length_of(m, InputView::Ngram),
                             "padding": m.config.padding,
                             "truncating": m.config.truncating,
                             "cell": m.config.cell,
@@ -349,15 +399,18 @@ fn metadata(
             )),
         ),
     ];
-    if let (Some(file), Some(reader)) = (
-        files.chars,
-        members.iter().find(|m| m.encoder.views.len() > 1),
-    ) {
-        out.push((
-            "rnnsweep.char_tokenizer".into(),
-            options_json(&reader.encoder.views[1].tokenizer.options),
-        ));
-        out.push(("rnnsweep.char_tokenizer_file".into(), file.to_string()));
+    // `rnnsweep.tokenizer_file` for `ids`; `rnnsweep.char_tokenizer(_file)` and
+    // `rnnsweep.ngram_tokenizer(_file)` for the others.
+    for (input, (_, file)) in inputs.iter().zip(files) {
+        let key = match input.name.as_str() {
+            "ids" => "rnnsweep.tokenizer".to_string(),
+            _ => format!("rnnsweep.{}_tokenizer", input.view.name()),
+        };
+        if input.name != "ids" {
+            let (tokenizer, _) = input.tokenizer(members);
+            out.push((key.clone(), options_json(&tokenizer.options)));
+        }
+        out.push((format!("{key}_file"), file.clone()));
     }
     if !threshold.offsets.is_empty() {
         out.push((
@@ -614,9 +667,10 @@ mod tests {
         );
         assert!(meta["rnnsweep.char_tokenizer"].contains(r#""char_level":true"#));
         assert!(meta["rnnsweep.members"].contains(r#""inputs":["word","char"],"#));
-        let keras: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(char_tokenizer_path(&out)).unwrap())
-                .unwrap();
+        let keras: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(beside(&out, "char.tokenizer.json")).unwrap(),
+        )
+        .unwrap();
         assert_eq!(keras["config"]["char_level"], true);
         // Characters by count: t 3; h, e and the space 2 each; then c, a, d, o, g once each.
         let index: serde_json::Value =
@@ -626,7 +680,68 @@ mod tests {
         // One-view models keep their single input.
         let (onnx, out, _dir) = written(&Predictor::Single(Box::new(model(Cell::Lstm, &texts))));
         assert_eq!(onnx.graph.input.len(), 1);
-        assert!(!char_tokenizer_path(&out).exists());
+        assert!(!beside(&out, "char.tokenizer.json").exists());
+    }
+
+    /// A model of `inputs` (`word+ngram`, `word+char+ngram`) on `texts`.
+    fn views_model(inputs: &str, texts: &[&str]) -> TrainedModel {
+        let config = ModelConfig {
+            inputs: inputs.parse().unwrap(),
+            ..two_view_model(texts).config
+        };
+        let encoder = crate::encoder::TextEncoder::fit(&config, texts);
+        let net = Net::for_views(&config, &encoder.shapes(), 1, false, &Device::Cpu).unwrap();
+        TrainedModel {
+            config: encoder.record_lengths(config),
+            encoder,
+            net,
+            ..model(Cell::Lstm, texts)
+        }
+    }
+
+    #[test]
+    fn an_ngram_view_is_its_own_input_read_as_the_mean_of_its_embeddings() {
+        let texts = ["the cat", "the dog"];
+        let one = model(Cell::Lstm, &texts);
+        let threshold = one.threshold.clone();
+        let ensemble = Predictor::Ensemble(Ensemble {
+            members: vec![
+                views_model("word+ngram", &texts),
+                views_model("word+char+ngram", &texts),
+                one,
+            ],
+            threshold,
+            combine: Combine::Logit,
+        });
+        let (onnx, out, _dir) = written(&ensemble);
+        let inputs: Vec<&str> = onnx.graph.input.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(inputs, ["ids", "char_ids", "ngram_ids"]);
+        let count = |op: &str| onnx.graph.node.iter().filter(|n| n.op_type == op).count();
+        // Recurrent towers only: two word towers, a character tower and the one-view model.
+        assert_eq!(count("LSTM"), 4);
+        assert_eq!(count("Gather"), 6, "every tower looks its ids up");
+        let meta: std::collections::HashMap<_, _> = onnx
+            .metadata_props
+            .iter()
+            .map(|e| (e.key.as_str(), e.value.as_str()))
+            .collect();
+        assert_eq!(
+            meta["rnnsweep.ngram_tokenizer_file"],
+            "model.ngram.tokenizer.json"
+        );
+        assert!(meta["rnnsweep.ngram_tokenizer"].contains(r#""ngrams":[2,5]"#));
+        assert!(meta["rnnsweep.members"].contains(r#""inputs":["word","ngram"],"#));
+        let keras: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(beside(&out, "ngram.tokenizer.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(keras["config"]["ngrams"], serde_json::json!([2, 5]));
+        let index: serde_json::Value =
+            serde_json::from_str(keras["config"]["word_index"].as_str().unwrap()).unwrap();
+        // "<the>" twice: its ten n-grams come first, "<t" first and "<the>" (whole) last.
+        assert_eq!(index["<t"], 1);
+        assert_eq!(index["<the>"], 10);
+        assert!(index.get("cat>").is_some(), "a word's last n-gram, bounded");
     }
 
     #[test]

@@ -25,8 +25,8 @@ fn values(var: &Var) -> Result<Vec<f32>> {
     Ok(var.as_tensor().flatten_all()?.to_vec1::<f32>()?)
 }
 
-/// Adds `model`'s nodes reading `inputs` (`int64 [batch, time]`, one per view of the text:
-/// its words, then its characters for a two-tower model); returns its probabilities, `[batch,
+/// Adds `model`'s nodes reading `inputs` (`int64 [batch, time]`, one per view of the text, in
+/// its row's order: words, characters, n-grams); returns its probabilities, `[batch,
 /// K]` (`K` = 1 for a binary model).
 pub fn probabilities(
     g: &mut GraphBuilder,
@@ -89,6 +89,10 @@ fn tower_features(
         &[&embedded],
         &[("perm", Attr::Ints(&[1, 0, 2]))],
     );
+    if tower.recurrent.is_empty() {
+        // A bag tower: the mean of its real tokens' embeddings.
+        return pool(g, &x, prepared, Pooling::Mean, None, width);
+    }
     let layers = tower.recurrent.len();
     let pooled = net.pooling.needs_sequence();
     let mut features = 0;

@@ -223,6 +223,7 @@ impl Views {
                 let half = ViewShape {
                     vocab: VOCAB,
                     width: TIME / 2,
+                    bag: false,
                 };
                 Net::for_views(&cfg, &[half, half], 1, false, device).unwrap()
             }

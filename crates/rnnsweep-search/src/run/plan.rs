@@ -36,6 +36,7 @@ struct DataShape {
     /// Each view's `(id limit, longest row)` under the training block's tokenizer options.
     word: (usize, usize),
     char: (usize, usize),
+    ngram: (usize, usize),
     /// Each class with its rows in the training file.
     classes: Vec<(String, usize)>,
     multi_label: bool,
@@ -56,6 +57,7 @@ fn data_shape(spec: &Spec) -> Result<DataShape, PlanError> {
         validation_rows: data.validation.labels.len(),
         word: view(InputView::Word),
         char: view(InputView::Char),
+        ngram: view(InputView::Ngram),
         classes: table
             .classes
             .iter()
@@ -172,15 +174,17 @@ pub fn describe(spec: &Spec) -> Result<String, PlanError> {
     let shape = data_shape(spec)?;
     let _ = writeln!(
         w,
-        "data: {} — {} training rows, {} validation rows, vocabulary {} words / {} characters, \
-         longest row {} words / {} characters",
+        "data: {} — {} training rows, {} validation rows, vocabulary {} words / {} characters / \
+         {} n-grams, longest row {} words / {} characters / {} n-grams",
         spec.train_file.display(),
         shape.train_rows,
         shape.validation_rows,
         shape.word.0 - 1,
         shape.char.0 - 1,
+        shape.ngram.0 - 1,
         shape.word.1,
-        shape.char.1
+        shape.char.1,
+        shape.ngram.1
     );
     let kind = match shape.classes.len() {
         _ if shape.multi_label => "multi-label, one sigmoid each; rows with each",
@@ -201,16 +205,17 @@ pub fn describe(spec: &Spec) -> Result<String, PlanError> {
         let cfg = build_config(&spec.training, p)
             .map_err(|m| PlanError::Invalid(format!("trial {n}: {m}")))?;
         let views = cfg.inputs.views(&cfg.tokenizer);
-        let both = views.len() > 1;
-        let views: Vec<(usize, usize)> = views
+        let several = views.len() > 1;
+        let views: Vec<(InputView, usize, usize)> = views
             .into_iter()
             .map(|input| {
                 let (vocab, longest) = match input {
                     InputView::Char => shape.char,
                     InputView::Word => shape.word,
+                    InputView::Ngram => shape.ngram,
                 };
-                let length = configured_length(&cfg, input, both);
-                (vocab.min(cfg.max_words), length.unwrap_or(longest))
+                let length = configured_length(&cfg, input, several);
+                (input, vocab.min(cfg.max_words), length.unwrap_or(longest))
             })
             .collect();
         let cost = cfg.cost_of_views(&views);

@@ -36,11 +36,8 @@ pub fn run(args: &ExportModelArgs) -> anyhow::Result<()> {
         rnnsweep_model::onnx::OPSET,
         exported.tokenizer.display()
     );
-    if let Some(chars) = &exported.char_tokenizer {
-        println!(
-            "character tokenizer (input `char_ids`): {}",
-            chars.display()
-        );
+    for (input, path) in &exported.view_tokenizers {
+        println!("tokenizer of the input `{input}`: {}", path.display());
     }
     println!(
         "score a CSV without rnnsweep: python3 scripts/onnx_predict.py {} INPUT.csv OUT.csv",

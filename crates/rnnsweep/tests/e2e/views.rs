@@ -1,5 +1,6 @@
-//! One network over both views of a text (`inputs: word+char`): searched like any other key,
-//! trained, saved with a tokenizer per view, predicting from a file — through the binary.
+//! One network over several views of a text (`inputs: word+char`, `word+ngram`): searched like
+//! any other key, trained, saved with a tokenizer per view, predicting from a file — through the
+//! binary.
 
 use serde_json::Value;
 
@@ -18,7 +19,7 @@ fn a_word_and_char_network_is_searched_trained_saved_and_predicts() {
          metric: {name: val_pr_auc, goal: maximize}\n\
          training: {epochs: 2, batch_size: 64, batch_norm_momentum: 0.9, embedding_dim: 8, \
          lstm_units: [8], dense: [{units: 8}], pooling: max, batching: {mode: bucket}}\n\
-         parameters:\n  inputs: {values: [word, char, word+char]}\n  cell: {values: [lstm, gru]}\n",
+         parameters:\n  inputs: {values: [word, char, word+char, word+ngram]}\n  cell: {values: [lstm, gru]}\n",
     )
     .unwrap();
     let o = run_ok(rnnsweep().arg("run").arg(&spec).arg("--dry-run"));
@@ -49,25 +50,39 @@ fn a_word_and_char_network_is_searched_trained_saved_and_predicts() {
         };
         amount[0].parse::<f64>().unwrap() * scale
     };
+    // The dry run lists the first five of the grid's eight points.
     assert!(planned.len() >= 5, "{plan}");
-    for (n, point) in &planned {
-        if point.ends_with("inputs=word+char") {
-            let cell = point.split(' ').next().unwrap();
-            for (m, other) in &planned {
-                if m != n && other.starts_with(cell) {
-                    assert!(flops(n) > flops(m), "trial {n} against {m}: {plan}");
-                }
+    let cost = |cell: &str, inputs: &str| {
+        planned
+            .iter()
+            .find(|(_, p)| p.starts_with(cell) && p.ends_with(&format!("inputs={inputs}")))
+            .map(|(n, _)| flops(n))
+    };
+    let mut compared = 0;
+    for cell in ["cell=lstm", "cell=gru"] {
+        // The n-gram bag adds a little to the word network; a character tower adds more than
+        // any single view costs.
+        for (more, less) in [
+            ("word+char", "word+ngram"),
+            ("word+ngram", "word"),
+            ("word+char", "word"),
+            ("word+char", "char"),
+        ] {
+            if let (Some(a), Some(b)) = (cost(cell, more), cost(cell, less)) {
+                assert!(a > b, "{cell}: {more} against {less}: {plan}");
+                compared += usize::from(more == "word+ngram" || less == "word+ngram");
             }
         }
     }
+    assert!(compared >= 2, "{plan}");
     assert!(
-        plan.contains("words /") && plan.contains("characters"),
+        plan.contains("words /") && plan.contains("characters") && plan.contains("n-grams"),
         "{plan}"
     );
 
     run_ok(rnnsweep().arg("run").arg(&spec));
     let trials = trials(&dir.join("out/views.db"), "views");
-    assert_eq!(count(&trials, TrialState::Complete), 6);
+    assert_eq!(count(&trials, TrialState::Complete), 8);
     let mut seen: Vec<(String, String)> = trials
         .iter()
         .map(|t| {
@@ -88,7 +103,9 @@ fn a_word_and_char_network_is_searched_trained_saved_and_predicts() {
             ("word", "gru"),
             ("word", "lstm"),
             ("word+char", "gru"),
-            ("word+char", "lstm")
+            ("word+char", "lstm"),
+            ("word+ngram", "gru"),
+            ("word+ngram", "lstm")
         ]
         .map(|(a, b)| (a.to_string(), b.to_string()))
     );
@@ -168,7 +185,7 @@ fn a_word_and_char_network_is_searched_trained_saved_and_predicts() {
     );
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(
-        stdout.contains("character tokenizer (input `char_ids`):")
+        stdout.contains("tokenizer of the input `char_ids`:")
             && stdout.contains("model.char.tokenizer.json"),
         "{stdout}"
     );
@@ -178,4 +195,96 @@ fn a_word_and_char_network_is_searched_trained_saved_and_predicts() {
     )
     .unwrap();
     assert_eq!(chars["config"]["char_level"], true);
+}
+
+#[test]
+fn a_word_and_ngram_network_reads_the_ngrams_of_unknown_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    real_spec(dir);
+    let model = dir.join("model");
+    let o = run_ok(
+        rnnsweep()
+            .arg("train")
+            .arg("--data")
+            .arg(dir.join("sample.csv"))
+            .args([
+                "--set",
+                "inputs=ngram+word",
+                "--set",
+                "epochs=2",
+                "--set",
+                "embedding_dim=8",
+                "--set",
+                "lstm_units=[8]",
+                "--set",
+                "dense=[]",
+                "--set",
+                "pooling=max",
+                "--set",
+                "view_dropout=0.5",
+            ])
+            .arg("--out")
+            .arg(&model),
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("word view: sequence length")
+            && stdout.contains("ngram view: sequence length"),
+        "{stdout}"
+    );
+    let ngrams: Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("tokenizer.ngram.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        ngrams["options"]["ngrams"],
+        serde_json::json!({"min": 2, "max": 5})
+    );
+    assert!(ngrams["vocabulary"].as_array().unwrap().iter().all(|g| g
+        .as_str()
+        .unwrap()
+        .chars()
+        .count()
+        <= 5));
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["inputs"], "word+ngram");
+    // The longest tweet's n-grams: far more than its words.
+    assert!(
+        config["ngram_sequence_length"].as_u64().unwrap()
+            > 4 * config["sequence_length"].as_u64().unwrap(),
+        "{config}"
+    );
+
+    // "lovelove" is no word of the sample, but its n-grams ("<lo", "love", …) are.
+    let input = dir.join("texts.csv");
+    std::fs::write(&input, "id,tweet\n1,lovelove\n2,\n3,zzqx\n").unwrap();
+    let text = predict_text(&model, &input, &dir.join("predictions.csv"));
+    let p: Vec<f64> = text
+        .lines()
+        .skip(1)
+        .map(|r| r.split(',').nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(p.len(), 3, "{text}");
+    assert_ne!(p[0], p[1], "the n-gram tower reads an unknown word: {text}");
+
+    let out = dir.join("deploy/model.onnx");
+    let o = run_ok(
+        rnnsweep()
+            .args(["export-model", "--model"])
+            .arg(&model)
+            .arg("--out")
+            .arg(&out),
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("tokenizer of the input `ngram_ids`:")
+            && stdout.contains("model.ngram.tokenizer.json"),
+        "{stdout}"
+    );
+    let keras: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("deploy/model.ngram.tokenizer.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(keras["config"]["ngrams"], serde_json::json!([2, 5]));
 }
