@@ -475,8 +475,14 @@ mod tests {
 
     /// A two-tower (words, characters) model on `texts`.
     fn two_view_model(texts: &[&str]) -> TrainedModel {
+        views_model("word+char", texts)
+    }
+
+    /// A model of `inputs` (`word+char`, `word+ngram`, …) on `texts`, the character view's
+    /// length 12.
+    fn views_model(inputs: &str, texts: &[&str]) -> TrainedModel {
         let config = ModelConfig {
-            inputs: crate::config::Inputs::word_and_char(),
+            inputs: inputs.parse().unwrap(),
             char_sequence_length: Some(12),
             ..model(Cell::Lstm, texts).config
         };
@@ -496,6 +502,33 @@ mod tests {
         export(predictor, &out).unwrap();
         let bytes = std::fs::read(&out).unwrap();
         (ModelProto::parse_from_bytes(&bytes).unwrap(), out, dir)
+    }
+
+    fn metadata_of(onnx: &ModelProto) -> std::collections::HashMap<&str, &str> {
+        onnx.metadata_props
+            .iter()
+            .map(|e| (e.key.as_str(), e.value.as_str()))
+            .collect()
+    }
+
+    /// A view's tokenizer as the export gives it: the options in the metadata, which names
+    /// `model.<view>.tokenizer.json`, and that Keras-format file with its word index.
+    fn view_tokenizer(
+        onnx: &ModelProto,
+        out: &std::path::Path,
+        view: &str,
+    ) -> (String, serde_json::Value, serde_json::Value) {
+        let meta = metadata_of(onnx);
+        let file = format!("{view}.tokenizer.json");
+        assert_eq!(
+            meta[format!("rnnsweep.{view}_tokenizer_file").as_str()],
+            format!("model.{file}")
+        );
+        let keras: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(beside(out, &file)).unwrap()).unwrap();
+        let index = serde_json::from_str(keras["config"]["word_index"].as_str().unwrap()).unwrap();
+        let options = meta[format!("rnnsweep.{view}_tokenizer").as_str()].to_string();
+        (options, keras, index)
     }
 
     fn floats(t: &TensorProto) -> Vec<f32> {
@@ -596,11 +629,7 @@ mod tests {
     fn the_metadata_says_how_to_read_and_decide_and_the_tokenizer_is_keras_s_file() {
         let m = model(Cell::Lstm, &["the cat", "the dog"]);
         let (onnx, out, _dir) = written(&Predictor::Single(Box::new(m)));
-        let meta: std::collections::HashMap<_, _> = onnx
-            .metadata_props
-            .iter()
-            .map(|e| (e.key.as_str(), e.value.as_str()))
-            .collect();
+        let meta = metadata_of(&onnx);
         assert_eq!(meta["rnnsweep.task"], "binary");
         assert_eq!(meta["rnnsweep.classes"], r#"["0","1"]"#);
         assert_eq!(meta["rnnsweep.threshold"], "0.375");
@@ -656,47 +685,17 @@ mod tests {
             .count();
         assert_eq!(lstms, 3, "two towers and one");
         assert!(onnx.graph.node.iter().any(|n| n.op_type == "Concat"));
-        let meta: std::collections::HashMap<_, _> = onnx
-            .metadata_props
-            .iter()
-            .map(|e| (e.key.as_str(), e.value.as_str()))
-            .collect();
-        assert_eq!(
-            meta["rnnsweep.char_tokenizer_file"],
-            "model.char.tokenizer.json"
-        );
-        assert!(meta["rnnsweep.char_tokenizer"].contains(r#""char_level":true"#));
-        assert!(meta["rnnsweep.members"].contains(r#""inputs":["word","char"],"#));
-        let keras: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(beside(&out, "char.tokenizer.json")).unwrap(),
-        )
-        .unwrap();
+        assert!(metadata_of(&onnx)["rnnsweep.members"].contains(r#""inputs":["word","char"],"#));
+        let (options, keras, index) = view_tokenizer(&onnx, &out, "char");
+        assert!(options.contains(r#""char_level":true"#));
         assert_eq!(keras["config"]["char_level"], true);
         // Characters by count: t 3; h, e and the space 2 each; then c, a, d, o, g once each.
-        let index: serde_json::Value =
-            serde_json::from_str(keras["config"]["word_index"].as_str().unwrap()).unwrap();
         assert_eq!(index["t"], 1);
         assert_eq!(index["g"], 9);
         // One-view models keep their single input.
         let (onnx, out, _dir) = written(&Predictor::Single(Box::new(model(Cell::Lstm, &texts))));
         assert_eq!(onnx.graph.input.len(), 1);
         assert!(!beside(&out, "char.tokenizer.json").exists());
-    }
-
-    /// A model of `inputs` (`word+ngram`, `word+char+ngram`) on `texts`.
-    fn views_model(inputs: &str, texts: &[&str]) -> TrainedModel {
-        let config = ModelConfig {
-            inputs: inputs.parse().unwrap(),
-            ..two_view_model(texts).config
-        };
-        let encoder = crate::encoder::TextEncoder::fit(&config, texts);
-        let net = Net::for_views(&config, &encoder.shapes(), 1, false, &Device::Cpu).unwrap();
-        TrainedModel {
-            config: encoder.record_lengths(config),
-            encoder,
-            net,
-            ..model(Cell::Lstm, texts)
-        }
     }
 
     #[test]
@@ -720,24 +719,10 @@ mod tests {
         // Recurrent towers only: two word towers, a character tower and the one-view model.
         assert_eq!(count("LSTM"), 4);
         assert_eq!(count("Gather"), 6, "every tower looks its ids up");
-        let meta: std::collections::HashMap<_, _> = onnx
-            .metadata_props
-            .iter()
-            .map(|e| (e.key.as_str(), e.value.as_str()))
-            .collect();
-        assert_eq!(
-            meta["rnnsweep.ngram_tokenizer_file"],
-            "model.ngram.tokenizer.json"
-        );
-        assert!(meta["rnnsweep.ngram_tokenizer"].contains(r#""ngrams":[2,5]"#));
-        assert!(meta["rnnsweep.members"].contains(r#""inputs":["word","ngram"],"#));
-        let keras: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(beside(&out, "ngram.tokenizer.json")).unwrap(),
-        )
-        .unwrap();
+        assert!(metadata_of(&onnx)["rnnsweep.members"].contains(r#""inputs":["word","ngram"],"#));
+        let (options, keras, index) = view_tokenizer(&onnx, &out, "ngram");
+        assert!(options.contains(r#""ngrams":[2,5]"#));
         assert_eq!(keras["config"]["ngrams"], serde_json::json!([2, 5]));
-        let index: serde_json::Value =
-            serde_json::from_str(keras["config"]["word_index"].as_str().unwrap()).unwrap();
         // "<the>" twice: its ten n-grams come first, "<t" first and "<the>" (whole) last.
         assert_eq!(index["<t"], 1);
         assert_eq!(index["<the>"], 10);

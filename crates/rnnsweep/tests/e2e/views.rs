@@ -7,6 +7,37 @@ use serde_json::Value;
 use crate::common::*;
 use rnnsweep_search::store::TrialState;
 
+/// `rnnsweep train` on the sample with a small network and `sets`; its stdout.
+fn train_views(dir: &std::path::Path, model: &std::path::Path, sets: &[&str]) -> String {
+    let mut cmd = rnnsweep();
+    cmd.arg("train").arg("--data").arg(dir.join("sample.csv"));
+    for set in ["epochs=2", "embedding_dim=8", "lstm_units=[8]", "dense=[]"]
+        .iter()
+        .chain(sets)
+    {
+        cmd.args(["--set", set]);
+    }
+    let o = run_ok(cmd.arg("--out").arg(model));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `rnnsweep export-model` of `model` to `out`; its stdout.
+fn export_views(model: &std::path::Path, out: &std::path::Path) -> String {
+    let o = run_ok(
+        rnnsweep()
+            .args(["export-model", "--model"])
+            .arg(model)
+            .arg("--out")
+            .arg(out),
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The JSON file at `path`.
+fn json_file(path: &std::path::Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
 #[test]
 fn a_word_and_char_network_is_searched_trained_saved_and_predicts() {
     let dir = tempfile::tempdir().unwrap();
@@ -112,43 +143,20 @@ fn a_word_and_char_network_is_searched_trained_saved_and_predicts() {
 
     // The same network trained by hand, saved with both tokenizers, predicting a file.
     let model = dir.join("model");
-    let o = run_ok(
-        rnnsweep()
-            .arg("train")
-            .arg("--data")
-            .arg(dir.join("sample.csv"))
-            .args([
-                "--set",
-                "inputs=[word, char]",
-                "--set",
-                "char_sequence_length=60",
-                "--set",
-                "epochs=2",
-                "--set",
-                "embedding_dim=8",
-                "--set",
-                "lstm_units=[8]",
-                "--set",
-                "dense=[]",
-                "--set",
-                "cell=gru",
-            ])
-            .arg("--out")
-            .arg(&model),
+    let stdout = train_views(
+        dir,
+        &model,
+        &["inputs=[word, char]", "char_sequence_length=60", "cell=gru"],
     );
-    let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(
         stdout.contains("word view: sequence length")
             && stdout.contains("char view: sequence length 60"),
         "{stdout}"
     );
     assert!(model.join("tokenizer.json").is_file());
-    let chars: Value =
-        serde_json::from_str(&std::fs::read_to_string(model.join("tokenizer.char.json")).unwrap())
-            .unwrap();
+    let chars: Value = json_file(&model.join("tokenizer.char.json"));
     assert_eq!(chars["options"]["char_level"], true, "{chars}");
-    let config: Value =
-        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    let config: Value = json_file(&model.join("config.json"));
     assert_eq!(config["inputs"], "word+char");
     assert_eq!(config["char_sequence_length"], 60);
     assert!(config["sequence_length"].as_u64().unwrap() > 1, "{config}");
@@ -176,24 +184,14 @@ fn a_word_and_char_network_is_searched_trained_saved_and_predicts() {
     // ONNX: two inputs, a tokenizer file each (check-onnx.sh scores such models with
     // onnxruntime against `predict`).
     let out = dir.join("deploy/model.onnx");
-    let o = run_ok(
-        rnnsweep()
-            .args(["export-model", "--model"])
-            .arg(&model)
-            .arg("--out")
-            .arg(&out),
-    );
-    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stdout = export_views(&model, &out);
     assert!(
         stdout.contains("tokenizer of the input `char_ids`:")
             && stdout.contains("model.char.tokenizer.json"),
         "{stdout}"
     );
     assert!(out.is_file() && dir.join("deploy/model.tokenizer.json").is_file());
-    let chars: Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("deploy/model.char.tokenizer.json")).unwrap(),
-    )
-    .unwrap();
+    let chars: Value = json_file(&dir.join("deploy/model.char.tokenizer.json"));
     assert_eq!(chars["config"]["char_level"], true);
 }
 
@@ -203,39 +201,17 @@ fn a_word_and_ngram_network_reads_the_ngrams_of_unknown_words() {
     let dir = dir.path();
     real_spec(dir);
     let model = dir.join("model");
-    let o = run_ok(
-        rnnsweep()
-            .arg("train")
-            .arg("--data")
-            .arg(dir.join("sample.csv"))
-            .args([
-                "--set",
-                "inputs=ngram+word",
-                "--set",
-                "epochs=2",
-                "--set",
-                "embedding_dim=8",
-                "--set",
-                "lstm_units=[8]",
-                "--set",
-                "dense=[]",
-                "--set",
-                "pooling=max",
-                "--set",
-                "view_dropout=0.5",
-            ])
-            .arg("--out")
-            .arg(&model),
+    let stdout = train_views(
+        dir,
+        &model,
+        &["inputs=ngram+word", "pooling=max", "view_dropout=0.5"],
     );
-    let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(
         stdout.contains("word view: sequence length")
             && stdout.contains("ngram view: sequence length"),
         "{stdout}"
     );
-    let ngrams: Value =
-        serde_json::from_str(&std::fs::read_to_string(model.join("tokenizer.ngram.json")).unwrap())
-            .unwrap();
+    let ngrams: Value = json_file(&model.join("tokenizer.ngram.json"));
     assert_eq!(
         ngrams["options"]["ngrams"],
         serde_json::json!({"min": 2, "max": 5})
@@ -246,8 +222,7 @@ fn a_word_and_ngram_network_reads_the_ngrams_of_unknown_words() {
         .chars()
         .count()
         <= 5));
-    let config: Value =
-        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    let config: Value = json_file(&model.join("config.json"));
     assert_eq!(config["inputs"], "word+ngram");
     // The longest tweet's n-grams: far more than its words.
     assert!(
@@ -269,22 +244,12 @@ fn a_word_and_ngram_network_reads_the_ngrams_of_unknown_words() {
     assert_ne!(p[0], p[1], "the n-gram tower reads an unknown word: {text}");
 
     let out = dir.join("deploy/model.onnx");
-    let o = run_ok(
-        rnnsweep()
-            .args(["export-model", "--model"])
-            .arg(&model)
-            .arg("--out")
-            .arg(&out),
-    );
-    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stdout = export_views(&model, &out);
     assert!(
         stdout.contains("tokenizer of the input `ngram_ids`:")
             && stdout.contains("model.ngram.tokenizer.json"),
         "{stdout}"
     );
-    let keras: Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("deploy/model.ngram.tokenizer.json")).unwrap(),
-    )
-    .unwrap();
+    let keras: Value = json_file(&dir.join("deploy/model.ngram.tokenizer.json"));
     assert_eq!(keras["config"]["ngrams"], serde_json::json!([2, 5]));
 }
