@@ -202,21 +202,27 @@ fn the_whole_network_on_the_device_matches_the_cpu_for_every_setting() {
     assert_eq!(checked, subjects.len() * 2 * 5 * 2 * 2 * 8);
 }
 
-/// The network's towers: one over each whole row, or two (words, then characters) over its
-/// first and last three columns, with view dropout.
+/// The network's towers: one over each whole row, or two (words, then characters or an n-gram
+/// bag) over its first and last three columns, with view dropout.
 #[derive(Debug, Clone, Copy)]
 enum Views {
     One,
     Two,
+    WordAndBag,
 }
 
 impl Views {
     fn net(self, cfg: ModelConfig, device: &Device) -> Net {
         match self {
             Views::One => Net::new(&cfg, VOCAB, device).unwrap(),
-            Views::Two => {
+            Views::Two | Views::WordAndBag => {
+                let bag = matches!(self, Views::WordAndBag);
                 let cfg = ModelConfig {
-                    inputs: Inputs::word_and_char(),
+                    inputs: if bag {
+                        "word+ngram".parse().unwrap()
+                    } else {
+                        Inputs::word_and_char()
+                    },
                     view_dropout: 0.5,
                     ..cfg
                 };
@@ -225,12 +231,14 @@ impl Views {
                     width: TIME / 2,
                     bag: false,
                 };
-                Net::for_views(&cfg, &[half, half], 1, false, device).unwrap()
+                let second = ViewShape { bag, ..half };
+                Net::for_views(&cfg, &[half, second], 1, false, device).unwrap()
             }
         }
     }
 }
 
+/// Words with characters, and words with an n-gram bag (no recurrent layer in the second tower).
 #[test]
 fn a_two_tower_network_on_the_device_matches_the_cpu() {
     let device = device_under_test();
@@ -245,13 +253,15 @@ fn a_two_tower_network_on_the_device_matches_the_cpu() {
             (Cell::Lstm, Pooling::Attention, EmbeddingUpdate::Dense),
             (Cell::Gru, Pooling::Last, EmbeddingUpdate::Sparse),
         ] {
-            check_one(
-                &device,
-                (cell, pooling, true, update),
-                subject_impl,
-                &[OptimizerName::Adam, OptimizerName::Sgd],
-                Views::Two,
-            );
+            for views in [Views::Two, Views::WordAndBag] {
+                check_one(
+                    &device,
+                    (cell, pooling, true, update),
+                    subject_impl,
+                    &[OptimizerName::Adam, OptimizerName::Sgd],
+                    views,
+                );
+            }
         }
     }
 }
