@@ -169,6 +169,16 @@ pub fn run_sweep(
         } else {
             None
         };
+        // The rest of max_duration is the final model's: a trial still running would eat into
+        // it (a slow one by many minutes), so it ends at its last reported epoch.
+        if reserves
+            && matches!(
+                stop_new,
+                Some(StopCause::MaxDuration | StopCause::FinalModelReserve { .. })
+            )
+        {
+            d.cut_for_final_model(on_event)?;
+        }
 
         if stop_new.is_none() && d.pool.has_free() {
             if last_recovery.is_none_or(|t| t.elapsed() >= tick) {
@@ -249,7 +259,14 @@ pub fn run_sweep(
             }
         }
 
-        match rx.recv_timeout(tick) {
+        // Wake for the final model's share of max_duration on time, not a tick late.
+        let wait = match spec.max_duration.filter(|_| reserves) {
+            Some(m) => m
+                .saturating_sub(started.elapsed() + reserved)
+                .clamp(Duration::from_millis(10), tick),
+            None => tick,
+        };
+        match rx.recv_timeout(wait) {
             Ok((id, Line::Text(line))) => d.on_line(id, &line, on_event)?,
             Ok((id, Line::Closed)) => d.finish(id, on_event)?,
             Err(_) => {}
@@ -644,7 +661,14 @@ impl Dispatcher<'_> {
                     state: TrialState::Pruned,
                     value,
                     seconds,
-                    reason: Some(format!("pruned at epoch {epoch}")),
+                    reason: Some(if ended.cut_for_final_model {
+                        format!(
+                            "stopped at epoch {epoch}: the rest of max_duration is the final \
+                             model's"
+                        )
+                    } else {
+                        format!("pruned at epoch {epoch}")
+                    }),
                 });
             }
             Outcome::OutOfMemory { .. } => {
@@ -797,6 +821,53 @@ impl Dispatcher<'_> {
                 reason,
             });
         }
+    }
+
+    /// Stops the running trials when the rest of `max_duration` is the final model's: one
+    /// that has reported an epoch is recorded pruned there (its curve and value kept, as a rung
+    /// would stop it); one that has not is queued again, so a resume runs it.
+    fn cut_for_final_model(
+        &mut self,
+        on_event: &mut dyn FnMut(&SweepEvent),
+    ) -> Result<(), SweepError> {
+        let fresh: Vec<u64> = self
+            .running
+            .iter()
+            .filter(|(_, r)| r.ended.pruned_at.is_none() && r.ended.epochs_seen == 0)
+            .map(|(id, _)| *id)
+            .collect();
+        for r in self.running.values_mut() {
+            if r.ended.pruned_at.is_none() && r.ended.epochs_seen > 0 {
+                r.ended.pruned_at = Some(r.ended.epochs_seen);
+                r.ended.cut_for_final_model = true;
+                r.process.signal(libc::SIGKILL);
+            }
+        }
+        for id in fresh {
+            let Some(r) = self.running.remove(&id) else {
+                continue;
+            };
+            r.process.signal(libc::SIGTERM);
+            r.process.stop(Instant::now() + STOP_GRACE);
+            self.pool.release(&r.lease);
+            let queued = self.store.fail_and_requeue(
+                self.study,
+                r.trial.trial_id,
+                "stopped before its first epoch: the rest of max_duration is the final model's",
+                &BTreeMap::new(),
+            )?;
+            on_event(&SweepEvent::TrialFinished {
+                number: r.trial.number,
+                state: TrialState::Fail,
+                value: None,
+                seconds: r.started.elapsed().as_secs_f64(),
+                reason: Some(format!(
+                    "stopped before its first epoch to keep the final model's time; re-queued \
+                     as trial {queued}"
+                )),
+            });
+        }
+        Ok(())
     }
 
     /// Stops every running trial and queues it again, so a resume re-runs it.

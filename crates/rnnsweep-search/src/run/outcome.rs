@@ -11,8 +11,11 @@ use crate::store::keys;
 /// What is known about a trial whose worker's output has ended.
 #[derive(Debug, Clone, Default)]
 pub struct Ended {
-    /// The epoch at which the pruner stopped it.
+    /// The epoch at which the pruner stopped it (or the dispatcher, see `cut_for_final_model`).
     pub pruned_at: Option<i64>,
+    /// The dispatcher stopped it at its last epoch because the rest of `max_duration` is the
+    /// final model's.
+    pub cut_for_final_model: bool,
     /// The objective at the last epoch reported.
     pub last_value: Option<f64>,
     pub final_message: Option<WorkerMessage>,
@@ -71,10 +74,14 @@ fn tail(stderr: &str, n: usize) -> String {
 /// Decides how a trial ended. `objective` is the study's metric.
 pub fn classify(e: &Ended, objective: &str) -> Outcome {
     if let Some(epoch) = e.pruned_at {
+        let mut user_attrs = BTreeMap::from([(keys::EPOCHS.to_string(), json!(epoch))]);
+        if e.cut_for_final_model {
+            user_attrs.insert(keys::STOPPED_BY.to_string(), json!("max_duration"));
+        }
         return Outcome::Pruned {
             epoch,
             value: e.last_value.filter(|v| v.is_finite()),
-            user_attrs: BTreeMap::from([(keys::EPOCHS.to_string(), json!(epoch))]),
+            user_attrs,
         };
     }
     if let Some(reason) = &e.timed_out {

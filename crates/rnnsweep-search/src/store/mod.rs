@@ -319,6 +319,9 @@ pub mod keys {
     pub const DURATION_S: &str = "duration_s";
     /// Epochs run.
     pub const EPOCHS: &str = "epochs";
+    /// What stopped a pruned trial other than the pruner: `max_duration` (its rest was the
+    /// final model's).
+    pub const STOPPED_BY: &str = "stopped_by";
     /// The epoch whose weights were kept (and whose metrics the trial reports).
     pub const BEST_EPOCH: &str = "best_epoch";
     pub const STOP_REASON: &str = "stop_reason";
