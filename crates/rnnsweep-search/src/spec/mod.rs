@@ -320,7 +320,7 @@ parameters:
         );
         assert_eq!(
             message(&GOOD.replace("  epochs: 3", "  epoch: 3")),
-            "exp/s.yaml:11:3: training: unknown field `epoch`, expected one of `max_words`, `embedding_dim`, `lstm_units`, `lstm_dropout`, `batch_norm`, `batch_norm_momentum`, `dense`, `dense_dropout`, `optimizer`, `batch_size`, `epochs`, `early_stopping`, `sequence_length`, `padding`, `truncating`, `validation_split`, `class_weighting`, `seed`, `lstm_impl`, `cell`, `batching`, `pooling`, `embedding_dropout`, `embedding_update`, `tokenizer`, `inputs`, `view_dropout`, `char_sequence_length`, `threshold`, `calibration_split`"
+            "exp/s.yaml:11:3: training: unknown field `epoch`, expected one of `max_words`, `embedding_dim`, `lstm_units`, `lstm_dropout`, `batch_norm`, `batch_norm_momentum`, `dense`, `dense_dropout`, `optimizer`, `batch_size`, `epochs`, `early_stopping`, `sequence_length`, `padding`, `truncating`, `validation_split`, `class_weighting`, `seed`, `lstm_impl`, `cell`, `batching`, `pooling`, `embedding_dropout`, `embedding_update`, `tokenizer`, `inputs`, `view_dropout`, `char_sequence_length`, `ngram_sequence_length`, `threshold`, `calibration_split`"
         );
     }
 
