@@ -135,11 +135,16 @@ pub fn run_sweep(
     // The final model's share of max_duration, estimated again whenever a trial finishes.
     let mut reserved = Duration::ZERO;
     let mut reserved_at: Option<usize> = None;
+    let student_rows = if spec.max_duration.is_some() {
+        crate::run::final_budget::student_rows_factor(spec)
+    } else {
+        1.0
+    };
     loop {
         // Only a spec with both a limit and a final model has anything to reserve.
         let reserves = spec.max_duration.is_some() && spec.final_ensemble.is_some();
         if reserves && reserved_at != Some(d.run_finished) {
-            reserved = final_model_estimate(spec, &d.store.trials(study)?);
+            reserved = final_model_estimate(spec, &d.store.trials(study)?, student_rows);
             reserved_at = Some(d.run_finished);
         }
         let interrupt_level = options.interrupts.level();

@@ -6,18 +6,49 @@
 //! epoch count at its measured seconds per epoch, scaled to the rows a retraining trains on
 //! (every row but the calibration slice, so `1 / (1 − validation_split)` of a trial's), at
 //! once on the spec's device slots as `best --retrain` trains them; a distilled final model adds its student, the best configuration
-//! trained once more (rows without labels it also learns from are not counted).
+//! trained once more, on its labelled rows and the spec's unlabelled file's
+//! ([`student_rows_factor`]).
 
 use std::time::Duration;
 
 use serde_json::Value;
 
+use rnnsweep_model::data::{load_csv_with, LabelRule, Labels};
+
 use crate::spec::Spec;
 use crate::store::{keys, TrialRecord, TrialState};
 
+/// How much longer a distilled student trains than a member of its configuration: the training
+/// file's rows plus the spec's unlabelled file's (`final.distill.unlabelled`), over the training
+/// file's. 1 without such a file, or when a file cannot be read (`best --retrain` will say why).
+pub(crate) fn student_rows_factor(spec: &Spec) -> f64 {
+    let Some(path) = spec
+        .final_distill
+        .as_ref()
+        .and_then(|d| d.unlabelled.as_ref())
+    else {
+        return 1.0;
+    };
+    let Ok((training, _)) = spec.tables() else {
+        return 1.0;
+    };
+    let rule = LabelRule::same_as(&training);
+    match load_csv_with(path, &training.columns, Labels::Optional, &rule) {
+        Ok(unlabelled) if !training.rows.is_empty() => {
+            1.0 + unlabelled.rows.len() as f64 / training.rows.len() as f64
+        }
+        _ => 1.0,
+    }
+}
+
 /// The final model's estimated training time; zero for a spec without a `final` section or a
-/// study without a completed trial.
-pub(crate) fn final_model_estimate(spec: &Spec, trials: &[TrialRecord]) -> Duration {
+/// study without a completed trial. `student_rows` is [`student_rows_factor`] (measured once
+/// per sweep: it reads the files).
+pub(crate) fn final_model_estimate(
+    spec: &Spec,
+    trials: &[TrialRecord],
+    student_rows: f64,
+) -> Duration {
     let Some(members) = spec.final_ensemble else {
         return Duration::ZERO;
     };
@@ -44,7 +75,10 @@ pub(crate) fn final_model_estimate(spec: &Spec, trials: &[TrialRecord]) -> Durat
     };
     // A distilled final model trains the best configuration once more, as its student.
     let student = if spec.final_distill.is_some() {
-        completed.first().and_then(|t| member_seconds(t))
+        completed
+            .first()
+            .and_then(|t| member_seconds(t))
+            .map(|s| s * student_rows)
     } else {
         None
     };
@@ -119,12 +153,15 @@ mod tests {
             trial(2, 0.20, 60.0, 6, 6),
         ];
         // No `final` section: nothing is reserved.
-        assert_eq!(final_model_estimate(&spec(base), &trials), Duration::ZERO);
+        assert_eq!(
+            final_model_estimate(&spec(base), &trials, 1.0),
+            Duration::ZERO
+        );
         // Two members: trial 2 (10 s × 6 epochs) and trial 0 (10 s × 4 kept epochs), on
         // 1 / 0.8 of the rows: (60 + 40) × 1.25 = 125 s.
         let two = spec(&format!("{base}final: {{ensemble: 2}}\n"));
         assert_eq!(
-            final_model_estimate(&two, &trials),
+            final_model_estimate(&two, &trials, 1.0),
             Duration::from_secs(125)
         );
         // One member; a failed or running trial is not a candidate.
@@ -134,7 +171,7 @@ mod tests {
         let mut with_running = trials.to_vec();
         with_running.push(running);
         assert_eq!(
-            final_model_estimate(&one, &with_running),
+            final_model_estimate(&one, &with_running, 1.0),
             Duration::from_secs(75)
         );
         // On two slots the two members train at once: max(60, 40) × 1.25 = 75 s.
@@ -142,14 +179,52 @@ mod tests {
             "{base}final: {{ensemble: 2}}\nresources: {{trials_per_device: 2}}\n"
         ));
         assert_eq!(
-            final_model_estimate(&parallel, &trials),
+            final_model_estimate(&parallel, &trials, 1.0),
             Duration::from_secs(75)
         );
         // A distilled student trains the best configuration once more: (60 + 40 + 60) × 1.25.
         let distilled = spec(&format!("{base}final: {{ensemble: 2, distill: true}}\n"));
         assert_eq!(
-            final_model_estimate(&distilled, &trials),
+            final_model_estimate(&distilled, &trials, 1.0),
             Duration::from_secs(200)
         );
+        // With as many unlabelled rows as labelled ones the student takes twice as long:
+        // (60 + 40 + 2 × 60) × 1.25.
+        assert_eq!(
+            final_model_estimate(&distilled, &trials, 2.0),
+            Duration::from_secs(275)
+        );
+    }
+
+    #[test]
+    fn the_students_rows_count_the_spec_s_unlabelled_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("t.csv"),
+            "id,label,tweet\n1,0,a b\n2,1,c d\n3,0,e\n4,1,f\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("u.csv"), "id,tweet\n7,x\n8,y\n").unwrap();
+        let spec = |final_: &str| {
+            Spec::parse(
+                &format!(
+                    "name: s\nstorage: s.db\ndata: {{train: t.csv}}\nmethod: random\n\
+                     metric: {{name: val_loss}}\nfinal: {final_}\n\
+                     parameters:\n  learning_rate: {{values: [0.1, 0.2]}}\n"
+                ),
+                &dir.path().join("s.yaml"),
+            )
+            .unwrap()
+        };
+        // Four labelled rows, two unlabelled ones.
+        let with = spec("{ensemble: 1, distill: {unlabelled: u.csv}}");
+        assert_eq!(student_rows_factor(&with), 1.5);
+        assert_eq!(
+            student_rows_factor(&spec("{ensemble: 1, distill: true}")),
+            1.0
+        );
+        // A file that cannot be read leaves the estimate as it was; `best` reports it.
+        let missing = spec("{ensemble: 1, distill: {unlabelled: gone.csv}}");
+        assert_eq!(student_rows_factor(&missing), 1.0);
     }
 }
