@@ -848,31 +848,17 @@ impl Dispatcher<'_> {
                 r.process.signal(libc::SIGKILL);
             }
         }
-        for id in fresh {
-            let Some(r) = self.running.remove(&id) else {
-                continue;
-            };
-            r.process.signal(libc::SIGTERM);
-            r.process.stop(Instant::now() + STOP_GRACE);
-            self.pool.release(&r.lease);
-            let queued = self.store.fail_and_requeue(
-                self.study,
-                r.trial.trial_id,
-                "stopped before its first epoch: the rest of max_duration is the final model's",
-                &BTreeMap::new(),
-            )?;
-            on_event(&SweepEvent::TrialFinished {
-                number: r.trial.number,
-                state: TrialState::Fail,
-                value: None,
-                seconds: r.started.elapsed().as_secs_f64(),
-                reason: Some(format!(
-                    "stopped before its first epoch to keep the final model's time; re-queued \
-                     as trial {queued}"
-                )),
-            });
+        for id in &fresh {
+            if let Some(r) = self.running.get(id) {
+                r.process.signal(libc::SIGTERM);
+            }
         }
-        Ok(())
+        self.requeue_stopped(
+            &fresh,
+            "stopped before its first epoch: the rest of max_duration is the final model's",
+            "stopped before its first epoch to keep the final model's time",
+            on_event,
+        )
     }
 
     /// Stops every running trial and queues it again, so a resume re-runs it.
@@ -880,10 +866,23 @@ impl Dispatcher<'_> {
         for r in self.running.values() {
             r.process.signal(libc::SIGTERM);
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
         let ids: Vec<u64> = self.running.keys().copied().collect();
+        self.requeue_stopped(&ids, "interrupted by the user", "interrupted", on_event)
+    }
+
+    /// Waits for the trials `ids` (already sent SIGTERM) to end, SIGKILL after [`STOP_GRACE`],
+    /// frees their slots and queues their values again: `stored` is the failed attempt's
+    /// reason, `shown` what the terminal says before "re-queued as trial N".
+    fn requeue_stopped(
+        &mut self,
+        ids: &[u64],
+        stored: &str,
+        shown: &str,
+        on_event: &mut dyn FnMut(&SweepEvent),
+    ) -> Result<(), SweepError> {
+        let deadline = Instant::now() + STOP_GRACE;
         for id in ids {
-            let Some(r) = self.running.remove(&id) else {
+            let Some(r) = self.running.remove(id) else {
                 continue;
             };
             r.process.stop(deadline);
@@ -891,7 +890,7 @@ impl Dispatcher<'_> {
             let queued = self.store.fail_and_requeue(
                 self.study,
                 r.trial.trial_id,
-                "interrupted by the user",
+                stored,
                 &BTreeMap::new(),
             )?;
             on_event(&SweepEvent::TrialFinished {
@@ -899,7 +898,7 @@ impl Dispatcher<'_> {
                 state: TrialState::Fail,
                 value: None,
                 seconds: r.started.elapsed().as_secs_f64(),
-                reason: Some(format!("interrupted; re-queued as trial {queued}")),
+                reason: Some(format!("{shown}; re-queued as trial {queued}")),
             });
         }
         Ok(())
