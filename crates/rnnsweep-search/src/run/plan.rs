@@ -36,13 +36,15 @@ struct DataShape {
     /// Each view's `(id limit, longest row)` under the training block's tokenizer options.
     word: (usize, usize),
     char: (usize, usize),
-    ngram: (usize, usize),
+    /// Measured only when a planned trial reads n-grams (cutting every word of the file into
+    /// its n-grams is the costly one).
+    ngram: Option<(usize, usize)>,
     /// Each class with its rows in the training file.
     classes: Vec<(String, usize)>,
     multi_label: bool,
 }
 
-fn data_shape(spec: &Spec) -> Result<DataShape, PlanError> {
+fn data_shape(spec: &Spec, with_ngrams: bool) -> Result<DataShape, PlanError> {
     let cfg = ModelConfig::from_value(spec.training.clone(), "training")?;
     let (table, validation) = spec.tables()?;
     let data = prepare_with(&table, validation.as_ref(), &cfg)?;
@@ -57,7 +59,7 @@ fn data_shape(spec: &Spec) -> Result<DataShape, PlanError> {
         validation_rows: data.validation.labels.len(),
         word: view(InputView::Word),
         char: view(InputView::Char),
-        ngram: view(InputView::Ngram),
+        ngram: with_ngrams.then(|| view(InputView::Ngram)),
         classes: table
             .classes
             .iter()
@@ -171,20 +173,33 @@ pub fn describe(spec: &Spec) -> Result<String, PlanError> {
         let _ = writeln!(w, "cost: trials run your own command; no model estimate");
         return Ok(out);
     }
-    let shape = data_shape(spec)?;
+    let configs: Vec<Result<ModelConfig, String>> = planned
+        .iter()
+        .map(|p| build_config(&spec.training, p))
+        .collect();
+    let reads_ngrams = configs
+        .iter()
+        .flatten()
+        .any(|cfg| cfg.inputs.views(&cfg.tokenizer).contains(&InputView::Ngram));
+    let shape = data_shape(spec, reads_ngrams)?;
+    let ngrams = |(vocab, longest): (usize, usize)| {
+        (
+            format!(" / {} n-grams", vocab - 1),
+            format!(" / {longest} n-grams"),
+        )
+    };
+    let (ngram_vocab, ngram_longest) = shape.ngram.map(ngrams).unwrap_or_default();
     let _ = writeln!(
         w,
-        "data: {} — {} training rows, {} validation rows, vocabulary {} words / {} characters / \
-         {} n-grams, longest row {} words / {} characters / {} n-grams",
+        "data: {} — {} training rows, {} validation rows, vocabulary {} words / {} \
+         characters{ngram_vocab}, longest row {} words / {} characters{ngram_longest}",
         spec.train_file.display(),
         shape.train_rows,
         shape.validation_rows,
         shape.word.0 - 1,
         shape.char.0 - 1,
-        shape.ngram.0 - 1,
         shape.word.1,
         shape.char.1,
-        shape.ngram.1
     );
     let kind = match shape.classes.len() {
         _ if shape.multi_label => "multi-label, one sigmoid each; rows with each",
@@ -201,9 +216,8 @@ pub fn describe(spec: &Spec) -> Result<String, PlanError> {
         w,
         "cost per trial (model parameters; FLOPs per epoch, forward + backward):"
     );
-    for (n, p) in planned.iter().enumerate() {
-        let cfg = build_config(&spec.training, p)
-            .map_err(|m| PlanError::Invalid(format!("trial {n}: {m}")))?;
+    for (n, cfg) in configs.into_iter().enumerate() {
+        let cfg = cfg.map_err(|m| PlanError::Invalid(format!("trial {n}: {m}")))?;
         let views = cfg.inputs.views(&cfg.tokenizer);
         let several = views.len() > 1;
         let views: Vec<(InputView, usize, usize)> = views
@@ -212,7 +226,8 @@ pub fn describe(spec: &Spec) -> Result<String, PlanError> {
                 let (vocab, longest) = match input {
                     InputView::Char => shape.char,
                     InputView::Word => shape.word,
-                    InputView::Ngram => shape.ngram,
+                    // Measured above, since this trial reads n-grams.
+                    InputView::Ngram => shape.ngram.unwrap_or((1, 1)),
                 };
                 let length = configured_length(&cfg, input, several);
                 (input, vocab.min(cfg.max_words), length.unwrap_or(longest))
