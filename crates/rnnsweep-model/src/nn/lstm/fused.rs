@@ -1,16 +1,21 @@
 //! The fused CPU bidirectional recurrent layer (LSTM or GRU cells): one candle custom op for
 //! a whole layer, both directions.
 //!
-//! The input projection of every step (`x·W`) is not done here: the caller does it as one
-//! large matrix multiply per direction before the op (see [`super::BiLstm::run_fused`]), which
-//! candle runs on all threads and differentiates without slicing. The op takes those
-//! projections, adds the input bias, and runs the recurrence: per step one pass of our own
-//! micro-kernel ([`super::kernel`]), which multiplies `h·R` with R packed once per sequence and
-//! applies the cell's gate math to each output tile as it leaves the registers. The two
-//! directions are independent, so they run on two rayon tasks: on a 2-thread pool each gets a
-//! core, which the small per-step multiplies could not use well (two threads inside one were
-//! no faster). The kernels' instruction set (AVX-512, AVX2 or portable) is fixed when the op is
-//! built.
+//! On the CPU the op takes the layer's input `x` and both directions' input kernels, and does
+//! the input projection of every step (`x·W`, the input dropout mask applied on the way) itself:
+//! one multiply per direction, written straight into the op's row order with the bias added,
+//! and differentiated by two multiplies per direction in the backward pass. Left to candle, the
+//! projection cost more around the multiply than in it: a zero-filled output, the mask's
+//! broadcast product, and in backward a zero tensor plus an add per graph node for each
+//! `[T, B, G·U]` gradient, all on one thread while the other core waited. (On a CUDA device the
+//! caller still projects, with cuBLAS, and hands the op the projections: [`Projection`].)
+//! The recurrence is per step one pass of our own micro-kernel ([`super::kernel`]), which
+//! multiplies `h·R` with R packed once per sequence and applies the cell's gate math to each
+//! output tile as it leaves the registers. The two directions are independent, so each
+//! direction's projection and recurrence run on its own rayon task: on a 2-thread pool each
+//! gets a core, which the small per-step multiplies could not use well (two threads inside one
+//! were no faster). The kernels' instruction set (AVX-512, AVX2 or portable) is fixed when the
+//! op is built.
 //!
 //! A GRU (`reset_after=True`) keeps `h·R` apart from the projection: its reset gate scales the
 //! candidate's recurrent part alone, so the gate math combines the two per tile (and keeps the
@@ -44,13 +49,13 @@ use super::kernel::{self, Packed, Write};
 use crate::config::Cell;
 
 /// The fused op for one call, with `G` gate blocks (4 for an LSTM, 3 for a GRU) and `K` bias
-/// rows (1; a GRU's recurrent bias makes 2). Inputs: `z_forward`, `z_backward` (`[T, B, G·U]`,
-/// the input projections without bias) and `recurrent` (`[2, U + K, G·U]`: per direction the
-/// recurrent kernel with the bias rows below it: candle's custom ops take at most three
-/// inputs). Output: `[T, B, 2U]` (every step, forward then backward units) or `[B, 2U]` (the
-/// final states).
+/// rows (1; a GRU's recurrent bias makes 2). Its first two inputs depend on [`Projection`]; the
+/// third is `recurrent` (`[2, U + K, G·U]`: per direction the recurrent kernel with the bias
+/// rows below it: candle's custom ops take at most three inputs). Output: `[T, B, 2U]` (every
+/// step, forward then backward units) or `[B, 2U]` (the final states).
 pub(crate) struct FusedBiRnn {
     cell: Cell,
+    projection: Projection,
     /// `[T, B]`, 1 for a real token, in the op's row order (see `rows`).
     mask: Vec<u8>,
     rows: Rows,
@@ -63,6 +68,20 @@ pub(crate) struct FusedBiRnn {
     /// The version of the CPU kernels this op runs, chosen where it was built.
     isa: InstructionSet,
     trace: Mutex<Option<Traces>>,
+}
+
+/// Who multiplies the input by the input kernels, and so what the op's first two inputs are.
+pub(crate) enum Projection {
+    /// The op (the CPU): `x` (`[T, B, I]`) and `kernels` (`[2, I, G·U]`, forward then
+    /// backward), with each direction's input keep mask (`[B, I]`, Keras's input dropout: one
+    /// mask for every step) held by the op, as it needs no gradient.
+    Inside {
+        input: usize,
+        keep: Option<[Vec<f32>; 2]>,
+    },
+    /// The caller (a CUDA device): `z_forward`, `z_backward` (`[T, B, G·U]`, the input
+    /// projections without bias).
+    Given,
 }
 
 /// The forward pass's trace, where the op ran.
@@ -162,22 +181,69 @@ impl Rows {
         Cow::Owned(out)
     }
 
-    /// The gate pre-activations `[T, B, 4U]` in the op's row order: the caller's input
-    /// projection plus the bias, in one pass.
-    fn gates_with_bias(&self, projection: &[f32], steps: usize, bias: &[f32]) -> Vec<f32> {
-        let width = bias.len();
+    /// The layer's input `[steps, B, I]` in the op's row order, each row scaled by its input
+    /// keep mask (`[B, I]`, the caller's rows) when there is one: what one direction projects.
+    fn input_to_op<'a>(
+        &self,
+        x: &'a [f32],
+        steps: usize,
+        input: usize,
+        keep: Option<&[f32]>,
+    ) -> Cow<'a, [f32]> {
+        let Some(keep) = keep else {
+            return self.to_op(x, steps, input);
+        };
         let batch = self.order.len();
-        let mut out = Vec::with_capacity(projection.len());
+        let mut out = Vec::with_capacity(x.len());
         for t in 0..steps {
             for i in 0..batch {
                 let r = if self.prefix { self.order[i] } else { i };
-                let start = (t * batch + r) * width;
+                let start = (t * batch + r) * input;
                 out.extend(
-                    projection[start..start + width]
+                    x[start..start + input]
                         .iter()
-                        .zip(bias)
-                        .map(|(z, b)| z + b),
+                        .zip(&keep[r * input..(r + 1) * input])
+                        .map(|(x, k)| x * k),
                 );
+            }
+        }
+        Cow::Owned(out)
+    }
+
+    /// The caller's input gradient `[steps, B, I]` from both directions' gradients of their
+    /// projected input (op order), each through its direction's keep mask: one pass, written
+    /// in the caller's row order.
+    fn input_gradient(
+        &self,
+        [forward, backward]: [&[f32]; 2],
+        steps: usize,
+        input: usize,
+        keep: Option<[&[f32]; 2]>,
+    ) -> Vec<f32> {
+        let batch = self.order.len();
+        let mut op_row: Vec<usize> = (0..batch).collect();
+        if self.prefix {
+            for (i, &r) in self.order.iter().enumerate() {
+                op_row[r] = i;
+            }
+        }
+        let mut out = Vec::with_capacity(forward.len());
+        for t in 0..steps {
+            for (r, &i) in op_row.iter().enumerate() {
+                let at = (t * batch + i) * input..(t * batch + i + 1) * input;
+                let (f, b) = (&forward[at.clone()], &backward[at]);
+                match keep {
+                    None => out.extend(f.iter().zip(b).map(|(f, b)| f + b)),
+                    Some([kf, kb]) => {
+                        let mask = r * input..(r + 1) * input;
+                        out.extend(
+                            f.iter()
+                                .zip(b)
+                                .zip(kf[mask.clone()].iter().zip(&kb[mask]))
+                                .map(|((f, b), (kf, kb))| f * kf + b * kb),
+                        );
+                    }
+                }
             }
         }
         out
@@ -220,8 +286,10 @@ impl Dims {
 }
 
 impl FusedBiRnn {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         cell: Cell,
+        projection: Projection,
         mask: Vec<u8>,
         time: usize,
         batch: usize,
@@ -243,6 +311,7 @@ impl FusedBiRnn {
         };
         Self {
             cell,
+            projection,
             mask,
             rows,
             time,
@@ -269,8 +338,16 @@ impl FusedBiRnn {
         let gate_width = self.dims().gate_width();
         let (time, batch) = (self.time, self.batch);
         let recurrent_rows = self.units + self.cell.bias_rows();
-        self.check("the forward projection", l1, &[time, batch, gate_width])?;
-        self.check("the backward projection", l2, &[time, batch, gate_width])?;
+        match self.projection {
+            Projection::Inside { input, .. } => {
+                self.check("the input", l1, &[time, batch, input])?;
+                self.check("the input kernels", l2, &[2, input, gate_width])?;
+            }
+            Projection::Given => {
+                self.check("the forward projection", l1, &[time, batch, gate_width])?;
+                self.check("the backward projection", l2, &[time, batch, gate_width])?;
+            }
+        }
         self.check(
             "the recurrent kernels",
             l3,
@@ -327,6 +404,7 @@ fn matmul(
     (lhs_rs, lhs_cs): (usize, usize),
     rhs: &[f32],
     (rhs_rs, rhs_cs): (usize, usize),
+    parallelism: Parallelism,
 ) {
     let last = |rs: usize, cs: usize, rows: usize, cols: usize| {
         if rows == 0 || cols == 0 {
@@ -369,9 +447,81 @@ fn matmul(
             false,
             false,
             false,
-            Parallelism::None,
+            parallelism,
         );
     }
+}
+
+/// The threads one direction's multiplies may use: the pool's half, as the two directions
+/// run at once.
+fn direction_parallelism() -> Parallelism {
+    match rayon::current_num_threads() / 2 {
+        0 | 1 => Parallelism::None,
+        n => Parallelism::Rayon(n),
+    }
+}
+
+/// One direction's gate pre-activations `[T, B, G·U]` in the op's row order: its projected
+/// input (`x_op`, `[T, B, I]`, already in that order and masked) times its input kernel
+/// (`[I, G·U]`), plus the input bias. The bias is written first and the product added to it,
+/// so the buffer is written once and read once, never zero-filled.
+fn project(x_op: &[f32], kernel: &[f32], bias: &[f32], rows: usize, input: usize) -> Vec<f32> {
+    let width = bias.len();
+    let mut gates = Vec::with_capacity(rows * width);
+    for _ in 0..rows {
+        gates.extend_from_slice(bias);
+    }
+    matmul(
+        (rows, width, input),
+        &mut gates,
+        (width, 1),
+        true,
+        x_op,
+        (input, 1),
+        kernel,
+        (width, 1),
+        direction_parallelism(),
+    );
+    gates
+}
+
+/// One direction's input-side gradients from its `dz` (`[T, B, G·U]`, op order): of its input
+/// kernel, `x_opᵀ·dz` (`[I, G·U]`), and of its projected input, `dz·Wᵀ` (`[T, B, I]`, op order,
+/// before the keep mask).
+fn project_backward(
+    x_op: &[f32],
+    kernel: &[f32],
+    dz: &[f32],
+    rows: usize,
+    input: usize,
+    width: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let parallelism = direction_parallelism();
+    let mut d_kernel = vec![0.0; input * width];
+    matmul(
+        (input, width, rows),
+        &mut d_kernel,
+        (width, 1),
+        false,
+        x_op,
+        (1, input),
+        dz,
+        (width, 1),
+        parallelism,
+    );
+    let mut d_input = vec![0.0; rows * input];
+    matmul(
+        (rows, input, width),
+        &mut d_input,
+        (input, 1),
+        false,
+        dz,
+        (width, 1),
+        kernel,
+        (1, width),
+        parallelism,
+    );
+    (d_kernel, d_input)
 }
 
 /// The forward pass of one direction. `recurrent` is the direction's `[U + K, G·U]` kernel
@@ -645,6 +795,7 @@ fn backward_direction(
             (1, units),
             d_through_kernel,
             (gate_width, 1),
+            Parallelism::None,
         );
     } else {
         // Σₜ over each step's active rows only (the padded rows' dz is zero): packed into one
@@ -667,6 +818,7 @@ fn backward_direction(
             (1, units),
             &dz_packed,
             (gate_width, 1),
+            Parallelism::None,
         );
     }
     let (d_input_bias, d_recurrent_bias) = d_bias.split_at_mut(gate_width);
@@ -706,23 +858,31 @@ impl CustomOp3 for FusedBiRnn {
         } = dims;
         let gate_width = dims.gate_width();
         self.check_inputs(l1, l2, l3)?;
-        let z_forward = contiguous("the forward projection", s1, l1)?;
-        let z_backward = contiguous("the backward projection", s2, l2)?;
+        let Projection::Inside { input, keep } = &self.projection else {
+            candle_core::bail!("fused recurrent layer: on the CPU the op projects its input itself")
+        };
+        let input = *input;
+        let x = contiguous("the input", s1, l1)?;
+        let kernels = contiguous("the input kernels", s2, l2)?;
         let recurrent = contiguous("the recurrent kernels", s3, l3)?;
+        let (k_forward, k_backward) = kernels.split_at(kernels.len() / 2);
         let (r_forward, r_backward) = recurrent.split_at(recurrent.len() / 2);
         let seq = self.return_sequences;
-        let (mask, rows, isa, keep) = (&self.mask, &self.rows, self.isa, self.keep_trace);
-        let direction = |z: &[f32], recurrent: &[f32], reverse: bool| {
+        let (mask, rows, isa, keep_trace) = (&self.mask, &self.rows, self.isa, self.keep_trace);
+        let direction = |kernel: &[f32], recurrent: &[f32], d: usize, reverse: bool| {
             let input_bias = &recurrent[units * gate_width..(units + 1) * gate_width];
-            let gates = rows.gates_with_bias(z, time, input_bias);
+            let keep = keep.as_ref().map(|k| &k[d][..]);
+            let x_op = rows.input_to_op(x, time, input, keep);
+            let gates = project(&x_op, kernel, input_bias, time * batch, input);
+            drop(x_op);
             let active = &rows.active;
             forward_direction(
-                &dims, isa, mask, active, gates, recurrent, reverse, seq, keep,
+                &dims, isa, mask, active, gates, recurrent, reverse, seq, keep_trace,
             )
         };
         let ((trace_f, out_f, last_f), (trace_b, out_b, last_b)) = rayon::join(
-            || direction(z_forward, r_forward, false),
-            || direction(z_backward, r_backward, true),
+            || direction(k_forward, r_forward, 0, false),
+            || direction(k_backward, r_backward, 1, true),
         );
         let (forward_half, backward_half, shape, steps): (_, _, Shape, _) = if seq {
             (out_f, out_b, (time, batch, 2 * units).into(), time)
@@ -766,8 +926,8 @@ impl CustomOp3 for FusedBiRnn {
 
     fn bwd(
         &self,
-        _z_forward: &Tensor,
-        _z_backward: &Tensor,
+        x: &Tensor,
+        kernels: &Tensor,
         recurrent: &Tensor,
         _output: &Tensor,
         d_output: &Tensor,
@@ -790,6 +950,10 @@ impl CustomOp3 for FusedBiRnn {
             #[cfg(feature = "cuda")]
             Traces::Device(traces) => return self.device_bwd(&traces, recurrent, d_output),
         };
+        let Projection::Inside { input, keep } = &self.projection else {
+            candle_core::bail!("fused recurrent layer: on the CPU the op projects its input itself")
+        };
+        let input = *input;
         let dims = self.dims();
         let Dims {
             time, batch, units, ..
@@ -799,54 +963,66 @@ impl CustomOp3 for FusedBiRnn {
         let seq = self.return_sequences;
         let (mask, rows) = (&self.mask, &self.rows);
         let active = &rows.active;
-        let ((dz_f, dr_f), (dz_b, dr_b)) = with_data(recurrent, |r| {
-            let (r_forward, r_backward) = r.split_at(r.len() / 2);
-            with_data(&d_output, |d| {
-                let d = rows.to_op(d, if seq { time } else { 1 }, 2 * units);
-                let d = &*d;
-                let gradient = |offset| OutputGradient {
-                    data: d,
-                    sequences: seq,
-                    offset,
-                };
-                rayon::join(
-                    || {
-                        let (dz, dr) = backward_direction(
-                            &dims,
-                            self.isa,
-                            mask,
-                            active,
-                            &trace_f,
-                            r_forward,
-                            false,
-                            gradient(0),
-                        );
-                        (rows.to_caller(dz, time, gate_width), dr)
-                    },
-                    || {
-                        let (dz, dr) = backward_direction(
-                            &dims,
-                            self.isa,
-                            mask,
-                            active,
-                            &trace_b,
-                            r_backward,
-                            true,
-                            gradient(units),
-                        );
-                        (rows.to_caller(dz, time, gate_width), dr)
-                    },
-                )
+        let keep = keep.as_ref().map(|[f, b]| [&f[..], &b[..]]);
+        let ((dx_f, dk_f, dr_f), (dx_b, dk_b, dr_b)) = with_data(x, |x| {
+            with_data(kernels, |k| {
+                let (k_forward, k_backward) = k.split_at(k.len() / 2);
+                with_data(recurrent, |r| {
+                    let (r_forward, r_backward) = r.split_at(r.len() / 2);
+                    with_data(&d_output, |d| {
+                        let d = rows.to_op(d, if seq { time } else { 1 }, 2 * units);
+                        let d = &*d;
+                        let direction =
+                            |trace: &Trace, kernel: &[f32], recurrent: &[f32], which: usize| {
+                                let (dz, d_recurrent) = backward_direction(
+                                    &dims,
+                                    self.isa,
+                                    mask,
+                                    active,
+                                    trace,
+                                    recurrent,
+                                    which == 1,
+                                    OutputGradient {
+                                        data: d,
+                                        sequences: seq,
+                                        offset: which * units,
+                                    },
+                                );
+                                let x_op = rows.input_to_op(x, time, input, keep.map(|k| k[which]));
+                                let (d_kernel, d_input) = project_backward(
+                                    &x_op,
+                                    kernel,
+                                    &dz,
+                                    time * batch,
+                                    input,
+                                    gate_width,
+                                );
+                                (d_input, d_kernel, d_recurrent)
+                            };
+                        rayon::join(
+                            || direction(&trace_f, k_forward, r_forward, 0),
+                            || direction(&trace_b, k_backward, r_backward, 1),
+                        )
+                    })
+                })
             })
-        })??;
+        })????;
+        let d_input = rows.input_gradient([&dx_f, &dx_b], time, input, keep);
         let device = recurrent.device();
-        let projection_shape = (time, batch, gate_width);
+        let kernels_shape = (2, input, gate_width);
         let recurrent_shape = (2, units + self.cell.bias_rows(), gate_width);
-        let d_recurrent = Tensor::from_vec([dr_f, dr_b].concat(), recurrent_shape, device)?;
         Ok((
-            Some(Tensor::from_vec(dz_f, projection_shape, device)?),
-            Some(Tensor::from_vec(dz_b, projection_shape, device)?),
-            Some(d_recurrent),
+            Some(Tensor::from_vec(d_input, (time, batch, input), device)?),
+            Some(Tensor::from_vec(
+                [dk_f, dk_b].concat(),
+                kernels_shape,
+                device,
+            )?),
+            Some(Tensor::from_vec(
+                [dr_f, dr_b].concat(),
+                recurrent_shape,
+                device,
+            )?),
         ))
     }
 }
@@ -978,11 +1154,22 @@ mod tests {
             rows.to_caller(rows.to_op(&data, 3, 2).into_owned(), 3, 2),
             data
         );
-        // The gates: op row 0 is the caller's row 2, op row 3 its row 1; plus the bias.
-        let gates = rows.gates_with_bias(&data, 3, &[10.0, 20.0]);
-        assert_eq!(&gates[..2], &[14.0, 25.0]);
-        assert_eq!(&gates[6..8], &[12.0, 23.0]);
-        assert_eq!(&gates[16..18], &[10.0 + 20.0, 20.0 + 21.0]);
+        // The input in the op's order, each row scaled by its caller row's keep mask: op row 0
+        // is the caller's row 2, op row 3 its row 1.
+        let keep: Vec<f32> = vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
+        let x_op = rows.input_to_op(&data, 3, 2, Some(&keep));
+        assert_eq!(&x_op[..2], &[4.0 * 5.0, 5.0 * 6.0]);
+        assert_eq!(&x_op[6..8], &[2.0 * 3.0, 3.0 * 4.0]);
+        assert_eq!(&x_op[16..18], &[20.0 * 5.0, 21.0 * 6.0]);
+        // Both directions' input gradients back in the caller's order, each through its mask:
+        // the caller's row 1 at step 0 is op row 3.
+        let ones = vec![1.0f32; 8];
+        let d_input = rows.input_gradient([&data, &data], 3, 2, Some([&keep, &ones]));
+        assert_eq!(&d_input[2..4], &[6.0 * 3.0 + 6.0, 7.0 * 4.0 + 7.0]);
+        assert_eq!(
+            rows.input_gradient([&x_op, &x_op], 3, 2, None)[..2],
+            [2.0 * 0.0, 2.0 * 1.0 * 2.0]
+        );
         // Rows of one length keep their order: nothing is copied either way.
         let full = vec![1u8; 6];
         let rows = super::Rows::plan(&full, 3, 2);
@@ -991,10 +1178,10 @@ mod tests {
             rows.to_op(&data[..12], 3, 2),
             std::borrow::Cow::Borrowed(_)
         ));
-        assert_eq!(
-            rows.gates_with_bias(&data[..4], 1, &[1.0, 1.0]),
-            vec![1.0, 2.0, 3.0, 4.0]
-        );
+        assert!(matches!(
+            rows.input_to_op(&data[..12], 3, 2, None),
+            std::borrow::Cow::Borrowed(_)
+        ));
         // A hole, or post and pre padding mixed: every row runs at every step, masked.
         let holes = vec![1, 1, 0, 1, 1, 1];
         let rows = super::Rows::plan(&holes, 3, 2);

@@ -326,19 +326,6 @@ impl BiLstm {
         let (time, batch, input) = x.dims3()?;
         let (cell, units) = (self.forward.cell, self.forward.units);
         let gate_width = cell.gates() * units;
-        // The input projection of all steps at once: one large multiply per direction, run by
-        // candle on every thread and differentiated without per-step slices.
-        let project = |w: &LstmWeights, keep: Option<&Tensor>| -> Result<Tensor> {
-            let x = match keep {
-                Some(keep) => x.broadcast_mul(&keep.unsqueeze(0)?)?,
-                None => x.clone(),
-            };
-            Ok(x.reshape((time * batch, input))?
-                .matmul(w.kernel.as_tensor())?
-                .reshape((time, batch, gate_width))?)
-        };
-        let z_forward = project(&self.forward, dropout.map(|d| d.0))?;
-        let z_backward = project(&self.backward, dropout.map(|d| d.1))?;
         // An LSTM's bias `[4U]` is one row, a GRU's `[2, 3U]` two.
         let with_bias_rows = |w: &LstmWeights| {
             let bias = w.bias.as_tensor().reshape((cell.bias_rows(), gate_width))?;
@@ -351,16 +338,52 @@ impl BiLstm {
             ],
             0,
         )?;
-        let op = fused::FusedBiRnn::new(
-            cell,
-            mask.to_vec(),
-            time,
-            batch,
-            units,
-            return_sequences,
-            keep_trace,
-        );
-        Ok(z_forward.apply_op3(&z_backward, &recurrent, op)?)
+        let op = |projection| {
+            fused::FusedBiRnn::new(
+                cell,
+                projection,
+                mask.to_vec(),
+                time,
+                batch,
+                units,
+                return_sequences,
+                keep_trace,
+            )
+        };
+        if x.device().is_cpu() {
+            // The op projects the input itself (see `fused`): it takes the input, both input
+            // kernels and the dropout masks as they are.
+            let kernels = Tensor::stack(
+                &[
+                    self.forward.kernel.as_tensor(),
+                    self.backward.kernel.as_tensor(),
+                ],
+                0,
+            )?;
+            let host = |keep: &Tensor| -> Result<Vec<f32>> {
+                Ok(keep.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
+            };
+            let keep = match dropout {
+                Some((f, b)) => Some([host(f)?, host(b)?]),
+                None => None,
+            };
+            let op = op(fused::Projection::Inside { input, keep });
+            return Ok(x.contiguous()?.apply_op3(&kernels, &recurrent, op)?);
+        }
+        // On a device the input projection of all steps is one large multiply per direction
+        // (cuBLAS), differentiated by candle without per-step slices.
+        let project = |w: &LstmWeights, keep: Option<&Tensor>| -> Result<Tensor> {
+            let x = match keep {
+                Some(keep) => x.broadcast_mul(&keep.unsqueeze(0)?)?,
+                None => x.clone(),
+            };
+            Ok(x.reshape((time * batch, input))?
+                .matmul(w.kernel.as_tensor())?
+                .reshape((time, batch, gate_width))?)
+        };
+        let z_forward = project(&self.forward, dropout.map(|d| d.0))?;
+        let z_backward = project(&self.backward, dropout.map(|d| d.1))?;
+        Ok(z_forward.apply_op3(&z_backward, &recurrent, op(fused::Projection::Given))?)
     }
 }
 
