@@ -123,6 +123,10 @@ struct Rows {
     order: Vec<usize>,
     /// `[T]`: rows `0..active[t]` have a real token at step `t`; the others are padding.
     active: Vec<usize>,
+    /// `[T + 1]`: where step `t`'s rows start in the op's packed `[Σ active, width]` buffers
+    /// (the projected input, the gates and their gradients), which hold only the rows a step
+    /// runs: padding is neither projected nor differentiated.
+    starts: Vec<usize>,
     /// Whether the rows were reordered and cut to prefixes (false: every row, masked).
     prefix: bool,
 }
@@ -141,22 +145,40 @@ impl Rows {
             return Self {
                 order: (0..batch).collect(),
                 active: vec![batch; time],
+                starts: (0..=time).map(|t| t * batch).collect(),
                 prefix: false,
             };
         }
         let mut order: Vec<usize> = (0..batch).collect();
         order.sort_by(|&a, &b| lengths[b].cmp(&lengths[a]));
-        let active = (0..time)
+        let active: Vec<usize> = (0..time)
             .map(|t| {
                 let needed = if post { t + 1 } else { time - t };
                 order.iter().take_while(|&&r| lengths[r] >= needed).count()
             })
             .collect();
+        let starts = std::iter::once(0)
+            .chain(active.iter().scan(0, |sum, &n| {
+                *sum += n;
+                Some(*sum)
+            }))
+            .collect();
         Self {
             order,
             active,
+            starts,
             prefix: true,
         }
+    }
+
+    /// The rows of the packed buffers: every step's active rows.
+    fn packed(&self) -> usize {
+        self.starts[self.active.len()]
+    }
+
+    /// Step `t`'s rows in a packed buffer of `width` columns.
+    fn step(&self, t: usize, width: usize) -> std::ops::Range<usize> {
+        self.starts[t] * width..self.starts[t + 1] * width
     }
 
     /// Whether the op's row order differs from the caller's (rows of equal length, as in
@@ -181,42 +203,38 @@ impl Rows {
         Cow::Owned(out)
     }
 
-    /// The layer's input `[steps, B, I]` in the op's row order, each row scaled by its input
-    /// keep mask (`[B, I]`, the caller's rows) when there is one: what one direction projects.
-    fn input_to_op<'a>(
-        &self,
-        x: &'a [f32],
-        steps: usize,
-        input: usize,
-        keep: Option<&[f32]>,
-    ) -> Cow<'a, [f32]> {
-        let Some(keep) = keep else {
-            return self.to_op(x, steps, input);
-        };
+    /// The layer's input `[T, B, I]` as one direction projects it: packed (each step's active
+    /// rows, in the op's order), each row scaled by its input keep mask (`[B, I]`, the caller's
+    /// rows) when there is one.
+    fn input_to_op<'a>(&self, x: &'a [f32], input: usize, keep: Option<&[f32]>) -> Cow<'a, [f32]> {
         let batch = self.order.len();
-        let mut out = Vec::with_capacity(x.len());
-        for t in 0..steps {
-            for i in 0..batch {
+        if keep.is_none() && !self.moves_rows() && self.packed() == x.len() / input.max(1) {
+            return Cow::Borrowed(x);
+        }
+        let mut out = Vec::with_capacity(self.packed() * input);
+        for (t, &n) in self.active.iter().enumerate() {
+            for i in 0..n {
                 let r = if self.prefix { self.order[i] } else { i };
-                let start = (t * batch + r) * input;
-                out.extend(
-                    x[start..start + input]
-                        .iter()
-                        .zip(&keep[r * input..(r + 1) * input])
-                        .map(|(x, k)| x * k),
-                );
+                let row = &x[(t * batch + r) * input..(t * batch + r + 1) * input];
+                match keep {
+                    Some(keep) => out.extend(
+                        row.iter()
+                            .zip(&keep[r * input..(r + 1) * input])
+                            .map(|(x, k)| x * k),
+                    ),
+                    None => out.extend_from_slice(row),
+                }
             }
         }
         Cow::Owned(out)
     }
 
-    /// The caller's input gradient `[steps, B, I]` from both directions' gradients of their
-    /// projected input (op order), each through its direction's keep mask: one pass, written
-    /// in the caller's row order.
+    /// The caller's input gradient `[T, B, I]` from both directions' gradients of their
+    /// projected input (packed, as [`Rows::input_to_op`] lays it out), each through its
+    /// direction's keep mask: one pass, written in the caller's row order, zero on padding.
     fn input_gradient(
         &self,
         [forward, backward]: [&[f32]; 2],
-        steps: usize,
         input: usize,
         keep: Option<[&[f32]; 2]>,
     ) -> Vec<f32> {
@@ -227,10 +245,14 @@ impl Rows {
                 op_row[r] = i;
             }
         }
-        let mut out = Vec::with_capacity(forward.len());
-        for t in 0..steps {
+        let mut out = Vec::with_capacity(self.active.len() * batch * input);
+        for (t, &n) in self.active.iter().enumerate() {
             for (r, &i) in op_row.iter().enumerate() {
-                let at = (t * batch + i) * input..(t * batch + i + 1) * input;
+                if i >= n {
+                    out.extend(std::iter::repeat_n(0.0, input));
+                    continue;
+                }
+                let at = (self.starts[t] + i) * input..(self.starts[t] + i + 1) * input;
                 let (f, b) = (&forward[at.clone()], &backward[at]);
                 match keep {
                     None => out.extend(f.iter().zip(b).map(|(f, b)| f + b)),
@@ -525,7 +547,8 @@ fn project_backward(
 }
 
 /// The forward pass of one direction. `recurrent` is the direction's `[U + K, G·U]` kernel
-/// with its bias rows; `gates` its input projection with the input bias. Returns the trace
+/// with its bias rows; `gates` its input projection with the input bias, packed (the rows of
+/// [`Rows::step`]). Returns the trace
 /// (`None` without `keep_trace`), the per-step outputs `[T, B, U]` (empty unless `sequences`)
 /// and the final state `[B, U]`.
 ///
@@ -536,7 +559,7 @@ fn forward_direction(
     dims: &Dims,
     isa: InstructionSet,
     mask: &[u8],
-    active: &[usize],
+    rows: &Rows,
     mut gates: Vec<f32>,
     recurrent: &[f32],
     reverse: bool,
@@ -550,7 +573,7 @@ fn forward_direction(
         units,
     } = *dims;
     let gate_width = dims.gate_width();
-    let (step_gates, step_state) = (batch * gate_width, batch * units);
+    let step_state = batch * units;
     // R packed once for every step of the sequence.
     let packed = Packed::gate_blocks(isa, &recurrent[..units * gate_width], units, cell.gates());
     let kept = if keep_trace { time } else { 1 };
@@ -585,7 +608,7 @@ fn forward_direction(
         Cell::Gru => &recurrent[(units + 1) * gate_width..(units + 2) * gate_width],
     };
     for t in dims.order(reverse) {
-        let n = active[t];
+        let n = rows.active[t];
         let step_mask = &mask[t * batch..t * batch + n];
         let saved = slot(t)..slot(t) + step_state;
         trace_h[saved.clone()].copy_from_slice(&h);
@@ -593,9 +616,9 @@ fn forward_direction(
             continue;
         }
         // Only the step's active rows: a prefix of the batch (all of it when masked).
-        let rows = slot(t)..slot(t) + n * units;
-        let z = &mut gates[t * step_gates..t * step_gates + n * gate_width];
-        let h_prev = &trace_h[rows.clone()];
+        let state = slot(t)..slot(t) + n * units;
+        let z = &mut gates[rows.step(t, gate_width)];
+        let h_prev = &trace_h[state.clone()];
         let out_step = if sequences {
             &mut out[t * step_state..t * step_state + n * units]
         } else {
@@ -611,12 +634,12 @@ fn forward_direction(
                     c: &mut c[..n * units],
                     h: &mut h[..n * units],
                     c_prev: if keep_trace {
-                        &mut c_prev[rows.clone()]
+                        &mut c_prev[state.clone()]
                     } else {
                         &mut []
                     },
                     tanh_c: if keep_trace {
-                        &mut tanh_c[rows]
+                        &mut tanh_c[state]
                     } else {
                         &mut []
                     },
@@ -633,7 +656,7 @@ fn forward_direction(
                     gates: z,
                     recurrent_bias,
                     h: &mut h[..n * units],
-                    candidate_recurrent: &mut candidate_recurrent[rows],
+                    candidate_recurrent: &mut candidate_recurrent[state],
                     out: out_step,
                     mask: step_mask,
                     units,
@@ -670,7 +693,7 @@ fn backward_direction(
     dims: &Dims,
     isa: InstructionSet,
     mask: &[u8],
-    active: &[usize],
+    rows: &Rows,
     trace: &Trace,
     recurrent: &[f32],
     reverse: bool,
@@ -688,10 +711,11 @@ fn backward_direction(
         units,
     } = *dims;
     let gate_width = dims.gate_width();
-    let (step_gates, step_state) = (batch * gate_width, batch * units);
+    let step_state = batch * units;
+    let active = &rows.active;
     // Rᵀ packed once for every step.
     let kernel_t = Packed::transposed(isa, &recurrent[..units * gate_width], units, cell.gates());
-    let mut dz = vec![0.0; time * step_gates];
+    let mut dz = vec![0.0; rows.packed() * gate_width];
     let mut dh = vec![0.0; step_state];
     let is_gru = cell == Cell::Gru;
     // LSTM: the cell's gradient.
@@ -702,7 +726,7 @@ fn backward_direction(
     };
     // GRU: the gradient of `h·R + b'`, which differs from `dz` in the candidate block.
     let mut dz_recurrent = if is_gru {
-        vec![0.0; time * step_gates]
+        vec![0.0; rows.packed() * gate_width]
     } else {
         Vec::new()
     };
@@ -718,8 +742,8 @@ fn backward_direction(
         if step_mask.iter().all(|&m| m == 0) {
             continue;
         }
-        let rows = t * step_state..t * step_state + n * units;
-        let step = t * step_gates..t * step_gates + n * gate_width;
+        let state = t * step_state..t * step_state + n * units;
+        let step = rows.step(t, gate_width);
         let dz_step = &mut dz[step.clone()];
         let d_out = sequences.then(|| (&d_output[t * batch * 2 * units..], 2 * units, offset));
         match &trace.cell {
@@ -728,8 +752,8 @@ fn backward_direction(
                     isa,
                     BackwardStep {
                         gates: &trace.gates[step],
-                        c_prev: &c_prev[rows.clone()],
-                        tanh_c: &tanh_c[rows],
+                        c_prev: &c_prev[state.clone()],
+                        tanh_c: &tanh_c[state],
                         dh: &dh[..n * units],
                         dc: &mut dc[..n * units],
                         d_out,
@@ -759,8 +783,8 @@ fn backward_direction(
                     isa,
                     GruBackwardStep {
                         gates: &trace.gates[step],
-                        h_prev: &trace.h_prev[rows.clone()],
-                        candidate_recurrent: &candidate_recurrent[rows],
+                        h_prev: &trace.h_prev[state.clone()],
+                        candidate_recurrent: &candidate_recurrent[state],
                         dh: &mut dh[..n * units],
                         d_out,
                         dz_input: dz_step,
@@ -798,25 +822,21 @@ fn backward_direction(
             Parallelism::None,
         );
     } else {
-        // Σₜ over each step's active rows only (the padded rows' dz is zero): packed into one
-        // multiply, which is faster than one per step and sums in the same order as the full one.
-        let real: usize = active.iter().sum();
-        let mut h_packed = Vec::with_capacity(real * units);
-        let mut dz_packed = Vec::with_capacity(real * gate_width);
+        // Σₜ over each step's active rows only (dz is packed so already): the states packed
+        // alike into one multiply, which is faster than one per step and sums in the same order
+        // as the full one.
+        let mut h_packed = Vec::with_capacity(rows.packed() * units);
         for (t, &n) in active.iter().enumerate() {
             h_packed.extend_from_slice(&trace.h_prev[t * step_state..t * step_state + n * units]);
-            dz_packed.extend_from_slice(
-                &d_through_kernel[t * step_gates..t * step_gates + n * gate_width],
-            );
         }
         matmul(
-            (units, gate_width, real),
+            (units, gate_width, rows.packed()),
             d_kernel,
             (gate_width, 1),
             false,
             &h_packed,
             (1, units),
-            &dz_packed,
+            d_through_kernel,
             (gate_width, 1),
             Parallelism::None,
         );
@@ -872,12 +892,11 @@ impl CustomOp3 for FusedBiRnn {
         let direction = |kernel: &[f32], recurrent: &[f32], d: usize, reverse: bool| {
             let input_bias = &recurrent[units * gate_width..(units + 1) * gate_width];
             let keep = keep.as_ref().map(|k| &k[d][..]);
-            let x_op = rows.input_to_op(x, time, input, keep);
-            let gates = project(&x_op, kernel, input_bias, time * batch, input);
+            let x_op = rows.input_to_op(x, input, keep);
+            let gates = project(&x_op, kernel, input_bias, rows.packed(), input);
             drop(x_op);
-            let active = &rows.active;
             forward_direction(
-                &dims, isa, mask, active, gates, recurrent, reverse, seq, keep_trace,
+                &dims, isa, mask, rows, gates, recurrent, reverse, seq, keep_trace,
             )
         };
         let ((trace_f, out_f, last_f), (trace_b, out_b, last_b)) = rayon::join(
@@ -962,7 +981,6 @@ impl CustomOp3 for FusedBiRnn {
         let d_output = d_output.to_dtype(DType::F32)?;
         let seq = self.return_sequences;
         let (mask, rows) = (&self.mask, &self.rows);
-        let active = &rows.active;
         let keep = keep.as_ref().map(|[f, b]| [&f[..], &b[..]]);
         let ((dx_f, dk_f, dr_f), (dx_b, dk_b, dr_b)) = with_data(x, |x| {
             with_data(kernels, |k| {
@@ -978,7 +996,7 @@ impl CustomOp3 for FusedBiRnn {
                                     &dims,
                                     self.isa,
                                     mask,
-                                    active,
+                                    rows,
                                     trace,
                                     recurrent,
                                     which == 1,
@@ -988,12 +1006,12 @@ impl CustomOp3 for FusedBiRnn {
                                         offset: which * units,
                                     },
                                 );
-                                let x_op = rows.input_to_op(x, time, input, keep.map(|k| k[which]));
+                                let x_op = rows.input_to_op(x, input, keep.map(|k| k[which]));
                                 let (d_kernel, d_input) = project_backward(
                                     &x_op,
                                     kernel,
                                     &dz,
-                                    time * batch,
+                                    rows.packed(),
                                     input,
                                     gate_width,
                                 );
@@ -1007,7 +1025,7 @@ impl CustomOp3 for FusedBiRnn {
                 })
             })
         })????;
-        let d_input = rows.input_gradient([&dx_f, &dx_b], time, input, keep);
+        let d_input = rows.input_gradient([&dx_f, &dx_b], input, keep);
         let device = recurrent.device();
         let kernels_shape = (2, input, gate_width);
         let recurrent_shape = (2, units + self.cell.bias_rows(), gate_width);
@@ -1154,21 +1172,30 @@ mod tests {
             rows.to_caller(rows.to_op(&data, 3, 2).into_owned(), 3, 2),
             data
         );
-        // The input in the op's order, each row scaled by its caller row's keep mask: op row 0
-        // is the caller's row 2, op row 3 its row 1.
+        // The input as a direction projects it: each step's real rows only (1, 2 and 3 of
+        // them), in the op's order (the caller's rows 2, 0, 3), each scaled by its caller row's
+        // keep mask (`[B, I]`).
+        assert_eq!(rows.starts, vec![0, 1, 3, 6]);
         let keep: Vec<f32> = vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
-        let x_op = rows.input_to_op(&data, 3, 2, Some(&keep));
-        assert_eq!(&x_op[..2], &[4.0 * 5.0, 5.0 * 6.0]);
-        assert_eq!(&x_op[6..8], &[2.0 * 3.0, 3.0 * 4.0]);
-        assert_eq!(&x_op[16..18], &[20.0 * 5.0, 21.0 * 6.0]);
-        // Both directions' input gradients back in the caller's order, each through its mask:
-        // the caller's row 1 at step 0 is op row 3.
+        let x_op = rows.input_to_op(&data, 2, Some(&keep));
+        let expected_x = [
+            20.0, 30.0, 60.0, 78.0, 8.0, 18.0, 100.0, 126.0, 16.0, 34.0, 154.0, 184.0,
+        ];
+        assert_eq!(&x_op[..], &expected_x[..]);
+        // Both directions' packed input gradients back in the caller's order, each through
+        // its direction's mask (the second's all ones), zero on every padded step.
+        let g: Vec<f32> = (0..12).map(|v| v as f32).collect();
         let ones = vec![1.0f32; 8];
-        let d_input = rows.input_gradient([&data, &data], 3, 2, Some([&keep, &ones]));
-        assert_eq!(&d_input[2..4], &[6.0 * 3.0 + 6.0, 7.0 * 4.0 + 7.0]);
+        let d_input = rows.input_gradient([&g, &g], 2, Some([&keep, &ones]));
+        let expected_d = [
+            0.0, 0.0, 0.0, 0.0, 0.0, 7.0, 0.0, 0.0, // step 0: only the caller's row 2
+            8.0, 15.0, 0.0, 0.0, 12.0, 21.0, 0.0, 0.0, // step 1: rows 0 and 2
+            16.0, 27.0, 0.0, 0.0, 36.0, 49.0, 80.0, 99.0, // step 2: rows 0, 2 and 3
+        ];
+        assert_eq!(d_input, expected_d);
         assert_eq!(
-            rows.input_gradient([&x_op, &x_op], 3, 2, None)[..2],
-            [2.0 * 0.0, 2.0 * 1.0 * 2.0]
+            rows.input_gradient([&g, &g], 2, None)[4..6],
+            [2.0 * 0.0, 2.0 * 1.0]
         );
         // Rows of one length keep their order: nothing is copied either way.
         let full = vec![1u8; 6];
@@ -1179,7 +1206,7 @@ mod tests {
             std::borrow::Cow::Borrowed(_)
         ));
         assert!(matches!(
-            rows.input_to_op(&data[..12], 3, 2, None),
+            rows.input_to_op(&data[..12], 2, None),
             std::borrow::Cow::Borrowed(_)
         ));
         // A hole, or post and pre padding mixed: every row runs at every step, masked.
