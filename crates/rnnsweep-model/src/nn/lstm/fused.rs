@@ -37,6 +37,7 @@
 //! run every row at every step, masked.
 
 use std::borrow::Cow;
+use std::ops::Range;
 use std::sync::Mutex;
 
 use candle_core::backend::BackendStorage;
@@ -203,17 +204,24 @@ impl Rows {
         Cow::Owned(out)
     }
 
-    /// The layer's input `[T, B, I]` as one direction projects it: packed (each step's active
-    /// rows, in the op's order), each row scaled by its input keep mask (`[B, I]`, the caller's
-    /// rows) when there is one.
-    fn input_to_op<'a>(&self, x: &'a [f32], input: usize, keep: Option<&[f32]>) -> Cow<'a, [f32]> {
+    /// Steps `steps` of the layer's input `[T, B, I]` as one direction projects them: packed
+    /// (each step's active rows, in the op's order), each row scaled by its input keep mask
+    /// (`[B, I]`, the caller's rows) when there is one.
+    fn input_to_op<'a>(
+        &self,
+        x: &'a [f32],
+        input: usize,
+        keep: Option<&[f32]>,
+        steps: Range<usize>,
+    ) -> Cow<'a, [f32]> {
         let batch = self.order.len();
-        if keep.is_none() && !self.moves_rows() && self.packed() == x.len() / input.max(1) {
-            return Cow::Borrowed(x);
+        let packed = self.starts[steps.end] - self.starts[steps.start];
+        if keep.is_none() && !self.moves_rows() && packed == steps.len() * batch {
+            return Cow::Borrowed(&x[steps.start * batch * input..steps.end * batch * input]);
         }
-        let mut out = Vec::with_capacity(self.packed() * input);
-        for (t, &n) in self.active.iter().enumerate() {
-            for i in 0..n {
+        let mut out = Vec::with_capacity(packed * input);
+        for t in steps {
+            for i in 0..self.active[t] {
                 let r = if self.prefix { self.order[i] } else { i };
                 let row = &x[(t * batch + r) * input..(t * batch + r + 1) * input];
                 match keep {
@@ -483,28 +491,114 @@ fn direction_parallelism() -> Parallelism {
     }
 }
 
-/// One direction's gate pre-activations `[T, B, G·U]` in the op's row order: its projected
-/// input (`x_op`, `[T, B, I]`, already in that order and masked) times its input kernel
-/// (`[I, G·U]`), plus the input bias. The bias is written first and the product added to it,
-/// so the buffer is written once and read once, never zero-filled.
-fn project(x_op: &[f32], kernel: &[f32], bias: &[f32], rows: usize, input: usize) -> Vec<f32> {
-    let width = bias.len();
-    let mut gates = Vec::with_capacity(rows * width);
-    for _ in 0..rows {
-        gates.extend_from_slice(bias);
+/// One direction's input projection: its input, keep mask, input kernel (`[I, G·U]`) and
+/// input bias.
+struct Projector<'a> {
+    rows: &'a Rows,
+    x: &'a [f32],
+    input: usize,
+    keep: Option<&'a [f32]>,
+    kernel: &'a [f32],
+    bias: &'a [f32],
+}
+
+impl Projector<'_> {
+    /// Steps `steps`' gate pre-activations, packed (the rows of [`Rows::step`], counted from
+    /// the first step's), into `gates`: the projected input times the input kernel, plus the
+    /// input bias. The bias is written first and the product added to it, so the buffer is
+    /// written once and read once, never zero-filled.
+    fn project(&self, steps: Range<usize>, gates: &mut Vec<f32>) {
+        let width = self.bias.len();
+        let x_op = self
+            .rows
+            .input_to_op(self.x, self.input, self.keep, steps.clone());
+        let rows = self.rows.starts[steps.end] - self.rows.starts[steps.start];
+        gates.clear();
+        gates.reserve(rows * width);
+        for _ in 0..rows {
+            gates.extend_from_slice(self.bias);
+        }
+        matmul(
+            (rows, width, self.input),
+            gates,
+            (width, 1),
+            true,
+            &x_op,
+            (self.input, 1),
+            self.kernel,
+            (width, 1),
+            direction_parallelism(),
+        );
     }
-    matmul(
-        (rows, width, input),
-        &mut gates,
-        (width, 1),
-        true,
-        x_op,
-        (input, 1),
-        kernel,
-        (width, 1),
-        direction_parallelism(),
-    );
-    gates
+}
+
+/// About how many rows of gates inference projects at once.
+const INFERENCE_CHUNK_ROWS: usize = 2048;
+
+/// Where a direction's forward pass finds each step's gate pre-activations.
+enum Gates<'a> {
+    /// Every step's, projected at once and kept in the trace for the backward pass.
+    Whole(Vec<f32>),
+    /// Inference: a few steps at a time into one reused buffer, so no `[T, B, G·U]` buffer is
+    /// allocated. At `predict`'s 1024 rows that buffer is tens of megabytes, which glibc maps
+    /// and unmaps on every call from a pool thread (its arena's heaps stop at 64 MiB), and
+    /// the page faults cost a tenth of inference.
+    Chunked {
+        projector: Projector<'a>,
+        steps_per_chunk: usize,
+        buffer: Vec<f32>,
+        chunk: Option<usize>,
+    },
+}
+
+impl<'a> Gates<'a> {
+    fn new(projector: Projector<'a>, keep_trace: bool) -> Self {
+        let steps = projector.rows.active.len();
+        if keep_trace {
+            let mut gates = Vec::new();
+            projector.project(0..steps, &mut gates);
+            return Gates::Whole(gates);
+        }
+        let batch = projector.rows.order.len().max(1);
+        Gates::Chunked {
+            projector,
+            steps_per_chunk: INFERENCE_CHUNK_ROWS.div_ceil(batch),
+            buffer: Vec::new(),
+            chunk: None,
+        }
+    }
+
+    /// Step `t`'s gates (its active rows), projecting its chunk first when chunked.
+    fn step(&mut self, rows: &Rows, t: usize, width: usize) -> &mut [f32] {
+        match self {
+            Gates::Whole(gates) => &mut gates[rows.step(t, width)],
+            Gates::Chunked {
+                projector,
+                steps_per_chunk,
+                buffer,
+                chunk,
+            } => {
+                let c = t / *steps_per_chunk;
+                let first = c * *steps_per_chunk;
+                if *chunk != Some(c) {
+                    let last = (first + *steps_per_chunk).min(rows.active.len());
+                    projector.project(first..last, buffer);
+                    *chunk = Some(c);
+                }
+                let base = rows.starts[first] * width;
+                let step = rows.step(t, width);
+                &mut buffer[step.start - base..step.end - base]
+            }
+        }
+    }
+
+    /// The gates to keep in the trace (none when chunked: inference keeps nothing).
+    fn into_kept(self) -> Vec<f32> {
+        match self {
+            Gates::Whole(gates) => gates,
+            Gates::Chunked { .. } => Vec::new(),
+        }
+    }
 }
 
 /// One direction's input-side gradients from its `dz` (`[T, B, G·U]`, op order): of its input
@@ -560,7 +654,7 @@ fn forward_direction(
     isa: InstructionSet,
     mask: &[u8],
     rows: &Rows,
-    mut gates: Vec<f32>,
+    mut gates: Gates,
     recurrent: &[f32],
     reverse: bool,
     sequences: bool,
@@ -617,7 +711,7 @@ fn forward_direction(
         }
         // Only the step's active rows: a prefix of the batch (all of it when masked).
         let state = slot(t)..slot(t) + n * units;
-        let z = &mut gates[rows.step(t, gate_width)];
+        let z = gates.step(rows, t, gate_width);
         let h_prev = &trace_h[state.clone()];
         let out_step = if sequences {
             &mut out[t * step_state..t * step_state + n * units]
@@ -664,8 +758,8 @@ fn forward_direction(
             ),
         }
     }
-    let trace = keep_trace.then_some(Trace {
-        gates,
+    let trace = keep_trace.then(|| Trace {
+        gates: gates.into_kept(),
         h_prev: trace_h,
         cell: match cell {
             Cell::Lstm => CellTrace::Lstm { c_prev, tanh_c },
@@ -892,9 +986,15 @@ impl CustomOp3 for FusedBiRnn {
         let direction = |kernel: &[f32], recurrent: &[f32], d: usize, reverse: bool| {
             let input_bias = &recurrent[units * gate_width..(units + 1) * gate_width];
             let keep = keep.as_ref().map(|k| &k[d][..]);
-            let x_op = rows.input_to_op(x, input, keep);
-            let gates = project(&x_op, kernel, input_bias, rows.packed(), input);
-            drop(x_op);
+            let projector = Projector {
+                rows,
+                x,
+                input,
+                keep,
+                kernel,
+                bias: input_bias,
+            };
+            let gates = Gates::new(projector, keep_trace);
             forward_direction(
                 &dims, isa, mask, rows, gates, recurrent, reverse, seq, keep_trace,
             )
@@ -1006,7 +1106,8 @@ impl CustomOp3 for FusedBiRnn {
                                         offset: which * units,
                                     },
                                 );
-                                let x_op = rows.input_to_op(x, input, keep.map(|k| k[which]));
+                                let x_op =
+                                    rows.input_to_op(x, input, keep.map(|k| k[which]), 0..time);
                                 let (d_kernel, d_input) = project_backward(
                                     &x_op,
                                     kernel,
@@ -1177,7 +1278,7 @@ mod tests {
         // keep mask (`[B, I]`).
         assert_eq!(rows.starts, vec![0, 1, 3, 6]);
         let keep: Vec<f32> = vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
-        let x_op = rows.input_to_op(&data, 2, Some(&keep));
+        let x_op = rows.input_to_op(&data, 2, Some(&keep), 0..3);
         let expected_x = [
             20.0, 30.0, 60.0, 78.0, 8.0, 18.0, 100.0, 126.0, 16.0, 34.0, 154.0, 184.0,
         ];
@@ -1206,7 +1307,7 @@ mod tests {
             std::borrow::Cow::Borrowed(_)
         ));
         assert!(matches!(
-            rows.input_to_op(&data[..12], 2, None),
+            rows.input_to_op(&data[..12], 2, None, 0..3),
             std::borrow::Cow::Borrowed(_)
         ));
         // A hole, or post and pre padding mixed: every row runs at every step, masked.
@@ -1403,6 +1504,19 @@ mod tests {
         assert_eq!(got.dims(), expected.dims(), "{case:?}");
         let err = relative_error(&flat(&got), &flat(&expected));
         assert!(err < 1e-5, "{case:?}: outputs differ by {err:e}");
+        // Inference projects a few steps at a time (at 64 rows, 32 steps a chunk: the longest
+        // case crosses a chunk in both directions) and keeps nothing: the same outputs.
+        let inferred = fused
+            .run_fused(
+                x32.as_tensor(),
+                &time_major_mask(&ids, b, t),
+                case.sequences,
+                keep32.as_ref().map(|[f, w]| (f, w)),
+                false,
+            )
+            .unwrap();
+        let err = relative_error(&flat(&inferred), &flat(&got));
+        assert!(err < 1e-6, "{case:?}: inference differs by {err:e}");
 
         let loss = |out: &Tensor, dtype| {
             let c = Tensor::from_vec(coefficients.clone(), out.shape(), &Device::Cpu)
