@@ -13,7 +13,9 @@
 #   bash scripts/quality.sh DEV.csv TEST.csv [--spec SPEC.yaml] [--task binary|multiclass]
 #
 # DEV and TEST have the spec's columns and no rows in common; TEST is only ever scored. Only the
-# spec's `train:` and `storage:` lines are changed (its columns and labels are used as written).
+# spec's `train:` and `storage:` lines are changed (its columns and labels are used as written),
+# and with UNLABELLED its `final:` asks for the distilled student with those rows, so that
+# `max_duration` keeps time for the student as well as the ensemble.
 # To measure without a test split of your own, split a labelled file in two (e.g. 70/30,
 # stratified). Environment: MAX_DURATION (the spec's), ENSEMBLE (the spec's), UNLABELLED (a CSV
 # of rows without labels the student also learns from, e.g. TEST's texts as a competition's
@@ -65,6 +67,31 @@ if [ -n "${MAX_DURATION:-}" ]; then
     sed -i "s|^max_duration: .*|max_duration: $MAX_DURATION|" "$spec"
 fi
 grep -q "^  train: $DEV\$" "$spec" || { echo "could not point the spec at $DEV (it needs a \`  train:\` line under \`data:\`)" >&2; exit 1; }
+if [ -n "${UNLABELLED:-}" ]; then
+    # The student and its unlabelled rows in the spec's `final:` (one flow-style line in place
+    # of the section), where the search's time reserve reads them.
+    "$VENV/bin/python" - "$spec" "$(realpath "$UNLABELLED")" <<'PY'
+import json, sys, yaml
+path, unlabelled = sys.argv[1:]
+text = open(path).read()
+final = yaml.safe_load(text).get("final") or {}
+distill = final.get("distill")
+final["distill"] = {**(distill if isinstance(distill, dict) else {}), "unlabelled": unlabelled}
+lines, out, skipping = text.splitlines(), [], False
+for line in lines:
+    if skipping and (line.startswith((" ", "\t")) or not line.strip()):
+        continue
+    skipping = False
+    if line.startswith("final:"):
+        out.append("final: " + json.dumps(final))
+        skipping = True
+        continue
+    out.append(line)
+if not any(l.startswith("final:") for l in lines):
+    out.append("final: " + json.dumps(final))
+open(path, "w").write("\n".join(out) + "\n")
+PY
+fi
 columns=$("$VENV/bin/python" -c '
 import sys, yaml
 c = (yaml.safe_load(open(sys.argv[1]))["data"].get("columns") or {})
