@@ -1492,30 +1492,24 @@ mod tests {
                     .unwrap()
             })
         });
-        let got = fused
-            .run_fused(
-                x32.as_tensor(),
-                &time_major_mask(&ids, b, t),
-                case.sequences,
-                keep32.as_ref().map(|[f, w]| (f, w)),
-                true,
-            )
-            .unwrap();
+        let run = |keep_trace| {
+            fused
+                .run_fused(
+                    x32.as_tensor(),
+                    &time_major_mask(&ids, b, t),
+                    case.sequences,
+                    keep32.as_ref().map(|[f, w]| (f, w)),
+                    keep_trace,
+                )
+                .unwrap()
+        };
+        let got = run(true);
         assert_eq!(got.dims(), expected.dims(), "{case:?}");
         let err = relative_error(&flat(&got), &flat(&expected));
         assert!(err < 1e-5, "{case:?}: outputs differ by {err:e}");
         // Inference projects a few steps at a time (at 64 rows, 32 steps a chunk: the longest
         // case crosses a chunk in both directions) and keeps nothing: the same outputs.
-        let inferred = fused
-            .run_fused(
-                x32.as_tensor(),
-                &time_major_mask(&ids, b, t),
-                case.sequences,
-                keep32.as_ref().map(|[f, w]| (f, w)),
-                false,
-            )
-            .unwrap();
-        let err = relative_error(&flat(&inferred), &flat(&got));
+        let err = relative_error(&flat(&run(false)), &flat(&got));
         assert!(err < 1e-6, "{case:?}: inference differs by {err:e}");
 
         let loss = |out: &Tensor, dtype| {
