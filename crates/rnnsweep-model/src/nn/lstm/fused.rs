@@ -601,9 +601,9 @@ impl<'a> Gates<'a> {
     }
 }
 
-/// One direction's input-side gradients from its `dz` (`[T, B, G·U]`, op order): of its input
-/// kernel, `x_opᵀ·dz` (`[I, G·U]`), and of its projected input, `dz·Wᵀ` (`[T, B, I]`, op order,
-/// before the keep mask).
+/// One direction's input-side gradients from its `dz` (packed: `[rows, G·U]`, the rows of
+/// [`Rows::step`]): of its input kernel, `x_opᵀ·dz` (`[I, G·U]`), and of its projected input,
+/// `dz·Wᵀ` (`[rows, I]`, packed alike, before the keep mask).
 fn project_backward(
     x_op: &[f32],
     kernel: &[f32],
@@ -780,8 +780,9 @@ struct OutputGradient<'a> {
     offset: usize,
 }
 
-/// The backward pass of one direction. Returns the gradients of the projection `[T, B, G·U]`
-/// and of the recurrent kernel with its bias rows `[U + K, G·U]`.
+/// The backward pass of one direction. Returns the gradients of the projection (packed, the
+/// rows of [`Rows::step`]: `[Σ active, G·U]`) and of the recurrent kernel with its bias rows
+/// `[U + K, G·U]`.
 #[allow(clippy::too_many_arguments)]
 fn backward_direction(
     dims: &Dims,
