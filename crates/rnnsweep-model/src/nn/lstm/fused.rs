@@ -14,8 +14,9 @@
 //! output tile as it leaves the registers. The two directions are independent, so each
 //! direction's projection and recurrence run on its own rayon task: on a 2-thread pool each
 //! gets a core, which the small per-step multiplies could not use well (two threads inside one
-//! were no faster). The kernels' instruction set (AVX-512, AVX2 or portable) is fixed when the
-//! op is built.
+//! were no faster). A bigger pool also splits each step's rows among a direction's threads
+//! ([`super::split`]). The kernels' instruction set (AVX-512, AVX2 or portable) is fixed when
+//! the op is built.
 //!
 //! A GRU (`reset_after=True`) keeps `h·R` apart from the projection: its reset gate scales the
 //! candidate's recurrent part alone, so the gate math combines the two per tile (and keeps the
@@ -47,6 +48,7 @@ use gemm::Parallelism;
 use super::gates::{self, BackwardStep, ForwardStep, GruBackwardStep, GruForwardStep};
 use super::isa::{self, InstructionSet};
 use super::kernel::{self, Packed, Write};
+use super::split::{self, RowCursor};
 use crate::config::Cell;
 
 /// The fused op for one call, with `G` gate blocks (4 for an LSTM, 3 for a GRU) and `K` bias
@@ -482,11 +484,10 @@ fn matmul(
     }
 }
 
-/// The threads one direction's multiplies may use: the pool's half, as the two directions
-/// run at once.
+/// The threads one direction's multiplies may use ([`split::direction_threads`]).
 fn direction_parallelism() -> Parallelism {
-    match rayon::current_num_threads() / 2 {
-        0 | 1 => Parallelism::None,
+    match split::direction_threads() {
+        1 => Parallelism::None,
         n => Parallelism::Rayon(n),
     }
 }
@@ -701,6 +702,7 @@ fn forward_direction(
         Cell::Lstm => &[][..],
         Cell::Gru => &recurrent[(units + 1) * gate_width..(units + 2) * gate_width],
     };
+    let threads = split::direction_threads();
     for t in dims.order(reverse) {
         let n = rows.active[t];
         let step_mask = &mask[t * batch..t * batch + n];
@@ -719,43 +721,67 @@ fn forward_direction(
             // Only the final state is wanted; the scratch output row is overwritten each step.
             &mut out[..n * units]
         };
+        // Each part of the step's rows (one, unless the pool has threads to spare) gets its
+        // own rows of every buffer; the kernels then run on each part as on a whole step.
+        let parts = split::row_parts(n, units * gate_width, threads);
+        let mut z_rows = RowCursor::new(z, gate_width);
+        let mut h_rows = RowCursor::new(&mut h[..n * units], units);
+        let mut out_rows = RowCursor::new(out_step, units);
+        let part_h_prev = |p: &Range<usize>| &h_prev[p.start * units..p.end * units];
         match cell {
-            Cell::Lstm => kernel::lstm_forward(
-                &packed,
-                h_prev,
-                ForwardStep {
-                    gates: z,
-                    c: &mut c[..n * units],
-                    h: &mut h[..n * units],
-                    c_prev: if keep_trace {
-                        &mut c_prev[state.clone()]
-                    } else {
-                        &mut []
-                    },
-                    tanh_c: if keep_trace {
-                        &mut tanh_c[state]
-                    } else {
-                        &mut []
-                    },
-                    out: out_step,
-                    mask: step_mask,
-                    units,
-                    trace: keep_trace,
-                },
-            ),
-            Cell::Gru => kernel::gru_forward(
-                &packed,
-                h_prev,
-                GruForwardStep {
-                    gates: z,
-                    recurrent_bias,
-                    h: &mut h[..n * units],
-                    candidate_recurrent: &mut candidate_recurrent[state],
-                    out: out_step,
-                    mask: step_mask,
-                    units,
-                },
-            ),
+            Cell::Lstm => {
+                let mut c_rows = RowCursor::new(&mut c[..n * units], units);
+                let (c_prev, tanh_c): (&mut [f32], &mut [f32]) = if keep_trace {
+                    (&mut c_prev[state.clone()], &mut tanh_c[state])
+                } else {
+                    (&mut [], &mut [])
+                };
+                let mut c_prev_rows = RowCursor::new(c_prev, units);
+                let mut tanh_c_rows = RowCursor::new(tanh_c, units);
+                let steps: Vec<_> = parts
+                    .iter()
+                    .map(|p| {
+                        let rows = p.len();
+                        let step = ForwardStep {
+                            gates: z_rows.take(rows),
+                            c: c_rows.take(rows),
+                            h: h_rows.take(rows),
+                            c_prev: c_prev_rows.take(rows),
+                            tanh_c: tanh_c_rows.take(rows),
+                            out: out_rows.take(rows),
+                            mask: &step_mask[p.clone()],
+                            units,
+                            trace: keep_trace,
+                        };
+                        (part_h_prev(p), step)
+                    })
+                    .collect();
+                split::run_parts(steps, |(h_prev, step)| {
+                    kernel::lstm_forward(&packed, h_prev, step)
+                });
+            }
+            Cell::Gru => {
+                let mut candidate_rows = RowCursor::new(&mut candidate_recurrent[state], units);
+                let steps: Vec<_> = parts
+                    .iter()
+                    .map(|p| {
+                        let rows = p.len();
+                        let step = GruForwardStep {
+                            gates: z_rows.take(rows),
+                            recurrent_bias,
+                            h: h_rows.take(rows),
+                            candidate_recurrent: candidate_rows.take(rows),
+                            out: out_rows.take(rows),
+                            mask: &step_mask[p.clone()],
+                            units,
+                        };
+                        (part_h_prev(p), step)
+                    })
+                    .collect();
+                split::run_parts(steps, |(h_prev, step)| {
+                    kernel::gru_forward(&packed, h_prev, step)
+                });
+            }
         }
     }
     let trace = keep_trace.then(|| Trace {
@@ -831,6 +857,7 @@ fn backward_direction(
             dh_row.copy_from_slice(&d_output[start..start + units]);
         }
     }
+    let threads = split::direction_threads();
     for t in dims.order(!reverse) {
         let n = active[t];
         let step_mask = &mask[t * batch..t * batch + n];
@@ -839,64 +866,96 @@ fn backward_direction(
         }
         let state = t * step_state..t * step_state + n * units;
         let step = rows.step(t, gate_width);
-        let dz_step = &mut dz[step.clone()];
-        let d_out = sequences.then(|| (&d_output[t * batch * 2 * units..], 2 * units, offset));
+        let gates_step = &trace.gates[step.clone()];
+        let parts = split::row_parts(n, units * gate_width, threads);
+        // The gradient of the part's outputs: rows of `2U`, this direction's from `offset`.
+        let d_out = |p: &Range<usize>| {
+            sequences.then(|| {
+                let first_row = t * batch + p.start;
+                (&d_output[first_row * 2 * units..], 2 * units, offset)
+            })
+        };
+        let mut dh_rows = RowCursor::new(&mut dh[..n * units], units);
+        let mut dz_rows = RowCursor::new(&mut dz[step.clone()], gate_width);
         match &trace.cell {
             CellTrace::Lstm { c_prev, tanh_c } => {
-                gates::backward_step(
-                    isa,
-                    BackwardStep {
-                        gates: &trace.gates[step],
-                        c_prev: &c_prev[state.clone()],
-                        tanh_c: &tanh_c[state],
-                        dh: &dh[..n * units],
-                        dc: &mut dc[..n * units],
-                        d_out,
-                        dz: dz_step,
-                        mask: step_mask,
-                        units,
-                    },
-                );
-                // dh before the step = dz·Rᵀ on real rows; padded rows pass theirs through.
-                kernel::multiply(
-                    &kernel_t,
-                    dz_step,
-                    gate_width,
-                    &mut dh[..n * units],
-                    units,
-                    step_mask,
-                    Write::Store,
-                );
+                let (c_prev, tanh_c) = (&c_prev[state.clone()], &tanh_c[state]);
+                let mut dc_rows = RowCursor::new(&mut dc[..n * units], units);
+                let work: Vec<_> = parts
+                    .iter()
+                    .map(|p| {
+                        let rows = p.len();
+                        (
+                            p,
+                            dh_rows.take(rows),
+                            dc_rows.take(rows),
+                            dz_rows.take(rows),
+                        )
+                    })
+                    .collect();
+                split::run_parts(work, |(p, dh, dc, dz)| {
+                    let mask = &step_mask[p.clone()];
+                    gates::backward_step(
+                        isa,
+                        BackwardStep {
+                            gates: split::rows_of(gates_step, p, gate_width),
+                            c_prev: split::rows_of(c_prev, p, units),
+                            tanh_c: split::rows_of(tanh_c, p, units),
+                            dh,
+                            dc,
+                            d_out: d_out(p),
+                            dz,
+                            mask,
+                            units,
+                        },
+                    );
+                    // dh before the step = dz·Rᵀ on real rows; padded rows pass theirs
+                    // through.
+                    kernel::multiply(&kernel_t, dz, gate_width, dh, units, mask, Write::Store);
+                });
             }
             CellTrace::Gru {
                 candidate_recurrent,
             } => {
-                let dz_recurrent_step = &mut dz_recurrent[step.clone()];
-                // Leaves dh ⊙ z in dh on real rows, then adds dz_recurrent·Rᵀ; a padded row's
-                // dz_recurrent is zero, so its dh passes through.
-                gates::gru_backward_step(
-                    isa,
-                    GruBackwardStep {
-                        gates: &trace.gates[step],
-                        h_prev: &trace.h_prev[state.clone()],
-                        candidate_recurrent: &candidate_recurrent[state],
-                        dh: &mut dh[..n * units],
-                        d_out,
-                        dz_input: dz_step,
-                        dz_recurrent: dz_recurrent_step,
-                        mask: step_mask,
+                let (h_prev, candidate_recurrent) =
+                    (&trace.h_prev[state.clone()], &candidate_recurrent[state]);
+                let mut dz_recurrent_rows = RowCursor::new(&mut dz_recurrent[step], gate_width);
+                let work: Vec<_> = parts
+                    .iter()
+                    .map(|p| {
+                        let rows = p.len();
+                        let dh = dh_rows.take(rows);
+                        (p, dh, dz_rows.take(rows), dz_recurrent_rows.take(rows))
+                    })
+                    .collect();
+                split::run_parts(work, |(p, dh, dz, dz_recurrent)| {
+                    let mask = &step_mask[p.clone()];
+                    // Leaves dh ⊙ z in dh on real rows, then adds dz_recurrent·Rᵀ; a padded
+                    // row's dz_recurrent is zero, so its dh passes through.
+                    gates::gru_backward_step(
+                        isa,
+                        GruBackwardStep {
+                            gates: split::rows_of(gates_step, p, gate_width),
+                            h_prev: split::rows_of(h_prev, p, units),
+                            candidate_recurrent: split::rows_of(candidate_recurrent, p, units),
+                            dh,
+                            d_out: d_out(p),
+                            dz_input: dz,
+                            dz_recurrent,
+                            mask,
+                            units,
+                        },
+                    );
+                    kernel::multiply(
+                        &kernel_t,
+                        dz_recurrent,
+                        gate_width,
+                        dh,
                         units,
-                    },
-                );
-                kernel::multiply(
-                    &kernel_t,
-                    dz_recurrent_step,
-                    gate_width,
-                    &mut dh[..n * units],
-                    units,
-                    step_mask,
-                    Write::Add,
-                );
+                        mask,
+                        Write::Add,
+                    );
+                });
             }
         }
     }
@@ -914,7 +973,7 @@ fn backward_direction(
             (1, units),
             d_through_kernel,
             (gate_width, 1),
-            Parallelism::None,
+            direction_parallelism(),
         );
     } else {
         // Σₜ over each step's active rows only (dz is packed so already): the states packed
@@ -933,7 +992,7 @@ fn backward_direction(
             (1, units),
             d_through_kernel,
             (gate_width, 1),
-            Parallelism::None,
+            direction_parallelism(),
         );
     }
     let (d_input_bias, d_recurrent_bias) = d_bias.split_at_mut(gate_width);
@@ -1245,7 +1304,7 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     use super::super::{time_major_mask, BiLstm, BiOutput, LstmWeights, StepMask};
-    use super::{isa, InstructionSet};
+    use super::{isa, split, InstructionSet};
     use crate::config::Cell;
 
     #[test]
@@ -1601,6 +1660,93 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A pool of 4 gives each direction 2 threads, so a step of 100 rows at U = 64 runs in
+    /// two parts. Split, the op must still match the reference layer in every case and
+    /// instruction set, and give exactly what it gives on one thread.
+    #[test]
+    fn steps_split_across_threads_match_the_reference_layer_and_one_thread() {
+        let (time, batch, input, units) = (4, 100, 5, 64);
+        let split_pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .unwrap();
+        let one_thread = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        for (cell, seed) in [(Cell::Lstm, 2000), (Cell::Gru, 3000)] {
+            let work_per_row = units * cell.gates() * units;
+            assert_eq!(
+                split_pool.install(|| split::row_parts(
+                    batch,
+                    work_per_row,
+                    split::direction_threads()
+                )),
+                [0..48, 48..100],
+                "{cell:?}: the test no longer splits its steps"
+            );
+            split_pool.install(|| check_every_case(cell, &[(time, batch, input, units)], seed));
+            for padding in [Padding::None, Padding::Post, Padding::Holes] {
+                for sequences in [true, false] {
+                    let case = Case {
+                        cell,
+                        time,
+                        batch,
+                        input,
+                        units,
+                        padding,
+                        sequences,
+                        dropout: true,
+                    };
+                    let split = split_pool.install(|| fused_outputs_and_gradients(&case, seed));
+                    let whole = one_thread.install(|| fused_outputs_and_gradients(&case, seed));
+                    assert!(
+                        split == whole,
+                        "{case:?}: split steps differ from one thread's"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The fused op's outputs, then the gradients of its input and of every weight, of a
+    /// weighted sum of its outputs.
+    fn fused_outputs_and_gradients(case: &Case, seed: u64) -> Vec<Vec<f64>> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let (t, b, i, u) = (case.time, case.batch, case.input, case.units);
+        let ids = ids(case, &mut rng);
+        let x = var(&uniform(&mut rng, t * b * i, 1.0), &[t, b, i], DType::F32);
+        let w = [
+            weights(&mut rng, case.cell, i, u),
+            weights(&mut rng, case.cell, i, u),
+        ];
+        let keep: [Tensor; 2] = [0, 1].map(|_| {
+            let mask: Vec<f32> = (0..b * i)
+                .map(|_| if rng.random_bool(0.3) { 0.0 } else { 1.0 / 0.7 })
+                .collect();
+            Tensor::from_vec(mask, (b, i), &Device::Cpu).unwrap()
+        });
+        let fused = layer(&w, case.cell, i, u, DType::F32);
+        let keep = case.dropout.then_some((&keep[0], &keep[1]));
+        let mask = time_major_mask(&ids, b, t);
+        let out = fused
+            .run_fused(x.as_tensor(), &mask, case.sequences, keep, true)
+            .unwrap();
+        let coefficients = uniform(&mut rng, out.elem_count(), 1.0);
+        let c = Tensor::from_vec(coefficients, out.shape(), &Device::Cpu)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap();
+        let grads = out.mul(&c).unwrap().sum_all().unwrap().backward().unwrap();
+        let mut values = vec![flat(&out), flat(grads.get(x.as_tensor()).unwrap())];
+        for direction in [&fused.forward, &fused.backward] {
+            for (_, v) in direction.vars() {
+                values.push(flat(grads.get(v.as_tensor()).unwrap()));
+            }
+        }
+        values
     }
 
     #[test]

@@ -27,6 +27,7 @@ mod fused;
 pub mod gates;
 pub mod isa;
 pub mod kernel;
+mod split;
 
 use candle_core::{DType, Device, Tensor, Var};
 use rand_chacha::ChaCha8Rng;
