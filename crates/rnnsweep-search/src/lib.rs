@@ -9,10 +9,12 @@
 
 pub mod devices;
 pub mod display;
+pub mod predictions;
 pub mod pruning;
 pub mod results;
 pub mod run;
 pub mod sampling;
+pub mod selection;
 pub mod space;
 pub mod spec;
 pub mod store;

@@ -9,10 +9,11 @@ use rnnsweep_model::artifact::{Combine, Ensemble, Predictor, TrainedModel};
 use rnnsweep_model::train::distill::DistillSettings;
 use rnnsweep_model::train::history::write_history;
 
-use crate::results::ensemble::{ensemble_of, Selection};
+use crate::results::ensemble::ensemble_of;
 use crate::results::error::StudyError;
 use crate::results::retrain::Retrained;
 use crate::results::study::Study;
+use crate::selection::Selection;
 use crate::spec::final_model::{FinalDistill, SelectionRule};
 use crate::store::TrialRecord;
 

@@ -10,7 +10,7 @@ use plotters::prelude::*;
 use rnnsweep_model::metrics::Direction;
 use serde_json::Value;
 
-use crate::run::predictions::Predictions;
+use crate::predictions::Predictions;
 use crate::store::decode_param;
 use crate::store::{param_names, TrialRecord, TrialState};
 

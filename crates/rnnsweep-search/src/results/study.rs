@@ -11,14 +11,13 @@ use rnnsweep_model::metrics::Direction;
 use rnnsweep_model::train::checkpoint::data_fingerprint;
 use serde_json::Value;
 
+use crate::predictions;
 use crate::results::confirm::confirmed_ranking;
-use crate::results::ensemble::{self, Selection};
 use crate::results::error::StudyError;
 use crate::results::leaderboard::rank;
 use crate::results::plots::TrialData;
 use crate::results::retrain::{RetrainOptions, RetrainPlan};
-use crate::run::predictions;
-use crate::run::protocol::VAL_PREDICTIONS_FILE;
+use crate::selection::{self, Selection};
 use crate::space::trial_config::build_config;
 use crate::space::{Point, Space};
 use crate::spec::final_model::SelectionRule;
@@ -207,7 +206,7 @@ impl Study {
     }
 
     /// An ensemble's `k` members: chosen greedily on validation predictions from the best 50
-    /// configurations (auto-sklearn's `ensemble_nbest`; [`ensemble::select`]); returns
+    /// configurations (auto-sklearn's `ensemble_nbest`; [`selection::select`]); returns
     /// the candidates and the selection (indices into the candidates).
     pub fn choose_ensemble(
         &self,
@@ -226,18 +225,9 @@ impl Study {
                 },
             ));
         }
-        let candidates = self.top_trials(k.max(50))?;
-        let predictions: Vec<_> = candidates
-            .iter()
-            .map(|t| {
-                let dir = t.system_attrs.get(keys::TRIAL_DIR)?.as_str()?;
-                let path = std::path::Path::new(dir).join(VAL_PREDICTIONS_FILE);
-                predictions::read_predictions_with_ids(&path)
-                    .or_else(|_| predictions::read_class_predictions(&path))
-                    .ok()
-            })
-            .collect();
-        let selection = ensemble::select(&predictions, k, combine);
+        let candidates = self.top_trials(k.max(selection::CANDIDATES))?;
+        let predictions = predictions::of_trials(&candidates);
+        let selection = selection::select(&predictions, k, combine);
         Ok((candidates, selection))
     }
 

@@ -2,7 +2,9 @@
 //! and `best --retrain` together fit the hour a spec promises.
 //!
 //! The estimate comes from the study's own measurements: the members `final: {ensemble: K}`
-//! would most likely be (the K best completed trials so far), each trained again for its kept
+//! would be if the search stopped now (greedy selection on the completed trials' validation
+//! predictions, as `best --retrain` will choose them: often fewer than K, and not always the
+//! slowest; the K best where selection is `top` or predictions are missing), each trained again for its kept
 //! epoch count at its measured seconds per epoch, scaled to the rows a retraining trains on
 //! (every row but the calibration slice, so `1 / (1 − validation_split)` of a trial's), at
 //! once on the spec's device slots as `best --retrain` trains them; a distilled final model adds its student, the best configuration
@@ -15,6 +17,9 @@ use serde_json::Value;
 
 use rnnsweep_model::data::{load_csv_with, LabelRule, Labels};
 
+use crate::predictions;
+use crate::selection;
+use crate::spec::final_model::SelectionRule;
 use crate::spec::Spec;
 use crate::store::{keys, TrialRecord, TrialState};
 
@@ -88,8 +93,20 @@ pub(crate) fn final_model_estimate(
         .map(|p| p.capacity())
         .unwrap_or(1)
         .max(1);
+    let chosen: Vec<&TrialRecord> = match spec.final_selection {
+        SelectionRule::Top => completed.iter().take(members).copied().collect(),
+        SelectionRule::Greedy => {
+            let candidates = &completed[..completed.len().min(selection::CANDIDATES)];
+            let predictions = predictions::of_trials(candidates.iter().copied());
+            selection::select(&predictions, members, spec.final_combine)
+                .members()
+                .iter()
+                .map(|&i| candidates[i])
+                .collect()
+        }
+    };
     let mut load = vec![0.0f64; slots];
-    for t in completed.iter().take(members) {
+    for t in chosen {
         if let Some(s) = member_seconds(t) {
             if let Some(least) = load.iter_mut().min_by(|a, b| a.total_cmp(b)) {
                 *least += s;
@@ -193,6 +210,64 @@ mod tests {
         assert_eq!(
             final_model_estimate(&distilled, &trials, 2.0),
             Duration::from_secs(275)
+        );
+    }
+
+    /// The members counted are those `best --retrain` will choose: greedy selection on the
+    /// trials' validation predictions, which may skip a slow trial and stop short of K.
+    #[test]
+    fn the_reserve_counts_the_members_greedy_selection_would_choose() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = "name: s\nstorage: s.db\ndata: {train: t.csv}\nmethod: random\n\
+                    metric: {name: val_loss}\ntraining: {validation_split: 0.2}\n\
+                    parameters:\n  learning_rate: {values: [0.1, 0.2]}\n";
+        // Labels 1 1 0 0 1 0 (the selection module's example): the best trial misranks row 4,
+        // its slow twin makes the same mistake, the third is worse alone but right about row
+        // 4, so best + third beats best + twin, and adding the twin to them lowers the AP.
+        let ids = ["a", "b", "c", "d", "e", "f"];
+        let labels = [1, 1, 0, 0, 1, 0];
+        let with_predictions = |mut t: TrialRecord, probabilities: &[f32]| {
+            let folder = dir.path().join(format!("trial-{}", t.number));
+            std::fs::create_dir_all(&folder).unwrap();
+            let file = folder.join(predictions::VAL_PREDICTIONS_FILE);
+            predictions::write_predictions(&file, &ids, probabilities, &labels).unwrap();
+            t.system_attrs.insert(
+                keys::TRIAL_DIR.to_string(),
+                Value::from(folder.to_str().unwrap()),
+            );
+            t
+        };
+        let trials = [
+            with_predictions(trial(0, 0.20, 60.0, 6, 6), &[0.9, 0.8, 0.3, 0.7, 0.2, 0.6]),
+            with_predictions(
+                trial(1, 0.25, 900.0, 9, 9),
+                &[0.88, 0.79, 0.31, 0.69, 0.21, 0.59],
+            ),
+            with_predictions(trial(2, 0.30, 40.0, 4, 4), &[0.4, 0.6, 0.9, 0.2, 0.8, 0.1]),
+        ];
+        // Asked for 3, selection stops at trial 0 and trial 2: (60 + 40) × 1.25 = 125 s, where
+        // the three best would have been (60 + 900 + 40) × 1.25.
+        let greedy = spec(&format!(
+            "{base}final: {{ensemble: 3, combine: probability}}\n"
+        ));
+        assert_eq!(
+            final_model_estimate(&greedy, &trials, 1.0),
+            Duration::from_secs(125)
+        );
+        // `selection: top` takes the three best, as `best --retrain` then will.
+        let top = spec(&format!(
+            "{base}final: {{ensemble: 3, combine: probability, selection: top}}\n"
+        ));
+        assert_eq!(
+            final_model_estimate(&top, &trials, 1.0),
+            Duration::from_secs(1250)
+        );
+        // A trial without its file: selection falls back to rank, and so does the estimate.
+        let mut without = trials.to_vec();
+        without[2].system_attrs.clear();
+        assert_eq!(
+            final_model_estimate(&greedy, &without, 1.0),
+            Duration::from_secs(1250)
         );
     }
 

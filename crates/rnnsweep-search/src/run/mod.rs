@@ -8,7 +8,6 @@ mod final_budget;
 pub mod identity;
 pub mod outcome;
 pub mod plan;
-pub mod predictions;
 pub mod process;
 pub mod protocol;
 pub mod signals;

@@ -15,10 +15,6 @@ use serde_json::Value;
 
 pub const TRIAL_ENV: &str = "RNNSWEEP_TRIAL";
 
-/// What a worker may leave in its trial folder: `probability,label` per validation row of
-/// the kept model (the built-in worker always does; plots of the best trial use it).
-pub const VAL_PREDICTIONS_FILE: &str = "val_predictions.csv";
-
 /// What a worker is asked to do.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrialTask {

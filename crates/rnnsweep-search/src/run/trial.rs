@@ -13,10 +13,11 @@ use rnnsweep_model::train::history::EpochReport;
 use rnnsweep_model::train::{fit, Control, FitOptions};
 use serde_json::Value;
 
-use crate::run::predictions::{
+use crate::predictions::{
     write_class_predictions, write_label_predictions, write_predictions, PredictionsError,
+    VAL_PREDICTIONS_FILE,
 };
-use crate::run::protocol::{TrialTask, WorkerMessage, VAL_PREDICTIONS_FILE};
+use crate::run::protocol::{TrialTask, WorkerMessage};
 use crate::spec::FunctionTrial;
 
 #[derive(Debug, thiserror::Error)]

@@ -18,7 +18,7 @@ pub struct FinalDistill {
 #[serde(rename_all = "lowercase")]
 pub enum SelectionRule {
     /// Greedy ensemble selection on the trials' validation predictions
-    /// (`results::ensemble::select`).
+    /// (`selection::select`).
     #[default]
     Greedy,
     /// The K best configurations by rank (by the mean over seeds once `confirm` ran).

@@ -7,11 +7,11 @@ use rnnsweep_model::artifact::Combine;
 use rnnsweep_model::train::Control;
 use rnnsweep_search::devices::DevicePool;
 use rnnsweep_search::display::sig4;
-use rnnsweep_search::results::ensemble::Selection;
 use rnnsweep_search::results::final_model::{save, FinalModelRequest, Saved};
 use rnnsweep_search::results::members::{train_on_slots, MemberProcess};
 use rnnsweep_search::results::retrain::{RetrainOptions, Retrained};
 use rnnsweep_search::results::study::Study;
+use rnnsweep_search::selection::Selection;
 use rnnsweep_search::spec::final_model::SelectionRule;
 use rnnsweep_search::store::StorageLocation;
 

@@ -3,11 +3,10 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use rnnsweep_search::predictions::{self, VAL_PREDICTIONS_FILE};
 use rnnsweep_search::results::leaderboard::rank;
 use rnnsweep_search::results::plots::{self, TrialData};
 use rnnsweep_search::results::study::Study;
-use rnnsweep_search::run::predictions;
-use rnnsweep_search::run::protocol::VAL_PREDICTIONS_FILE;
 use rnnsweep_search::store::{keys, StorageLocation};
 
 #[derive(clap::Args)]

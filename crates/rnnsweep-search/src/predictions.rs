@@ -1,10 +1,15 @@
-//! The validation-predictions file a trial may leave in its folder
-//! ([`crate::run::protocol::VAL_PREDICTIONS_FILE`]): one row per validation row of the kept
-//! model, `id,probability,label` for a binary task, `id,label,<classes>` for K classes,
-//! `id,labels,<labels>` for multi-label. The built-in trial writes it; ensembles, `best` and
-//! the plots read it.
+//! The validation-predictions file a trial may leave in its folder ([`VAL_PREDICTIONS_FILE`]):
+//! one row per validation row of the kept model, `id,probability,label` for a binary task,
+//! `id,label,<classes>` for K classes, `id,labels,<labels>` for multi-label. The built-in trial
+//! writes it; ensembles, `best`, the plots and the dispatcher's final-model reserve read it.
 
 use std::path::Path;
+
+use crate::store::{keys, TrialRecord};
+
+/// What a worker may leave in its trial folder: one row per validation row of the kept model
+/// (the built-in worker always does; ensembles and plots of the best trial use it).
+pub const VAL_PREDICTIONS_FILE: &str = "val_predictions.csv";
 
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {message}")]
@@ -25,6 +30,23 @@ fn err<E: std::fmt::Debug>(path: &Path) -> impl Fn(E) -> PredictionsError + '_ {
 pub fn read_predictions(path: &Path) -> Result<(Vec<f32>, Vec<u8>), PredictionsError> {
     let p = read_predictions_with_ids(path)?;
     Ok((p.probabilities, p.labels))
+}
+
+/// Each trial's validation predictions, binary or K-class, from its folder; `None` where a
+/// trial left none (or an unreadable file: selection then falls back to rank and says so).
+pub fn of_trials<'a>(
+    trials: impl IntoIterator<Item = &'a TrialRecord>,
+) -> Vec<Option<Predictions>> {
+    trials
+        .into_iter()
+        .map(|t| {
+            let dir = t.system_attrs.get(keys::TRIAL_DIR)?.as_str()?;
+            let path = Path::new(dir).join(VAL_PREDICTIONS_FILE);
+            read_predictions_with_ids(&path)
+                .or_else(|_| read_class_predictions(&path))
+                .ok()
+        })
+        .collect()
 }
 
 /// A predictions file's rows; `ids` is empty for files from before ids were written.
