@@ -225,7 +225,8 @@ pub fn sweep(
         StopCause::MaxDuration => "max_duration reached".to_string(),
         StopCause::FinalModelReserve { reserved } => format!(
             "max_duration reached, less {} kept for the final model (final: ensemble {}, \
-             estimated from the best trials' epoch times; `rnnsweep best DB --retrain` builds it)",
+             estimated from the epoch times of the members it would choose now; `rnnsweep best \
+             DB --retrain` builds it)",
             human_duration(*reserved),
             spec.final_ensemble.unwrap_or(1)
         ),
