@@ -1640,26 +1640,35 @@ mod tests {
     }
 
     fn check_shapes(cell: Cell, shapes: &[(usize, usize, usize, usize)], mut seed: u64) {
-        for &(time, batch, input, units) in shapes {
-            for padding in [Padding::None, Padding::Post, Padding::Pre, Padding::Holes] {
-                for sequences in [true, false] {
-                    for dropout in [false, true] {
-                        seed += 1;
-                        let case = Case {
-                            cell,
-                            time,
-                            batch,
-                            input,
-                            units,
-                            padding,
-                            sequences,
-                            dropout,
-                        };
-                        check(&case, seed);
-                    }
-                }
+        for &shape in shapes {
+            for case in cases(cell, shape) {
+                seed += 1;
+                check(&case, seed);
             }
         }
+    }
+
+    /// Every padding, output form and dropout setting of one `(time, batch, input, units)`.
+    fn cases(
+        cell: Cell,
+        (time, batch, input, units): (usize, usize, usize, usize),
+    ) -> impl Iterator<Item = Case> {
+        [Padding::None, Padding::Post, Padding::Pre, Padding::Holes]
+            .into_iter()
+            .flat_map(|padding| [true, false].map(|sequences| (padding, sequences)))
+            .flat_map(|(padding, sequences)| {
+                [false, true].map(|dropout| (padding, sequences, dropout))
+            })
+            .map(move |(padding, sequences, dropout)| Case {
+                cell,
+                time,
+                batch,
+                input,
+                units,
+                padding,
+                sequences,
+                dropout,
+            })
     }
 
     /// A pool of 4 gives each direction 2 threads, so a step of 100 rows at U = 64 runs in
@@ -1688,25 +1697,13 @@ mod tests {
                 "{cell:?}: the test no longer splits its steps"
             );
             split_pool.install(|| check_every_case(cell, &[(time, batch, input, units)], seed));
-            for padding in [Padding::None, Padding::Post, Padding::Holes] {
-                for sequences in [true, false] {
-                    let case = Case {
-                        cell,
-                        time,
-                        batch,
-                        input,
-                        units,
-                        padding,
-                        sequences,
-                        dropout: true,
-                    };
-                    let split = split_pool.install(|| fused_outputs_and_gradients(&case, seed));
-                    let whole = one_thread.install(|| fused_outputs_and_gradients(&case, seed));
-                    assert!(
-                        split == whole,
-                        "{case:?}: split steps differ from one thread's"
-                    );
-                }
+            for case in cases(cell, (time, batch, input, units)) {
+                let split = split_pool.install(|| fused_outputs_and_gradients(&case, seed));
+                let whole = one_thread.install(|| fused_outputs_and_gradients(&case, seed));
+                assert!(
+                    split == whole,
+                    "{case:?}: split steps differ from one thread's"
+                );
             }
         }
     }
