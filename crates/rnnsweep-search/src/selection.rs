@@ -13,7 +13,9 @@
 use rnnsweep_model::artifact::Combine;
 use rnnsweep_model::metrics::{average_precision, classify_multiclass};
 
-use crate::predictions::Predictions;
+use crate::predictions::{self, Predictions};
+use crate::spec::final_model::SelectionRule;
+use crate::store::TrialRecord;
 
 /// How the members were chosen.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,6 +42,29 @@ impl Selection {
 
 /// How many of a study's best trials selection chooses among.
 pub const CANDIDATES: usize = 50;
+
+/// Chooses `k` members by `rule` among `ranked` (best first: at most [`CANDIDATES`] are read
+/// for greedy selection), reading each trial's validation predictions from its folder. The one
+/// rule behind `best --retrain`'s members and the dispatcher's estimate of them.
+pub fn choose(
+    ranked: &[&TrialRecord],
+    k: usize,
+    rule: SelectionRule,
+    combine: Combine,
+) -> Selection {
+    if rule == SelectionRule::Top {
+        return Selection::Ranked {
+            members: (0..k.min(ranked.len())).collect(),
+            why: "selection: top".into(),
+        };
+    }
+    let candidates = &ranked[..ranked.len().min(CANDIDATES)];
+    select(
+        &predictions::of_trials(candidates.iter().copied()),
+        k,
+        combine,
+    )
+}
 
 /// Chooses `k` of the candidates (best first; `None` where a candidate has no predictions),
 /// scoring each ensemble as `combine` will make its probabilities.

@@ -11,7 +11,6 @@ use rnnsweep_model::metrics::Direction;
 use rnnsweep_model::train::checkpoint::data_fingerprint;
 use serde_json::Value;
 
-use crate::predictions;
 use crate::results::confirm::confirmed_ranking;
 use crate::results::error::StudyError;
 use crate::results::leaderboard::rank;
@@ -214,20 +213,12 @@ impl Study {
         rule: SelectionRule,
         combine: rnnsweep_model::artifact::Combine,
     ) -> Result<(Vec<TrialRecord>, Selection), StudyError> {
-        if rule == SelectionRule::Top {
-            let top = self.top_trials(k)?;
-            let members = (0..top.len()).collect();
-            return Ok((
-                top,
-                Selection::Ranked {
-                    members,
-                    why: "selection: top".into(),
-                },
-            ));
-        }
-        let candidates = self.top_trials(k.max(selection::CANDIDATES))?;
-        let predictions = predictions::of_trials(&candidates);
-        let selection = selection::select(&predictions, k, combine);
+        let candidates = match rule {
+            SelectionRule::Top => self.top_trials(k)?,
+            SelectionRule::Greedy => self.top_trials(k.max(selection::CANDIDATES))?,
+        };
+        let ranked: Vec<&TrialRecord> = candidates.iter().collect();
+        let selection = selection::choose(&ranked, k, rule, combine);
         Ok((candidates, selection))
     }
 

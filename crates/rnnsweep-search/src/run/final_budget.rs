@@ -17,9 +17,7 @@ use serde_json::Value;
 
 use rnnsweep_model::data::{load_csv_with, LabelRule, Labels};
 
-use crate::predictions;
 use crate::selection;
-use crate::spec::final_model::SelectionRule;
 use crate::spec::Spec;
 use crate::store::{keys, TrialRecord, TrialState};
 
@@ -93,20 +91,14 @@ pub(crate) fn final_model_estimate(
         .map(|p| p.capacity())
         .unwrap_or(1)
         .max(1);
-    let chosen: Vec<&TrialRecord> = match spec.final_selection {
-        SelectionRule::Top => completed.iter().take(members).copied().collect(),
-        SelectionRule::Greedy => {
-            let candidates = &completed[..completed.len().min(selection::CANDIDATES)];
-            let predictions = predictions::of_trials(candidates.iter().copied());
-            selection::select(&predictions, members, spec.final_combine)
-                .members()
-                .iter()
-                .map(|&i| candidates[i])
-                .collect()
-        }
-    };
+    let chosen = selection::choose(
+        &completed,
+        members,
+        spec.final_selection,
+        spec.final_combine,
+    );
     let mut load = vec![0.0f64; slots];
-    for t in chosen {
+    for t in chosen.members().iter().map(|&i| completed[i]) {
         if let Some(s) = member_seconds(t) {
             if let Some(least) = load.iter_mut().min_by(|a, b| a.total_cmp(b)) {
                 *least += s;
@@ -229,8 +221,8 @@ mod tests {
         let with_predictions = |mut t: TrialRecord, probabilities: &[f32]| {
             let folder = dir.path().join(format!("trial-{}", t.number));
             std::fs::create_dir_all(&folder).unwrap();
-            let file = folder.join(predictions::VAL_PREDICTIONS_FILE);
-            predictions::write_predictions(&file, &ids, probabilities, &labels).unwrap();
+            let file = folder.join(crate::predictions::VAL_PREDICTIONS_FILE);
+            crate::predictions::write_predictions(&file, &ids, probabilities, &labels).unwrap();
             t.system_attrs.insert(
                 keys::TRIAL_DIR.to_string(),
                 Value::from(folder.to_str().unwrap()),

@@ -727,7 +727,6 @@ fn forward_direction(
         let mut z_rows = RowCursor::new(z, gate_width);
         let mut h_rows = RowCursor::new(&mut h[..n * units], units);
         let mut out_rows = RowCursor::new(out_step, units);
-        let part_h_prev = |p: &Range<usize>| &h_prev[p.start * units..p.end * units];
         match cell {
             Cell::Lstm => {
                 let mut c_rows = RowCursor::new(&mut c[..n * units], units);
@@ -753,7 +752,7 @@ fn forward_direction(
                             units,
                             trace: keep_trace,
                         };
-                        (part_h_prev(p), step)
+                        (split::rows_of(h_prev, p, units), step)
                     })
                     .collect();
                 split::run_parts(steps, |(h_prev, step)| {
@@ -775,7 +774,7 @@ fn forward_direction(
                             mask: &step_mask[p.clone()],
                             units,
                         };
-                        (part_h_prev(p), step)
+                        (split::rows_of(h_prev, p, units), step)
                     })
                     .collect();
                 split::run_parts(steps, |(h_prev, step)| {
