@@ -10,7 +10,7 @@ use std::time::Duration;
 use rnnsweep_search::display::{human_duration, run_cap_text};
 use rnnsweep_search::results::leaderboard::{failure_summary, rank, render_table};
 use rnnsweep_search::results::study::Study;
-use rnnsweep_search::results::warm_start::warm_start;
+use rnnsweep_search::results::warm_start::{queue_spec_trials, warm_start};
 use rnnsweep_search::run::dispatch::{run_sweep, SweepOptions};
 use rnnsweep_search::run::events::StopCause;
 use rnnsweep_search::run::signals::{install_signal_handlers, Interrupts};
@@ -176,6 +176,13 @@ pub fn sweep(
                 w.taken,
                 w.source
             );
+        }
+    }
+    if !spec.enqueue.is_empty() {
+        let study = rnnsweep_search::run::identity::open_study(spec, &mut *store, force_new_space)?;
+        let queued = queue_spec_trials(&mut *store, study, &spec.enqueue)?;
+        if queued > 0 {
+            say!("queued {queued} trial(s) from the spec's enqueue: they run first, to their end");
         }
     }
     let (finished, best) = match store.study_id(&spec.name)? {

@@ -6,6 +6,11 @@
 //! stored with the new space's distributions, under the next free number, marked
 //! [`keys::WARM_START_OF`]. A study takes each source once (resuming does not copy again).
 //! Taken trials count toward `run_cap`, as Optuna's `MaxTrialsCallback` counts added trials.
+//!
+//! A spec's `enqueue` starts a study from configurations instead ([`queue_spec_trials`]):
+//! Optuna's `enqueue_trial`, written in the spec.
+
+use std::collections::BTreeMap;
 
 use rnnsweep_model::metrics::Direction;
 use serde_json::{json, Value};
@@ -14,6 +19,34 @@ use crate::results::error::StudyError;
 use crate::results::study::Study;
 use crate::space::Space;
 use crate::store::{keys, Store, TrialState};
+
+/// Queues each of the spec's `enqueue` entries that study `study` has not queued before (in
+/// the spec's order, as Optuna's `enqueue_trial` would), so resuming, or running the spec again
+/// after adding an entry, queues only what is new. Returns how many were queued now.
+pub fn queue_spec_trials(
+    store: &mut dyn Store,
+    study: i64,
+    entries: &[Value],
+) -> Result<usize, StudyError> {
+    let queued: Vec<Value> = store
+        .trials(study)?
+        .into_iter()
+        .filter_map(|t| t.system_attrs.get(keys::SPEC_ENQUEUE).cloned())
+        .collect();
+    let mut now = 0;
+    for entry in entries {
+        if queued.contains(entry) {
+            continue;
+        }
+        let attrs = BTreeMap::from([
+            (keys::FIXED_PARAMS.to_string(), entry.clone()),
+            (keys::SPEC_ENQUEUE.to_string(), entry.clone()),
+        ]);
+        store.enqueue(study, &attrs)?;
+        now += 1;
+    }
+    Ok(now)
+}
 
 /// What [`warm_start`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]

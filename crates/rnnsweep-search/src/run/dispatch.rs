@@ -559,8 +559,10 @@ impl Dispatcher<'_> {
                     value,
                 });
                 // A `confirm` run measures seed noise: stopping it early would bias the mean.
-                let repeat = r.trial.repeat_of().is_some();
-                if let Some(pruner) = self.pruner.as_ref().filter(|_| !repeat) {
+                // A spec's known configuration is there to be had whole: a rung would judge it
+                // against whatever reached that epoch first.
+                let unprunable = r.trial.repeat_of().is_some() || r.trial.from_spec_enqueue();
+                if let Some(pruner) = self.pruner.as_ref().filter(|_| !unprunable) {
                     // The other trials' values at this epoch, as every driver has recorded
                     // them: one small query, however large the study.
                     let others = self.store.values_at(self.study, epoch)?;

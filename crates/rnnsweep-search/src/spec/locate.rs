@@ -48,6 +48,34 @@ pub fn locate(text: &str, path: &[&str]) -> Option<(usize, usize)> {
     found.map(|(l, c)| (l + 1, c + 1))
 }
 
+/// Where the `index`-th item of the block list under top-level `key` starts (the key's own
+/// position for a flow-style list, where every item shares its line).
+pub fn locate_item(text: &str, key: &str, index: usize) -> Option<(usize, usize)> {
+    let (key_line, _) = locate(text, &[key])?;
+    let mut item_column = None;
+    let mut seen = 0;
+    for (i, line) in text.lines().enumerate().skip(key_line) {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - trimmed.len();
+        // A top-level key ends the list; a dash deeper than the first item's is inside one.
+        if indent == 0 && !trimmed.starts_with('-') {
+            break;
+        }
+        if !trimmed.starts_with("- ") || item_column.is_some_and(|c| c != indent) {
+            continue;
+        }
+        item_column = Some(indent);
+        if seen == index {
+            return Some((i + 1, indent + 1));
+        }
+        seen += 1;
+    }
+    locate(text, &[key])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,5 +86,16 @@ mod tests {
         assert_eq!(locate(text, &["a", "b", "c"]), Some((3, 5)));
         assert_eq!(locate(text, &["a", "d", "max"]), Some((4, 15)));
         assert_eq!(locate(text, &["a", "zz"]), Some((1, 1)));
+    }
+
+    #[test]
+    fn locate_item_finds_the_nth_entry_of_a_block_list() {
+        let text = "a: 1\nq:\n  - {x: 1}\n  - x: 2\n    y:\n      - 5\n  - {x: 3}\nz: 2\n";
+        assert_eq!(locate_item(text, "q", 0), Some((3, 3)));
+        assert_eq!(locate_item(text, "q", 1), Some((4, 3)));
+        assert_eq!(locate_item(text, "q", 2), Some((7, 3)));
+        // Past the end, and a flow-style list: the key itself.
+        assert_eq!(locate_item(text, "q", 3), Some((2, 1)));
+        assert_eq!(locate_item("q: [{x: 1}, {x: 2}]\n", "q", 1), Some((1, 1)));
     }
 }

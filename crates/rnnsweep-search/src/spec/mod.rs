@@ -135,6 +135,9 @@ pub struct Spec {
     pub final_combine: rnnsweep_model::artifact::Combine,
     /// `final: {distill}`: hand over one student trained on the ensemble's probabilities.
     pub final_distill: Option<final_model::FinalDistill>,
+    /// `enqueue`: configurations the spec vouches for (`{parameter: value}`, checked against
+    /// the space), queued once per study and run first, to their end: never pruned.
+    pub enqueue: Vec<Value>,
     /// Where the spec was read from (relative paths in it are relative to its folder).
     pub path: PathBuf,
 }
@@ -289,7 +292,7 @@ parameters:
     fn errors_name_file_line_and_column() {
         assert_eq!(
             message(&GOOD.replace("run_cap: 4", "run_cap: 4\nrun_caps: 5")),
-            "exp/s.yaml:9:1: unknown field `run_caps`, expected one of `name`, `description`, `project`, `entity`, `controller`, `program`, `command`, `wandb`, `storage`, `data`, `method`, `seed`, `metric`, `run_cap`, `max_duration`, `max_failures`, `max_retries`, `max_initial_failures`, `trial_timeout`, `silence_timeout`, `heartbeat_grace`, `training`, `parameters`, `trial`, `resources`, `tpe`, `early_terminate`, `final`"
+            "exp/s.yaml:9:1: unknown field `run_caps`, expected one of `name`, `description`, `project`, `entity`, `controller`, `program`, `command`, `wandb`, `storage`, `data`, `method`, `seed`, `metric`, `run_cap`, `max_duration`, `max_failures`, `max_retries`, `max_initial_failures`, `trial_timeout`, `silence_timeout`, `heartbeat_grace`, `training`, `parameters`, `trial`, `resources`, `tpe`, `early_terminate`, `final`, `enqueue`"
         );
         assert_eq!(
             message(&GOOD.replace("min: 0.0001", "min: 0.1")),

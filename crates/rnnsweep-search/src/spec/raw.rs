@@ -89,6 +89,9 @@ pub(super) struct RawSpec {
     pub(super) early_terminate: Option<EarlyTerminate>,
     #[serde(default, rename = "final")]
     pub(super) final_model: Option<RawFinal>,
+    /// Optuna's `enqueue_trial`: configurations (`{parameter: value}`) run first, as given.
+    #[serde(default)]
+    pub(super) enqueue: Vec<Value>,
 }
 
 /// `final`: how `best --retrain` builds the model this spec is for.

@@ -17,7 +17,7 @@ use crate::sampling::Method;
 use crate::space::Distribution;
 use crate::spec::duration::parse_duration;
 use crate::spec::final_model::FinalDistill;
-use crate::spec::locate::locate;
+use crate::spec::locate::{locate, locate_item};
 use crate::spec::raw::{
     DistributionName, RawData, RawDistill, RawMethod, RawParam, RawSpec, WandbModule,
 };
@@ -111,6 +111,7 @@ pub(super) fn read(text: &str, path: &Path) -> Result<Spec, SpecError> {
         },
         tpe: raw.tpe.unwrap_or_default(),
         early_terminate,
+        enqueue: raw.enqueue.clone(),
         source: text.to_string(),
         path: std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
     };
@@ -124,6 +125,7 @@ pub(super) fn read(text: &str, path: &Path) -> Result<Spec, SpecError> {
         e.message = m;
         e
     })?;
+    r.enqueued(&spec)?;
     Ok(spec)
 }
 
@@ -136,6 +138,24 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
+    /// Every `enqueue` entry must be a point of the space, so a typo fails here, before a
+    /// study exists, and not as a FAIL trial an hour later.
+    fn enqueued(&self, spec: &Spec) -> Result<(), SpecError> {
+        let space = spec.space();
+        for (i, entry) in spec.enqueue.iter().enumerate() {
+            if let Err(m) = space.resolve_fixed(entry) {
+                return Err(SpecError {
+                    at: match locate_item(self.text, "enqueue", i) {
+                        Some((l, c)) => format!("{}:{l}:{c}", self.file),
+                        None => self.file.clone(),
+                    },
+                    message: format!("enqueue[{i}]: {m}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn final_distill(&self, raw: &RawSpec) -> Result<Option<FinalDistill>, SpecError> {
         let Some(distill) = raw.final_model.as_ref().and_then(|f| f.distill.as_ref()) else {
             return Ok(None);

@@ -150,6 +150,11 @@ impl TrialRecord {
         user_values(&self.params)
     }
 
+    /// Whether the spec's `enqueue` queued this trial.
+    pub fn from_spec_enqueue(&self) -> bool {
+        self.system_attrs.contains_key(keys::SPEC_ENQUEUE)
+    }
+
     /// The trial a confirmation run repeats, if it is one.
     pub fn repeat_of(&self) -> Option<i64> {
         self.system_attrs
@@ -305,6 +310,9 @@ pub mod keys {
     pub const WARM_START_OF: &str = "rnnsweep:warm_start_of";
     /// On a study: every `storage#study` it was warm-started from (each is taken once).
     pub const WARM_STARTED_FROM: &str = "rnnsweep:warm_started_from";
+    /// On a trial the spec's `enqueue` queued: the entry as the spec gives it (each entry is
+    /// queued once per study; such a trial is never pruned).
+    pub const SPEC_ENQUEUE: &str = "rnnsweep:spec_enqueue";
 
     // Study user attributes (shown by optuna-dashboard).
     /// The spec's text.

@@ -422,3 +422,102 @@ fn a_warm_started_study_takes_the_old_trials_once_and_its_sampler_learns_from_th
         "{stderr}"
     );
 }
+
+#[test]
+fn a_specs_enqueued_configurations_run_first_exactly_once_and_to_their_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("queued.db");
+    let pruner = "early_terminate: {type: hyperband, min_iter: 1, eta: 3}\n";
+    // A study with its rungs filled: 12 random trials, most of them pruned at epoch 1 or 3.
+    let spec = function_spec(dir.path(), "queued", "random", 12, pruner);
+    run_ok(rnnsweep().arg("run").arg(&spec));
+    let before = trials(&db, "queued");
+    assert!(count(&before, TrialState::Pruned) >= 4);
+    // Then the spec names two configurations: Branin's corner (its worst region, far worse
+    // than most trials at the first rung) and one of its minima.
+    let queue = "enqueue:\n  - {x0: -5.0, x1: 0.0}\n  - x0: 3.14159\n    x1: 2.275\n";
+    let with_queue = function_spec(
+        dir.path(),
+        "queued",
+        "random",
+        15,
+        &format!("{pruner}{queue}"),
+    );
+    let o = run_ok(rnnsweep().arg("run").arg(&with_queue));
+    assert!(
+        String::from_utf8_lossy(&o.stdout)
+            .contains("queued 2 trial(s) from the spec's enqueue: they run first, to their end"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let after = trials(&db, "queued");
+    assert_eq!(after.len(), 15);
+    let queued: Vec<_> = after
+        .iter()
+        .filter(|t| t.number >= 12 && t.number < 14)
+        .collect();
+    assert_eq!(
+        queued
+            .iter()
+            .map(|t| (param(t, "x0"), param(t, "x1")))
+            .collect::<Vec<_>>(),
+        [(-5.0, 0.0), (3.14159, 2.275)],
+        "the spec's entries run first, in its order, with exactly its values"
+    );
+    for t in &queued {
+        assert_eq!(
+            t.state,
+            TrialState::Complete,
+            "trial {} ran to its end",
+            t.number
+        );
+        assert_eq!(t.intermediate.len(), 9);
+        assert!(t.system_attrs.contains_key("rnnsweep:spec_enqueue"));
+    }
+    // The corner would have been pruned: at epoch 1 it is worse than every earlier trial that
+    // reached that rung (Branin at (-5, 0) is 308.1; its minimum 0.398).
+    assert!((queued[0].value.unwrap() - 308.13).abs() < 0.01);
+    let corner = queued[0].intermediate[0].1.unwrap();
+    assert!(before
+        .iter()
+        .all(|t| t.intermediate.first().and_then(|s| s.1).unwrap() < corner));
+    assert!((queued[1].value.unwrap() - 0.3979).abs() < 1e-3);
+    // Running the spec again queues nothing twice: one more sampled trial, no new queued ones.
+    let again = function_spec(
+        dir.path(),
+        "queued",
+        "random",
+        16,
+        &format!("{pruner}{queue}"),
+    );
+    let o = run_ok(rnnsweep().arg("run").arg(&again));
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("from the spec's enqueue"));
+    let last = trials(&db, "queued");
+    assert_eq!(last.len(), 16);
+    assert_eq!(
+        last.iter()
+            .filter(|t| t.system_attrs.contains_key("rnnsweep:spec_enqueue"))
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn an_enqueued_configuration_outside_the_space_is_refused_before_a_study_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = function_spec(
+        dir.path(),
+        "badqueue",
+        "random",
+        5,
+        "enqueue:\n  - {x0: 1.0, x1: 2.0}\n  - {x0: 20.0, x1: 2.0}\n",
+    );
+    let o = rnnsweep().arg("run").arg(&spec).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("badqueue.yaml:9:3: enqueue[1]: parameter `x0` = 20.0 is outside the search space: it must be a number in [-5, 10]"),
+        "{e}"
+    );
+    assert!(!dir.path().join("badqueue.db").exists(), "nothing stored");
+}
