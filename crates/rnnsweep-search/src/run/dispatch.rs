@@ -18,7 +18,7 @@ use crate::display::human_duration;
 use crate::pruning::Pruner;
 use crate::run::error::SweepError;
 use crate::run::events::{StopCause, SweepEvent};
-use crate::run::final_budget::final_model_estimate;
+use crate::run::final_budget::{FinalPlan, RunningTrial};
 use crate::run::identity::{open_study, study_uuid, trial_dir};
 use crate::run::outcome::{
     classify, environment_fault, group_reasons, path_in, Ended, Outcome, KILLED_FROM_OUTSIDE,
@@ -132,21 +132,27 @@ pub fn run_sweep(
     let mut drained_announced = false;
     // Why no new trial can start, once that is known.
     let mut no_more: Option<StopCause> = None;
-    // The final model's share of max_duration, estimated again whenever a trial finishes.
-    let mut reserved = Duration::ZERO;
-    let mut reserved_at: Option<usize> = None;
+    // The final model's share of max_duration: planned again whenever a trial finishes, with
+    // the trials still running priced in at every turn.
     let student_rows = if spec.max_duration.is_some() {
         crate::run::final_budget::student_rows_factor(spec)
     } else {
         1.0
     };
+    let mut final_plan = FinalPlan::new(spec, &[], student_rows);
+    let mut planned_at: Option<usize> = None;
     loop {
         // Only a spec with both a limit and a final model has anything to reserve.
         let reserves = spec.max_duration.is_some() && spec.final_ensemble.is_some();
-        if reserves && reserved_at != Some(d.run_finished) {
-            reserved = final_model_estimate(spec, &d.store.trials(study)?, student_rows);
-            reserved_at = Some(d.run_finished);
+        if reserves && planned_at != Some(d.run_finished) {
+            final_plan = FinalPlan::new(spec, &d.store.trials(study)?, student_rows);
+            planned_at = Some(d.run_finished);
         }
+        let reserved = if reserves {
+            final_plan.with_running(&d.running_for_reserve())
+        } else {
+            Duration::ZERO
+        };
         let interrupt_level = options.interrupts.level();
         if interrupt_level >= 2 {
             d.stop_all(on_event)?;
@@ -282,6 +288,23 @@ pub fn run_sweep(
 }
 
 impl Dispatcher<'_> {
+    /// The trials running now as the final model's reserve prices them.
+    fn running_for_reserve(&self) -> Vec<RunningTrial> {
+        self.running
+            .values()
+            .map(|r| RunningTrial {
+                seconds: r.started.elapsed().as_secs_f64(),
+                best_value: r
+                    .trial
+                    .intermediate
+                    .iter()
+                    .filter_map(|(_, v)| *v)
+                    .filter(|v| v.is_finite())
+                    .reduce(|a, b| self.spec.direction.best(a, b)),
+            })
+            .collect()
+    }
+
     /// A queued trial (enqueued by Optuna or `rnnsweep enqueue`, or re-queued) runs with
     /// exactly its given values, checked against the space; the reason names the parameter.
     fn resolve_queued(

@@ -44,70 +44,143 @@ pub(crate) fn student_rows_factor(spec: &Spec) -> f64 {
     }
 }
 
-/// The final model's estimated training time; zero for a spec without a `final` section or a
-/// study without a completed trial. `student_rows` is [`student_rows_factor`] (measured once
-/// per sweep: it reads the files).
+/// The final model's estimated training time from the completed trials alone; zero for a spec
+/// without a `final` section or a study without a completed trial. `student_rows` is
+/// [`student_rows_factor`] (measured once per sweep: it reads the files).
+#[cfg(test)]
 pub(crate) fn final_model_estimate(
     spec: &Spec,
     trials: &[TrialRecord],
     student_rows: f64,
 ) -> Duration {
-    let Some(members) = spec.final_ensemble else {
-        return Duration::ZERO;
-    };
-    let mut completed: Vec<&TrialRecord> = trials
-        .iter()
-        .filter(|t| t.state == TrialState::Complete && t.value.is_some_and(f64::is_finite))
-        .filter(|t| t.repeat_of().is_none())
-        .collect();
-    completed.sort_by(|a, b| {
-        spec.direction
-            .cmp(a.value.unwrap_or(f64::NAN), b.value.unwrap_or(f64::NAN))
-            .then(a.number.cmp(&b.number))
-    });
-    let rows_factor = if spec.validation_file.is_some() {
-        1.0
-    } else {
-        let split = spec
-            .training
-            .get("validation_split")
-            .and_then(Value::as_f64)
-            .filter(|s| (0.0..1.0).contains(s))
-            .unwrap_or(0.1);
-        1.0 / (1.0 - split)
-    };
-    // A distilled final model trains the best configuration once more, as its student.
-    let student = if spec.final_distill.is_some() {
-        completed
-            .first()
-            .and_then(|t| member_seconds(t))
-            .map(|s| s * student_rows)
-    } else {
-        None
-    };
-    // The members train at once on the spec's slots (`best --retrain` without `--device`),
-    // each slot taking the next member when it is free.
-    let slots = crate::devices::DevicePool::new(&spec.resources)
-        .map(|p| p.capacity())
-        .unwrap_or(1)
-        .max(1);
-    let chosen = selection::choose(
-        &completed,
-        members,
-        spec.final_selection,
-        spec.final_combine,
-    );
-    let mut load = vec![0.0f64; slots];
-    for t in chosen.members().iter().map(|&i| completed[i]) {
-        if let Some(s) = member_seconds(t) {
+    FinalPlan::new(spec, trials, student_rows).with_running(&[])
+}
+
+/// A trial still running, as the reserve prices it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RunningTrial {
+    /// Its time so far: what it costs to train again if it completed now.
+    pub seconds: f64,
+    /// Its best reported value so far.
+    pub best_value: Option<f64>,
+}
+
+/// The final model as the completed trials set it: its members' and the best configuration's
+/// retraining times. Built again whenever a trial finishes (selection reads every candidate's
+/// predictions); [`FinalPlan::with_running`] adds the trials still running at every tick.
+#[derive(Debug, Clone)]
+pub(crate) struct FinalPlan {
+    /// Retraining seconds of each member selection would choose now (on the trials' rows).
+    members: Vec<f64>,
+    /// The best completed trial's objective and retraining seconds (the student's configuration).
+    best: Option<(f64, f64)>,
+    ensemble: usize,
+    slots: usize,
+    rows_factor: f64,
+    /// The student's rows over a member's, when the final model is distilled.
+    student_rows: Option<f64>,
+    direction: rnnsweep_model::metrics::Direction,
+}
+
+impl FinalPlan {
+    pub(crate) fn new(spec: &Spec, trials: &[TrialRecord], student_rows: f64) -> Self {
+        let Some(ensemble) = spec.final_ensemble else {
+            // Nothing to reserve.
+            return Self {
+                members: Vec::new(),
+                best: None,
+                ensemble: 0,
+                slots: 1,
+                rows_factor: 1.0,
+                student_rows: None,
+                direction: spec.direction,
+            };
+        };
+        let mut completed: Vec<&TrialRecord> = trials
+            .iter()
+            .filter(|t| t.state == TrialState::Complete && t.value.is_some_and(f64::is_finite))
+            .filter(|t| t.repeat_of().is_none())
+            .collect();
+        completed.sort_by(|a, b| {
+            spec.direction
+                .cmp(a.value.unwrap_or(f64::NAN), b.value.unwrap_or(f64::NAN))
+                .then(a.number.cmp(&b.number))
+        });
+        let rows_factor = if spec.validation_file.is_some() {
+            1.0
+        } else {
+            let split = spec
+                .training
+                .get("validation_split")
+                .and_then(Value::as_f64)
+                .filter(|s| (0.0..1.0).contains(s))
+                .unwrap_or(0.1);
+            1.0 / (1.0 - split)
+        };
+        // The members train at once on the spec's slots (`best --retrain` without `--device`),
+        // each slot taking the next member when it is free.
+        let slots = crate::devices::DevicePool::new(&spec.resources)
+            .map(|p| p.capacity())
+            .unwrap_or(1)
+            .max(1);
+        let chosen = selection::choose(
+            &completed,
+            ensemble,
+            spec.final_selection,
+            spec.final_combine,
+        );
+        Self {
+            members: chosen
+                .members()
+                .iter()
+                .filter_map(|&i| member_seconds(completed[i]))
+                .collect(),
+            best: completed
+                .first()
+                .and_then(|t| Some((t.value?, member_seconds(t)?))),
+            ensemble,
+            slots,
+            rows_factor,
+            student_rows: spec.final_distill.as_ref().map(|_| student_rows),
+            direction: spec.direction,
+        }
+    }
+
+    /// The reserve with the trials still running counted: any of them may complete before the
+    /// search stops and join the members, and one already past the best completed trial may
+    /// become the student's configuration. Priced at their time so far, they keep the reserve
+    /// from jumping past the hour when a slow trial completes (a word+char network finishing
+    /// as the best raised it from about 13 to 28 minutes at minute 46 of an hour).
+    pub(crate) fn with_running(&self, running: &[RunningTrial]) -> Duration {
+        if self.ensemble == 0 {
+            return Duration::ZERO;
+        }
+        let mut load = vec![0.0f64; self.slots];
+        let extra = running.iter().map(|r| r.seconds);
+        for s in self.members.iter().copied().chain(extra) {
             if let Some(least) = load.iter_mut().min_by(|a, b| a.total_cmp(b)) {
                 *least += s;
             }
         }
+        let members_seconds = load.iter().copied().fold(0.0, f64::max);
+        // A distilled final model trains the best configuration once more, as its student.
+        let student = self.student_rows.map_or(0.0, |rows| {
+            let best_value = self.best.map(|(v, _)| v);
+            let may_lead = |r: &&RunningTrial| match (r.best_value, best_value) {
+                (Some(v), Some(b)) => self.direction.cmp(v, b).is_le(),
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            let slowest = running
+                .iter()
+                .filter(may_lead)
+                .map(|r| r.seconds)
+                .chain(self.best.map(|(_, s)| s))
+                .fold(0.0, f64::max);
+            slowest * rows
+        });
+        Duration::from_secs_f64(((members_seconds + student) * self.rows_factor).max(0.0))
     }
-    let members_seconds = load.iter().copied().fold(0.0, f64::max);
-    let seconds = (members_seconds + student.unwrap_or(0.0)) * rows_factor;
-    Duration::from_secs_f64(seconds.max(0.0))
 }
 
 /// One trial retrained: its kept epochs at its measured seconds per epoch (the whole trial's
@@ -202,6 +275,49 @@ mod tests {
         assert_eq!(
             final_model_estimate(&distilled, &trials, 2.0),
             Duration::from_secs(275)
+        );
+    }
+
+    /// A trial still running may complete before the search stops: it may join the members,
+    /// and once its values beat the best completed trial's, become the student's configuration.
+    #[test]
+    fn the_reserve_prices_the_trials_still_running_at_their_time_so_far() {
+        let base = "name: s\nstorage: s.db\ndata: {train: t.csv}\nmethod: random\nmetric: {name: val_loss}\n\
+                    training: {validation_split: 0.2}\nparameters:\n  learning_rate: {values: [0.1, 0.2]}\n\
+                    final: {ensemble: 2, distill: true}\n";
+        let trials = [trial(0, 0.30, 100.0, 10, 4), trial(2, 0.20, 60.0, 6, 6)];
+        let plan = FinalPlan::new(&spec(base), &trials, 1.0);
+        let running = |seconds: f64, best_value: Option<f64>| RunningTrial {
+            seconds,
+            best_value,
+        };
+        // Completed trials alone: members 60 + 40, the student 60, on 1.25× the rows.
+        assert_eq!(plan.with_running(&[]), Duration::from_secs(200));
+        // 80 s so far, its best val_loss 0.25: a member perhaps, not the best.
+        assert_eq!(
+            plan.with_running(&[running(80.0, Some(0.25))]),
+            Duration::from_secs(300)
+        );
+        // 120 s so far and already past the best (0.15 < 0.20): a member, and the student's
+        // configuration: (60 + 40 + 120 + 120) × 1.25.
+        assert_eq!(
+            plan.with_running(&[running(120.0, Some(0.15))]),
+            Duration::from_secs(425)
+        );
+        // No epoch reported yet: a member only. Two of them: (60 + 40 + 30 + 20 + 60) × 1.25.
+        assert_eq!(
+            plan.with_running(&[running(30.0, None), running(20.0, None)]),
+            Duration::from_secs_f64(262.5)
+        );
+        // Without a `final` section, nothing, whatever runs.
+        let none = FinalPlan::new(
+            &spec(&base.replace("final: {ensemble: 2, distill: true}\n", "")),
+            &trials,
+            1.0,
+        );
+        assert_eq!(
+            none.with_running(&[running(500.0, Some(0.1))]),
+            Duration::ZERO
         );
     }
 

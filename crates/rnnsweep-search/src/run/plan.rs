@@ -124,34 +124,47 @@ pub fn describe(spec: &Spec) -> Result<String, PlanError> {
     // no values among them and draws its random start-up trials.
     let mut sampler = sampling::build(spec.method, &space, spec.seed, spec.direction, &spec.tpe)
         .map_err(PlanError::Invalid)?;
+    let finished = |n: usize, params| TrialRecord {
+        trial_id: n as i64,
+        number: n as i64,
+        state: TrialState::Complete,
+        params,
+        value: None,
+        intermediate: Vec::new(),
+        user_attrs: Default::default(),
+        system_attrs: Default::default(),
+        datetime_start: None,
+        datetime_complete: None,
+    };
+    // The spec's enqueued configurations run before anything is sampled.
     let mut seen: Vec<TrialRecord> = Vec::new();
-    for n in 0..PLANNED_TRIALS as i64 {
-        let Some(p) = sampler.sample(&seen, n) else {
+    for entry in &spec.enqueue {
+        let params = space.resolve_fixed(entry).map_err(PlanError::Invalid)?;
+        seen.push(finished(seen.len(), params));
+    }
+    let queued = seen.len();
+    for n in queued..queued + PLANNED_TRIALS {
+        let Some(p) = sampler.sample(&seen, n as i64) else {
             break;
         };
-        seen.push(TrialRecord {
-            trial_id: n,
-            number: n,
-            state: TrialState::Complete,
-            params: space.to_stored(&p),
-            value: None,
-            intermediate: Vec::new(),
-            user_attrs: Default::default(),
-            system_attrs: Default::default(),
-            datetime_start: None,
-            datetime_complete: None,
-        });
+        seen.push(finished(n, space.to_stored(&p)));
     }
     let planned: Vec<Point> = seen.iter().map(|t| space.decode(&t.params)).collect();
     let _ = writeln!(w, "\nfirst planned trials:");
     for (n, p) in planned.iter().enumerate() {
-        let _ = writeln!(w, "  trial {n}: {}", point_text(p));
+        let from_spec = if n < queued {
+            " (the spec's enqueue)"
+        } else {
+            ""
+        };
+        let _ = writeln!(w, "  trial {n}: {}{from_spec}", point_text(p));
     }
     if spec.method == Method::Tpe {
         let _ = writeln!(
             w,
-            "  (TPE: the first {} trials are random as above; later ones depend on the results)",
-            spec.tpe.n_startup_trials
+            "  (TPE: the first {} trials are {}random as above; later ones depend on the results)",
+            spec.tpe.n_startup_trials,
+            if queued > 0 { "the spec's and " } else { "" }
         );
     }
 
@@ -294,6 +307,23 @@ mod tests {
         assert_eq!(trials.len(), 2, "{text}");
         assert_ne!(trials[0].split(": ").nth(1), trials[1].split(": ").nth(1));
         assert_eq!(plan(yaml), text, "the plan is seeded");
+    }
+
+    #[test]
+    fn the_specs_enqueued_configurations_are_planned_first() {
+        let text = plan(
+            "name: q\nmethod: random\nseed: 4\nrun_cap: 9\ntrial: {kind: function, name: sphere}\n\
+             parameters:\n  x0: {values: [-1, 0, 1]}\n  x1: {value: 2}\n\
+             enqueue:\n  - {x0: 1}\n",
+        );
+        let trials = planned_trials(&text);
+        assert_eq!(
+            trials[0], "  trial 0: x0=1 x1=2 (the spec's enqueue)",
+            "{text}"
+        );
+        // The random draws then skip the queued point, as in the sweep.
+        assert_eq!(trials.len(), 3, "{text}");
+        assert!(trials[1..].iter().all(|t| !t.contains("x0=1 ")), "{text}");
     }
 
     #[test]
