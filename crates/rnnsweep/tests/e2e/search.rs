@@ -435,7 +435,7 @@ fn a_specs_enqueued_configurations_run_first_exactly_once_and_to_their_end() {
     assert!(count(&before, TrialState::Pruned) >= 4);
     // Then the spec names two configurations: Branin's corner (its worst region, far worse
     // than most trials at the first rung) and one of its minima.
-    let queue = "enqueue:\n  - {x0: -5.0, x1: 0.0}\n  - x0: 3.14159\n    x1: 2.275\n";
+    let queue = "enqueue:\n  - {x0: -5.0, x1: 0.0}\n  - x0: 9.42478\n    x1: 2.475\n";
     let with_queue = function_spec(
         dir.path(),
         "queued",
@@ -461,7 +461,7 @@ fn a_specs_enqueued_configurations_run_first_exactly_once_and_to_their_end() {
             .iter()
             .map(|t| (param(t, "x0"), param(t, "x1")))
             .collect::<Vec<_>>(),
-        [(-5.0, 0.0), (3.14159, 2.275)],
+        [(-5.0, 0.0), (9.42478, 2.475)],
         "the spec's entries run first, in its order, with exactly its values"
     );
     for t in &queued {
