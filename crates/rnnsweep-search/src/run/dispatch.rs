@@ -141,6 +141,7 @@ pub fn run_sweep(
     };
     let mut final_plan = FinalPlan::new(spec, &[], student_rows);
     let mut planned_at: Option<usize> = None;
+    let mut reserve_began: Option<Duration> = None;
     loop {
         // Only a spec with both a limit and a final model has anything to reserve.
         let reserves = spec.max_duration.is_some() && spec.final_ensemble.is_some();
@@ -170,10 +171,14 @@ pub fn run_sweep(
             Some(cause.clone())
         } else if spec.max_duration.is_some_and(|m| started.elapsed() >= m) {
             Some(StopCause::MaxDuration)
+        } else if let Some(reserved) = reserve_began {
+            // Cutting the running trials lowers the estimate; the rest stays the final model's.
+            Some(StopCause::FinalModelReserve { reserved })
         } else if spec
             .max_duration
             .is_some_and(|m| started.elapsed() + reserved >= m)
         {
+            reserve_began = Some(reserved);
             Some(StopCause::FinalModelReserve { reserved })
         } else if d.failures >= spec.max_failures {
             Some(StopCause::TooManyFailures(d.failures))
