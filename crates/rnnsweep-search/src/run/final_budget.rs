@@ -44,18 +44,6 @@ pub(crate) fn student_rows_factor(spec: &Spec) -> f64 {
     }
 }
 
-/// The final model's estimated training time from the completed trials alone; zero for a spec
-/// without a `final` section or a study without a completed trial. `student_rows` is
-/// [`student_rows_factor`] (measured once per sweep: it reads the files).
-#[cfg(test)]
-pub(crate) fn final_model_estimate(
-    spec: &Spec,
-    trials: &[TrialRecord],
-    student_rows: f64,
-) -> Duration {
-    FinalPlan::new(spec, trials, student_rows).with_running(&[])
-}
-
 /// A trial still running, as the reserve prices it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RunningTrial {
@@ -218,6 +206,13 @@ mod tests {
             datetime_start: None,
             datetime_complete: None,
         }
+    }
+
+    /// The final model's estimated training time from the completed trials alone; zero for a spec
+    /// without a `final` section or a study without a completed trial. `student_rows` is
+    /// [`student_rows_factor`] (measured once per sweep: it reads the files).
+    fn final_model_estimate(spec: &Spec, trials: &[TrialRecord], student_rows: f64) -> Duration {
+        FinalPlan::new(spec, trials, student_rows).with_running(&[])
     }
 
     fn spec(text: &str) -> Spec {
