@@ -171,6 +171,34 @@ fn an_ensemble_averages_its_members_at_a_threshold_chosen_on_unseen_rows() {
         !aps.is_empty() && aps.windows(2).all(|w| w[1] >= w[0]),
         "{text}"
     );
+    // "member K of N" counts the members selection chose, not the 3 asked for (whether the
+    // members train in this process or print through their slots' processes).
+    let chosen = aps.len();
+    let mut numbered: Vec<(usize, usize)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("member "))
+        .filter_map(|l| {
+            let (k, rest) = l.split_once(" of ")?;
+            let n = rest.split(|c: char| !c.is_ascii_digit()).next()?;
+            Some((k.parse().ok()?, n.parse().ok()?))
+        })
+        .collect();
+    numbered.dedup();
+    assert_eq!(
+        numbered,
+        (1..=chosen).map(|k| (k, chosen)).collect::<Vec<_>>(),
+        "{text}"
+    );
+    // Retraining holds no validation rows back, so its epoch lines have no validation columns
+    // (they used to print `val_loss NaN val_f1 NaN`).
+    let epochs: Vec<&str> = text.lines().filter(|l| l.contains("train_loss")).collect();
+    assert!(
+        !epochs.is_empty()
+            && epochs
+                .iter()
+                .all(|l| !l.contains("NaN") && !l.contains("val_")),
+        "{text}"
+    );
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(ens.join("ensemble.json")).unwrap()).unwrap();
     assert_eq!(meta["members"], serde_json::json!(["member-1", "member-2"]));
