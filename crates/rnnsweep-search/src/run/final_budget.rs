@@ -102,7 +102,7 @@ impl FinalPlan {
                 .get("validation_split")
                 .and_then(Value::as_f64)
                 .filter(|s| (0.0..1.0).contains(s))
-                .unwrap_or(0.1);
+                .unwrap_or_else(|| rnnsweep_model::config::ModelConfig::default().validation_split);
             1.0 / (1.0 - split)
         };
         // The members train at once on the spec's slots (`best --retrain` without `--device`),
